@@ -1,0 +1,116 @@
+"""Read what PostgreSQL's catalog knows about a materialized view. Every query here only reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from airflow_matview.identifiers import QualifiedName
+
+if TYPE_CHECKING:
+    from psycopg import Connection
+
+RELKIND_NAMES = {
+    "r": "a table",
+    "p": "a partitioned table",
+    "v": "a plain view",
+    "f": "a foreign table",
+    "i": "an index",
+    "I": "a partitioned index",
+    "S": "a sequence",
+    "c": "a composite type",
+    "t": "a TOAST table",
+}
+
+_FIND_RELATION = """
+SELECT c.oid, n.nspname, c.relname, c.relkind, c.relispopulated
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relname = %(name)s
+  AND n.nspname = ANY(CASE WHEN %(schema)s::text IS NULL THEN pg_catalog.current_schemas(false)
+                           ELSE ARRAY[%(schema)s::name] END)
+ORDER BY pg_catalog.array_position(pg_catalog.current_schemas(false), n.nspname)
+LIMIT 1
+"""
+
+# The conditions PostgreSQL itself checks before REFRESH ... CONCURRENTLY (matview.c, is_usable_unique_index):
+# a valid, immediate, unique index on plain columns (no expressions) without a WHERE clause.
+_USABLE_UNIQUE_INDEXES = """
+SELECT i.indexrelid::regclass::text
+FROM pg_catalog.pg_index i
+WHERE i.indrelid = %(oid)s
+  AND i.indisunique AND i.indisvalid AND i.indimmediate
+  AND i.indpred IS NULL AND i.indexprs IS NULL
+ORDER BY 1
+"""
+
+_ROW_ESTIMATE = "SELECT c.reltuples::bigint FROM pg_catalog.pg_class c WHERE c.oid = %(oid)s"
+
+_ROW_COUNTERS = """
+SELECT c.reltuples::bigint,
+       pg_catalog.pg_stat_get_xact_tuples_inserted(c.oid),
+       pg_catalog.pg_stat_get_xact_tuples_deleted(c.oid)
+FROM pg_catalog.pg_class c WHERE c.oid = %(oid)s
+"""
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A relation found in the catalog.
+
+    :param oid: its ``pg_class`` oid.
+    :param name: its schema-qualified name.
+    :param relkind: ``pg_class.relkind`` (``m`` for a materialized view).
+    :param populated: ``pg_class.relispopulated``: false after ``WITH NO DATA``.
+    """
+
+    oid: int
+    name: QualifiedName
+    relkind: str
+    populated: bool
+
+    @property
+    def kind_description(self) -> str:
+        return "a materialized view" if self.relkind == "m" else RELKIND_NAMES.get(self.relkind, "not a view")
+
+
+def find_relation(conn: Connection, name: QualifiedName) -> Relation | None:
+    """Look ``name`` up like PostgreSQL would: in its schema, or else along the ``search_path``."""
+    row = conn.execute(_FIND_RELATION, {"name": name.name, "schema": name.schema}).fetchone()
+    if row is None:
+        return None
+    oid, schema, relname, relkind, populated = row
+    return Relation(oid=oid, name=QualifiedName(schema, relname), relkind=relkind, populated=populated)
+
+
+def search_path(conn: Connection) -> list[str]:
+    """The schemas an unqualified name is looked up in, in order."""
+    row = conn.execute("SELECT pg_catalog.current_schemas(false)").fetchone()
+    return list(row[0]) if row else []
+
+
+def usable_unique_indexes(conn: Connection, oid: int) -> list[str]:
+    """Names of the indexes that allow ``REFRESH MATERIALIZED VIEW CONCURRENTLY``."""
+    return [row[0] for row in conn.execute(_USABLE_UNIQUE_INDEXES, {"oid": oid})]
+
+
+def row_estimate(conn: Connection, oid: int) -> int | None:
+    """The planner's row count (``pg_class.reltuples``), or ``None`` when PostgreSQL has none yet."""
+    row = conn.execute(_ROW_ESTIMATE, {"oid": oid}).fetchone()
+    return None if row is None or row[0] < 0 else int(row[0])
+
+
+@dataclass(frozen=True)
+class RowCounters:
+    """The catalog's row estimate, and the rows this transaction inserted and deleted so far."""
+
+    estimate: int
+    inserted: int
+    deleted: int
+
+
+def row_counters(conn: Connection, oid: int) -> RowCounters:
+    """Counters that track ``REFRESH ... CONCURRENTLY``, which applies its changes as row inserts and deletes."""
+    row = conn.execute(_ROW_COUNTERS, {"oid": oid}).fetchone()
+    assert row is not None
+    return RowCounters(estimate=int(row[0]), inserted=int(row[1]), deleted=int(row[2]))

@@ -1,0 +1,29 @@
+"""Provider metadata that Airflow's ProvidersManager reads through the ``apache_airflow_provider`` entry point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_matview import __version__
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "airflow-matview",
+        "name": "Materialized views",
+        "description": "Keeps PostgreSQL materialized views fresh: one scheduled DAG per view.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "PostgreSQL materialized views",
+                "external-doc-url": "https://www.postgresql.org/docs/current/sql-refreshmaterializedview.html",
+                "tags": ["software"],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "PostgreSQL materialized views",
+                "python-modules": ["airflow_matview.operators.refresh"],
+            }
+        ],
+    }

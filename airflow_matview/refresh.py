@@ -1,0 +1,248 @@
+"""Refresh one materialized view over an open psycopg connection, with the checks that make it safe."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+import psycopg
+from psycopg import Connection, sql
+
+from airflow_matview import catalog
+from airflow_matview.exceptions import MatviewConfigurationError, MatviewRefreshError
+
+if TYPE_CHECKING:
+    from airflow_matview.identifiers import QualifiedName
+
+Concurrently = Literal["auto"] | bool
+RefreshMode = Literal["concurrently", "blocking", "no_data"]
+
+_TRUE_WORDS = {"true", "yes", "on", "1"}
+_FALSE_WORDS = {"false", "no", "off", "0"}
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    """What a refresh did; returned to Airflow as the task's XCom.
+
+    :param view: the schema-qualified view.
+    :param mode: ``concurrently``, ``blocking`` or ``no_data``.
+    :param reason: why that mode was chosen.
+    :param seconds: how long ``REFRESH MATERIALIZED VIEW`` took.
+    :param rows: the view's row count from the catalog, not a full count: ``pg_class.reltuples``, which a plain
+        refresh of an indexed view and ``analyze=True`` make exact; after CONCURRENTLY, the estimate from before
+        plus the refresh's exact net change. ``None`` when PostgreSQL has no estimate (no index, never analyzed).
+    """
+
+    view: str
+    mode: RefreshMode
+    reason: str
+    seconds: float
+    rows: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_concurrently(value: object) -> Concurrently:
+    """Accept ``"auto"``, a bool, or the text a template renders (``"true"``, ``"False"``, ...)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    if text in _TRUE_WORDS:
+        return True
+    if text in _FALSE_WORDS:
+        return False
+    raise MatviewConfigurationError(f"concurrently must be 'auto', true or false, not {value!r}.")
+
+
+def parse_bool(value: object, name: str) -> bool:
+    """Accept a bool or the text a template renders for one."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE_WORDS:
+        return True
+    if text in _FALSE_WORDS:
+        return False
+    raise MatviewConfigurationError(f"{name} must be true or false, not {value!r}.")
+
+
+def to_milliseconds(value: timedelta | float | None, name: str) -> int:
+    """A timeout as whole milliseconds for PostgreSQL; ``None`` or 0 means no limit."""
+    if value is None:
+        return 0
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds < 0:
+        raise MatviewConfigurationError(f"{name} must not be negative, got {value!r}.")
+    return round(seconds * 1000)
+
+
+def choose_mode(
+    relation: catalog.Relation,
+    unique_indexes: list[str],
+    concurrently: Concurrently,
+    with_data: bool,
+    connection_label: str,
+) -> tuple[RefreshMode, str]:
+    """Pick how to refresh, and say why; raise when ``concurrently=True`` cannot work."""
+    if not with_data:
+        if concurrently is True:
+            raise MatviewConfigurationError(
+                f"Cannot refresh {relation.name} ({connection_label}) CONCURRENTLY WITH NO DATA: "
+                "PostgreSQL does not allow the two together. Use with_data=True or concurrently=False."
+            )
+        return "no_data", "with_data=False empties the view (WITH NO DATA)"
+    if concurrently is False:
+        return "blocking", "concurrently=False"
+    obstacle = None
+    if not relation.populated:
+        obstacle = (
+            "it is not populated (it was created or last refreshed WITH NO DATA), and only a populated view "
+            "can be refreshed concurrently. Run one plain refresh first (concurrently=False)"
+        )
+    elif not unique_indexes:
+        obstacle = (
+            "it has no unique index on plain columns without a WHERE clause, which CONCURRENTLY needs to match "
+            f"old and new rows. Add one, e.g. CREATE UNIQUE INDEX ON {relation.name} (<key columns>)"
+        )
+    if obstacle is None:
+        return "concurrently", f"unique index {unique_indexes[0]} allows CONCURRENTLY, so readers are not blocked"
+    if concurrently is True:
+        raise MatviewConfigurationError(
+            f"Cannot refresh {relation.name} ({connection_label}) CONCURRENTLY: {obstacle}, "
+            "or use concurrently='auto' to fall back to a plain refresh."
+        )
+    return "blocking", f"plain refresh (blocks readers) because {obstacle}"
+
+
+def resolve_matview(conn: Connection, view: QualifiedName, connection_label: str) -> catalog.Relation:
+    """Find ``view`` in the catalog and check that it is a materialized view."""
+    relation = catalog.find_relation(conn, view)
+    if relation is None:
+        where = (
+            f"schema {view.schema!r}"
+            if view.schema is not None
+            else f"search_path schemas {', '.join(catalog.search_path(conn)) or '(none)'}"
+        )
+        raise MatviewConfigurationError(
+            f"Materialized view {view} does not exist in the database of {connection_label} (looked in {where}). "
+            "Check the view name (schema.name; quote names with capitals or spaces) and that the connection "
+            "points at the right database."
+        )
+    if relation.relkind != "m":
+        raise MatviewConfigurationError(
+            f"{relation.name} ({connection_label}) is {relation.kind_description}, not a materialized view, "
+            "so it cannot be refreshed. Name a materialized view (see pg_matviews)."
+        )
+    return relation
+
+
+def refresh_materialized_view(
+    conn: Connection,
+    view: QualifiedName,
+    *,
+    concurrently: Concurrently = "auto",
+    with_data: bool = True,
+    analyze: bool = False,
+    lock_timeout: timedelta | float | None = timedelta(minutes=1),
+    connection_label: str = "the connection",
+) -> RefreshResult:
+    """Refresh ``view`` in one transaction: a failure rolls back and leaves its previous contents.
+
+    :param conn: an open psycopg connection, not in a transaction.
+    :param view: the view to refresh.
+    :param concurrently: ``"auto"``, ``True`` or ``False``; see :func:`choose_mode`.
+    :param with_data: ``False`` runs ``WITH NO DATA``, emptying the view.
+    :param analyze: run ``ANALYZE`` on the view after the refresh.
+    :param lock_timeout: how long to wait for the view's lock; ``None`` waits forever.
+    :param connection_label: how errors name the connection, e.g. ``connection 'postgres_default'``.
+    """
+    lock_timeout_ms = to_milliseconds(lock_timeout, "lock_timeout")
+    try:
+        with conn.transaction():
+            conn.execute("SELECT pg_catalog.set_config('lock_timeout', %s, true)", [f"{lock_timeout_ms}ms"])
+            relation = resolve_matview(conn, view, connection_label)
+            indexes = catalog.usable_unique_indexes(conn, relation.oid)
+            mode, reason = choose_mode(relation, indexes, concurrently, with_data, connection_label)
+            log.info("Refreshing %s (%s): %s.", relation.name, mode, reason)
+            statement = refresh_statement(relation.name, mode)
+            counters_before = catalog.row_counters(conn, relation.oid) if mode == "concurrently" else None
+            started = time.perf_counter()
+            conn.execute(statement)
+            seconds = time.perf_counter() - started
+            if analyze and mode != "no_data":
+                conn.execute(sql.SQL("ANALYZE {}").format(identifier(relation.name)))
+            rows = _rows_after(conn, relation.oid, mode, analyze, counters_before)
+    except psycopg.errors.LockNotAvailable:
+        raise MatviewRefreshError(
+            f"Timed out after {lock_timeout_ms / 1000:g}s waiting for a lock on {view} ({connection_label}): "
+            "another session holds a conflicting lock. The view keeps its previous contents; Airflow will retry. "
+            "Raise lock_timeout or find the blocker in pg_locks."
+        ) from None
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise MatviewConfigurationError(
+            f"Not allowed to refresh {view} ({connection_label}): {_pg_message(exc)}. Only the view's owner "
+            "(or, on PostgreSQL 17+, a role with the MAINTAIN privilege) may refresh it."
+        ) from None
+    except psycopg.OperationalError as exc:
+        if exc.sqlstate is None or conn.broken:
+            raise MatviewRefreshError(
+                f"Lost the connection to PostgreSQL while refreshing {view} ({connection_label}): "
+                f"{_pg_message(exc)}. The refresh was rolled back, so the view keeps its previous contents; "
+                "Airflow will retry."
+            ) from None
+        raise _refresh_failed(view, connection_label, exc) from None
+    except psycopg.Error as exc:
+        raise _refresh_failed(view, connection_label, exc) from None
+    return RefreshResult(view=str(relation.name), mode=mode, reason=reason, seconds=round(seconds, 6), rows=rows)
+
+
+def _rows_after(
+    conn: Connection, oid: int, mode: RefreshMode, analyzed: bool, before: catalog.RowCounters | None
+) -> int | None:
+    """The view's row count from the catalog, without counting rows.
+
+    A plain refresh rebuilds the view's indexes, and ANALYZE samples it: both set ``reltuples``. CONCURRENTLY
+    leaves ``reltuples`` alone but applies its changes as row inserts and deletes, which this transaction's
+    counters see exactly: the estimate from before the refresh plus that net change.
+    """
+    if mode == "no_data":
+        return 0
+    if before is None or analyzed or before.estimate < 0:
+        return catalog.row_estimate(conn, oid)
+    after = catalog.row_counters(conn, oid)
+    return max(0, before.estimate + (after.inserted - before.inserted) - (after.deleted - before.deleted))
+
+
+def refresh_statement(view: QualifiedName, mode: RefreshMode) -> sql.Composed:
+    """``REFRESH MATERIALIZED VIEW`` for ``view`` in ``mode``, with the name quoted by psycopg."""
+    template = {
+        "concurrently": "REFRESH MATERIALIZED VIEW CONCURRENTLY {}",
+        "blocking": "REFRESH MATERIALIZED VIEW {}",
+        "no_data": "REFRESH MATERIALIZED VIEW {} WITH NO DATA",
+    }[mode]
+    return sql.SQL(template).format(identifier(view))
+
+
+def identifier(name: QualifiedName) -> sql.Identifier:
+    return sql.Identifier(name.name) if name.schema is None else sql.Identifier(name.schema, name.name)
+
+
+def _pg_message(exc: psycopg.Error) -> str:
+    primary = exc.diag.message_primary if exc.diag else None
+    return (primary or str(exc)).strip().splitlines()[0].rstrip(".")
+
+
+def _refresh_failed(view: QualifiedName, connection_label: str, exc: psycopg.Error) -> MatviewRefreshError:
+    return MatviewRefreshError(
+        f"REFRESH MATERIALIZED VIEW {view} failed ({connection_label}): {_pg_message(exc)}. "
+        "The view keeps its previous contents. Fix the view's query or its source data, then clear the task."
+    )

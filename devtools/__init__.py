@@ -1,0 +1,1 @@
+"""Development helpers (throwaway PostgreSQL, demo, benchmarks); not part of the installed package."""

@@ -1,0 +1,92 @@
+"""Fixtures: a throwaway PostgreSQL cluster per server major found, a fresh database per test, real Airflow."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import psycopg
+import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+REPO = Path(__file__).resolve().parent.parent
+AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="matview-airflow-home-"))
+
+# Airflow reads its configuration when first imported, so the environment is set before any test imports it.
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(AIRFLOW_HOME),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__LAZY_LOAD_PLUGINS": "True",
+    }
+)
+
+from devtools.pgcluster import PostgresCluster, available_bin_dirs  # noqa: E402
+
+SERVERS = available_bin_dirs()
+AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
+
+
+@pytest.fixture(scope="session", params=sorted(SERVERS), ids=lambda label: f"pg{label}")
+def pg_server(request: pytest.FixtureRequest) -> Iterator[PostgresCluster]:
+    """A PostgreSQL server for the whole session, once per major version found on the machine."""
+    cluster = PostgresCluster(SERVERS[request.param])
+    cluster.start()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """Airflow's metadata database (SQLite in a temporary AIRFLOW_HOME), migrated once."""
+    subprocess.run([str(AIRFLOW_BIN), "db", "migrate"], check=True, capture_output=True, env=os.environ)
+    return AIRFLOW_HOME
+
+
+class Database:
+    """A fresh database on the test server.
+
+    :param server: the server it lives on.
+    :param name: its name.
+    """
+
+    def __init__(self, server: PostgresCluster, name: str) -> None:
+        self.server = server
+        self.name = name
+        self.dsn = server.dsn(name)
+        self.uri = server.uri(name)
+
+    def connect(self, **kwargs: object) -> psycopg.Connection:
+        return psycopg.connect(self.dsn, autocommit=True, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def database(pg_server: PostgresCluster) -> Iterator[Database]:
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield Database(pg_server, name)
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg(database: Database) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to the test's database, for setting up and inspecting."""
+    with database.connect() as conn:
+        yield conn
+
+
+@pytest.fixture
+def postgres_default(database: Database, monkeypatch: pytest.MonkeyPatch) -> Database:
+    """The Airflow connection ``postgres_default`` points at the test's database."""
+    monkeypatch.setenv("AIRFLOW_CONN_POSTGRES_DEFAULT", database.uri)
+    return database
