@@ -114,3 +114,77 @@ def row_counters(conn: Connection, oid: int) -> RowCounters:
     row = conn.execute(_ROW_COUNTERS, {"oid": oid}).fetchone()
     assert row is not None
     return RowCounters(estimate=int(row[0]), inserted=int(row[1]), deleted=int(row[2]))
+
+
+# Relations a materialized view reads, walking through plain views (their rewrite rules' dependencies).
+_RELATIONS_READ = """
+WITH RECURSIVE reads(matview, relation) AS (
+    SELECT r.ev_class, d.refobjid
+    FROM pg_catalog.pg_rewrite r
+    JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
+        AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> r.ev_class
+    WHERE r.ev_class = ANY(%(oids)s)
+  UNION
+    SELECT reads.matview, d.refobjid
+    FROM reads
+    JOIN pg_catalog.pg_class v ON v.oid = reads.relation AND v.relkind = 'v'
+    JOIN pg_catalog.pg_rewrite r ON r.ev_class = v.oid
+    JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
+        AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> v.oid
+)
+SELECT DISTINCT reads.matview, c.oid, n.nspname, c.relname, c.relkind
+FROM reads
+JOIN pg_catalog.pg_class c ON c.oid = reads.relation
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ORDER BY 1, 3, 4
+"""
+
+_MATVIEWS = """
+SELECT c.oid, n.nspname, c.relname, c.relkind, c.relispopulated
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'm' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND (%(schemas)s::text[] IS NULL OR n.nspname = ANY(%(schemas)s::text[]))
+ORDER BY n.nspname, c.relname
+"""
+
+_MAY_REFRESH = """
+SELECT pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE'),
+       pg_catalog.pg_get_userbyid(c.relowner),
+       current_user,
+       CASE WHEN pg_catalog.current_setting('server_version_num')::int >= 170000
+            THEN pg_catalog.has_table_privilege(c.oid, 'MAINTAIN') ELSE false END
+FROM pg_catalog.pg_class c WHERE c.oid = %(oid)s
+"""
+
+
+def materialized_views(conn: Connection, schemas: list[str] | None = None) -> list[Relation]:
+    """Every materialized view in the database (or in ``schemas``), by schema and name."""
+    rows = conn.execute(_MATVIEWS, {"schemas": schemas}).fetchall()
+    return [Relation(oid, QualifiedName(schema, name), kind, populated) for oid, schema, name, kind, populated in rows]
+
+
+def relations_read(conn: Connection, oids: list[int]) -> dict[int, list[Relation]]:
+    """For each materialized view, the relations its query reads, directly or through plain views."""
+    found: dict[int, list[Relation]] = {oid: [] for oid in oids}
+    for matview, oid, schema, name, kind in conn.execute(_RELATIONS_READ, {"oids": oids}):
+        found[matview].append(Relation(oid, QualifiedName(schema, name), kind, True))
+    return found
+
+
+@dataclass(frozen=True)
+class RefreshPermission:
+    """Whether the current role may refresh a view: only its owner (a member of the owning role) may, or,
+    on PostgreSQL 17+, a role holding MAINTAIN on it."""
+
+    allowed: bool
+    owner: str
+    role: str
+    by_maintain: bool
+
+
+def refresh_permission(conn: Connection, oid: int) -> RefreshPermission:
+    row = conn.execute(_MAY_REFRESH, {"oid": oid}).fetchone()
+    assert row is not None
+    is_owner, owner, role, maintain = row
+    return RefreshPermission(allowed=bool(is_owner or maintain), owner=owner, role=role, by_maintain=bool(maintain))

@@ -38,7 +38,7 @@ AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
 @pytest.fixture(scope="session", params=sorted(SERVERS), ids=lambda label: f"pg{label}")
 def pg_server(request: pytest.FixtureRequest) -> Iterator[PostgresCluster]:
     """A PostgreSQL server for the whole session, once per major version found on the machine."""
-    cluster = PostgresCluster(SERVERS[request.param])
+    cluster = PostgresCluster(SERVERS[request.param], settings={"log_connections": "on"})
     cluster.start()
     yield cluster
     cluster.destroy()

@@ -5,12 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-import psycopg
-from airflow.providers.postgres.hooks.postgres import PostgresHook
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowNotFoundException
 
-from airflow_matview.exceptions import MatviewConfigurationError, MatviewRefreshError
+from airflow_matview.connection import connect
+from airflow_matview.exceptions import MatviewConfigurationError
 from airflow_matview.identifiers import InvalidIdentifierError, QualifiedName, parse_qualified_name
 from airflow_matview.refresh import (
     Concurrently,
@@ -80,7 +78,7 @@ class RefreshMaterializedViewOperator(BaseOperator):
         view = self._parse_view()
         concurrently = parse_concurrently(self.concurrently)
         analyze = parse_bool(self.analyze, "analyze")
-        conn = self._connect(view)
+        conn = connect(self.postgres_conn_id, f"refresh {view}")
         try:
             result = refresh_materialized_view(
                 conn,
@@ -103,28 +101,3 @@ class RefreshMaterializedViewOperator(BaseOperator):
             return parse_qualified_name(self.view)
         except InvalidIdentifierError as exc:
             raise MatviewConfigurationError(f"{exc} ({self.connection_label})") from None
-
-    def _connect(self, view: QualifiedName) -> psycopg.Connection:
-        hook = PostgresHook(postgres_conn_id=self.postgres_conn_id)
-        try:
-            conn = hook.get_conn()
-        except AirflowNotFoundException:
-            raise MatviewConfigurationError(
-                f"Cannot refresh {view}: Airflow {self.connection_label} is not defined. Create it in the UI "
-                f"(Admin > Connections), with `airflow connections add {self.postgres_conn_id} --conn-uri "
-                "postgresql://USER@HOST:5432/DB`, or as an AIRFLOW_CONN_"
-                f"{self.postgres_conn_id.upper()} environment variable."
-            ) from None
-        except psycopg.OperationalError as exc:
-            raise MatviewRefreshError(
-                f"Cannot connect to PostgreSQL to refresh {view} ({self.connection_label}): "
-                f"{str(exc).strip().splitlines()[-1]}. Check that the server is up and the connection's host, "
-                "port and credentials; Airflow will retry."
-            ) from None
-        if not isinstance(conn, psycopg.Connection):
-            conn.close()
-            raise MatviewConfigurationError(
-                f"{self.connection_label} gave a {type(conn).__module__} connection; airflow-matview needs "
-                "psycopg 3 (installed with apache-airflow-providers-postgres>=6 and SQLAlchemy 2)."
-            )
-        return conn

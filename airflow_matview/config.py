@@ -1,0 +1,282 @@
+"""The config file: one YAML document listing the materialized views to keep fresh, validated with pydantic.
+
+Reading it touches no database, network, Airflow connection or Variable: it is safe at DAG-parse time.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+from graphlib import CycleError, TopologicalSorter
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from croniter import croniter
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from airflow_matview.identifiers import InvalidIdentifierError, QualifiedName, parse_qualified_name
+
+SCHEDULE_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)")
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+_DAG_ID = re.compile(r"[A-Za-z0-9_.-]{1,250}")
+_CONN_ID = re.compile(r"[A-Za-z0-9_.-]{1,250}")
+
+
+class MatviewConfigError(ValueError):
+    """The config file is invalid; the message lists every problem, each naming the file, view and key.
+
+    :param source: the file (or ``<dict>``) the config came from.
+    :param problems: one line per problem.
+    """
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        listing = "\n".join(f"  - {problem}" for problem in problems)
+        super().__init__(f"Invalid matview config {source}: {len(problems)} problem(s):\n{listing}")
+
+
+def parse_duration(value: object) -> object:
+    """``30s``, ``5m``, ``1h``, ``1d``, or integer seconds, as a timedelta."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration; use 30s, 5m, 1h, 1d or a number of seconds")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"{value!r} is negative; durations must be 0 or more")
+        return timedelta(seconds=value)
+    if isinstance(value, str) and (match := _DURATION.fullmatch(value.strip())):
+        return timedelta(**{_DURATION_UNITS[match.group(2)]: float(match.group(1))})
+    if isinstance(value, timedelta):
+        return value
+    raise ValueError(f"{value!r} is not a duration; use 30s, 5m, 1h, 1d or a number of seconds")
+
+
+def parse_concurrently_setting(value: object) -> object:
+    """``auto``, ``true`` or ``false`` (YAML booleans included)."""
+    text = str(value).strip().lower()
+    if isinstance(value, bool) or text in {"true", "false"}:
+        return value if isinstance(value, bool) else text == "true"
+    if text == "auto":
+        return "auto"
+    raise ValueError(f"{value!r} is not allowed; use auto, true or false")
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class ViewSettings(BaseModel):
+    """Settings any view may have; ``defaults:`` sets them for every view."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    conn_id: str = "postgres_default"
+    schedule: str | None = "@daily"
+    concurrently: Annotated[Literal["auto"] | bool, PlainValidator(parse_concurrently_setting)] = "auto"
+    retries: int = Field(default=2, ge=0)
+    retry_delay: Duration = timedelta(minutes=5)
+    retry_exponential_backoff: bool = False
+    execution_timeout: Duration | None = timedelta(hours=1)
+    lock_timeout: Duration | None = timedelta(minutes=1)
+    analyze: bool = False
+    tags: list[str] = Field(default_factory=lambda: ["matview"])
+    owner: str = "airflow"
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_schedule(cls, schedule: str | None) -> str | None:
+        if schedule is None or schedule in SCHEDULE_PRESETS or schedule == "@annually":
+            return schedule
+        if len(schedule.split()) == 5 and croniter.is_valid(schedule):
+            return schedule
+        raise ValueError(
+            f"{schedule!r} is not a cron expression or preset; use 5 cron fields such as '*/5 * * * *', "
+            f"one of {', '.join(SCHEDULE_PRESETS)}, or null for manual runs only"
+        )
+
+    @field_validator("conn_id")
+    @classmethod
+    def _valid_conn_id(cls, conn_id: str) -> str:
+        if "://" in conn_id:
+            raise ValueError(
+                "this looks like a connection URI (not repeated here, as it may hold a password). The config file "
+                "never holds credentials: create an Airflow connection with this URI and put its id here"
+            )
+        if not _CONN_ID.fullmatch(conn_id):
+            raise ValueError(f"{conn_id!r} is not an Airflow connection id; use letters, digits, _ . and -")
+        return conn_id
+
+
+class ViewConfig(ViewSettings):
+    """One materialized view to keep fresh: one DAG."""
+
+    name: str
+    after: list[str] = Field(default_factory=list)
+    dag_id: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _qualified_name(cls, name: str) -> str:
+        qualified = _parse(name)
+        if qualified.schema is None:
+            raise ValueError(f"{name!r} has no schema; write schema.name, e.g. public.{name}")
+        return name
+
+    @field_validator("after")
+    @classmethod
+    def _valid_after(cls, after: list[str]) -> list[str]:
+        for name in after:
+            if _parse(name).schema is None:
+                raise ValueError(f"{name!r} has no schema; write schema.name, e.g. public.{name}")
+        return after
+
+    @field_validator("dag_id")
+    @classmethod
+    def _valid_dag_id(cls, dag_id: str | None) -> str | None:
+        if dag_id is not None and not _DAG_ID.fullmatch(dag_id):
+            raise ValueError(f"{dag_id!r} is not a valid DAG id; use up to 250 letters, digits, _ . and -")
+        return dag_id
+
+    @property
+    def view(self) -> QualifiedName:
+        return _parse(self.name)
+
+    @property
+    def upstream(self) -> list[QualifiedName]:
+        return [_parse(name) for name in self.after]
+
+    @property
+    def resolved_dag_id(self) -> str:
+        return self.dag_id or default_dag_id(self.view)
+
+
+class MatviewConfig(BaseModel):
+    """The whole file: ``defaults`` and ``views``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    defaults: ViewSettings = Field(default_factory=ViewSettings)
+    views: list[ViewConfig] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_defaults(cls, data: object) -> object:
+        if not isinstance(data, Mapping):
+            raise ValueError("the file must be a mapping with 'views:' (and optionally 'defaults:')")
+        defaults = data.get("defaults") or {}
+        views = data.get("views")
+        if not isinstance(defaults, Mapping) or not isinstance(views, list):
+            return data
+        try:
+            ViewSettings.model_validate(defaults)
+        except ValidationError:
+            return data  # reported once, under 'defaults', rather than again for every view
+        merged = [{**defaults, **view} if isinstance(view, Mapping) else view for view in views]
+        return {**data, "views": merged}
+
+
+def default_dag_id(view: QualifiedName) -> str:
+    """``matview.<schema>.<name>``, with every character outside ``[A-Za-z0-9_.-]`` replaced by ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"matview.{view.schema}.{view.name}")
+
+
+def load_config(source: str | Path | Mapping[str, Any]) -> MatviewConfig:
+    """Read and validate a config file (or an already-parsed mapping).
+
+    :raises MatviewConfigError: listing every problem, each naming the file, the view and the key.
+    """
+    label = "<dict>" if isinstance(source, Mapping) else str(source)
+    if isinstance(source, Mapping):
+        data: object = source
+    else:
+        try:
+            data = yaml.safe_load(Path(source).read_text())
+        except OSError as exc:
+            raise MatviewConfigError(label, [f"cannot read the file: {exc.strerror}"]) from None
+        except yaml.YAMLError as exc:
+            raise MatviewConfigError(label, [f"not valid YAML: {exc}".replace("\n", " ")]) from None
+    try:
+        config = MatviewConfig.model_validate(data)
+    except ValidationError as exc:
+        raise MatviewConfigError(label, [_describe(error, data) for error in exc.errors()]) from None
+    problems = _cross_view_problems(config)
+    if problems:
+        raise MatviewConfigError(label, problems)
+    return config
+
+
+def _describe(error: Mapping[str, Any], data: object) -> str:
+    location = list(error["loc"])
+    where = "file"
+    if location[:1] == ["views"] and len(location) > 1 and isinstance(location[1], int):
+        index = location[1]
+        views = data.get("views") if isinstance(data, Mapping) else None
+        raw = views[index] if isinstance(views, list) and index < len(views) else None
+        name = raw.get("name") if isinstance(raw, Mapping) else None
+        where = f"views[{index}]" + (f" ({name})" if name else "")
+        location = location[2:]
+    elif location[:1] == ["defaults"]:
+        where, location = "defaults", location[1:]
+    key = ".".join(str(part) for part in location)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        allowed = ", ".join(sorted(ViewConfig.model_fields if where != "defaults" else ViewSettings.model_fields))
+        message = f"unknown key; allowed keys are {allowed}"
+    elif error["type"] == "too_short" and key == "views":
+        message = "no views configured; list at least one under 'views:'"
+    elif error["type"] == "missing":
+        message = "required key is missing"
+    return f"{where}: {key}: {message}" if key else f"{where}: {message}"
+
+
+def _cross_view_problems(config: MatviewConfig) -> list[str]:
+    problems: list[str] = []
+    by_view: dict[QualifiedName, int] = {}
+    by_dag_id: dict[str, int] = {}
+    for index, view in enumerate(config.views):
+        label = f"views[{index}] ({view.name})"
+        if (first := by_view.setdefault(view.view, index)) != index:
+            problems.append(f"{label}: name: {view.view} is listed twice (also views[{first}]); list each view once")
+        dag_id = view.resolved_dag_id
+        if (first := by_dag_id.setdefault(dag_id, index)) != index and config.views[first].view != view.view:
+            problems.append(
+                f"{label}: dag_id: DAG id {dag_id!r} is also the DAG id of views[{first}] "
+                f"({config.views[first].name}); set a distinct dag_id on one of them"
+            )
+    for index, view in enumerate(config.views):
+        for upstream in view.upstream:
+            if upstream not in by_view:
+                problems.append(
+                    f"views[{index}] ({view.name}): after: {upstream} is not a view in this file; "
+                    "after: may only name views listed under 'views:'"
+                )
+    if not problems and (cycle := _find_cycle(config)):
+        problems.append(f"after: views wait for each other in a cycle: {' -> '.join(cycle)}; remove one 'after:'")
+    return problems
+
+
+def _find_cycle(config: MatviewConfig) -> list[str] | None:
+    graph = {view.view: view.upstream for view in config.views}
+    try:
+        TopologicalSorter(graph).prepare()
+    except CycleError as exc:
+        return [str(name) for name in reversed(exc.args[1])]
+    return None
+
+
+def _parse(name: str) -> QualifiedName:
+    try:
+        return parse_qualified_name(name)
+    except InvalidIdentifierError as exc:
+        raise ValueError(str(exc)) from None

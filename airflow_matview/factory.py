@@ -1,0 +1,85 @@
+"""Build one scheduled Airflow DAG per materialized view listed in a config file.
+
+Building touches no database, network, Airflow connection or Variable, so a DAG file that calls
+:func:`build_dags` parses in milliseconds. When Airflow runs a task it sets the parsing context, and only
+that task's DAG is built.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import DAG, Param, get_parsing_context
+
+from airflow_matview.config import ViewConfig, load_config
+from airflow_matview.operators.refresh import RefreshMaterializedViewOperator
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+START_DATE = datetime(2024, 1, 1, tzinfo=timezone.utc)
+
+
+def build_dags(config: str | Path | Mapping[str, Any]) -> dict[str, DAG]:
+    """One DAG per configured view, keyed by DAG id.
+
+    :param config: the path of a YAML config file, or the config as a mapping.
+    :raises MatviewConfigError: when the config is invalid; no DAG is built then.
+    """
+    views = load_config(config).views
+    wanted = get_parsing_context().dag_id
+    if wanted is not None and any(view.resolved_dag_id == wanted for view in views):
+        views = [view for view in views if view.resolved_dag_id == wanted]
+    return {view.resolved_dag_id: build_dag(view) for view in views}
+
+
+def build_dag(view: ViewConfig) -> DAG:
+    """The DAG that refreshes one view: task ``refresh``, no catch-up, one run at a time."""
+    concurrently = "auto" if view.concurrently == "auto" else str(view.concurrently).lower()
+    dag = DAG(
+        dag_id=view.resolved_dag_id,
+        schedule=view.schedule,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        tags=sorted({"matview", *view.tags}),
+        doc_md=_doc(view),
+        params={
+            "concurrently": Param(
+                concurrently,
+                enum=["auto", "true", "false"],
+                description="auto: CONCURRENTLY when the view allows it; true: require it; false: plain refresh.",
+            ),
+            "analyze": Param(view.analyze, type="boolean", description="Run ANALYZE on the view afterwards."),
+        },
+        default_args={
+            "owner": view.owner,
+            "retries": view.retries,
+            "retry_delay": view.retry_delay,
+            "retry_exponential_backoff": view.retry_exponential_backoff,
+            "execution_timeout": view.execution_timeout,
+        },
+    )
+    RefreshMaterializedViewOperator(
+        task_id="refresh",
+        dag=dag,
+        view=view.name,
+        postgres_conn_id=view.conn_id,
+        concurrently="{{ params.concurrently }}",
+        analyze="{{ params.analyze }}",
+        lock_timeout=view.lock_timeout,
+    )
+    return dag
+
+
+def _doc(view: ViewConfig) -> str:
+    schedule = f"`{view.schedule}`" if view.schedule else "manual runs only (trigger it from the UI)"
+    return (
+        f"Refreshes the materialized view `{view.view}` through the Airflow connection `{view.conn_id}`.\n\n"
+        f"- schedule: {schedule}\n"
+        f"- concurrently: `{view.concurrently}`, analyze: `{view.analyze}`, lock timeout: `{view.lock_timeout}`\n"
+        f"- retries: {view.retries} every `{view.retry_delay}`; execution timeout: `{view.execution_timeout}`\n\n"
+        "Trigger with parameters to override `concurrently` or `analyze` for one run."
+    )

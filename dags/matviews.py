@@ -1,0 +1,14 @@
+"""One DAG per materialized view listed in matviews.yaml, next to this file (see airflow-matview's README)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from airflow_matview.config import MatviewConfigError
+from airflow_matview.factory import build_dags
+
+try:
+    globals().update(build_dags(Path(__file__).with_name("matviews.yaml")))
+except MatviewConfigError as error:
+    # Shown by Airflow as this file's import error: the problems, without our internals' traceback.
+    raise error.with_traceback(None) from None
