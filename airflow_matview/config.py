@@ -90,6 +90,7 @@ class ViewSettings(BaseModel):
     execution_timeout: Duration | None = timedelta(hours=1)
     lock_timeout: Duration | None = timedelta(minutes=1)
     analyze: bool = False
+    on_overlap: Literal["wait", "skip", "fail"] = "wait"
     tags: list[str] = Field(default_factory=lambda: ["matview"])
     owner: str = "airflow"
 

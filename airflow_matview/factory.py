@@ -70,6 +70,7 @@ def build_dag(view: ViewConfig) -> DAG:
         concurrently="{{ params.concurrently }}",
         analyze="{{ params.analyze }}",
         lock_timeout=view.lock_timeout,
+        on_overlap=view.on_overlap,
     )
     return dag
 

@@ -9,16 +9,20 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import psycopg
+from airflow.sdk.exceptions import AirflowSkipException
 from psycopg import Connection, sql
 
-from airflow_matview import catalog
+from airflow_matview import catalog, locks
 from airflow_matview.exceptions import MatviewConfigurationError, MatviewRefreshError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from airflow_matview.identifiers import QualifiedName
 
 Concurrently = Literal["auto"] | bool
 RefreshMode = Literal["concurrently", "blocking", "no_data"]
+OnOverlap = Literal["wait", "skip", "fail"]
 
 _TRUE_WORDS = {"true", "yes", "on", "1"}
 _FALSE_WORDS = {"false", "no", "off", "0"}
@@ -145,47 +149,101 @@ def resolve_matview(conn: Connection, view: QualifiedName, connection_label: str
     return relation
 
 
+@dataclass(frozen=True)
+class RefreshSettings:
+    """How to refresh.
+
+    :param concurrently: ``"auto"``, ``True`` or ``False``; see :func:`choose_mode`.
+    :param with_data: ``False`` runs ``WITH NO DATA``, emptying the view.
+    :param analyze: run ``ANALYZE`` on the view after the refresh.
+    :param lock_timeout: longest wait for the view's lock, and for another refresh of it to finish.
+    :param statement_timeout: longest run of any statement, enforced by the server; ``None`` for no limit.
+    :param on_overlap: when another refresh of the view is running: ``wait`` (up to ``lock_timeout``),
+        ``skip`` this one, or ``fail``.
+    :param application_name: how the session shows in ``pg_stat_activity``.
+    """
+
+    concurrently: Concurrently = "auto"
+    with_data: bool = True
+    analyze: bool = False
+    lock_timeout: timedelta | float | None = timedelta(minutes=1)
+    statement_timeout: timedelta | float | None = None
+    on_overlap: OnOverlap = "wait"
+    application_name: str | None = None
+
+
 def refresh_materialized_view(
     conn: Connection,
     view: QualifiedName,
-    *,
-    concurrently: Concurrently = "auto",
-    with_data: bool = True,
-    analyze: bool = False,
-    lock_timeout: timedelta | float | None = timedelta(minutes=1),
+    settings: RefreshSettings | None = None,
     connection_label: str = "the connection",
 ) -> RefreshResult:
     """Refresh ``view`` in one transaction: a failure rolls back and leaves its previous contents.
 
+    Before anything is locked, the view is looked up and the role's right to refresh it checked. An advisory
+    lock keyed on the view keeps two refreshes of it from overlapping, wherever they come from.
+
     :param conn: an open psycopg connection, not in a transaction.
     :param view: the view to refresh.
-    :param concurrently: ``"auto"``, ``True`` or ``False``; see :func:`choose_mode`.
-    :param with_data: ``False`` runs ``WITH NO DATA``, emptying the view.
-    :param analyze: run ``ANALYZE`` on the view after the refresh.
-    :param lock_timeout: how long to wait for the view's lock; ``None`` waits forever.
+    :param settings: how to refresh; the defaults when ``None``.
     :param connection_label: how errors name the connection, e.g. ``connection 'postgres_default'``.
+    :raises MatviewConfigurationError: the refresh cannot work as asked (not retried).
+    :raises MatviewRefreshError: the refresh failed but may succeed later (retried).
+    :raises AirflowSkipException: another refresh is running and ``on_overlap`` is ``skip``.
     """
-    lock_timeout_ms = to_milliseconds(lock_timeout, "lock_timeout")
+    settings = settings or RefreshSettings()
+    lock_timeout_ms = to_milliseconds(settings.lock_timeout, "lock_timeout")
+    statement_timeout_ms = to_milliseconds(settings.statement_timeout, "statement_timeout")
+    relation: catalog.Relation | None = None
+    stage = "prepare"
+    mode: RefreshMode = "blocking"
     try:
+        _prepare_session(conn, settings.application_name)
         with conn.transaction():
-            conn.execute("SELECT pg_catalog.set_config('lock_timeout', %s, true)", [f"{lock_timeout_ms}ms"])
+            conn.execute(
+                "SELECT pg_catalog.set_config('lock_timeout', %s, true), "
+                "pg_catalog.set_config('statement_timeout', %s, true)",
+                [f"{lock_timeout_ms}ms", f"{statement_timeout_ms}ms"],
+            )
             relation = resolve_matview(conn, view, connection_label)
+            check_permission(conn, relation, connection_label)
+            stage = "overlap"
+            _take_refresh_lock(conn, relation, settings, connection_label)
+            stage = "refresh"
             indexes = catalog.usable_unique_indexes(conn, relation.oid)
-            mode, reason = choose_mode(relation, indexes, concurrently, with_data, connection_label)
+            mode, reason = choose_mode(relation, indexes, settings.concurrently, settings.with_data, connection_label)
             log.info("Refreshing %s (%s): %s.", relation.name, mode, reason)
-            statement = refresh_statement(relation.name, mode)
             counters_before = catalog.row_counters(conn, relation.oid) if mode == "concurrently" else None
             started = time.perf_counter()
-            conn.execute(statement)
+            conn.execute(refresh_statement(relation.name, mode))
             seconds = time.perf_counter() - started
-            if analyze and mode != "no_data":
+            if settings.analyze and mode != "no_data":
                 conn.execute(sql.SQL("ANALYZE {}").format(identifier(relation.name)))
-            rows = _rows_after(conn, relation.oid, mode, analyze, counters_before)
+            rows = _rows_after(conn, relation.oid, mode, settings.analyze, counters_before)
     except psycopg.errors.LockNotAvailable:
+        assert relation is not None
+        waited = f"{lock_timeout_ms / 1000:g}s"
+        if stage == "overlap":
+            raise MatviewRefreshError(
+                f"Another refresh of {relation.name} ({connection_label}) was still running after lock_timeout "
+                f"({waited}): {_holders(conn, locks.describe_refresh_holders, relation.oid)}. "
+                "The view keeps its previous contents; Airflow will retry."
+            ) from None
         raise MatviewRefreshError(
-            f"Timed out after {lock_timeout_ms / 1000:g}s waiting for a lock on {view} ({connection_label}): "
-            "another session holds a conflicting lock. The view keeps its previous contents; Airflow will retry. "
-            "Raise lock_timeout or find the blocker in pg_locks."
+            f"Timed out after {waited} (lock_timeout) waiting for a lock on {relation.name} ({connection_label}); "
+            f"blocked by {_holders(conn, locks.describe_lock_holders, relation.oid, mode == 'concurrently')}. "
+            "The view keeps its previous contents; Airflow will retry. End or commit the blocking session, "
+            "or raise lock_timeout."
+        ) from None
+    except psycopg.errors.QueryCanceled as exc:
+        why = (
+            f"ran longer than statement_timeout ({statement_timeout_ms / 1000:g}s, from the task's execution_timeout)"
+            if "statement timeout" in _pg_message(exc)
+            else "was cancelled (the task was stopped, timed out or was marked failed)"
+        )
+        raise MatviewRefreshError(
+            f"REFRESH MATERIALIZED VIEW {view} ({connection_label}) {why}; PostgreSQL stopped it and rolled it "
+            "back, so the view keeps its previous contents."
         ) from None
     except psycopg.errors.InsufficientPrivilege as exc:
         raise MatviewConfigurationError(
@@ -193,7 +251,7 @@ def refresh_materialized_view(
             "(or, on PostgreSQL 17+, a role with the MAINTAIN privilege) may refresh it."
         ) from None
     except psycopg.OperationalError as exc:
-        if exc.sqlstate is None or conn.broken:
+        if exc.sqlstate is None or conn.broken or exc.sqlstate.startswith(("08", "57P")):
             raise MatviewRefreshError(
                 f"Lost the connection to PostgreSQL while refreshing {view} ({connection_label}): "
                 f"{_pg_message(exc)}. The refresh was rolled back, so the view keeps its previous contents; "
@@ -203,6 +261,56 @@ def refresh_materialized_view(
     except psycopg.Error as exc:
         raise _refresh_failed(view, connection_label, exc) from None
     return RefreshResult(view=str(relation.name), mode=mode, reason=reason, seconds=round(seconds, 6), rows=rows)
+
+
+def check_permission(conn: Connection, relation: catalog.Relation, connection_label: str) -> None:
+    """Fail before taking any lock when the role may not refresh the view, naming the missing privilege."""
+    permission = catalog.refresh_permission(conn, relation.oid)
+    if permission.allowed:
+        return
+    maintain = (
+        f"GRANT MAINTAIN ON {relation.name} TO {permission.role}, or GRANT pg_maintain"
+        if conn.info.server_version >= 170000
+        else "or, on PostgreSQL 17+, the MAINTAIN privilege"
+    )
+    raise MatviewConfigurationError(
+        f"Role {permission.role} ({connection_label}) may not refresh {relation.name}: only its owner "
+        f"({permission.owner}) may. Make the role a member of the owner (GRANT {permission.owner} TO "
+        f"{permission.role}) {maintain}."
+    )
+
+
+def _prepare_session(conn: Connection, application_name: str | None) -> None:
+    # client_connection_check_interval (PostgreSQL 14+) makes the server notice within a second that the
+    # client died (SIGKILL, lost host) and stop the refresh instead of finishing it for nobody.
+    if application_name:
+        conn.execute("SELECT pg_catalog.set_config('application_name', %s, false)", [application_name[:63]])
+    if conn.info.server_version >= 140000:
+        conn.execute("SELECT pg_catalog.set_config('client_connection_check_interval', '1s', false)")
+    conn.commit()
+
+
+def _take_refresh_lock(
+    conn: Connection, relation: catalog.Relation, settings: RefreshSettings, connection_label: str
+) -> None:
+    if settings.on_overlap == "wait":
+        locks.wait_for_refresh_lock(conn, relation.oid)
+        return
+    if locks.try_refresh_lock(conn, relation.oid):
+        return
+    running = f"{relation.name} ({connection_label}) is already being refreshed by " + locks.describe_refresh_holders(
+        conn, relation.oid
+    )
+    if settings.on_overlap == "skip":
+        raise AirflowSkipException(f"Skipped: {running} (on_overlap=skip).")
+    raise MatviewRefreshError(f"{running}; on_overlap=fail, so this run fails. The view is untouched.")
+
+
+def _holders(conn: Connection, describe: Callable[..., str], *args: Any) -> str:
+    try:
+        return describe(conn, *args)
+    except psycopg.Error:
+        return "a session that could not be identified"
 
 
 def _rows_after(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from airflow.sdk import BaseOperator
 
@@ -12,6 +12,8 @@ from airflow_matview.exceptions import MatviewConfigurationError
 from airflow_matview.identifiers import InvalidIdentifierError, QualifiedName, parse_qualified_name
 from airflow_matview.refresh import (
     Concurrently,
+    OnOverlap,
+    RefreshSettings,
     parse_bool,
     parse_concurrently,
     refresh_materialized_view,
@@ -21,15 +23,18 @@ from airflow_matview.refresh import (
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    import psycopg
     from airflow.sdk import Context
 
 
 class RefreshMaterializedViewOperator(BaseOperator):
     """Refresh a PostgreSQL materialized view through the postgres provider's :class:`PostgresHook`.
 
-    The view is looked up in the catalog first, so a missing view, a table, or a plain view fails with a
-    clear error before anything runs. The refresh runs in one transaction: when it fails, the view keeps
-    its previous contents.
+    The view is looked up in the catalog first, so a missing view, a table, a plain view or a role that may not
+    refresh it fails with a clear error before anything is locked. The refresh runs in one transaction: when it
+    fails, the view keeps its previous contents. A refresh never outlives its task: ``on_kill`` cancels it on the
+    server, the server enforces the task's ``execution_timeout`` as ``statement_timeout``, and notices within a
+    second when the task's process dies. Two refreshes of one view never overlap (see ``on_overlap``).
 
     :param view: ``name`` or ``schema.name`` (templated); quote parts with capitals or spaces, as in SQL:
         ``"Sales Report"."Q1 Totals"``.
@@ -40,9 +45,12 @@ class RefreshMaterializedViewOperator(BaseOperator):
         always runs a plain refresh, which blocks readers of the view (templated).
     :param with_data: ``False`` runs ``REFRESH ... WITH NO DATA``, which empties the view.
     :param analyze: run ``ANALYZE`` on the view after the refresh (templated).
-    :param lock_timeout: the longest wait for the view's lock, as a timedelta or seconds; ``None`` waits forever.
+    :param lock_timeout: the longest wait for the view's lock, and for another refresh of the view to finish, as
+        a timedelta or seconds; ``None`` waits forever. When it expires the task fails naming the blocking session.
+    :param on_overlap: when another refresh of the same view is running: ``"wait"`` (up to ``lock_timeout``),
+        ``"skip"`` this run, or ``"fail"`` it.
     :return: a dict with ``view``, ``mode`` (``concurrently``, ``blocking`` or ``no_data``), ``reason``,
-        ``seconds`` and ``rows`` (from ``pg_class.reltuples``; ``None`` when PostgreSQL has no estimate).
+        ``seconds`` and ``rows`` (from the catalog; ``None`` when PostgreSQL has no estimate).
     """
 
     template_fields: Sequence[str] = ("view", "postgres_conn_id", "concurrently", "analyze")
@@ -57,6 +65,7 @@ class RefreshMaterializedViewOperator(BaseOperator):
         with_data: bool = True,
         analyze: bool | str = False,
         lock_timeout: timedelta | float | None = timedelta(minutes=1),
+        on_overlap: OnOverlap = "wait",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -66,7 +75,11 @@ class RefreshMaterializedViewOperator(BaseOperator):
         self.with_data = with_data
         self.analyze = analyze
         self.lock_timeout = lock_timeout
+        self.on_overlap = on_overlap
+        self._conn: psycopg.Connection | None = None
         to_milliseconds(lock_timeout, "lock_timeout")
+        if on_overlap not in get_args(OnOverlap):
+            raise MatviewConfigurationError(f"on_overlap must be 'wait', 'skip' or 'fail', not {on_overlap!r}.")
         if "{{" not in str(concurrently):
             parse_concurrently(concurrently)
 
@@ -76,28 +89,47 @@ class RefreshMaterializedViewOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         view = self._parse_view()
-        concurrently = parse_concurrently(self.concurrently)
-        analyze = parse_bool(self.analyze, "analyze")
-        conn = connect(self.postgres_conn_id, f"refresh {view}")
+        settings = RefreshSettings(
+            concurrently=parse_concurrently(self.concurrently),
+            with_data=self.with_data,
+            analyze=parse_bool(self.analyze, "analyze"),
+            lock_timeout=self.lock_timeout,
+            statement_timeout=self.execution_timeout,
+            on_overlap=self.on_overlap,
+            application_name=self._application_name(context),
+        )
+        self._conn = connect(self.postgres_conn_id, f"refresh {view}")
         try:
-            result = refresh_materialized_view(
-                conn,
-                view,
-                concurrently=concurrently,
-                with_data=self.with_data,
-                analyze=analyze,
-                lock_timeout=self.lock_timeout,
-                connection_label=self.connection_label,
-            )
+            result = refresh_materialized_view(self._conn, view, settings, self.connection_label)
         finally:
+            conn, self._conn = self._conn, None
             conn.close()
         self.log.info(
             "Refreshed %s (%s) in %.3fs; about %s rows.", result.view, result.mode, result.seconds, result.rows
         )
         return result.as_dict()
 
+    def on_kill(self) -> None:
+        """Cancel the running refresh on the server; PostgreSQL rolls it back and releases its locks."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            return
+        self.log.warning(
+            "Task stopped: cancelling the refresh of %s (backend pid %s).", self.view, conn.info.backend_pid
+        )
+        try:
+            conn.cancel_safe(timeout=5)
+        except Exception as exc:  # the server may be gone already; nothing more to stop then
+            self.log.warning("Could not cancel the refresh: %s", exc)
+
     def _parse_view(self) -> QualifiedName:
         try:
             return parse_qualified_name(self.view)
         except InvalidIdentifierError as exc:
             raise MatviewConfigurationError(f"{exc} ({self.connection_label})") from None
+
+    def _application_name(self, context: Context) -> str:
+        ti = context.get("ti")
+        if ti is None:
+            return f"airflow-matview {self.task_id}"
+        return f"airflow-matview {ti.dag_id}.{ti.task_id} try {ti.try_number}"

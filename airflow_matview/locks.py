@@ -1,0 +1,69 @@
+"""Who holds what: the advisory lock that keeps refreshes of one view from overlapping, and lock holders."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from psycopg import Connection
+
+# pg_advisory_xact_lock(bigint) keys are (namespace << 32) | view oid; pg_locks shows them as classid/objid.
+ADVISORY_NAMESPACE = 0x6D617476  # "matv"
+
+_HOLDERS = """
+SELECT a.pid, a.application_name, a.usename, a.state, a.xact_start, a.query_start, left(a.query, 120),
+       l.mode, l.relation::regclass::text
+FROM pg_catalog.pg_locks l
+JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+WHERE l.granted AND l.pid <> pg_catalog.pg_backend_pid() AND {condition}
+ORDER BY a.xact_start NULLS LAST, a.pid
+"""
+_RELATION_HOLDERS = _HOLDERS.format(condition="l.relation = %(oid)s AND l.mode <> ALL(%(harmless)s)")
+_ADVISORY_HOLDERS = _HOLDERS.format(
+    condition="l.locktype = 'advisory' AND l.classid = %(namespace)s AND l.objid = %(oid)s AND l.objsubid = 1"
+)
+
+
+def advisory_key(oid: int) -> int:
+    return (ADVISORY_NAMESPACE << 32) | oid
+
+
+def wait_for_refresh_lock(conn: Connection, oid: int) -> None:
+    """Wait (up to ``lock_timeout``) until no other refresh of the view runs, then hold it out until commit."""
+    conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", [advisory_key(oid)])
+
+
+def try_refresh_lock(conn: Connection, oid: int) -> bool:
+    """Take the view's refresh lock if free; ``False`` when another refresh of the view is running."""
+    row = conn.execute("SELECT pg_catalog.pg_try_advisory_xact_lock(%s)", [advisory_key(oid)]).fetchone()
+    return bool(row and row[0])
+
+
+def describe_refresh_holders(conn: Connection, oid: int) -> str:
+    """The sessions running a refresh of the view, as one line for an error message."""
+    rows = conn.execute(_ADVISORY_HOLDERS, {"namespace": ADVISORY_NAMESPACE, "oid": oid}).fetchall()
+    return _describe(rows) or "a session that has finished since"
+
+
+def describe_lock_holders(conn: Connection, oid: int, concurrently: bool) -> str:
+    """The sessions holding a lock on the view that the refresh's lock conflicts with.
+
+    A plain refresh takes ACCESS EXCLUSIVE, which every lock blocks; CONCURRENTLY takes EXCLUSIVE, which
+    readers' ACCESS SHARE does not block.
+    """
+    harmless = ["AccessShareLock"] if concurrently else []
+    rows = conn.execute(_RELATION_HOLDERS, {"oid": oid, "harmless": harmless}).fetchall()
+    return _describe(rows) or "a session that has released its lock since"
+
+
+def _describe(rows: list[tuple[object, ...]]) -> str:
+    parts = []
+    for pid, application, user, state, xact_start, query_start, query, mode, relation in rows:
+        started = f"{xact_start:%Y-%m-%d %H:%M:%S %Z}" if xact_start else "unknown"
+        last_query = " ".join(str(query or "").split())
+        parts.append(
+            f"pid {pid} (application_name {application or ''!r}, user {user}, state {state}, "
+            f"transaction started {started}, holding {mode} on {relation or 'the view'}, "
+            f"query {'started ' + format(query_start, '%H:%M:%S') if query_start else ''}: {last_query!r})"
+        )
+    return "; ".join(parts)
