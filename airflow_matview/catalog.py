@@ -188,3 +188,40 @@ def refresh_permission(conn: Connection, oid: int) -> RefreshPermission:
     assert row is not None
     is_owner, owner, role, maintain = row
     return RefreshPermission(allowed=bool(is_owner or maintain), owner=owner, role=role, by_maintain=bool(maintain))
+
+
+# The tables (and materialized views) whose rows a view's query depends on, with inheritance children and
+# partitions, and the signals that change when their rows do: relfilenode (TRUNCATE, VACUUM FULL, CLUSTER,
+# plain REFRESH) and the statistics system's cumulative insert/update/delete counters.
+_SOURCE_FINGERPRINT = """
+WITH RECURSIVE tree(oid) AS (
+    SELECT unnest(%(oids)s::oid[])
+  UNION
+    SELECT i.inhrelid FROM tree JOIN pg_catalog.pg_inherits i ON i.inhparent = tree.oid
+)
+SELECT c.oid, c.relkind, c.relfilenode,
+       pg_catalog.pg_stat_get_tuples_inserted(c.oid),
+       pg_catalog.pg_stat_get_tuples_updated(c.oid),
+       pg_catalog.pg_stat_get_tuples_deleted(c.oid)
+FROM tree JOIN pg_catalog.pg_class c ON c.oid = tree.oid
+ORDER BY c.oid
+"""
+_TRACKABLE_KINDS = {"r", "p", "m"}
+
+
+def source_relations(conn: Connection, oid: int) -> list[Relation]:
+    """The tables, partitioned tables, materialized views and foreign tables a view reads (through plain views)."""
+    return [relation for relation in relations_read(conn, [oid])[oid] if relation.relkind in {"r", "p", "m", "f"}]
+
+
+def source_fingerprint(conn: Connection, sources: list[Relation]) -> list[list[int]] | None:
+    """A value that changes whenever a committed change to a source's rows reaches the statistics system.
+
+    ``None`` when a source cannot be tracked (a foreign table), so that no caller ever skips on it.
+    """
+    if any(source.relkind not in _TRACKABLE_KINDS for source in sources):
+        return None
+    rows = conn.execute(_SOURCE_FINGERPRINT, {"oids": [source.oid for source in sources]}).fetchall()
+    return [
+        [int(value) for value in (oid, relfilenode, ins, upd, dele)] for oid, _, relfilenode, ins, upd, dele in rows
+    ]

@@ -91,6 +91,7 @@ class ViewSettings(BaseModel):
     lock_timeout: Duration | None = timedelta(minutes=1)
     analyze: bool = False
     on_overlap: Literal["wait", "skip", "fail"] = "wait"
+    skip_if_unchanged: bool = False
     tags: list[str] = Field(default_factory=lambda: ["matview"])
     owner: str = "airflow"
 
@@ -142,6 +143,12 @@ class ViewConfig(ViewSettings):
                 raise ValueError(f"{name!r} has no schema; write schema.name, e.g. public.{name}")
         return after
 
+    @model_validator(mode="after")
+    def _schedule_combines_with_after(self) -> ViewConfig:
+        if self.after and self.schedule in ("@once", "@continuous"):
+            raise ValueError(f"schedule: {self.schedule} cannot be combined with after:; use a cron expression or null")
+        return self
+
     @field_validator("dag_id")
     @classmethod
     def _valid_dag_id(cls, dag_id: str | None) -> str | None:
@@ -183,8 +190,15 @@ class MatviewConfig(BaseModel):
             ViewSettings.model_validate(defaults)
         except ValidationError:
             return data  # reported once, under 'defaults', rather than again for every view
-        merged = [{**defaults, **view} if isinstance(view, Mapping) else view for view in views]
+        merged = [_with_defaults(defaults, view) if isinstance(view, Mapping) else view for view in views]
         return {**data, "views": merged}
+
+
+def _with_defaults(defaults: Mapping[str, Any], view: Mapping[str, Any]) -> dict[str, Any]:
+    merged = {**defaults, **view}
+    if view.get("after") and "schedule" not in view:
+        merged["schedule"] = None  # a view with after: runs when its upstream views refresh, unless told otherwise
+    return merged
 
 
 def default_dag_id(view: QualifiedName) -> str:

@@ -10,14 +10,17 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import DAG, Param, get_parsing_context
+from airflow.sdk import DAG, Asset, AssetAny, AssetOrTimeSchedule, CronTriggerTimetable, Param, get_parsing_context
 
+from airflow_matview.assets import matview_asset
 from airflow_matview.config import ViewConfig, load_config
 from airflow_matview.operators.refresh import RefreshMaterializedViewOperator
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
+
+    from airflow.sdk.definitions.asset import BaseAsset
 
 START_DATE = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
@@ -29,18 +32,23 @@ def build_dags(config: str | Path | Mapping[str, Any]) -> dict[str, DAG]:
     :raises MatviewConfigError: when the config is invalid; no DAG is built then.
     """
     views = load_config(config).views
+    assets = {view.view: matview_asset(view.conn_id, view.view) for view in views}
     wanted = get_parsing_context().dag_id
     if wanted is not None and any(view.resolved_dag_id == wanted for view in views):
         views = [view for view in views if view.resolved_dag_id == wanted]
-    return {view.resolved_dag_id: build_dag(view) for view in views}
+    return {view.resolved_dag_id: build_dag(view, [assets[name] for name in view.upstream]) for view in views}
 
 
-def build_dag(view: ViewConfig) -> DAG:
-    """The DAG that refreshes one view: task ``refresh``, no catch-up, one run at a time."""
+def build_dag(view: ViewConfig, upstream: list[Asset] | None = None) -> DAG:
+    """The DAG that refreshes one view: task ``refresh``, no catch-up, one run at a time.
+
+    :param view: the view's settings.
+    :param upstream: the assets of the views named in its ``after:``.
+    """
     concurrently = "auto" if view.concurrently == "auto" else str(view.concurrently).lower()
     dag = DAG(
         dag_id=view.resolved_dag_id,
-        schedule=view.schedule,
+        schedule=_schedule(view, upstream or []),
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
@@ -71,16 +79,33 @@ def build_dag(view: ViewConfig) -> DAG:
         analyze="{{ params.analyze }}",
         lock_timeout=view.lock_timeout,
         on_overlap=view.on_overlap,
+        skip_if_unchanged=view.skip_if_unchanged,
+        outlets=[matview_asset(view.conn_id, view.view)],
     )
     return dag
 
 
+def _schedule(view: ViewConfig, upstream: list[Asset]) -> str | BaseAsset | AssetOrTimeSchedule | None:
+    """The cron or preset; with ``after:``, a refresh of any upstream view, or either."""
+    if not upstream:
+        return view.schedule
+    condition = AssetAny(*upstream)
+    if view.schedule is None:
+        return condition
+    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(view.schedule, timezone="UTC"), assets=condition)
+
+
 def _doc(view: ViewConfig) -> str:
     schedule = f"`{view.schedule}`" if view.schedule else "manual runs only (trigger it from the UI)"
+    if view.after:
+        upstream = ", ".join(f"`{name}`" for name in view.upstream)
+        schedule = f"after each refresh of {upstream}" + (f", and on `{view.schedule}`" if view.schedule else "")
     return (
         f"Refreshes the materialized view `{view.view}` through the Airflow connection `{view.conn_id}`.\n\n"
         f"- schedule: {schedule}\n"
-        f"- concurrently: `{view.concurrently}`, analyze: `{view.analyze}`, lock timeout: `{view.lock_timeout}`\n"
+        f"- concurrently: `{view.concurrently}`, analyze: `{view.analyze}`, lock timeout: `{view.lock_timeout}`, "
+        f"skip if unchanged: `{view.skip_if_unchanged}`\n"
+        f"- emits the asset `{matview_asset(view.conn_id, view.view).uri}` after each successful refresh\n"
         f"- retries: {view.retries} every `{view.retry_delay}`; execution timeout: `{view.execution_timeout}`\n\n"
         "Trigger with parameters to override `concurrently` or `analyze` for one run."
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -38,6 +38,8 @@ class RefreshResult:
     :param mode: ``concurrently``, ``blocking`` or ``no_data``.
     :param reason: why that mode was chosen.
     :param seconds: how long ``REFRESH MATERIALIZED VIEW`` took.
+    :param sources: the tables and materialized views the view reads, directly or through plain views.
+    :param fingerprint: the sources' change signals as of this refresh (see :func:`catalog.source_fingerprint`).
     :param rows: the view's row count from the catalog, not a full count: ``pg_class.reltuples``, which a plain
         refresh of an indexed view and ``analyze=True`` make exact; after CONCURRENTLY, the estimate from before
         plus the refresh's exact net change. ``None`` when PostgreSQL has no estimate (no index, never analyzed).
@@ -48,9 +50,14 @@ class RefreshResult:
     reason: str
     seconds: float
     rows: int | None
+    sources: list[str] = field(default_factory=list)
+    fingerprint: dict[str, Any] | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The XCom value: everything but the fingerprint, which only ``skip_if_unchanged`` needs."""
+        result = asdict(self)
+        del result["fingerprint"]
+        return result
 
 
 def parse_concurrently(value: object) -> Concurrently:
@@ -161,6 +168,9 @@ class RefreshSettings:
     :param on_overlap: when another refresh of the view is running: ``wait`` (up to ``lock_timeout``),
         ``skip`` this one, or ``fail``.
     :param application_name: how the session shows in ``pg_stat_activity``.
+    :param skip_if_unchanged: skip the refresh (``AirflowSkipException``) when ``previous_fingerprint`` shows
+        that no source of the view changed since the refresh that recorded it.
+    :param previous_fingerprint: :attr:`RefreshResult.fingerprint` of the last successful refresh, if known.
     """
 
     concurrently: Concurrently = "auto"
@@ -170,6 +180,8 @@ class RefreshSettings:
     statement_timeout: timedelta | float | None = None
     on_overlap: OnOverlap = "wait"
     application_name: str | None = None
+    skip_if_unchanged: bool = False
+    previous_fingerprint: dict[str, Any] | None = None
 
 
 def refresh_materialized_view(
@@ -210,6 +222,10 @@ def refresh_materialized_view(
             stage = "overlap"
             _take_refresh_lock(conn, relation, settings, connection_label)
             stage = "refresh"
+            sources = catalog.source_relations(conn, relation.oid)
+            fingerprint = _fingerprint(conn, relation, sources)
+            if settings.skip_if_unchanged:
+                _skip_if_unchanged(relation, sources, fingerprint, settings.previous_fingerprint, connection_label)
             indexes = catalog.usable_unique_indexes(conn, relation.oid)
             mode, reason = choose_mode(relation, indexes, settings.concurrently, settings.with_data, connection_label)
             log.info("Refreshing %s (%s): %s.", relation.name, mode, reason)
@@ -260,7 +276,47 @@ def refresh_materialized_view(
         raise _refresh_failed(view, connection_label, exc) from None
     except psycopg.Error as exc:
         raise _refresh_failed(view, connection_label, exc) from None
-    return RefreshResult(view=str(relation.name), mode=mode, reason=reason, seconds=round(seconds, 6), rows=rows)
+    return RefreshResult(
+        view=str(relation.name),
+        mode=mode,
+        reason=reason,
+        seconds=round(seconds, 6),
+        rows=rows,
+        sources=[str(source.name) for source in sources],
+        fingerprint=fingerprint,
+    )
+
+
+def _fingerprint(
+    conn: Connection, relation: catalog.Relation, sources: list[catalog.Relation]
+) -> dict[str, Any] | None:
+    signals = catalog.source_fingerprint(conn, sources)
+    return None if signals is None else {"view": relation.oid, "sources": signals}
+
+
+def _skip_if_unchanged(
+    relation: catalog.Relation,
+    sources: list[catalog.Relation],
+    fingerprint: dict[str, Any] | None,
+    previous: dict[str, Any] | None,
+    connection_label: str,
+) -> None:
+    """Raise ``AirflowSkipException`` when provably nothing changed; otherwise log why the refresh runs."""
+    if fingerprint is None:
+        why = "a source is a foreign table, whose changes cannot be seen"
+    elif previous is None:
+        why = "no earlier successful refresh is recorded"
+    elif not relation.populated:
+        why = "the view is not populated"
+    elif previous != fingerprint:
+        why = "a source changed since the last successful refresh"
+    else:
+        names = ", ".join(str(source.name) for source in sources) or "none"
+        raise AirflowSkipException(
+            f"Skipped: none of the sources of {relation.name} ({connection_label}) changed since its last "
+            f"successful refresh (sources: {names}); skip_if_unchanged=True."
+        )
+    log.info("skip_if_unchanged: refreshing %s because %s.", relation.name, why)
 
 
 def check_permission(conn: Connection, relation: catalog.Relation, connection_label: str) -> None:

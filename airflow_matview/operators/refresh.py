@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any, NamedTuple, get_args
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import Asset, BaseOperator, Variable
 
+from airflow_matview.assets import SCHEME, matview_asset
 from airflow_matview.connection import connect
 from airflow_matview.exceptions import MatviewConfigurationError
 from airflow_matview.identifiers import InvalidIdentifierError, QualifiedName, parse_qualified_name
@@ -49,11 +51,14 @@ class RefreshMaterializedViewOperator(BaseOperator):
         a timedelta or seconds; ``None`` waits forever. When it expires the task fails naming the blocking session.
     :param on_overlap: when another refresh of the same view is running: ``"wait"`` (up to ``lock_timeout``),
         ``"skip"`` this run, or ``"fail"`` it.
+    :param skip_if_unchanged: skip the refresh (the task ends skipped, no asset event) when none of the view's
+        source tables changed since its last successful refresh by this operator. The signal (table
+        statistics and relfilenodes, recorded in an Airflow Variable) and its limits are in the README.
     :return: a dict with ``view``, ``mode`` (``concurrently``, ``blocking`` or ``no_data``), ``reason``,
         ``seconds`` and ``rows`` (from the catalog; ``None`` when PostgreSQL has no estimate).
     """
 
-    template_fields: Sequence[str] = ("view", "postgres_conn_id", "concurrently", "analyze")
+    template_fields: Sequence[str] = ("view", "postgres_conn_id", "concurrently", "analyze", "skip_if_unchanged")
     ui_color = "#c9e7f8"
 
     def __init__(
@@ -66,8 +71,12 @@ class RefreshMaterializedViewOperator(BaseOperator):
         analyze: bool | str = False,
         lock_timeout: timedelta | float | None = timedelta(minutes=1),
         on_overlap: OnOverlap = "wait",
+        skip_if_unchanged: bool | str = False,
         **kwargs: Any,
     ) -> None:
+        asset = _static_asset(postgres_conn_id, view)
+        if asset is not None and "outlets" not in kwargs:
+            kwargs["outlets"] = [asset]
         super().__init__(**kwargs)
         self.view = view
         self.postgres_conn_id = postgres_conn_id
@@ -76,7 +85,9 @@ class RefreshMaterializedViewOperator(BaseOperator):
         self.analyze = analyze
         self.lock_timeout = lock_timeout
         self.on_overlap = on_overlap
+        self.skip_if_unchanged = skip_if_unchanged
         self._conn: psycopg.Connection | None = None
+        self._lineage: _Lineage | None = None
         to_milliseconds(lock_timeout, "lock_timeout")
         if on_overlap not in get_args(OnOverlap):
             raise MatviewConfigurationError(f"on_overlap must be 'wait', 'skip' or 'fail', not {on_overlap!r}.")
@@ -89,6 +100,8 @@ class RefreshMaterializedViewOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         view = self._parse_view()
+        skip_if_unchanged = parse_bool(self.skip_if_unchanged, "skip_if_unchanged")
+        fingerprint_key = f"airflow_matview.fingerprint.{self.postgres_conn_id}.{view}"
         settings = RefreshSettings(
             concurrently=parse_concurrently(self.concurrently),
             with_data=self.with_data,
@@ -97,17 +110,47 @@ class RefreshMaterializedViewOperator(BaseOperator):
             statement_timeout=self.execution_timeout,
             on_overlap=self.on_overlap,
             application_name=self._application_name(context),
+            skip_if_unchanged=skip_if_unchanged,
+            previous_fingerprint=_load_fingerprint(fingerprint_key) if skip_if_unchanged else None,
         )
         self._conn = connect(self.postgres_conn_id, f"refresh {view}")
+        info = self._conn.info
+        namespace, database = f"postgres://{info.host}:{info.port}", info.dbname
         try:
             result = refresh_materialized_view(self._conn, view, settings, self.connection_label)
         finally:
             conn, self._conn = self._conn, None
             conn.close()
+        self._lineage = _Lineage(namespace, database, result.view, result.sources)
+        if skip_if_unchanged and result.fingerprint is not None:
+            Variable.set(fingerprint_key, json.dumps(result.fingerprint))
+        self._describe_asset_event(context, result.as_dict())
         self.log.info(
             "Refreshed %s (%s) in %.3fs; about %s rows.", result.view, result.mode, result.seconds, result.rows
         )
         return result.as_dict()
+
+    def _describe_asset_event(self, context: Context, result: dict[str, Any]) -> None:
+        events = context.get("outlet_events")
+        if events is None:
+            return
+        for outlet in self.outlets:
+            if isinstance(outlet, Asset) and outlet.uri.startswith(f"{SCHEME}://"):
+                events[outlet].extra.update({key: result[key] for key in ("view", "rows", "seconds", "mode")})
+
+    def get_openlineage_facets_on_complete(self, task_instance: object) -> Any:
+        """OpenLineage: the view is the output, the tables it reads are the inputs (when the provider is installed)."""
+        if self._lineage is None:
+            return None
+        from airflow.providers.common.compat.openlineage.facet import Dataset
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        namespace, database, view, sources = self._lineage
+
+        def dataset(name: str) -> Dataset:
+            return Dataset(namespace=namespace, name=f"{database}.{_unquoted(name)}")
+
+        return OperatorLineage(inputs=[dataset(name) for name in sources], outputs=[dataset(view)])
 
     def on_kill(self) -> None:
         """Cancel the running refresh on the server; PostgreSQL rolls it back and releases its locks."""
@@ -133,3 +176,34 @@ class RefreshMaterializedViewOperator(BaseOperator):
         if ti is None:
             return f"airflow-matview {self.task_id}"
         return f"airflow-matview {ti.dag_id}.{ti.task_id} try {ti.try_number}"
+
+
+class _Lineage(NamedTuple):
+    namespace: str
+    database: str
+    view: str
+    sources: list[str]
+
+
+def _static_asset(conn_id: str, view: str) -> Asset | None:
+    """The view's asset when its name and connection are known now (not templated) and schema-qualified."""
+    if "{{" in f"{conn_id}{view}":
+        return None
+    try:
+        name = parse_qualified_name(view)
+    except InvalidIdentifierError:
+        return None
+    return matview_asset(conn_id, name) if name.schema is not None else None
+
+
+def _load_fingerprint(key: str) -> dict[str, Any] | None:
+    stored = Variable.get(key, default=None)
+    try:
+        return json.loads(stored) if stored else None
+    except ValueError:
+        return None
+
+
+def _unquoted(name: str) -> str:
+    parsed = parse_qualified_name(name)
+    return f"{parsed.schema}.{parsed.name}"

@@ -1,0 +1,200 @@
+"""Assets, chains of views, skipping unchanged views, and lineage, with real Airflow runs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from airflow_matview.assets import matview_asset_uri
+from airflow_matview.factory import build_dags
+from airflow_matview.identifiers import QualifiedName
+from devtools.scenario import FIRST_USERS, NEW_USERS, add_new_users, create_reference_scenario, view_rows
+from tests.airflow_helpers import asset_events, dags_due_on_assets, register, run_dag, task_result
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import psycopg
+
+    from tests.conftest import Database
+
+VIEW_URI = matview_asset_uri("postgres_default", QualifiedName("public", "polls_user_matt_view"))
+
+
+@pytest.fixture
+def scenario(pg: psycopg.Connection, postgres_default: Database, airflow_db: Path) -> psycopg.Connection:
+    create_reference_scenario(pg)
+    add_new_users(pg)
+    publish_statistics(pg)
+    return pg
+
+
+def publish_statistics(session: psycopg.Connection) -> None:
+    """Hand the session's table statistics to the shared statistics now, not up to 10 s later when idle."""
+    session.execute("SELECT pg_stat_force_next_flush()")
+    session.execute("SELECT 1")
+
+
+def write(database: Database, statement: str) -> None:
+    """A change from another session, committed and handed to the statistics system as a session ends."""
+    with database.connect() as writer:
+        writer.execute(statement)
+        publish_statistics(writer)
+
+
+def relfilenode(pg: psycopg.Connection, relname: str) -> int:
+    row = pg.execute("SELECT relfilenode FROM pg_class WHERE relname = %s", [relname]).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_asset_identity_is_stable_and_needs_no_database() -> None:
+    assert VIEW_URI == "matview://postgres_default/public/polls_user_matt_view"
+    odd = matview_asset_uri("warehouse", QualifiedName("Sales Report", "Q1/Totals"))
+    assert odd == "matview://warehouse/Sales%20Report/Q1%2FTotals"
+
+
+def test_a_refresh_emits_an_asset_event_with_its_metadata(scenario: psycopg.Connection) -> None:
+    dag = build_dags({"views": [{"name": "public.polls_user_matt_view", "schedule": None}]})[
+        "matview.public.polls_user_matt_view"
+    ]
+    run = run_dag(dag)
+    state, result = task_result(run)
+    assert state == "success"
+    events = [event for event in asset_events(VIEW_URI) if event["run_id"] == run.run_id]
+    assert events == [
+        {
+            "view": "public.polls_user_matt_view",
+            "rows": result["rows"],
+            "seconds": result["seconds"],
+            "mode": "concurrently",
+            "run_id": run.run_id,
+        }
+    ]
+    assert result["rows"] == 7
+
+
+def test_a_chain_refreshes_the_downstream_view_after_the_upstream_one(
+    scenario: psycopg.Connection, database: Database
+) -> None:
+    rollup = f"rollup_{database.name}"  # a DAG of its own: the metadata DB is shared by the whole session
+    scenario.execute("CREATE SCHEMA reporting")
+    scenario.execute(
+        "CREATE MATERIALIZED VIEW reporting.user_rollup AS SELECT count(*) AS users, max(age) AS oldest "
+        "FROM polls_user_matt_view"
+    )
+    dags = build_dags(
+        {
+            "views": [
+                {"name": "public.polls_user_matt_view", "schedule": "@daily"},
+                {"name": "reporting.user_rollup", "after": ["public.polls_user_matt_view"], "dag_id": rollup},
+            ]
+        }
+    )
+    upstream, downstream = dags["matview.public.polls_user_matt_view"], dags[rollup]
+    register(upstream, downstream)
+    assert rollup not in dags_due_on_assets()
+
+    assert task_result(run_dag(upstream))[0] == "success"
+
+    assert rollup in dags_due_on_assets()  # the scheduler's own query: the downstream DAG is due now
+    assert scenario.execute("SELECT users FROM reporting.user_rollup").fetchone() == (5,)
+    assert task_result(run_dag(downstream))[0] == "success"
+    assert scenario.execute("SELECT users, oldest FROM reporting.user_rollup").fetchone() == (7, 58)
+
+
+def test_a_view_with_after_and_a_schedule_runs_on_either() -> None:
+    dags = build_dags(
+        {
+            "views": [
+                {"name": "public.a"},
+                {"name": "public.b", "after": ["public.a"]},
+                {"name": "public.c", "after": ["public.a"], "schedule": "@hourly"},
+            ]
+        }
+    )
+    assert type(dags["matview.public.b"].timetable).__name__ == "AssetTriggeredTimetable"
+    either = dags["matview.public.c"].timetable
+    assert type(either).__name__ == "AssetOrTimeSchedule"
+    assert "after each refresh of `public.a`, and on `@hourly`" in (dags["matview.public.c"].doc_md or "")
+
+
+class SkippingDag:
+    """A DAG that refreshes ``view`` with ``skip_if_unchanged``, run for real each time."""
+
+    def __init__(self, view: str) -> None:
+        config = {"views": [{"name": view, "schedule": None, "skip_if_unchanged": True}]}
+        (self.dag,) = build_dags(config).values()
+
+    def run(self) -> tuple[str | None, Any]:
+        return task_result(run_dag(self.dag))
+
+
+def test_skip_if_unchanged_skips_only_when_no_source_changed(scenario: psycopg.Connection, database: Database) -> None:
+    dag = SkippingDag("public.polls_user_matt_view")
+    assert dag.run()[0] == "success"  # nothing recorded yet
+    assert view_rows(scenario) == FIRST_USERS + NEW_USERS
+    events_before = len(asset_events(VIEW_URI))
+    file_before = relfilenode(scenario, "polls_user_matt_view")
+
+    assert dag.run() == ("skipped", None)
+    assert len(asset_events(VIEW_URI)) == events_before  # no asset event for a skipped run
+    assert relfilenode(scenario, "polls_user_matt_view") == file_before
+
+    changes = {
+        "insert": ("INSERT INTO polls_user VALUES (8, 'heidi', 70)", 8),
+        "update": ("UPDATE polls_user SET age = 20 WHERE id = 8", 7),
+        "delete": ("DELETE FROM polls_user WHERE id = 1", 6),
+        "truncate": ("TRUNCATE polls_user", 0),
+    }
+    for kind, (statement, rows) in changes.items():
+        write(database, statement)
+        state, result = dag.run()
+        assert state == "success", kind
+        assert scenario.execute("SELECT count(*) FROM polls_user_matt_view").fetchone() == (rows,), kind
+        assert result["view"] == "public.polls_user_matt_view"
+        assert dag.run() == ("skipped", None), f"after {kind}, a second run should skip"
+
+
+def test_a_source_reached_through_a_plain_view_counts(scenario: psycopg.Connection, database: Database) -> None:
+    scenario.execute("CREATE VIEW adults AS SELECT * FROM polls_user WHERE age >= 18")
+    scenario.execute("CREATE MATERIALIZED VIEW adult_count AS SELECT count(*) AS n FROM adults")
+    publish_statistics(scenario)
+    dag = SkippingDag("public.adult_count")
+    state, result = dag.run()
+    assert state == "success"
+    assert result["sources"] == ["public.polls_user"]  # the table behind the plain view
+    assert dag.run()[0] == "skipped"
+
+    write(database, "INSERT INTO polls_user VALUES (8, 'heidi', 70)")
+    assert dag.run()[0] == "success"
+    assert scenario.execute("SELECT n FROM adult_count").fetchone() == (8,)
+
+
+def test_a_refreshed_upstream_view_counts_as_a_changed_source(scenario: psycopg.Connection, database: Database) -> None:
+    scenario.execute("CREATE MATERIALIZED VIEW rollup AS SELECT count(*) AS n FROM polls_user_matt_view")
+    publish_statistics(scenario)
+    downstream = SkippingDag("public.rollup")
+    assert downstream.run()[0] == "success"
+    assert downstream.run()[0] == "skipped"
+    write(database, "REFRESH MATERIALIZED VIEW CONCURRENTLY polls_user_matt_view")
+    assert downstream.run()[0] == "success"
+    assert scenario.execute("SELECT n FROM rollup").fetchone() == (7,)
+
+
+def test_openlineage_reports_the_view_as_output_and_its_tables_as_inputs(scenario: psycopg.Connection) -> None:
+    from airflow_matview import RefreshMaterializedViewOperator
+
+    scenario.execute("CREATE VIEW adults AS SELECT * FROM polls_user WHERE age >= 18")
+    scenario.execute("CREATE MATERIALIZED VIEW adult_names AS SELECT name FROM adults")
+    operator = RefreshMaterializedViewOperator(task_id="refresh", view="public.adult_names")
+    assert operator.get_openlineage_facets_on_complete(None) is None  # nothing ran yet
+    operator.execute({})  # type: ignore[arg-type]
+
+    lineage = operator.get_openlineage_facets_on_complete(None)
+
+    database = scenario.info.dbname
+    namespace = f"postgres://127.0.0.1:{scenario.info.port}"
+    assert [(d.namespace, d.name) for d in lineage.outputs] == [(namespace, f"{database}.public.adult_names")]
+    assert [d.name for d in lineage.inputs] == [f"{database}.public.polls_user"]
