@@ -214,6 +214,12 @@ def source_relations(conn: Connection, oid: int) -> list[Relation]:
     return [relation for relation in relations_read(conn, [oid])[oid] if relation.relkind in {"r", "p", "m", "f"}]
 
 
+def change_counters_tracked(conn: Connection) -> bool:
+    """Whether the statistics system counts row changes (``track_counts``, on unless a superuser turned it off)."""
+    row = conn.execute("SELECT pg_catalog.current_setting('track_counts')::boolean").fetchone()
+    return bool(row and row[0])
+
+
 def source_fingerprint(conn: Connection, sources: list[Relation]) -> list[list[int]] | None:
     """A value that changes whenever a committed change to a source's rows reaches the statistics system.
 

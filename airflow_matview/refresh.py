@@ -225,7 +225,10 @@ def refresh_materialized_view(
             sources = catalog.source_relations(conn, relation.oid)
             fingerprint = _fingerprint(conn, relation, sources)
             if settings.skip_if_unchanged:
-                _skip_if_unchanged(relation, sources, fingerprint, settings.previous_fingerprint, connection_label)
+                tracked = catalog.change_counters_tracked(conn)
+                _skip_if_unchanged(
+                    relation, sources, fingerprint if tracked else None, settings.previous_fingerprint, connection_label
+                )
             indexes = catalog.usable_unique_indexes(conn, relation.oid)
             mode, reason = choose_mode(relation, indexes, settings.concurrently, settings.with_data, connection_label)
             log.info("Refreshing %s (%s): %s.", relation.name, mode, reason)
@@ -303,7 +306,7 @@ def _skip_if_unchanged(
 ) -> None:
     """Raise ``AirflowSkipException`` when provably nothing changed; otherwise log why the refresh runs."""
     if fingerprint is None:
-        why = "a source is a foreign table, whose changes cannot be seen"
+        why = "its sources' changes cannot be seen (a foreign table, or track_counts is off)"
     elif previous is None:
         why = "no earlier successful refresh is recorded"
     elif not relation.populated:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -155,6 +156,20 @@ def test_skip_if_unchanged_skips_only_when_no_source_changed(scenario: psycopg.C
         assert scenario.execute("SELECT count(*) FROM polls_user_matt_view").fetchone() == (rows,), kind
         assert result["view"] == "public.polls_user_matt_view"
         assert dag.run() == ("skipped", None), f"after {kind}, a second run should skip"
+
+
+def test_never_skips_when_the_server_does_not_count_changes(
+    scenario: psycopg.Connection, database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    dag = SkippingDag("public.polls_user_matt_view")
+    assert dag.run()[0] == "success"
+    scenario.execute(f'ALTER DATABASE "{database.name}" SET track_counts = off')
+    write(database, "INSERT INTO polls_user VALUES (8, 'heidi', 70)")  # invisible to the counters now
+
+    with caplog.at_level(logging.INFO, logger="airflow_matview.refresh"):
+        assert dag.run()[0] == "success"
+    assert scenario.execute("SELECT count(*) FROM polls_user_matt_view").fetchone() == (8,)
+    assert "track_counts is off" in caplog.text
 
 
 def test_a_source_reached_through_a_plain_view_counts(scenario: psycopg.Connection, database: Database) -> None:
