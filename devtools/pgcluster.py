@@ -42,7 +42,7 @@ def _major(bin_dir: Path) -> str:
     return out.stdout.split()[-1].split(".")[0]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -63,7 +63,7 @@ class PostgresCluster:
     """One PostgreSQL server in a temporary folder, listening on 127.0.0.1 only, trust auth."""
 
     bin_dir: Path
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     user: str = "postgres"
     settings: dict[str, str] = field(default_factory=dict)
 

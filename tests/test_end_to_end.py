@@ -1,0 +1,271 @@
+"""A real Airflow (api-server, scheduler, dag-processor, LocalExecutor) running our ``dags/`` on loopback.
+
+Everything goes through the REST API the UI uses (``/api/v2``), or through the UI itself in a headless Chromium.
+One PostgreSQL server holds both Airflow's metadata database and the scenario database. The stack is started
+once for this module and stopped (every process group) even when a test fails.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+import psycopg
+import pytest
+import yaml
+
+from devtools.airflow_stack import USERNAME, AirflowStack, ApiClient
+from devtools.pgcluster import PostgresCluster, available_bin_dirs
+from devtools.scenario import add_new_users, create_reference_scenario, view_rows
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "artifacts"
+REFERENCE_DAG = "matview.public.polls_user_matt_view"
+MINUTELY_DAG = "matview.public.young_users"
+DOOMED_DAG = "matview.public.doomed_view"
+CHROMIUM = Path("/usr/bin/chromium")
+
+pytestmark = pytest.mark.timeout(600)
+
+
+class Deployment:
+    """The running stack, its API client and the scenario database."""
+
+    def __init__(self, stack: AirflowStack, api: ApiClient, dsn: str, started_in: float) -> None:
+        self.stack = stack
+        self.api = api
+        self.dsn = dsn
+        self.started_in = started_in
+
+    def connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.dsn, autocommit=True)
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        run = self.api.post(f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
+        return str(run["dag_run_id"])
+
+    def task_instance(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return dict(self.api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/refresh"))
+
+    def xcom(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        entry = self.api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/refresh/xcomEntries/return_value")
+        return dict(entry["value"])
+
+
+def _deployment_config(dags: Path) -> None:
+    """The shipped example config plus a view on a one-minute schedule and one that will be dropped."""
+    config = yaml.safe_load((REPO / "dags" / "matviews.yaml").read_text())
+    config["views"] += [
+        {"name": "public.young_users", "schedule": "* * * * *"},
+        {"name": "public.doomed_view", "schedule": None, "retries": 0},
+    ]
+    (dags / "matviews.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    bin_dirs = available_bin_dirs()
+    cluster = PostgresCluster(bin_dirs[next(label for label in bin_dirs if label.endswith("pgserver"))])
+    stack: AirflowStack | None = None
+    try:
+        cluster.start()
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE scenario")
+        with psycopg.connect(cluster.dsn("scenario"), autocommit=True) as conn:
+            create_reference_scenario(conn)
+            conn.execute("CREATE MATERIALIZED VIEW young_users AS SELECT * FROM polls_user WHERE age < 25")
+            conn.execute("CREATE MATERIALIZED VIEW doomed_view AS SELECT * FROM polls_user")
+        dags = tmp_path_factory.mktemp("dags")
+        shutil.copy(REPO / "dags" / "matviews.py", dags / "matviews.py")
+        _deployment_config(dags)
+        stack = AirflowStack(cluster, dags, {"postgres_default": cluster.uri("scenario")})
+        started = time.monotonic()
+        stack.start()
+        api = ApiClient(stack)
+        for dag_id in (REFERENCE_DAG, MINUTELY_DAG, DOOMED_DAG):
+            api.wait_for_dag(dag_id)
+        yield Deployment(stack, api, cluster.dsn("scenario"), time.monotonic() - started)
+    finally:
+        try:
+            if stack is not None:
+                stack.stop()
+        finally:
+            cluster.destroy()
+
+
+def test_dag_processor_lists_one_dag_per_view(deployment: Deployment) -> None:
+    listed = deployment.api.get("/dags?tags=matview&limit=100")
+    assert sorted(dag["dag_id"] for dag in listed["dags"]) == sorted([DOOMED_DAG, REFERENCE_DAG, MINUTELY_DAG])
+    assert deployment.api.get("/importErrors")["total_entries"] == 0
+    reference = deployment.api.get(f"/dags/{REFERENCE_DAG}/details")
+    assert reference["is_paused"] is True, "new DAGs start paused, as Airflow's default"
+    assert reference["max_active_runs"] == 1
+    assert reference["catchup"] is False
+    assert "public.polls_user_matt_view" in reference["doc_md"]
+    print(f"Airflow up and all DAGs parsed in {deployment.started_in:.1f}s")
+
+
+def test_trigger_with_params_through_the_rest_api(deployment: Deployment) -> None:
+    with deployment.connect() as conn:
+        add_new_users(conn)
+        assert [name for _, name, _ in view_rows(conn)] == ["alice", "bob", "carol", "dave", "erin"]
+
+    started = time.monotonic()
+    deployment.api.patch(f"/dags/{REFERENCE_DAG}", {"is_paused": False})
+    run_id = deployment.trigger(REFERENCE_DAG, {"concurrently": "false"})
+    run = deployment.api.wait_for_run(REFERENCE_DAG, run_id)
+    print(f"triggered run of {REFERENCE_DAG} succeeded in {time.monotonic() - started:.1f}s")
+
+    assert run["state"] == "success", deployment.stack.log("scheduler")
+    with deployment.connect() as conn:
+        assert [name for _, name, _ in view_rows(conn)] == ["alice", "bob", "carol", "dave", "erin", "frank", "grace"]
+    result = deployment.xcom(REFERENCE_DAG, run_id)
+    assert result["view"] == "public.polls_user_matt_view"
+    assert result["mode"] == "blocking", "the run's params (concurrently=false) override the config's auto"
+    assert result["rows"] == 7
+    assert result["sources"] == ["public.polls_user"]
+
+    history = deployment.api.get(f"/dags/{REFERENCE_DAG}/dagRuns?order_by=-run_after")["dag_runs"]
+    ours = next(entry for entry in history if entry["dag_run_id"] == run_id)
+    assert (ours["state"], ours["run_type"], ours["conf"]) == ("success", "manual", {"concurrently": "false"})
+    task = deployment.task_instance(REFERENCE_DAG, run_id)
+    assert (task["state"], task["try_number"], task["operator"]) == ("success", 1, "RefreshMaterializedViewOperator")
+    events = deployment.api.get("/assets/events?source_dag_id=" + REFERENCE_DAG)["asset_events"]
+    assert any(event["source_run_id"] == run_id and event["extra"]["rows"] == 7 for event in events)
+
+
+def test_failed_refresh_states_its_cause_at_the_end_of_the_task_log(deployment: Deployment) -> None:
+    with deployment.connect() as conn:
+        conn.execute("DROP MATERIALIZED VIEW doomed_view")
+    deployment.api.patch(f"/dags/{DOOMED_DAG}", {"is_paused": False})
+    run_id = deployment.trigger(DOOMED_DAG)
+
+    run = deployment.api.wait_for_run(DOOMED_DAG, run_id)
+    task = deployment.task_instance(DOOMED_DAG, run_id)
+    assert (run["state"], task["state"], task["try_number"]) == ("failed", "failed", 1)
+
+    log = deployment.api.get(f"/dags/{DOOMED_DAG}/dagRuns/{run_id}/taskInstances/refresh/logs/1?full_content=true")
+    entries = log["content"]
+    errors = [index for index, entry in enumerate(entries) if entry.get("level") == "error"]
+    assert errors, entries[-10:]
+    assert len(entries) - errors[-1] <= 4, "the error is among the log's last lines"
+    cause = entries[errors[-1]]["error_detail"][-1]["exc_value"]
+    first_sentence = cause.split(". ")[0]
+    assert first_sentence.startswith("Materialized view public.doomed_view does not exist")
+    assert "connection 'postgres_default'" in first_sentence
+    print(f"last lines of the failed task's log state: {cause}")
+
+
+def test_scheduled_run_needs_no_trigger(deployment: Deployment) -> None:
+    with deployment.connect() as conn:
+        conn.execute("INSERT INTO polls_user (id, name, age) VALUES (100, 'yuki', 19)")
+        assert conn.execute("SELECT count(*) FROM young_users").fetchone() == (0,)
+    deployment.api.patch(f"/dags/{MINUTELY_DAG}", {"is_paused": False})
+    started = time.monotonic()
+
+    deadline = started + 150
+    runs: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        runs = deployment.api.get(f"/dags/{MINUTELY_DAG}/dagRuns")["dag_runs"]
+        if any(run["state"] == "success" for run in runs):
+            break
+        time.sleep(2)
+    print(f"first scheduled run of {MINUTELY_DAG} succeeded {time.monotonic() - started:.1f}s after unpausing")
+
+    succeeded = [run for run in runs if run["state"] == "success"]
+    assert succeeded, f"no successful run within 150s: {runs}\n{deployment.stack.log('scheduler')}"
+    assert {run["run_type"] for run in runs} == {"scheduled"}
+    assert all(run["run_after"].endswith(":00Z") for run in runs), "scheduled on the minute, by the cron"
+    with deployment.connect() as conn:
+        assert conn.execute("SELECT name FROM young_users").fetchall() == [("yuki",)]
+
+
+def _browser() -> Any:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (make test installs it with apt-get when run as root)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (it is in the dev extra)")
+    return sync_playwright
+
+
+def _sign_in(page: Any, deployment: Deployment) -> None:
+    url = deployment.stack.url
+    page.goto(f"{url}/")
+    page.get_by_label("Username").fill(USERNAME)
+    page.get_by_label("Password").fill(deployment.stack.password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{url}/")
+
+
+def test_trigger_from_the_ui_in_a_real_browser(deployment: Deployment) -> None:
+    sync_playwright = _browser()
+    with deployment.connect() as conn:
+        conn.execute("INSERT INTO polls_user (id, name, age) VALUES (8, 'heidi', 44)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "airflow-ui-triggered-run.png"
+    url = deployment.stack.url
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            _sign_in(page, deployment)
+            page.goto(f"{url}/dags/{REFERENCE_DAG}")
+            page.get_by_role("button", name="Trigger Dag").click()
+            form = page.get_by_role("dialog")
+            form.get_by_role("combobox").click()
+            page.get_by_role("option", name="false").click()
+            form.locator("label").filter(has=page.locator("input[type=checkbox]")).first.click()
+            form.get_by_role("button", name="Trigger").click()
+
+            page.wait_for_url(f"{url}/dags/{REFERENCE_DAG}/runs/**")
+            run_id = page.url.rsplit("/runs/", 1)[1]
+            page.get_by_text("Success", exact=True).first.wait_for(timeout=120_000)
+            page.screenshot(path=str(screenshot))
+        finally:
+            browser.close()
+
+    run_id = unquote(run_id)
+    run = deployment.api.get(f"/dags/{REFERENCE_DAG}/dagRuns/{run_id}")
+    assert (run["state"], run["run_type"]) == ("success", "manual")
+    assert run["conf"] == {"concurrently": "false", "analyze": True}, "the form's values reached the run"
+    assert run["triggering_user_name"] == USERNAME
+    assert deployment.xcom(REFERENCE_DAG, run_id)["mode"] == "blocking"
+    with deployment.connect() as conn:
+        assert "heidi" in [name for _, name, _ in view_rows(conn)]
+    assert screenshot.stat().st_size > 10_000
+
+
+def test_failed_refresh_shows_its_cause_in_the_ui(deployment: Deployment) -> None:
+    sync_playwright = _browser()
+    failed = deployment.api.get(f"/dags/{DOOMED_DAG}/dagRuns?state=failed")["dag_runs"]
+    if not failed:  # this test is run on its own
+        with deployment.connect() as conn:
+            conn.execute("DROP MATERIALIZED VIEW IF EXISTS doomed_view")
+        deployment.api.patch(f"/dags/{DOOMED_DAG}", {"is_paused": False})
+        failed = [deployment.api.wait_for_run(DOOMED_DAG, deployment.trigger(DOOMED_DAG))]
+    run_id = failed[0]["dag_run_id"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "airflow-ui-failed-task-log.png"
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            _sign_in(page, deployment)
+            page.goto(f"{deployment.stack.url}/dags/{DOOMED_DAG}/runs/{run_id}/tasks/refresh")
+            cause = page.get_by_text("Materialized view public.doomed_view does not exist").first
+            cause.wait_for(timeout=60_000)
+            page.keyboard.press("w")  # the log viewer's shortcut for wrapping long lines
+            page.screenshot(path=str(screenshot))
+            assert "connection 'postgres_default'" in cause.inner_text()
+        finally:
+            browser.close()
