@@ -22,9 +22,6 @@ import urllib.request
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-import psycopg
-from psycopg import sql
-
 from devtools.pgcluster import free_port
 
 if TYPE_CHECKING:
@@ -88,9 +85,7 @@ class AirflowStack:
         }
 
     def _metadata_uri(self) -> str:
-        with psycopg.connect(self.cluster.dsn(), autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS airflow WITH (FORCE)"))
-            conn.execute(sql.SQL("CREATE DATABASE airflow"))
+        self.cluster.create_database("airflow")
         return self.cluster.uri("airflow").replace("postgresql://", "postgresql+psycopg2://", 1)
 
     def airflow(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

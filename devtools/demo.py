@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-from devtools.pgcluster import PostgresCluster, available_bin_dirs
+from devtools.pgcluster import embedded_cluster
 from devtools.scenario import VIEW, add_new_users, create_reference_scenario, view_rows
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,13 +36,11 @@ def airflow(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
 
 
 def main() -> int:
-    bin_dirs = available_bin_dirs()
-    label = next(label for label in bin_dirs if label.endswith("pgserver"))
-    cluster = PostgresCluster(bin_dirs[label])
+    cluster = embedded_cluster()
     airflow_home = Path(tempfile.mkdtemp(prefix="matview-demo-airflow-"))
     try:
         cluster.start()
-        print(f"Started a throwaway PostgreSQL {label.split('-')[0]} on 127.0.0.1:{cluster.port}")
+        print(f"Started a throwaway PostgreSQL {cluster.major} on 127.0.0.1:{cluster.port}")
         with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
             create_reference_scenario(conn)
             show(f"{VIEW} after creation", view_rows(conn))

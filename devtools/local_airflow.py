@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 
 from devtools.airflow_stack import USERNAME, AirflowStack
-from devtools.pgcluster import PostgresCluster, available_bin_dirs
+from devtools.pgcluster import embedded_cluster
 from devtools.scenario import VIEW, add_new_users, create_reference_scenario
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,13 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
-    bin_dirs = available_bin_dirs()
-    cluster = PostgresCluster(bin_dirs[next(label for label in bin_dirs if label.endswith("pgserver"))])
+    cluster = embedded_cluster()
     stack: AirflowStack | None = None
     try:
         cluster.start()
-        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE demo")
+        cluster.create_database("demo")
         with psycopg.connect(cluster.dsn("demo"), autocommit=True) as conn:
             create_reference_scenario(conn)
             add_new_users(conn)

@@ -37,6 +37,13 @@ def available_bin_dirs() -> dict[str, Path]:
     return found
 
 
+def embedded_cluster(**settings: str) -> PostgresCluster:
+    """A cluster from the ``pgserver`` wheel's binaries, which every environment of ours has."""
+    from pgserver._commands import POSTGRES_BIN_PATH
+
+    return PostgresCluster(Path(POSTGRES_BIN_PATH), settings=dict(settings))
+
+
 def _major(bin_dir: Path) -> str:
     out = subprocess.run([str(bin_dir / "pg_ctl"), "--version"], capture_output=True, text=True, check=True)
     return out.stdout.split()[-1].split(".")[0]
@@ -110,6 +117,15 @@ class PostgresCluster:
         with contextlib.suppress(RuntimeError):
             self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def create_database(self, name: str) -> None:
+        """A new, empty database (dropped first if it exists)."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
     def dsn(self, dbname: str = "postgres") -> str:
         return f"host=127.0.0.1 port={self.port} user={self.user} dbname={dbname}"

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from devtools.airflow_stack import USERNAME, AirflowStack, ApiClient
-from devtools.pgcluster import PostgresCluster, available_bin_dirs
+from devtools.pgcluster import embedded_cluster
 from devtools.scenario import add_new_users, create_reference_scenario, view_rows
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ class Deployment:
         self.api = api
         self.dsn = dsn
         self.started_in = started_in
+        self.failed_run_id: str | None = None
 
     def connect(self) -> psycopg.Connection:
         return psycopg.connect(self.dsn, autocommit=True)
@@ -70,13 +71,11 @@ def _deployment_config(dags: Path) -> None:
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    bin_dirs = available_bin_dirs()
-    cluster = PostgresCluster(bin_dirs[next(label for label in bin_dirs if label.endswith("pgserver"))])
+    cluster = embedded_cluster()
     stack: AirflowStack | None = None
     try:
         cluster.start()
-        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE scenario")
+        cluster.create_database("scenario")
         with psycopg.connect(cluster.dsn("scenario"), autocommit=True) as conn:
             create_reference_scenario(conn)
             conn.execute("CREATE MATERIALIZED VIEW young_users AS SELECT * FROM polls_user WHERE age < 25")
@@ -140,13 +139,21 @@ def test_trigger_with_params_through_the_rest_api(deployment: Deployment) -> Non
     assert any(event["source_run_id"] == run_id and event["extra"]["rows"] == 7 for event in events)
 
 
-def test_failed_refresh_states_its_cause_at_the_end_of_the_task_log(deployment: Deployment) -> None:
-    with deployment.connect() as conn:
-        conn.execute("DROP MATERIALIZED VIEW doomed_view")
-    deployment.api.patch(f"/dags/{DOOMED_DAG}", {"is_paused": False})
-    run_id = deployment.trigger(DOOMED_DAG)
+def failed_run(deployment: Deployment) -> str:
+    """A run of the DAG whose view was dropped: it fails (once per module; later callers get the same run)."""
+    if deployment.failed_run_id is None:
+        with deployment.connect() as conn:
+            conn.execute("DROP MATERIALIZED VIEW IF EXISTS doomed_view")
+        deployment.api.patch(f"/dags/{DOOMED_DAG}", {"is_paused": False})
+        deployment.failed_run_id = deployment.trigger(DOOMED_DAG)
+        deployment.api.wait_for_run(DOOMED_DAG, deployment.failed_run_id)
+    return deployment.failed_run_id
 
-    run = deployment.api.wait_for_run(DOOMED_DAG, run_id)
+
+def test_failed_refresh_states_its_cause_at_the_end_of_the_task_log(deployment: Deployment) -> None:
+    run_id = failed_run(deployment)
+
+    run = deployment.api.get(f"/dags/{DOOMED_DAG}/dagRuns/{run_id}")
     task = deployment.task_instance(DOOMED_DAG, run_id)
     assert (run["state"], task["state"], task["try_number"]) == ("failed", "failed", 1)
 
@@ -186,54 +193,50 @@ def test_scheduled_run_needs_no_trigger(deployment: Deployment) -> None:
         assert conn.execute("SELECT name FROM young_users").fetchall() == [("yuki",)]
 
 
-def _browser() -> Any:
+@pytest.fixture
+def page(deployment: Deployment) -> Iterator[Any]:
+    """A headless Debian Chromium tab, signed in to the Airflow UI as the admin user."""
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is not installed (make test installs it with apt-get when run as root)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.skip("playwright is not installed (it is in the dev extra)")
-    return sync_playwright
-
-
-def _sign_in(page: Any, deployment: Deployment) -> None:
-    url = deployment.stack.url
-    page.goto(f"{url}/")
-    page.get_by_label("Username").fill(USERNAME)
-    page.get_by_label("Password").fill(deployment.stack.password)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{url}/")
-
-
-def test_trigger_from_the_ui_in_a_real_browser(deployment: Deployment) -> None:
-    sync_playwright = _browser()
-    with deployment.connect() as conn:
-        conn.execute("INSERT INTO polls_user (id, name, age) VALUES (8, 'heidi', 44)")
     ARTIFACTS.mkdir(exist_ok=True)
-    screenshot = ARTIFACTS / "airflow-ui-triggered-run.png"
     url = deployment.stack.url
-
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            _sign_in(page, deployment)
-            page.goto(f"{url}/dags/{REFERENCE_DAG}")
-            page.get_by_role("button", name="Trigger Dag").click()
-            form = page.get_by_role("dialog")
-            form.get_by_role("combobox").click()
-            page.get_by_role("option", name="false").click()
-            form.locator("label").filter(has=page.locator("input[type=checkbox]")).first.click()
-            form.get_by_role("button", name="Trigger").click()
-
-            page.wait_for_url(f"{url}/dags/{REFERENCE_DAG}/runs/**")
-            run_id = page.url.rsplit("/runs/", 1)[1]
-            page.get_by_text("Success", exact=True).first.wait_for(timeout=120_000)
-            page.screenshot(path=str(screenshot))
+            tab = browser.new_page(viewport={"width": 1400, "height": 900})
+            tab.goto(f"{url}/")
+            tab.get_by_label("Username").fill(USERNAME)
+            tab.get_by_label("Password").fill(deployment.stack.password)
+            tab.get_by_role("button", name="Sign in").click()
+            tab.wait_for_url(f"{url}/")
+            yield tab
         finally:
             browser.close()
 
-    run_id = unquote(run_id)
+
+def test_trigger_from_the_ui_in_a_real_browser(deployment: Deployment, page: Any) -> None:
+    with deployment.connect() as conn:
+        conn.execute("INSERT INTO polls_user (id, name, age) VALUES (8, 'heidi', 44)")
+    screenshot = ARTIFACTS / "airflow-ui-triggered-run.png"
+    url = deployment.stack.url
+
+    page.goto(f"{url}/dags/{REFERENCE_DAG}")
+    page.get_by_role("button", name="Trigger Dag").click()
+    form = page.get_by_role("dialog")
+    form.get_by_role("combobox").click()
+    page.get_by_role("option", name="false").click()
+    form.locator("label").filter(has=page.locator("input[type=checkbox]")).first.click()
+    form.get_by_role("button", name="Trigger").click()
+
+    page.wait_for_url(f"{url}/dags/{REFERENCE_DAG}/runs/**")
+    run_id = unquote(page.url.rsplit("/runs/", 1)[1])
+    page.get_by_text("Success", exact=True).first.wait_for(timeout=120_000)
+    page.screenshot(path=str(screenshot))
+
     run = deployment.api.get(f"/dags/{REFERENCE_DAG}/dagRuns/{run_id}")
     assert (run["state"], run["run_type"]) == ("success", "manual")
     assert run["conf"] == {"concurrently": "false", "analyze": True}, "the form's values reached the run"
@@ -244,28 +247,13 @@ def test_trigger_from_the_ui_in_a_real_browser(deployment: Deployment) -> None:
     assert screenshot.stat().st_size > 10_000
 
 
-def test_failed_refresh_shows_its_cause_in_the_ui(deployment: Deployment) -> None:
-    sync_playwright = _browser()
-    failed = deployment.api.get(f"/dags/{DOOMED_DAG}/dagRuns?state=failed")["dag_runs"]
-    if not failed:  # this test is run on its own
-        with deployment.connect() as conn:
-            conn.execute("DROP MATERIALIZED VIEW IF EXISTS doomed_view")
-        deployment.api.patch(f"/dags/{DOOMED_DAG}", {"is_paused": False})
-        failed = [deployment.api.wait_for_run(DOOMED_DAG, deployment.trigger(DOOMED_DAG))]
-    run_id = failed[0]["dag_run_id"]
-    ARTIFACTS.mkdir(exist_ok=True)
+def test_failed_refresh_shows_its_cause_in_the_ui(deployment: Deployment, page: Any) -> None:
+    run_id = failed_run(deployment)
     screenshot = ARTIFACTS / "airflow-ui-failed-task-log.png"
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            _sign_in(page, deployment)
-            page.goto(f"{deployment.stack.url}/dags/{DOOMED_DAG}/runs/{run_id}/tasks/refresh")
-            cause = page.get_by_text("Materialized view public.doomed_view does not exist").first
-            cause.wait_for(timeout=60_000)
-            page.keyboard.press("w")  # the log viewer's shortcut for wrapping long lines
-            page.screenshot(path=str(screenshot))
-            assert "connection 'postgres_default'" in cause.inner_text()
-        finally:
-            browser.close()
+    page.goto(f"{deployment.stack.url}/dags/{DOOMED_DAG}/runs/{run_id}/tasks/refresh")
+    cause = page.get_by_text("Materialized view public.doomed_view does not exist").first
+    cause.wait_for(timeout=60_000)
+    page.keyboard.press("w")  # the log viewer's shortcut for wrapping long lines
+    page.screenshot(path=str(screenshot))
+    assert "connection 'postgres_default'" in cause.inner_text()
