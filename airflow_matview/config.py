@@ -110,13 +110,18 @@ class ViewSettings(BaseModel):
     @field_validator("conn_id")
     @classmethod
     def _valid_conn_id(cls, conn_id: str) -> str:
-        if "://" in conn_id:
+        if "://" in conn_id or "=" in conn_id:
             raise ValueError(
-                "this looks like a connection URI (not repeated here, as it may hold a password). The config file "
-                "never holds credentials: create an Airflow connection with this URI and put its id here"
+                "this looks like a connection URI or DSN (not repeated here, as it may hold a password). The config "
+                "file never holds credentials: create an Airflow connection with it and put the connection's id here"
             )
         if not _CONN_ID.fullmatch(conn_id):
-            raise ValueError(f"{conn_id!r} is not an Airflow connection id; use letters, digits, _ . and -")
+            shown = (
+                "this value (not repeated here, as it may hold a password)"
+                if set(conn_id) & set("=@:")
+                else (repr(conn_id))
+            )
+            raise ValueError(f"{shown} is not an Airflow connection id; use letters, digits, _ . and -")
         return conn_id
 
 

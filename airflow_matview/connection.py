@@ -5,6 +5,8 @@ from __future__ import annotations
 import psycopg
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 from airflow.sdk.exceptions import AirflowNotFoundException
+from psycopg import IsolationLevel
+from psycopg.rows import tuple_row
 
 from airflow_matview.exceptions import MatviewConfigurationError, MatviewRefreshError
 
@@ -37,4 +39,8 @@ def connect(conn_id: str, purpose: str) -> psycopg.Connection:
             f"Connection {conn_id!r} gave a {type(conn).__module__} connection; airflow-matview needs psycopg 3 "
             "(installed with apache-airflow-providers-postgres>=6 and SQLAlchemy 2)."
         )
+    # Whatever the connection's extras or the role's defaults say: rows as tuples, and a fresh snapshot for each
+    # statement, so that a refresh that waited for another one reads what that one committed.
+    conn.row_factory = tuple_row
+    conn.isolation_level = IsolationLevel.READ_COMMITTED
     return conn

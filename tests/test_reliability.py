@@ -17,6 +17,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_matview import RefreshMaterializedViewOperator
 from airflow_matview.exceptions import MatviewRefreshError
+from airflow_matview.locks import advisory_key
 from devtools.pgcluster import PostgresCluster
 from devtools.scenario import FIRST_USERS, NEW_USERS, add_new_users, create_reference_scenario, view_rows
 from tests.conftest import AIRFLOW_BIN, REPO
@@ -348,3 +349,41 @@ def _failure_of(action: Any) -> list[BaseException]:
     except BaseException as exc:
         return [exc]
     return []
+
+
+# --- whatever the connection and the role's defaults say ------------------------------------------------------
+
+
+def test_a_connection_with_the_dictcursor_extra_still_works(
+    scenario: psycopg.Connection, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_POSTGRES_DEFAULT", f"{database.uri}?cursor=dictcursor")
+    result = refresh()
+    assert (result["view"], result["rows"]) == ("public.polls_user_matt_view", 7)
+    assert view_rows(scenario) == FIRST_USERS + NEW_USERS
+
+
+def test_a_refresh_that_waited_reads_what_was_committed_while_it_waited(
+    scenario: psycopg.Connection, database: Database
+) -> None:
+    """Even where the role's default isolation is REPEATABLE READ, whose snapshot would predate the wait."""
+    scenario.execute(f"ALTER DATABASE \"{database.name}\" SET default_transaction_isolation = 'repeatable read'")
+    oid = scenario.execute("SELECT 'polls_user_matt_view'::regclass::oid").fetchone()[0]  # type: ignore[index]
+    with psycopg.connect(database.dsn) as holder:
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_key(oid)])  # another refresh is running
+        results: list[Any] = []
+        waiting = threading.Thread(target=lambda: results.append(refresh(on_overlap="wait")))
+        waiting.start()
+        wait_for(
+            lambda: (
+                scenario.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchone()
+                == (1,)
+            ),
+            10,
+            "the refresh never waited for the lock",
+        )
+        scenario.execute("INSERT INTO polls_user VALUES (8, 'heidi', 70)")
+        holder.commit()
+        waiting.join()
+    assert results[0]["rows"] == 8
+    assert [name for _, name, _ in view_rows(scenario)][-1] == "heidi"
