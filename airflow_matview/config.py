@@ -170,6 +170,16 @@ class ViewConfig(ViewSettings):
         return [_parse(name) for name in self.after]
 
     @property
+    def key(self) -> tuple[str, QualifiedName]:
+        """The view's identity in a file: its connection and its name."""
+        return self.conn_id, self.view
+
+    @property
+    def upstream_keys(self) -> list[tuple[str, QualifiedName]]:
+        """The identities of the views in ``after:``, which live in the same database."""
+        return [(self.conn_id, name) for name in self.upstream]
+
+    @property
     def resolved_dag_id(self) -> str:
         return self.dag_id or default_dag_id(self.view)
 
@@ -262,24 +272,27 @@ def _describe(error: Mapping[str, Any], data: object) -> str:
 
 def _cross_view_problems(config: MatviewConfig) -> list[str]:
     problems: list[str] = []
-    by_view: dict[QualifiedName, int] = {}
+    by_view: dict[tuple[str, QualifiedName], int] = {}
     by_dag_id: dict[str, int] = {}
     for index, view in enumerate(config.views):
         label = f"views[{index}] ({view.name})"
-        if (first := by_view.setdefault(view.view, index)) != index:
-            problems.append(f"{label}: name: {view.view} is listed twice (also views[{first}]); list each view once")
+        if (first := by_view.setdefault(view.key, index)) != index:
+            problems.append(
+                f"{label}: name: {view.view} on connection {view.conn_id!r} is listed twice (also views[{first}]); "
+                "list each view once"
+            )
         dag_id = view.resolved_dag_id
-        if (first := by_dag_id.setdefault(dag_id, index)) != index and config.views[first].view != view.view:
+        if (first := by_dag_id.setdefault(dag_id, index)) != index and config.views[first].key != view.key:
             problems.append(
                 f"{label}: dag_id: DAG id {dag_id!r} is also the DAG id of views[{first}] "
                 f"({config.views[first].name}); set a distinct dag_id on one of them"
             )
     for index, view in enumerate(config.views):
         for upstream in view.upstream:
-            if upstream not in by_view:
+            if (view.conn_id, upstream) not in by_view:
                 problems.append(
-                    f"views[{index}] ({view.name}): after: {upstream} is not a view in this file; "
-                    "after: may only name views listed under 'views:'"
+                    f"views[{index}] ({view.name}): after: {upstream} is not a view in this file on connection "
+                    f"{view.conn_id!r}; after: may only name views listed under 'views:' with the same conn_id"
                 )
     if not problems and (cycle := _find_cycle(config)):
         problems.append(f"after: views wait for each other in a cycle: {' -> '.join(cycle)}; remove one 'after:'")
@@ -287,11 +300,11 @@ def _cross_view_problems(config: MatviewConfig) -> list[str]:
 
 
 def _find_cycle(config: MatviewConfig) -> list[str] | None:
-    graph = {view.view: view.upstream for view in config.views}
+    graph = {view.key: view.upstream_keys for view in config.views}
     try:
         TopologicalSorter(graph).prepare()
     except CycleError as exc:
-        return [str(name) for name in reversed(exc.args[1])]
+        return [str(name) for _, name in reversed(exc.args[1])]
     return None
 
 

@@ -32,11 +32,11 @@ def build_dags(config: str | Path | Mapping[str, Any]) -> dict[str, DAG]:
     :raises MatviewConfigError: when the config is invalid; no DAG is built then.
     """
     views = load_config(config).views
-    assets = {view.view: matview_asset(view.conn_id, view.view) for view in views}
+    assets = {view.key: matview_asset(view.conn_id, view.view) for view in views}
     wanted = get_parsing_context().dag_id
     if wanted is not None and any(view.resolved_dag_id == wanted for view in views):
         views = [view for view in views if view.resolved_dag_id == wanted]
-    return {view.resolved_dag_id: build_dag(view, [assets[name] for name in view.upstream]) for view in views}
+    return {view.resolved_dag_id: build_dag(view, [assets[key] for key in view.upstream_keys]) for view in views}
 
 
 def build_dag(view: ViewConfig, upstream: list[Asset] | None = None) -> DAG:

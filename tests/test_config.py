@@ -104,7 +104,8 @@ def test_bad_defaults_are_reported_once_under_defaults() -> None:
         ({"view": [{"name": "public.a"}]}, "file: view: unknown key"),
         (
             {"views": [{"name": "public.a"}, {"name": "PUBLIC.A"}]},
-            "views[1] (PUBLIC.A): name: public.a is listed twice (also views[0]); list each view once",
+            "views[1] (PUBLIC.A): name: public.a on connection 'postgres_default' is listed twice (also views[0]); "
+            "list each view once",
         ),
         (
             {"views": [{"name": 'public."a b"'}, {"name": "public.a_b"}]},
@@ -113,7 +114,12 @@ def test_bad_defaults_are_reported_once_under_defaults() -> None:
         ),
         (
             {"views": [{"name": "public.a", "after": ["public.missing"]}]},
-            "views[0] (public.a): after: public.missing is not a view in this file",
+            "views[0] (public.a): after: public.missing is not a view in this file on connection 'postgres_default'",
+        ),
+        (
+            {"views": [{"name": "public.a", "conn_id": "other"}, {"name": "public.b", "after": ["public.a"]}]},
+            "views[1] (public.b): after: public.a is not a view in this file on connection 'postgres_default'; "
+            "after: may only name views listed under 'views:' with the same conn_id",
         ),
         (
             {
@@ -129,6 +135,23 @@ def test_bad_defaults_are_reported_once_under_defaults() -> None:
 )
 def test_file_level_problems_are_named(config: dict[str, Any], expected: str) -> None:
     assert any(problem.startswith(expected) for problem in problems_of(config)), problems_of(config)
+
+
+def test_one_view_name_in_two_databases_gives_two_dags_with_their_own_chains() -> None:
+    from airflow_matview.factory import build_dags
+
+    dags = build_dags(
+        {
+            "views": [
+                {"name": "public.a", "conn_id": "eu"},
+                {"name": "public.a", "conn_id": "us", "dag_id": "us_a"},
+                {"name": "public.b", "conn_id": "us", "after": ["public.a"]},
+            ]
+        }
+    )
+    assert sorted(dags) == ["matview.public.a", "matview.public.b", "us_a"]
+    (upstream,) = dags["matview.public.b"].timetable.asset_condition.objects  # type: ignore[attr-defined]
+    assert upstream.uri == "matview://us/public/a"
 
 
 def test_a_cycle_names_every_view_in_it() -> None:
