@@ -1,4 +1,5 @@
 # Two commands a new user needs: `make demo` and `make test`. Each builds its own virtual environment.
+# `make bench` prints the benchmark table quoted in the README (`make bench BENCH_ARGS=--quick` for a smoke run).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 AIRFLOW_VERSION ?= 3.3.2
@@ -15,6 +16,9 @@ $(BIN)/.installed: pyproject.toml
 
 demo: $(BIN)/.installed
 	$(BIN)/python -m devtools.demo
+
+bench: $(BIN)/.installed
+	$(BIN)/python -W ignore::Warning -m devtools.bench $(BENCH_ARGS)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
