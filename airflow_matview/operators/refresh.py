@@ -9,16 +9,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple, get_args
 from airflow.sdk import Asset, BaseOperator, Variable
 
 from airflow_matview.assets import SCHEME, matview_asset
-from airflow_matview.connection import connect
 from airflow_matview.exceptions import MatviewConfigurationError
 from airflow_matview.identifiers import InvalidIdentifierError, QualifiedName, parse_qualified_name
-from airflow_matview.refresh import (
+from airflow_matview.settings import (
     Concurrently,
     OnOverlap,
     RefreshSettings,
     parse_bool,
     parse_concurrently,
-    refresh_materialized_view,
     to_milliseconds,
 )
 
@@ -74,8 +72,7 @@ class RefreshMaterializedViewOperator(BaseOperator):
         skip_if_unchanged: bool | str = False,
         **kwargs: Any,
     ) -> None:
-        asset = _static_asset(postgres_conn_id, view)
-        if asset is not None and "outlets" not in kwargs:
+        if "outlets" not in kwargs and (asset := _static_asset(postgres_conn_id, view)) is not None:
             kwargs["outlets"] = [asset]
         super().__init__(**kwargs)
         self.view = view
@@ -113,6 +110,11 @@ class RefreshMaterializedViewOperator(BaseOperator):
             skip_if_unchanged=skip_if_unchanged,
             previous_fingerprint=_load_fingerprint(fingerprint_key) if skip_if_unchanged else None,
         )
+        # Imported here, not at the top: psycopg and the postgres provider's hook (with SQLAlchemy) are only
+        # needed to run a task; importing them at the top would slow down parsing every DAG file that uses this.
+        from airflow_matview.connection import connect
+        from airflow_matview.refresh import refresh_materialized_view
+
         self._conn = connect(self.postgres_conn_id, f"refresh {view}")
         info = self._conn.info
         namespace, database = f"postgres://{info.host}:{info.port}", info.dbname
