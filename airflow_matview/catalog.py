@@ -190,38 +190,97 @@ def refresh_permission(conn: Connection, oid: int) -> RefreshPermission:
     return RefreshPermission(allowed=bool(is_owner or maintain), owner=owner, role=role, by_maintain=bool(maintain))
 
 
-# The tables (and materialized views) whose rows a view's query depends on, with inheritance children and
-# partitions, and the signals that change when their rows do: relfilenode (TRUNCATE, VACUUM FULL, CLUSTER,
-# plain REFRESH) and the statistics system's cumulative insert/update/delete counters.
-_SOURCE_FINGERPRINT = """
-WITH RECURSIVE tree(oid) AS (
-    SELECT unnest(%(oids)s::oid[])
+# Everything a refresh reads once it holds the view's refresh lock, in one round trip (on the fresh connection each
+# task opens, round trips cost more than these catalog reads): the relations the view's query reads (through plain
+# views) that hold rows; their change signals, with inheritance children and partitions: relfilenode (changes on
+# TRUNCATE, VACUUM FULL, CLUSTER, plain REFRESH) and the statistics system's cumulative insert/update/delete
+# counters; the unique indexes that allow CONCURRENTLY (as in _USABLE_UNIQUE_INDEXES); and the view's row counters
+# (as in _ROW_COUNTERS).
+_REFRESH_FACTS = """
+WITH RECURSIVE reads(relation) AS (
+    SELECT d.refobjid
+    FROM pg_catalog.pg_rewrite r
+    JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
+        AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> r.ev_class
+    WHERE r.ev_class = %(oid)s::oid
+  UNION
+    SELECT d.refobjid
+    FROM reads
+    JOIN pg_catalog.pg_class v ON v.oid = reads.relation AND v.relkind = 'v'
+    JOIN pg_catalog.pg_rewrite r ON r.ev_class = v.oid
+    JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
+        AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> v.oid
+),
+sources AS (
+    SELECT c.oid, n.nspname, c.relname, c.relkind
+    FROM reads
+    JOIN pg_catalog.pg_class c ON c.oid = reads.relation AND c.relkind IN ('r', 'p', 'm', 'f')
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+),
+tree(oid) AS (
+    SELECT sources.oid FROM sources
   UNION
     SELECT i.inhrelid FROM tree JOIN pg_catalog.pg_inherits i ON i.inhparent = tree.oid
 )
-SELECT c.oid, c.relkind, c.relfilenode,
-       pg_catalog.pg_stat_get_tuples_inserted(c.oid),
-       pg_catalog.pg_stat_get_tuples_updated(c.oid),
-       pg_catalog.pg_stat_get_tuples_deleted(c.oid)
-FROM tree JOIN pg_catalog.pg_class c ON c.oid = tree.oid
-ORDER BY c.oid
+SELECT
+    (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(s.oid, s.nspname, s.relname, s.relkind)
+                                ORDER BY s.nspname, s.relname)
+     FROM sources s),
+    (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(c.oid, c.relfilenode,
+                                                            pg_catalog.pg_stat_get_tuples_inserted(c.oid),
+                                                            pg_catalog.pg_stat_get_tuples_updated(c.oid),
+                                                            pg_catalog.pg_stat_get_tuples_deleted(c.oid))
+                                ORDER BY c.oid)
+     FROM tree JOIN pg_catalog.pg_class c ON c.oid = tree.oid),
+    ARRAY(SELECT i.indexrelid::regclass::text
+          FROM pg_catalog.pg_index i
+          WHERE i.indrelid = v.oid
+            AND i.indisunique AND i.indisvalid AND i.indimmediate
+            AND i.indpred IS NULL AND i.indexprs IS NULL
+          ORDER BY 1),
+    v.reltuples::bigint,
+    pg_catalog.pg_stat_get_xact_tuples_inserted(v.oid),
+    pg_catalog.pg_stat_get_xact_tuples_deleted(v.oid)
+FROM pg_catalog.pg_class v WHERE v.oid = %(oid)s::oid
 """
 _TRACKABLE_KINDS = {"r", "p", "m"}
 
 
-def source_relations(conn: Connection, oid: int) -> list[Relation]:
-    """The tables, partitioned tables, materialized views and foreign tables a view reads (through plain views)."""
-    return [relation for relation in relations_read(conn, [oid])[oid] if relation.relkind in {"r", "p", "m", "f"}]
+@dataclass(frozen=True)
+class RefreshFacts:
+    """What the catalog says about a view just before it is refreshed.
 
-
-def source_fingerprint(conn: Connection, sources: list[Relation]) -> list[list[int]] | None:
-    """A value that changes whenever a committed change to a source's rows reaches the statistics system.
-
-    ``None`` when a source cannot be tracked (a foreign table), so that no caller ever skips on it.
+    :param sources: the tables, partitioned tables, materialized views and foreign tables it reads (through plain
+        views), by schema and name.
+    :param signals: a value that changes whenever a committed change to a source's rows reaches the statistics
+        system: ``[oid, relfilenode, inserted, updated, deleted]`` per source and per inheritance child or
+        partition, by oid. ``None`` when a source cannot be tracked (a foreign table), so that no caller skips on it.
+    :param unique_indexes: the indexes that allow ``REFRESH MATERIALIZED VIEW CONCURRENTLY``.
+    :param counters: the view's row estimate and this transaction's inserted/deleted rows so far.
     """
-    if any(source.relkind not in _TRACKABLE_KINDS for source in sources):
-        return None
-    rows = conn.execute(_SOURCE_FINGERPRINT, {"oids": [source.oid for source in sources]}).fetchall()
-    return [
-        [int(value) for value in (oid, relfilenode, ins, upd, dele)] for oid, _, relfilenode, ins, upd, dele in rows
+
+    sources: list[Relation]
+    signals: list[list[int]] | None
+    unique_indexes: list[str]
+    counters: RowCounters
+
+
+def refresh_facts(conn: Connection, oid: int) -> RefreshFacts:
+    row = conn.execute(_REFRESH_FACTS, {"oid": oid}).fetchone()
+    assert row is not None
+    sources_json, signals_json, indexes, estimate, inserted, deleted = row
+    sources = [
+        Relation(int(source_oid), QualifiedName(schema, name), kind, True)
+        for source_oid, schema, name, kind in sources_json or []
     ]
+    signals = (
+        None
+        if any(source.relkind not in _TRACKABLE_KINDS for source in sources)
+        else [[int(value) for value in signal] for signal in signals_json or []]
+    )
+    return RefreshFacts(
+        sources=sources,
+        signals=signals,
+        unique_indexes=list(indexes),
+        counters=RowCounters(estimate=int(estimate), inserted=int(inserted), deleted=int(deleted)),
+    )

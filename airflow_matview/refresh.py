@@ -34,7 +34,7 @@ class RefreshResult:
     :param reason: why that mode was chosen.
     :param seconds: how long ``REFRESH MATERIALIZED VIEW`` took.
     :param sources: the tables and materialized views the view reads, directly or through plain views.
-    :param fingerprint: the sources' change signals as of this refresh (see :func:`catalog.source_fingerprint`).
+    :param fingerprint: the sources' change signals as of this refresh (see :attr:`catalog.RefreshFacts.signals`).
     :param rows: the view's row count from the catalog, not a full count: ``pg_class.reltuples``, which a plain
         refresh of an indexed view and ``analyze=True`` make exact; after CONCURRENTLY, the estimate from before
         plus the refresh's exact net change. ``None`` when PostgreSQL has no estimate (no index, never analyzed).
@@ -141,26 +141,23 @@ def refresh_materialized_view(
     stage = "prepare"
     mode: RefreshMode = "blocking"
     try:
-        _prepare_session(conn, settings.application_name)
         with conn.transaction():
-            conn.execute(
-                "SELECT pg_catalog.set_config('lock_timeout', %s, true), "
-                "pg_catalog.set_config('statement_timeout', %s, true)",
-                [f"{lock_timeout_ms}ms", f"{statement_timeout_ms}ms"],
-            )
+            _configure_session(conn, settings.application_name, lock_timeout_ms, statement_timeout_ms)
             relation = resolve_matview(conn, view, connection_label)
             check_permission(conn, relation, connection_label)
             stage = "overlap"
             _take_refresh_lock(conn, relation, settings, connection_label)
             stage = "refresh"
-            sources = catalog.source_relations(conn, relation.oid)
-            fingerprint = _fingerprint(conn, relation, sources)
+            facts = catalog.refresh_facts(conn, relation.oid)
+            sources = facts.sources
+            fingerprint = None if facts.signals is None else {"view": relation.oid, "sources": facts.signals}
             if settings.skip_if_unchanged:
                 _skip_if_unchanged(relation, sources, fingerprint, settings.previous_fingerprint, connection_label)
-            indexes = catalog.usable_unique_indexes(conn, relation.oid)
-            mode, reason = choose_mode(relation, indexes, settings.concurrently, settings.with_data, connection_label)
+            mode, reason = choose_mode(
+                relation, facts.unique_indexes, settings.concurrently, settings.with_data, connection_label
+            )
             log.info("Refreshing %s (%s): %s.", relation.name, mode, reason)
-            counters_before = catalog.row_counters(conn, relation.oid) if mode == "concurrently" else None
+            counters_before = facts.counters if mode == "concurrently" else None
             started = time.perf_counter()
             conn.execute(refresh_statement(relation.name, mode))
             seconds = time.perf_counter() - started
@@ -218,13 +215,6 @@ def refresh_materialized_view(
     )
 
 
-def _fingerprint(
-    conn: Connection, relation: catalog.Relation, sources: list[catalog.Relation]
-) -> dict[str, Any] | None:
-    signals = catalog.source_fingerprint(conn, sources)
-    return None if signals is None else {"view": relation.oid, "sources": signals}
-
-
 def _skip_if_unchanged(
     relation: catalog.Relation,
     sources: list[catalog.Relation],
@@ -267,14 +257,26 @@ def check_permission(conn: Connection, relation: catalog.Relation, connection_la
     )
 
 
-def _prepare_session(conn: Connection, application_name: str | None) -> None:
-    # client_connection_check_interval (PostgreSQL 14+) makes the server notice within a second that the
-    # client died (SIGKILL, lost host) and stop the refresh instead of finishing it for nobody.
+def _configure_session(
+    conn: Connection, application_name: str | None, lock_timeout_ms: int, statement_timeout_ms: int
+) -> None:
+    """Set the session up in one round trip, as the transaction's first statement.
+
+    ``lock_timeout`` and ``statement_timeout`` hold for this transaction only. ``application_name`` and
+    ``client_connection_check_interval`` are set for the session, and take effect at once: the name shows in
+    ``pg_stat_activity`` from now on, and the check (PostgreSQL 14+) makes the server notice within a second that
+    the client died (SIGKILL, lost host) and stop the refresh instead of finishing it for nobody.
+    """
+    settings: list[tuple[str, str, bool]] = [
+        ("lock_timeout", f"{lock_timeout_ms}ms", True),
+        ("statement_timeout", f"{statement_timeout_ms}ms", True),
+    ]
     if application_name:
-        conn.execute("SELECT pg_catalog.set_config('application_name', %s, false)", [application_name[:63]])
+        settings.append(("application_name", application_name[:63], False))
     if conn.info.server_version >= 140000:
-        conn.execute("SELECT pg_catalog.set_config('client_connection_check_interval', '1s', false)")
-    conn.commit()
+        settings.append(("client_connection_check_interval", "1s", False))
+    calls = ", ".join("pg_catalog.set_config(%s, %s, %s)" for _ in settings)
+    conn.execute(f"SELECT {calls}", [value for setting in settings for value in setting])
 
 
 def _take_refresh_lock(
