@@ -106,20 +106,32 @@ def secs(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
-def interleaved(alternatives: dict[str, Callable[[], float]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+def interleaved(
+    alternatives: dict[str, Callable[[], float]],
+    repeats: int,
+    warmup: int = 1,
+    settle: Callable[[], object] | None = None,
+) -> dict[str, list[float]]:
     """Run each alternative ``repeats`` times, one of each per repetition, rotating which goes first.
 
-    Each callable returns the seconds it measured (so it can leave out its own setup).
+    Each callable returns the seconds it measured (so it can leave out its own setup). ``settle`` runs, untimed,
+    before each alternative, e.g. a CHECKPOINT so that no run pays for the writes of the one before.
     """
     names = list(alternatives)
+
+    def run(name: str) -> float:
+        if settle is not None:
+            settle()
+        return alternatives[name]()
+
     for _ in range(warmup):
         for name in names:
-            alternatives[name]()
+            run(name)
     samples: dict[str, list[float]] = {name: [] for name in names}
     for repetition in range(repeats):
         shift = repetition % len(names)
         for name in names[shift:] + names[:shift]:
-            samples[name].append(alternatives[name]())
+            samples[name].append(run(name))
     return samples
 
 
@@ -137,6 +149,11 @@ def run_task(operator: BaseOperator) -> object:
 
     sentinel = {f"{type(operator).__name__}__sentinel": ExecutorSafeguard.sentinel_value}
     return operator.execute({}, **sentinel)
+
+
+def checkpoint(dsn: str) -> None:
+    """Write out the pages the last refresh dirtied, so that the next measurement does not pay for them."""
+    execute_on_fresh_connection(dsn, "CHECKPOINT")
 
 
 def execute_on_fresh_connection(dsn: str, statement: str) -> None:
@@ -187,7 +204,7 @@ def create_views(dsn: str, large_rows: int) -> None:
         conn.execute("CREATE UNIQUE INDEX tiny_mv_id ON tiny_mv (id)")
         conn.execute("CREATE TABLE large_src (id integer PRIMARY KEY, grp integer NOT NULL, val integer NOT NULL)")
         conn.execute(
-            "INSERT INTO large_src SELECT g, g %% 1000, (g * 7919) %% 100003 FROM generate_series(1, %s) g",
+            "INSERT INTO large_src SELECT g, g %% 1000, (g::bigint * 7919) %% 100003 FROM generate_series(1, %s) g",
             [large_rows],
         )
         conn.execute("CREATE MATERIALIZED VIEW large_mv AS SELECT id, grp, val FROM large_src")
@@ -230,11 +247,112 @@ def bench_refresh(report: Report, plan: Plan, dsn: str) -> None:
                     "sql_operator": timer(partial(run_task, sql_operator)),
                 },
                 repeats,
+                settle=partial(checkpoint, dsn) if view == LARGE else None,
             )
             mode = "CONCURRENTLY" if concurrently else "plain"
             report_refresh(report, f"{label}, {mode}", samples, large=view == LARGE)
+        for view, label, repeats in ((TINY, "tiny view", plan.tiny_repeats), (LARGE, "large view", plan.large_repeats)):
+            phases = profile_operator(view, repeats)
+            total = phases.pop("total")
+            report.add(
+                Line(
+                    "1",
+                    f"profile of one operator run, {label}, plain (medians): "
+                    + ", ".join(f"{name} {ms(seconds)}" for name, seconds in phases.items()),
+                    ms(total),
+                    "",
+                    "",
+                )
+            )
+        catalog_reads = [catalog_reads_on_fresh_connection(dsn, TINY) for _ in range(plan.tiny_repeats)]
+        report.add(
+            Line(
+                "1",
+                "of which: the catalog reads of one run (resolve, permission, then sources + change signals + "
+                "unique indexes + row counters in one query), on a fresh connection",
+                ms(median(catalog_reads)),
+                "",
+                "",
+            )
+        )
     finally:
         open_conn.close()
+
+
+PHASES = {  # a piece of each statement the operator sends, and the phase it belongs to
+    "set_config": "session setup",
+    "relispopulated": "resolve view",
+    "pg_has_role": "permission",
+    "advisory": "refresh lock",
+    "WITH RECURSIVE": "sources+signals+indexes",
+    "REFRESH": "REFRESH",
+    "reltuples": "row count",
+}
+
+
+def profile_operator(view: str, repeats: int) -> dict[str, float]:
+    """Median seconds per phase of a plain refresh by the operator: the connection, each statement, the rest."""
+    import airflow_matview.connection as connection_module
+    from airflow_matview import RefreshMaterializedViewOperator
+
+    operator = RefreshMaterializedViewOperator(task_id="refresh", view=view, concurrently=False)
+    runs: list[dict[str, float]] = []
+    run: dict[str, float] = {}
+    original_execute = psycopg.Connection.execute
+    original_connect = connection_module.connect
+
+    def execute(conn: psycopg.Connection, query: Any, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return original_execute(conn, query, *args, **kwargs)
+        finally:
+            text = query if isinstance(query, str) else query.as_string(conn)
+            phase = next((name for piece, name in PHASES.items() if piece in text), "other statements")
+            run[phase] = run.get(phase, 0.0) + time.perf_counter() - started
+
+    def connect(*args: Any) -> psycopg.Connection:
+        started = time.perf_counter()
+        try:
+            return original_connect(*args)
+        finally:
+            run["connect"] = time.perf_counter() - started
+
+    psycopg.Connection.execute = execute  # type: ignore[method-assign]
+    connection_module.connect = connect
+    try:
+        for repetition in range(repeats + 1):
+            run = {}
+            started = time.perf_counter()
+            run_task(operator)
+            run["total"] = time.perf_counter() - started
+            if repetition:  # the first run warms up
+                runs.append(run)
+    finally:
+        psycopg.Connection.execute = original_execute  # type: ignore[method-assign]
+        connection_module.connect = original_connect
+    names = ["connect", *dict.fromkeys(PHASES.values())]
+    phases = {name: median([r.get(name, 0.0) for r in runs]) for name in names}
+    phases["other (Python, BEGIN/COMMIT, close)"] = median(
+        [r["total"] - sum(value for key, value in r.items() if key != "total") for r in runs]
+    )
+    phases["total"] = median([r["total"] for r in runs])
+    return phases
+
+
+def catalog_reads_on_fresh_connection(dsn: str, view: str) -> float:
+    """What the operator reads from the catalog before a refresh, timed on a new session (as every task has)."""
+    from airflow_matview import catalog
+    from airflow_matview.identifiers import parse_qualified_name
+
+    with psycopg.connect(dsn) as conn:
+        started = time.perf_counter()
+        relation = catalog.find_relation(conn, parse_qualified_name(view))
+        assert relation is not None
+        catalog.refresh_permission(conn, relation.oid)
+        catalog.refresh_facts(conn, relation.oid)
+        seconds = time.perf_counter() - started
+        conn.rollback()
+    return seconds
 
 
 def compare(ours: list[float], theirs: list[float]) -> str:
@@ -287,7 +405,7 @@ def report_refresh(report: Report, case: str, samples: dict[str, list[float]], l
 # child per measurement, as the dag-processor does per file: each child imports the DAG file cold.
 PARSE_WORKER = textwrap.dedent(
     """
-    import json, os, runpy, sys, time
+    import gc, json, os, runpy, sys, time
     import airflow.sdk
     from airflow.sdk import DAG
 
@@ -297,6 +415,8 @@ PARSE_WORKER = textwrap.dedent(
         if pid == 0:
             os.close(read_end)
             os.environ.update(job["env"])
+            if job["env"].get("BENCH_GC_OFF"):
+                gc.disable()
             started = time.perf_counter()
             module = runpy.run_path(job["file"])
             seconds = time.perf_counter() - started
@@ -362,6 +482,11 @@ def bench_parse(report: Report, plan: Plan, env: dict[str, str], root: Path) -> 
             (f"task/{count}", factory_file, {"_AIRFLOW_PARSING_CONTEXT_DAG_ID": f"matview.public.view_{count // 2:05d}",
                                       "_AIRFLOW_PARSING_CONTEXT_TASK_ID": "refresh"}, 1),
         ]  # fmt: skip
+        if count == 1_000:  # the same with the garbage collector off, to show its share
+            alternatives += [
+                (f"ours-nogc/{count}", factory_file, {"BENCH_GC_OFF": "1"}, count),
+                (f"loop-nogc/{count}", loop_file, {"BENCH_GC_OFF": "1"}, count),
+            ]
         for key, _, _, dags in alternatives:
             expected[key] = dags
         for repetition in range(repeats + 1):  # the first round warms the file system cache; not counted
@@ -415,6 +540,17 @@ def bench_parse(report: Report, plan: Plan, env: dict[str, str], root: Path) -> 
                 f"{paired_ratio(task, loop):.2f}",
             )
         )
+        if f"ours-nogc/{count}" in samples:
+            ours_nogc, loop_nogc = samples[f"ours-nogc/{count}"], samples[f"loop-nogc/{count}"]
+            report.add(
+                Line(
+                    "3",
+                    f"parse {count:,} views, both with the garbage collector off (shows the share of GC passes)",
+                    secs(median(ours_nogc)),
+                    secs(median(loop_nogc)),
+                    f"{paired_ratio(ours_nogc, loop_nogc):.2f}",
+                )
+            )
 
 
 # ---------------------------------------------------------------------------------------------------- 4 readers
@@ -423,11 +559,10 @@ def bench_parse(report: Report, plan: Plan, env: dict[str, str], root: Path) -> 
 def bench_readers(report: Report, plan: Plan, dsn: str) -> None:
     from airflow_matview import RefreshMaterializedViewOperator
 
-    results: dict[bool, tuple[list[float], float]] = {}
+    results: dict[bool, list[float]] = {}
     for concurrently in (False, True):
         operator = RefreshMaterializedViewOperator(task_id="refresh", view=LARGE, concurrently=concurrently)
         during: list[float] = []
-        busy = 0.0
         for _ in range(plan.reader_repeats):
             reads: list[tuple[float, float]] = []
             stop = threading.Event()
@@ -435,6 +570,7 @@ def bench_readers(report: Report, plan: Plan, dsn: str) -> None:
             reader = threading.Thread(target=read_stream, args=(dsn, plan.large_rows, stop, ready, reads))
             reader.start()
             ready.wait()
+            checkpoint(dsn)
             time.sleep(0.3)
             started = time.perf_counter()
             run_task(operator)
@@ -442,18 +578,17 @@ def bench_readers(report: Report, plan: Plan, dsn: str) -> None:
             time.sleep(0.3)
             stop.set()
             reader.join()
-            during.extend(latency for start, latency in reads if started <= start < finished)
-            busy += finished - started
-        results[concurrently] = (during, busy)
-    plain, concurrent = results[False][0], results[True][0]
-    for concurrently, (latencies, busy) in results.items():
+            during.extend(latency for due, latency in reads if started <= due < finished)
+        results[concurrently] = during
+    plain, concurrent = results[False], results[True]
+    for concurrently, latencies in results.items():
         mode = "CONCURRENTLY" if concurrently else "plain"
         report.add(
             Line(
                 "4",
-                f"reader SELECT by id during a {mode} refresh of the large view: p50 / p99 "
-                f"({len(latencies) / busy:,.0f} reads/s)",
-                f"{ms(percentile(latencies, 0.5))} / {ms(percentile(latencies, 0.99))}",
+                f"readers (a SELECT by id every {READ_INTERVAL * 1000:g} ms) during a {mode} refresh of the large "
+                f"view: p50 / p99 / max ({len(latencies):,} reads)",
+                f"{ms(percentile(latencies, 0.5))} / {ms(percentile(latencies, 0.99))} / {ms(max(latencies))}",
                 "",
                 "",
             )
@@ -469,18 +604,29 @@ def bench_readers(report: Report, plan: Plan, dsn: str) -> None:
     )
 
 
+READ_INTERVAL = 0.002  # the readers' schedule: one read every 2 ms
+
+
 def read_stream(
     dsn: str, rows: int, stop: threading.Event, ready: threading.Event, reads: list[tuple[float, float]]
 ) -> None:
-    """Cheap reads of the view on their own connection until told to stop: (start, latency) of each."""
+    """Cheap reads of the view on their own connection, one every READ_INTERVAL, until told to stop.
+
+    Records (due time, latency from the due time) of each: a read that falls due while an earlier one is blocked
+    waits too, as it would for a client that does not stop sending requests when the database is slow.
+    """
     rng = random.Random(7)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SELECT 1")
         ready.set()
+        due = time.perf_counter()
         while not stop.is_set():
-            started = time.perf_counter()
+            wait = due - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
             conn.execute("SELECT val FROM public.large_mv WHERE id = %s", [rng.randint(1, rows)]).fetchone()
-            reads.append((started, time.perf_counter() - started))
+            reads.append((due, time.perf_counter() - due))
+            due += READ_INTERVAL
 
 
 # ---------------------------------------------------------------------------------------------------- 5 skip
@@ -540,7 +686,7 @@ def bench_skip(report: Report, plan: Plan, dsn: str) -> None:
             break
     else:
         raise RuntimeError("the sources' statistics never settled")
-    samples = interleaved({"skip": skipped, "full": full}, plan.skip_repeats, warmup=0)
+    samples = interleaved({"skip": skipped, "full": full}, plan.skip_repeats, warmup=0, settle=partial(checkpoint, dsn))
     ratio = paired_ratio(samples["skip"], samples["full"])
     report.add(
         Line(
@@ -587,7 +733,8 @@ def main(argv: list[str] | None = None) -> int:
 
     bin_dirs = available_bin_dirs()
     label = next(label for label in bin_dirs if label.endswith("pgserver"))
-    cluster = PostgresCluster(bin_dirs[label])
+    # No autovacuum: its ANALYZE of the freshly refreshed view would land on random measurements.
+    cluster = PostgresCluster(bin_dirs[label], settings={"autovacuum": "off"})
     airflow_home = Path(tempfile.mkdtemp(prefix="matview-bench-airflow-"))
     try:
         cluster.start()
