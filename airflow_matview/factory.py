@@ -66,18 +66,6 @@ def build_dag(view: ViewConfig, upstream: list[Asset] | None = None) -> DAG:
             "execution_timeout": view.execution_timeout,
         },
     )
-    # Added after construction rather than as DAG(params=...), which validates each Param's JSON schema and
-    # deep-copies it: about half of the parse time of a large config. These two are valid by construction.
-    dag.params.update(
-        {
-            "concurrently": Param(
-                concurrently,
-                enum=["auto", "true", "false"],
-                description="auto: CONCURRENTLY when the view allows it; true: require it; false: plain refresh.",
-            ),
-            "analyze": Param(view.analyze, type="boolean", description="Run ANALYZE on the view afterwards."),
-        }
-    )
     RefreshMaterializedViewOperator(
         task_id="refresh",
         dag=dag,
@@ -89,6 +77,19 @@ def build_dag(view: ViewConfig, upstream: list[Asset] | None = None) -> DAG:
         on_overlap=view.on_overlap,
         skip_if_unchanged=view.skip_if_unchanged,
         outlets=[asset],
+    )
+    # The trigger form's params, added last rather than as DAG(params=...): DAG() validates each Param's JSON
+    # schema and every task deep-copies the DAG's params, which took most of the parse time of a large config.
+    # These two are valid by construction, and at run time Airflow merges the DAG's params with the task's.
+    dag.params.update(
+        {
+            "concurrently": Param(
+                concurrently,
+                enum=["auto", "true", "false"],
+                description="auto: CONCURRENTLY when the view allows it; true: require it; false: plain refresh.",
+            ),
+            "analyze": Param(view.analyze, type="boolean", description="Run ANALYZE on the view afterwards."),
+        }
     )
     return dag
 

@@ -75,6 +75,16 @@ def test_a_refresh_emits_an_asset_event_with_its_metadata(scenario: psycopg.Conn
     assert result["rows"] == 7
 
 
+def test_trigger_form_params_override_the_config_for_one_run(scenario: psycopg.Connection) -> None:
+    (dag,) = build_dags({"views": [{"name": "public.polls_user_matt_view", "schedule": None}]}).values()
+    state, result = task_result(run_dag(dag))
+    assert (state, result["mode"]) == ("success", "concurrently")
+    # (In this order: Airflow keeps a run's conf in the DAG's Param objects, which only matters in one process.)
+    state, result = task_result(run_dag(dag, run_conf={"concurrently": "false", "analyze": True}))
+    assert state == "success"
+    assert (result["mode"], result["reason"], result["rows"]) == ("blocking", "concurrently=False", 7)
+
+
 def test_a_chain_refreshes_the_downstream_view_after_the_upstream_one(
     scenario: psycopg.Connection, database: Database
 ) -> None:
