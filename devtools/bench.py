@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from unittest import mock
 
 import psycopg
 
@@ -310,16 +311,17 @@ def profile_operator(view: str, repeats: int) -> dict[str, float]:
             phase = next((name for piece, name in PHASES.items() if piece in text), "other statements")
             run[phase] = run.get(phase, 0.0) + time.perf_counter() - started
 
-    def connect(*args: Any) -> psycopg.Connection:
+    def connect(conn_id: str, purpose: str) -> psycopg.Connection:
         started = time.perf_counter()
         try:
-            return original_connect(*args)
+            return original_connect(conn_id, purpose)
         finally:
             run["connect"] = time.perf_counter() - started
 
-    psycopg.Connection.execute = execute  # type: ignore[method-assign]
-    connection_module.connect = connect
-    try:
+    with (
+        mock.patch.object(psycopg.Connection, "execute", execute),
+        mock.patch.object(connection_module, "connect", connect),
+    ):
         for repetition in range(repeats + 1):
             run = {}
             started = time.perf_counter()
@@ -327,9 +329,6 @@ def profile_operator(view: str, repeats: int) -> dict[str, float]:
             run["total"] = time.perf_counter() - started
             if repetition:  # the first run warms up
                 runs.append(run)
-    finally:
-        psycopg.Connection.execute = original_execute  # type: ignore[method-assign]
-        connection_module.connect = original_connect
     names = ["connect", *dict.fromkeys(PHASES.values())]
     phases = {name: median([r.get(name, 0.0) for r in runs]) for name in names}
     phases["other (Python, BEGIN/COMMIT, close)"] = median(
