@@ -517,8 +517,8 @@ def bench_parse(report: Report, plan: Plan, env: dict[str, str], root: Path) -> 
         ratio = paired_ratio(full, loop)
         target, verdict = "", ""
         if count == 1_000:
-            target = "< 2 s and ratio <= 1.00"
-            verdict = "met" if median(full) < 2 and ratio <= 1.0 else "MISSED"
+            target = "< 2 s; ratio <= 1.00"
+            verdict = f"{'met' if median(full) < 2 else 'MISSED'}; {'met' if ratio <= 1.0 else 'MISSED'}"
         report.add(
             Line(
                 "3",
