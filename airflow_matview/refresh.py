@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import psycopg
@@ -14,18 +13,14 @@ from psycopg import Connection, sql
 
 from airflow_matview import catalog, locks
 from airflow_matview.exceptions import MatviewConfigurationError, MatviewRefreshError
+from airflow_matview.settings import Concurrently, RefreshSettings, to_milliseconds
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from airflow_matview.identifiers import QualifiedName
 
-Concurrently = Literal["auto"] | bool
 RefreshMode = Literal["concurrently", "blocking", "no_data"]
-OnOverlap = Literal["wait", "skip", "fail"]
-
-_TRUE_WORDS = {"true", "yes", "on", "1"}
-_FALSE_WORDS = {"false", "no", "off", "0"}
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +34,7 @@ class RefreshResult:
     :param reason: why that mode was chosen.
     :param seconds: how long ``REFRESH MATERIALIZED VIEW`` took.
     :param sources: the tables and materialized views the view reads, directly or through plain views.
-    :param fingerprint: the sources' change signals as of this refresh (see :func:`catalog.source_fingerprint`).
+    :param fingerprint: the sources' change signals as of this refresh (see :attr:`catalog.RefreshFacts.fingerprint`).
     :param rows: the view's row count from the catalog, not a full count: ``pg_class.reltuples``, which a plain
         refresh of an indexed view and ``analyze=True`` make exact; after CONCURRENTLY, the estimate from before
         plus the refresh's exact net change. ``None`` when PostgreSQL has no estimate (no index, never analyzed).
@@ -58,42 +53,6 @@ class RefreshResult:
         result = asdict(self)
         del result["fingerprint"]
         return result
-
-
-def parse_concurrently(value: object) -> Concurrently:
-    """Accept ``"auto"``, a bool, or the text a template renders (``"true"``, ``"False"``, ...)."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text == "auto":
-        return "auto"
-    if text in _TRUE_WORDS:
-        return True
-    if text in _FALSE_WORDS:
-        return False
-    raise MatviewConfigurationError(f"concurrently must be 'auto', true or false, not {value!r}.")
-
-
-def parse_bool(value: object, name: str) -> bool:
-    """Accept a bool or the text a template renders for one."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE_WORDS:
-        return True
-    if text in _FALSE_WORDS:
-        return False
-    raise MatviewConfigurationError(f"{name} must be true or false, not {value!r}.")
-
-
-def to_milliseconds(value: timedelta | float | None, name: str) -> int:
-    """A timeout as whole milliseconds for PostgreSQL; ``None`` or 0 means no limit."""
-    if value is None:
-        return 0
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds < 0:
-        raise MatviewConfigurationError(f"{name} must not be negative, got {value!r}.")
-    return round(seconds * 1000)
 
 
 def choose_mode(
@@ -156,34 +115,6 @@ def resolve_matview(conn: Connection, view: QualifiedName, connection_label: str
     return relation
 
 
-@dataclass(frozen=True)
-class RefreshSettings:
-    """How to refresh.
-
-    :param concurrently: ``"auto"``, ``True`` or ``False``; see :func:`choose_mode`.
-    :param with_data: ``False`` runs ``WITH NO DATA``, emptying the view.
-    :param analyze: run ``ANALYZE`` on the view after the refresh.
-    :param lock_timeout: longest wait for the view's lock, and for another refresh of it to finish.
-    :param statement_timeout: longest run of any statement, enforced by the server; ``None`` for no limit.
-    :param on_overlap: when another refresh of the view is running: ``wait`` (up to ``lock_timeout``),
-        ``skip`` this one, or ``fail``.
-    :param application_name: how the session shows in ``pg_stat_activity``.
-    :param skip_if_unchanged: skip the refresh (``AirflowSkipException``) when ``previous_fingerprint`` shows
-        that no source of the view changed since the refresh that recorded it.
-    :param previous_fingerprint: :attr:`RefreshResult.fingerprint` of the last successful refresh, if known.
-    """
-
-    concurrently: Concurrently = "auto"
-    with_data: bool = True
-    analyze: bool = False
-    lock_timeout: timedelta | float | None = timedelta(minutes=1)
-    statement_timeout: timedelta | float | None = None
-    on_overlap: OnOverlap = "wait"
-    application_name: str | None = None
-    skip_if_unchanged: bool = False
-    previous_fingerprint: dict[str, Any] | None = None
-
-
 def refresh_materialized_view(
     conn: Connection,
     view: QualifiedName,
@@ -207,32 +138,26 @@ def refresh_materialized_view(
     lock_timeout_ms = to_milliseconds(settings.lock_timeout, "lock_timeout")
     statement_timeout_ms = to_milliseconds(settings.statement_timeout, "statement_timeout")
     relation: catalog.Relation | None = None
+    facts: catalog.RefreshFacts | None = None
     stage = "prepare"
     mode: RefreshMode = "blocking"
     try:
-        _prepare_session(conn, settings.application_name)
         with conn.transaction():
-            conn.execute(
-                "SELECT pg_catalog.set_config('lock_timeout', %s, true), "
-                "pg_catalog.set_config('statement_timeout', %s, true)",
-                [f"{lock_timeout_ms}ms", f"{statement_timeout_ms}ms"],
-            )
+            _configure_session(conn, settings.application_name, lock_timeout_ms, statement_timeout_ms)
             relation = resolve_matview(conn, view, connection_label)
             check_permission(conn, relation, connection_label)
             stage = "overlap"
             _take_refresh_lock(conn, relation, settings, connection_label)
             stage = "refresh"
-            sources = catalog.source_relations(conn, relation.oid)
-            fingerprint = _fingerprint(conn, relation, sources)
+            facts = catalog.refresh_facts(conn, relation.oid)
+            relation = replace(relation, populated=facts.populated)  # another refresh may have changed it
             if settings.skip_if_unchanged:
-                tracked = catalog.change_counters_tracked(conn)
-                _skip_if_unchanged(
-                    relation, sources, fingerprint if tracked else None, settings.previous_fingerprint, connection_label
-                )
-            indexes = catalog.usable_unique_indexes(conn, relation.oid)
-            mode, reason = choose_mode(relation, indexes, settings.concurrently, settings.with_data, connection_label)
+                _skip_if_unchanged(relation, facts, settings.previous_fingerprint, connection_label)
+            mode, reason = choose_mode(
+                relation, facts.unique_indexes, settings.concurrently, settings.with_data, connection_label
+            )
             log.info("Refreshing %s (%s): %s.", relation.name, mode, reason)
-            counters_before = catalog.row_counters(conn, relation.oid) if mode == "concurrently" else None
+            counters_before = facts.counters if mode == "concurrently" else None
             started = time.perf_counter()
             conn.execute(refresh_statement(relation.name, mode))
             seconds = time.perf_counter() - started
@@ -241,6 +166,7 @@ def refresh_materialized_view(
             rows = _rows_after(conn, relation.oid, mode, settings.analyze, counters_before)
     except psycopg.errors.LockNotAvailable:
         assert relation is not None
+        source_oids = [source.oid for source in facts.sources] if facts else []
         waited = f"{lock_timeout_ms / 1000:g}s"
         if stage == "overlap":
             raise MatviewRefreshError(
@@ -249,8 +175,9 @@ def refresh_materialized_view(
                 "The view keeps its previous contents; Airflow will retry."
             ) from None
         raise MatviewRefreshError(
-            f"Timed out after {waited} (lock_timeout) waiting for a lock on {relation.name} ({connection_label}); "
-            f"blocked by {_holders(conn, locks.describe_lock_holders, relation.oid, mode == 'concurrently')}. "
+            f"Timed out after {waited} (lock_timeout) waiting for a lock on {relation.name} ({connection_label}) "
+            "or a table it reads; blocked by "
+            f"{_holders(conn, locks.describe_lock_holders, relation.oid, mode == 'concurrently', source_oids)}. "
             "The view keeps its previous contents; Airflow will retry. End or commit the blocking session, "
             "or raise lock_timeout."
         ) from None
@@ -285,36 +212,30 @@ def refresh_materialized_view(
         reason=reason,
         seconds=round(seconds, 6),
         rows=rows,
-        sources=[str(source.name) for source in sources],
-        fingerprint=fingerprint,
+        sources=[str(source.name) for source in facts.sources],
+        fingerprint=facts.fingerprint,
     )
-
-
-def _fingerprint(
-    conn: Connection, relation: catalog.Relation, sources: list[catalog.Relation]
-) -> dict[str, Any] | None:
-    signals = catalog.source_fingerprint(conn, sources)
-    return None if signals is None else {"view": relation.oid, "sources": signals}
 
 
 def _skip_if_unchanged(
     relation: catalog.Relation,
-    sources: list[catalog.Relation],
-    fingerprint: dict[str, Any] | None,
+    facts: catalog.RefreshFacts,
     previous: dict[str, Any] | None,
     connection_label: str,
 ) -> None:
     """Raise ``AirflowSkipException`` when provably nothing changed; otherwise log why the refresh runs."""
-    if fingerprint is None:
-        why = "its sources' changes cannot be seen (a foreign table, or track_counts is off)"
+    if facts.untracked_because is not None:
+        why = f"its sources' changes cannot be seen: {facts.untracked_because}"
     elif previous is None:
         why = "no earlier successful refresh is recorded"
     elif not relation.populated:
         why = "the view is not populated"
-    elif previous != fingerprint:
+    elif facts.writers:
+        why = f"a session is writing to a source ({'; '.join(facts.writers)}); what it commits is counted late"
+    elif previous != facts.fingerprint:
         why = "a source changed since the last successful refresh"
     else:
-        names = ", ".join(str(source.name) for source in sources) or "none"
+        names = ", ".join(str(source.name) for source in facts.sources)
         raise AirflowSkipException(
             f"Skipped: none of the sources of {relation.name} ({connection_label}) changed since its last "
             f"successful refresh (sources: {names}); skip_if_unchanged=True."
@@ -339,14 +260,26 @@ def check_permission(conn: Connection, relation: catalog.Relation, connection_la
     )
 
 
-def _prepare_session(conn: Connection, application_name: str | None) -> None:
-    # client_connection_check_interval (PostgreSQL 14+) makes the server notice within a second that the
-    # client died (SIGKILL, lost host) and stop the refresh instead of finishing it for nobody.
+def _configure_session(
+    conn: Connection, application_name: str | None, lock_timeout_ms: int, statement_timeout_ms: int
+) -> None:
+    """Set the session up in one round trip, as the transaction's first statement.
+
+    ``lock_timeout`` and ``statement_timeout`` hold for this transaction only. ``application_name`` and
+    ``client_connection_check_interval`` are set for the session, and take effect at once: the name shows in
+    ``pg_stat_activity`` from now on, and the check (PostgreSQL 14+) makes the server notice within a second that
+    the client died (SIGKILL, lost host) and stop the refresh instead of finishing it for nobody.
+    """
+    settings: list[tuple[str, str, bool]] = [
+        ("lock_timeout", f"{lock_timeout_ms}ms", True),
+        ("statement_timeout", f"{statement_timeout_ms}ms", True),
+    ]
     if application_name:
-        conn.execute("SELECT pg_catalog.set_config('application_name', %s, false)", [application_name[:63]])
+        settings.append(("application_name", application_name[:63], False))
     if conn.info.server_version >= 140000:
-        conn.execute("SELECT pg_catalog.set_config('client_connection_check_interval', '1s', false)")
-    conn.commit()
+        settings.append(("client_connection_check_interval", "1s", False))
+    calls = ", ".join("pg_catalog.set_config(%s, %s, %s)" for _ in settings)
+    conn.execute(f"SELECT {calls}", [value for setting in settings for value in setting])
 
 
 def _take_refresh_lock(

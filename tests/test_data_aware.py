@@ -76,6 +76,16 @@ def test_a_refresh_emits_an_asset_event_with_its_metadata(scenario: psycopg.Conn
     assert result["rows"] == 7
 
 
+def test_trigger_form_params_override_the_config_for_one_run(scenario: psycopg.Connection) -> None:
+    (dag,) = build_dags({"views": [{"name": "public.polls_user_matt_view", "schedule": None}]}).values()
+    state, result = task_result(run_dag(dag))
+    assert (state, result["mode"]) == ("success", "concurrently")
+    # (In this order: Airflow keeps a run's conf in the DAG's Param objects, which only matters in one process.)
+    state, result = task_result(run_dag(dag, run_conf={"concurrently": "false", "analyze": True}))
+    assert state == "success"
+    assert (result["mode"], result["reason"], result["rows"]) == ("blocking", "concurrently=False", 7)
+
+
 def test_a_chain_refreshes_the_downstream_view_after_the_upstream_one(
     scenario: psycopg.Connection, database: Database
 ) -> None:
@@ -170,6 +180,90 @@ def test_never_skips_when_the_server_does_not_count_changes(
         assert dag.run()[0] == "success"
     assert scenario.execute("SELECT count(*) FROM polls_user_matt_view").fetchone() == (8,)
     assert "track_counts is off" in caplog.text
+    assert fingerprint_record("public.polls_user_matt_view") is None, "a record taken blind must not survive"
+
+    scenario.execute(f'ALTER DATABASE "{database.name}" RESET track_counts')
+    write(database, "INSERT INTO polls_user VALUES (9, 'ivan', 71)")
+    assert dag.run()[0] == "success"
+    assert scenario.execute("SELECT count(*) FROM polls_user_matt_view").fetchone() == (9,)
+
+
+def fingerprint_record(view: str) -> str | None:
+    from airflow.models.variable import Variable
+
+    return Variable.get(f"airflow_matview.fingerprint.postgres_default.{view}", default_var=None)
+
+
+def test_a_statistics_reset_that_brings_the_counters_back_is_not_missed(
+    scenario: psycopg.Connection, database: Database
+) -> None:
+    scenario.execute("SELECT pg_stat_reset()")
+    dag = SkippingDag("public.polls_user_matt_view")
+    assert dag.run()[0] == "success"  # records counters of zero
+    write(database, "INSERT INTO polls_user VALUES (8, 'heidi', 70)")
+    scenario.execute("SELECT pg_stat_reset()")  # the counters are zero again, the insert is not counted
+    assert dag.run()[0] == "success"
+    assert scenario.execute("SELECT count(*) FROM polls_user_matt_view").fetchone() == (8,)
+
+
+def test_a_redefined_plain_view_in_between_counts(scenario: psycopg.Connection) -> None:
+    scenario.execute("CREATE VIEW adults AS SELECT * FROM polls_user WHERE age >= 18")
+    scenario.execute("CREATE MATERIALIZED VIEW adult_count AS SELECT count(*) AS n FROM adults")
+    publish_statistics(scenario)
+    dag = SkippingDag("public.adult_count")
+    assert dag.run()[0] == "success"
+    assert dag.run()[0] == "skipped"
+    scenario.execute("CREATE OR REPLACE VIEW adults AS SELECT * FROM polls_user WHERE age >= 40")
+    assert dag.run()[0] == "success"
+    assert scenario.execute("SELECT n FROM adult_count").fetchone() == (2,)
+
+
+def test_never_skips_a_view_that_calls_a_user_function(scenario: psycopg.Connection, database: Database) -> None:
+    scenario.execute("CREATE TABLE orders (user_id int)")
+    scenario.execute(
+        "CREATE FUNCTION order_count(int) RETURNS bigint LANGUAGE sql STABLE "
+        "AS 'SELECT count(*) FROM orders WHERE user_id = $1'"
+    )
+    scenario.execute("CREATE MATERIALIZED VIEW user_orders AS SELECT id, order_count(id) AS n FROM polls_user")
+    publish_statistics(scenario)
+    dag = SkippingDag("public.user_orders")
+    assert dag.run()[0] == "success"
+    write(database, "INSERT INTO orders VALUES (1)")  # a table only the function reads: not a source to the catalog
+    assert dag.run()[0] == "success"
+    assert scenario.execute("SELECT n FROM user_orders WHERE id = 1").fetchone() == (1,)
+
+
+def test_never_skips_while_a_session_is_writing_to_a_source(
+    scenario: psycopg.Connection, database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    dag = SkippingDag("public.polls_user_matt_view")
+    assert dag.run()[0] == "success"
+    with database.connect() as etl:
+        etl.execute("SET application_name = 'nightly-etl'")
+        etl.execute("BEGIN")
+        etl.execute("UPDATE polls_user SET age = age WHERE id = 1")  # holds ROW EXCLUSIVE until it ends
+        with caplog.at_level(logging.INFO, logger="airflow_matview.refresh"):
+            assert dag.run()[0] == "success"
+        assert "('nightly-etl') on polls_user" in caplog.text
+        etl.execute("ROLLBACK")
+
+
+def test_a_foreign_partition_makes_changes_unseeable(scenario: psycopg.Connection) -> None:
+    from airflow_matview import catalog
+
+    scenario.execute("CREATE FOREIGN DATA WRAPPER nowhere")
+    scenario.execute("CREATE SERVER remote FOREIGN DATA WRAPPER nowhere")
+    scenario.execute("CREATE TABLE events (id int, region text) PARTITION BY LIST (region)")
+    scenario.execute("CREATE TABLE events_eu PARTITION OF events FOR VALUES IN ('eu')")
+    scenario.execute("CREATE FOREIGN TABLE events_us PARTITION OF events FOR VALUES IN ('us') SERVER remote")
+    scenario.execute("CREATE MATERIALIZED VIEW event_count AS SELECT count(*) AS n FROM events WITH NO DATA")
+    oid = scenario.execute("SELECT 'event_count'::regclass::oid").fetchone()[0]  # type: ignore[index]
+
+    facts = catalog.refresh_facts(scenario, oid)
+
+    assert [str(source.name) for source in facts.sources] == ["public.events"]
+    assert facts.fingerprint is None
+    assert facts.untracked_because == "events_us cannot be tracked (a foreign table or a sequence)"
 
 
 def test_a_source_reached_through_a_plain_view_counts(scenario: psycopg.Connection, database: Database) -> None:

@@ -195,7 +195,8 @@ def test_lock_timeout_names_the_blocking_session_and_the_retry_succeeds(
         assert 1.9 <= waited < 5, waited
         assert message.startswith(
             "Timed out after 2s (lock_timeout) waiting for a lock on public.polls_user_matt_view "
-            f"(connection 'postgres_default'); blocked by pid {blocker_pid} (application_name 'quarterly-report', "
+            f"(connection 'postgres_default') or a table it reads; blocked by pid {blocker_pid} "
+            "(application_name 'quarterly-report', "
         )
         assert "state idle in transaction" in message
         assert "holding AccessShareLock on polls_user_matt_view" in message
@@ -203,6 +204,21 @@ def test_lock_timeout_names_the_blocking_session_and_the_retry_succeeds(
 
     assert refresh(concurrently=False, lock_timeout=2)["mode"] == "blocking"
     assert view_rows(scenario) == FIRST_USERS + NEW_USERS
+
+
+def test_lock_timeout_on_a_source_table_names_the_session_that_holds_it(
+    scenario: psycopg.Connection, database: Database
+) -> None:
+    with database.connect() as blocker:
+        blocker.execute("SET application_name = 'schema-migration'")
+        blocker.execute("BEGIN")
+        blocker.execute("LOCK TABLE polls_user IN ACCESS EXCLUSIVE MODE")  # as ALTER TABLE or TRUNCATE would
+        with pytest.raises(MatviewRefreshError) as error:
+            refresh(concurrently=True, lock_timeout=1)
+        message = str(error.value)
+        assert f"blocked by pid {blocker.info.backend_pid} (application_name 'schema-migration', " in message
+        assert "holding AccessExclusiveLock on polls_user" in message
+        blocker.execute("ROLLBACK")
 
 
 # --- no overlap ------------------------------------------------------------------------------------------

@@ -9,16 +9,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple, get_args
 from airflow.sdk import Asset, BaseOperator, Variable
 
 from airflow_matview.assets import SCHEME, matview_asset
-from airflow_matview.connection import connect
 from airflow_matview.exceptions import MatviewConfigurationError
 from airflow_matview.identifiers import InvalidIdentifierError, QualifiedName, parse_qualified_name
-from airflow_matview.refresh import (
+from airflow_matview.settings import (
     Concurrently,
     OnOverlap,
     RefreshSettings,
     parse_bool,
     parse_concurrently,
-    refresh_materialized_view,
     to_milliseconds,
 )
 
@@ -74,8 +72,7 @@ class RefreshMaterializedViewOperator(BaseOperator):
         skip_if_unchanged: bool | str = False,
         **kwargs: Any,
     ) -> None:
-        asset = _static_asset(postgres_conn_id, view)
-        if asset is not None and "outlets" not in kwargs:
+        if "outlets" not in kwargs and (asset := _static_asset(postgres_conn_id, view)) is not None:
             kwargs["outlets"] = [asset]
         super().__init__(**kwargs)
         self.view = view
@@ -100,12 +97,20 @@ class RefreshMaterializedViewOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         view = self._parse_view()
-        skip_if_unchanged = parse_bool(self.skip_if_unchanged, "skip_if_unchanged")
+        try:
+            skip_if_unchanged = parse_bool(self.skip_if_unchanged, "skip_if_unchanged")
+            concurrently = parse_concurrently(self.concurrently)
+            analyze = parse_bool(self.analyze, "analyze")
+        except MatviewConfigurationError as exc:
+            raise MatviewConfigurationError(
+                f"Cannot refresh {view} ({self.connection_label}): {exc} Check the DAG's params or the values "
+                "passed to the operator."
+            ) from None
         fingerprint_key = f"airflow_matview.fingerprint.{self.postgres_conn_id}.{view}"
         settings = RefreshSettings(
-            concurrently=parse_concurrently(self.concurrently),
+            concurrently=concurrently,
             with_data=self.with_data,
-            analyze=parse_bool(self.analyze, "analyze"),
+            analyze=analyze,
             lock_timeout=self.lock_timeout,
             statement_timeout=self.execution_timeout,
             on_overlap=self.on_overlap,
@@ -113,6 +118,11 @@ class RefreshMaterializedViewOperator(BaseOperator):
             skip_if_unchanged=skip_if_unchanged,
             previous_fingerprint=_load_fingerprint(fingerprint_key) if skip_if_unchanged else None,
         )
+        # Imported here, not at the top: psycopg and the postgres provider's hook (with SQLAlchemy) are only
+        # needed to run a task; importing them at the top would slow down parsing every DAG file that uses this.
+        from airflow_matview.connection import connect
+        from airflow_matview.refresh import refresh_materialized_view
+
         self._conn = connect(self.postgres_conn_id, f"refresh {view}")
         info = self._conn.info
         namespace, database = f"postgres://{info.host}:{info.port}", info.dbname
@@ -124,6 +134,8 @@ class RefreshMaterializedViewOperator(BaseOperator):
         self._lineage = _Lineage(namespace, database, result.view, result.sources)
         if skip_if_unchanged and result.fingerprint is not None:
             Variable.set(fingerprint_key, json.dumps(result.fingerprint))
+        elif skip_if_unchanged:
+            Variable.delete(fingerprint_key)  # changes went unseen: an old record must not let a later run skip
         self._describe_asset_event(context, result.as_dict())
         self.log.info(
             "Refreshed %s (%s) in %.3fs; about %s rows.", result.view, result.mode, result.seconds, result.rows
