@@ -190,18 +190,8 @@ def refresh_permission(conn: Connection, oid: int) -> RefreshPermission:
     return RefreshPermission(allowed=bool(is_owner or maintain), owner=owner, role=role, by_maintain=bool(maintain))
 
 
-# Everything a refresh reads once it holds the view's refresh lock, in one round trip (on the fresh connection each
-# task opens, round trips cost more than these catalog reads):
-# - the relations the view's query reads, through plain views, and the rewrite rules of the view and those views;
-# - the change signals of the relations that hold rows, with inheritance children and partitions: relfilenode
-#   (changes on TRUNCATE, VACUUM FULL, CLUSTER, plain REFRESH) and the statistics system's cumulative
-#   insert/update/delete counters, with the moments those counters were last reset (server start, pg_stat_reset);
-#   the plain views' rule versions (xmin changes on CREATE OR REPLACE VIEW); what makes those signals blind: user
-#   functions called by the rules (they may read anything), track_counts off; and the other sessions writing to a
-#   source right now (their committed changes reach the counters only when they go idle);
-# - the unique indexes that allow CONCURRENTLY (as in _USABLE_UNIQUE_INDEXES), whether the view is populated, and
-#   its row counters (as in _ROW_COUNTERS).
-_REFRESH_FACTS = """
+# The relations a view's query reads, directly or through plain views (found from pg_depend / pg_rewrite).
+_READS = """
 WITH RECURSIVE reads(relation) AS (
     SELECT d.refobjid
     FROM pg_catalog.pg_rewrite r
@@ -221,7 +211,44 @@ sources AS (
     FROM reads
     JOIN pg_catalog.pg_class c ON c.oid = reads.relation AND c.relkind NOT IN ('v', 'i', 'I')
     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-),
+)"""
+
+# Everything every refresh reads once it holds the view's refresh lock, in one round trip (on the fresh connection
+# each task opens, round trips and first catalog reads cost more than the reads themselves): the view's sources,
+# the unique indexes that allow CONCURRENTLY (as in _USABLE_UNIQUE_INDEXES), whether it is populated, and its row
+# counters (as in _ROW_COUNTERS).
+_REFRESH_FACTS = (
+    _READS
+    + """
+SELECT
+    (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(s.oid, s.nspname, s.relname, s.relkind)
+                                ORDER BY s.nspname, s.relname)
+     FROM sources s),
+    ARRAY(SELECT i.indexrelid::regclass::text
+          FROM pg_catalog.pg_index i
+          WHERE i.indrelid = v.oid
+            AND i.indisunique AND i.indisvalid AND i.indimmediate
+            AND i.indpred IS NULL AND i.indexprs IS NULL
+          ORDER BY 1),
+    v.relispopulated,
+    v.reltuples::bigint,
+    pg_catalog.pg_stat_get_xact_tuples_inserted(v.oid),
+    pg_catalog.pg_stat_get_xact_tuples_deleted(v.oid)
+FROM pg_catalog.pg_class v WHERE v.oid = %(oid)s::oid
+"""
+)
+
+# What skip_if_unchanged compares, in one round trip:
+# - the change signals of the sources that hold rows, with inheritance children and partitions: relfilenode
+#   (changes on TRUNCATE, VACUUM FULL, CLUSTER, plain REFRESH) and the statistics system's cumulative
+#   insert/update/delete counters, with the moments those counters last started from zero (server start,
+#   pg_stat_reset); the plain views' rule versions (xmin changes on CREATE OR REPLACE VIEW);
+# - what makes those signals blind: sources that hold no counters (foreign tables, sequences), user functions
+#   called by the rules (they may read anything), track_counts off;
+# - the other sessions writing to a source right now (what they commit reaches the counters when they go idle).
+_CHANGE_SIGNALS = (
+    _READS
+    + """,
 rules AS (
     SELECT r.oid, r.ev_class, r.xmin::text::bigint AS version
     FROM pg_catalog.pg_rewrite r
@@ -235,9 +262,6 @@ tree(oid) AS (
     SELECT i.inhrelid FROM tree JOIN pg_catalog.pg_inherits i ON i.inhparent = tree.oid
 )
 SELECT
-    (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(s.oid, s.nspname, s.relname, s.relkind)
-                                ORDER BY s.nspname, s.relname)
-     FROM sources s),
     (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(c.oid, c.relfilenode,
                                                             pg_catalog.pg_stat_get_tuples_inserted(c.oid),
                                                             pg_catalog.pg_stat_get_tuples_updated(c.oid),
@@ -262,19 +286,9 @@ SELECT
           JOIN tree ON tree.oid = l.relation
           JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
           WHERE l.granted AND l.pid <> pg_catalog.pg_backend_pid()
-            AND l.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')),
-    ARRAY(SELECT i.indexrelid::regclass::text
-          FROM pg_catalog.pg_index i
-          WHERE i.indrelid = v.oid
-            AND i.indisunique AND i.indisvalid AND i.indimmediate
-            AND i.indpred IS NULL AND i.indexprs IS NULL
-          ORDER BY 1),
-    v.relispopulated,
-    v.reltuples::bigint,
-    pg_catalog.pg_stat_get_xact_tuples_inserted(v.oid),
-    pg_catalog.pg_stat_get_xact_tuples_deleted(v.oid)
-FROM pg_catalog.pg_class v WHERE v.oid = %(oid)s::oid
+            AND l.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'))
 """
+)
 
 
 @dataclass(frozen=True)
@@ -283,20 +297,12 @@ class RefreshFacts:
 
     :param sources: the relations it reads (through plain views) that hold rows: tables, partitioned tables,
         materialized views, foreign tables, sequences; by schema and name.
-    :param fingerprint: a value that changes whenever a committed change to a source's rows reaches the
-        statistics system, or a plain view in between is redefined; ``None`` when changes cannot be seen (see
-        ``untracked_because``), so that nobody skips on it.
-    :param untracked_because: why the fingerprint cannot be trusted, or ``None``.
-    :param writers: other sessions holding a write lock on a source now, e.g. ``pid 42 ('etl') on public.t``.
     :param unique_indexes: the indexes that allow ``REFRESH MATERIALIZED VIEW CONCURRENTLY``.
     :param populated: whether the view is populated (read after the refresh lock was taken).
     :param counters: the view's row estimate and this transaction's inserted/deleted rows so far.
     """
 
     sources: list[Relation]
-    fingerprint: dict[str, Any] | None
-    untracked_because: str | None
-    writers: list[str]
     unique_indexes: list[str]
     populated: bool
     counters: RowCounters
@@ -305,12 +311,39 @@ class RefreshFacts:
 def refresh_facts(conn: Connection, oid: int) -> RefreshFacts:
     row = conn.execute(_REFRESH_FACTS, {"oid": oid}).fetchone()
     assert row is not None
-    (sources_json, signals_json, untrackable, rules_json, functions, epoch, track_counts, writers, indexes,
-     populated, estimate, inserted, deleted) = row  # fmt: skip
-    sources = [
-        Relation(int(source_oid), QualifiedName(schema, name), kind, True)
-        for source_oid, schema, name, kind in sources_json or []
-    ]
+    sources_json, indexes, populated, estimate, inserted, deleted = row
+    return RefreshFacts(
+        sources=[
+            Relation(int(source_oid), QualifiedName(schema, name), kind, True)
+            for source_oid, schema, name, kind in sources_json or []
+        ],
+        unique_indexes=list(indexes),
+        populated=bool(populated),
+        counters=RowCounters(estimate=int(estimate), inserted=int(inserted), deleted=int(deleted)),
+    )
+
+
+@dataclass(frozen=True)
+class ChangeSignals:
+    """What tells whether a view's sources changed, for ``skip_if_unchanged``.
+
+    :param fingerprint: a value that changes whenever a committed change to a source's rows reaches the
+        statistics system, or a plain view in between is redefined; ``None`` when changes cannot be seen (see
+        ``untracked_because``), so that nobody skips on it.
+    :param untracked_because: why the fingerprint cannot be trusted, or ``None``.
+    :param writers: other sessions holding a write lock on a source now, e.g. ``pid 42 ('etl') on public.t``.
+    """
+
+    fingerprint: dict[str, Any] | None
+    untracked_because: str | None
+    writers: list[str]
+
+
+def change_signals(conn: Connection, oid: int, sources: list[Relation]) -> ChangeSignals:
+    """The change signals of the view ``oid``, whose sources are ``sources`` (from :func:`refresh_facts`)."""
+    row = conn.execute(_CHANGE_SIGNALS, {"oid": oid}).fetchone()
+    assert row is not None
+    signals_json, untrackable, rules_json, functions, epoch, track_counts, writers = row
     untracked_because = _untracked_because(sources, list(untrackable), list(functions), bool(track_counts))
     fingerprint = None
     if untracked_because is None:
@@ -320,15 +353,7 @@ def refresh_facts(conn: Connection, oid: int) -> RefreshFacts:
             "definitions": rules_json or [],
             "statistics_since": epoch,
         }
-    return RefreshFacts(
-        sources=sources,
-        fingerprint=fingerprint,
-        untracked_because=untracked_because,
-        writers=list(writers),
-        unique_indexes=list(indexes),
-        populated=bool(populated),
-        counters=RowCounters(estimate=int(estimate), inserted=int(inserted), deleted=int(deleted)),
-    )
+    return ChangeSignals(fingerprint=fingerprint, untracked_because=untracked_because, writers=list(writers))
 
 
 def _untracked_because(

@@ -34,7 +34,7 @@ class RefreshResult:
     :param reason: why that mode was chosen.
     :param seconds: how long ``REFRESH MATERIALIZED VIEW`` took.
     :param sources: the tables and materialized views the view reads, directly or through plain views.
-    :param fingerprint: the sources' change signals as of this refresh (see :attr:`catalog.RefreshFacts.fingerprint`).
+    :param fingerprint: the sources' change signals as of this refresh (see :attr:`catalog.ChangeSignals.fingerprint`).
     :param rows: the view's row count from the catalog, not a full count: ``pg_class.reltuples``, which a plain
         refresh of an indexed view and ``analyze=True`` make exact; after CONCURRENTLY, the estimate from before
         plus the refresh's exact net change. ``None`` when PostgreSQL has no estimate (no index, never analyzed).
@@ -139,6 +139,7 @@ def refresh_materialized_view(
     statement_timeout_ms = to_milliseconds(settings.statement_timeout, "statement_timeout")
     relation: catalog.Relation | None = None
     facts: catalog.RefreshFacts | None = None
+    signals: catalog.ChangeSignals | None = None
     stage = "prepare"
     mode: RefreshMode = "blocking"
     try:
@@ -152,7 +153,8 @@ def refresh_materialized_view(
             facts = catalog.refresh_facts(conn, relation.oid)
             relation = replace(relation, populated=facts.populated)  # another refresh may have changed it
             if settings.skip_if_unchanged:
-                _skip_if_unchanged(relation, facts, settings.previous_fingerprint, connection_label)
+                signals = catalog.change_signals(conn, relation.oid, facts.sources)
+                _skip_if_unchanged(relation, facts.sources, signals, settings.previous_fingerprint, connection_label)
             mode, reason = choose_mode(
                 relation, facts.unique_indexes, settings.concurrently, settings.with_data, connection_label
             )
@@ -213,29 +215,30 @@ def refresh_materialized_view(
         seconds=round(seconds, 6),
         rows=rows,
         sources=[str(source.name) for source in facts.sources],
-        fingerprint=facts.fingerprint,
+        fingerprint=signals.fingerprint if signals else None,
     )
 
 
 def _skip_if_unchanged(
     relation: catalog.Relation,
-    facts: catalog.RefreshFacts,
+    sources: list[catalog.Relation],
+    signals: catalog.ChangeSignals,
     previous: dict[str, Any] | None,
     connection_label: str,
 ) -> None:
     """Raise ``AirflowSkipException`` when provably nothing changed; otherwise log why the refresh runs."""
-    if facts.untracked_because is not None:
-        why = f"its sources' changes cannot be seen: {facts.untracked_because}"
+    if signals.untracked_because is not None:
+        why = f"its sources' changes cannot be seen: {signals.untracked_because}"
     elif previous is None:
         why = "no earlier successful refresh is recorded"
     elif not relation.populated:
         why = "the view is not populated"
-    elif facts.writers:
-        why = f"a session is writing to a source ({'; '.join(facts.writers)}); what it commits is counted late"
-    elif previous != facts.fingerprint:
+    elif signals.writers:
+        why = f"a session is writing to a source ({'; '.join(signals.writers)}); what it commits is counted late"
+    elif previous != signals.fingerprint:
         why = "a source changed since the last successful refresh"
     else:
-        names = ", ".join(str(source.name) for source in facts.sources)
+        names = ", ".join(str(source.name) for source in sources)
         raise AirflowSkipException(
             f"Skipped: none of the sources of {relation.name} ({connection_label}) changed since its last "
             f"successful refresh (sources: {names}); skip_if_unchanged=True."

@@ -260,10 +260,11 @@ def test_a_foreign_partition_makes_changes_unseeable(scenario: psycopg.Connectio
     oid = scenario.execute("SELECT 'event_count'::regclass::oid").fetchone()[0]  # type: ignore[index]
 
     facts = catalog.refresh_facts(scenario, oid)
+    signals = catalog.change_signals(scenario, oid, facts.sources)
 
     assert [str(source.name) for source in facts.sources] == ["public.events"]
-    assert facts.fingerprint is None
-    assert facts.untracked_because == "events_us cannot be tracked (a foreign table or a sequence)"
+    assert signals.fingerprint is None
+    assert signals.untracked_because == "events_us cannot be tracked (a foreign table or a sequence)"
 
 
 def test_a_source_reached_through_a_plain_view_counts(scenario: psycopg.Connection, database: Database) -> None:
