@@ -329,7 +329,17 @@ def profile_operator(view: str, repeats: int) -> dict[str, float]:
             run["total"] = time.perf_counter() - started
             if repetition:  # the first run warms up
                 runs.append(run)
-    names = ["connect", *dict.fromkeys(PHASES.values())]
+    in_order = [
+        "session setup",
+        "resolve view",
+        "permission",
+        "refresh lock",
+        "sources+indexes",
+        "REFRESH",
+        "row count",
+    ]
+    assert set(in_order) == set(PHASES.values())
+    names = ["connect", *in_order]
     phases = {name: median([r.get(name, 0.0) for r in runs]) for name in names}
     phases["other (Python, BEGIN/COMMIT, close)"] = median(
         [r["total"] - sum(value for key, value in r.items() if key != "total") for r in runs]
