@@ -90,7 +90,20 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         MatviewConfigurationError,
         "concurrently must be 'auto', true or false, not 'maybe'",
     ),
-    ("analyze value", lambda: refresh(analyze="perhaps"), MatviewConfigurationError, "analyze must be true or false"),
+    (
+        "analyze value",
+        lambda: refresh(analyze="perhaps"),
+        MatviewConfigurationError,
+        "Cannot refresh polls_user_matt_view (connection 'postgres_default'): analyze must be true or false, "
+        "not 'perhaps'.",
+    ),
+    (
+        "skip_if_unchanged value",
+        lambda: refresh(skip_if_unchanged="sometimes"),
+        MatviewConfigurationError,
+        "Cannot refresh polls_user_matt_view (connection 'postgres_default'): skip_if_unchanged must be true or "
+        "false, not 'sometimes'.",
+    ),
     ("negative lock_timeout", lambda: refresh(lock_timeout=-1), MatviewConfigurationError, "must not be negative"),
     ("on_overlap value", lambda: refresh(on_overlap="queue"), MatviewConfigurationError, "on_overlap must be 'wait'"),
     (

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import threading
 import time
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -403,3 +404,9 @@ def test_a_refresh_that_waited_reads_what_was_committed_while_it_waited(
         waiting.join()
     assert results[0]["rows"] == 8
     assert [name for _, name, _ in view_rows(scenario)][-1] == "heidi"
+
+
+def test_timeouts_longer_than_postgresql_allows_are_capped(scenario: psycopg.Connection) -> None:
+    """PostgreSQL's timeouts are int4 milliseconds (24.8 days): a 30-day timeout must not break every run."""
+    month = timedelta(days=30)
+    assert refresh(lock_timeout=month, execution_timeout=month)["rows"] == 7
