@@ -243,8 +243,8 @@ FROM pg_catalog.pg_class v WHERE v.oid = %(oid)s::oid
 #   (changes on TRUNCATE, VACUUM FULL, CLUSTER, plain REFRESH) and the statistics system's cumulative
 #   insert/update/delete counters, with the moments those counters last started from zero (server start,
 #   pg_stat_reset); the plain views' rule versions (xmin changes on CREATE OR REPLACE VIEW);
-# - what makes those signals blind: sources that hold no counters (foreign tables, sequences), user functions
-#   called by the rules (they may read anything), track_counts off;
+# - what makes those signals blind: sources that hold no counters (foreign tables, sequences), user-defined
+#   functions, operators and casts used by the rules (they may read anything), track_counts off;
 # - the other sessions writing to a source right now (what they commit reaches the counters when they go idle).
 _CHANGE_SIGNALS = (
     _READS
@@ -272,10 +272,12 @@ SELECT
           WHERE c.relkind NOT IN ('r', 'p', 'm') ORDER BY 1),
     (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(rules.ev_class, rules.version) ORDER BY rules.ev_class)
      FROM rules WHERE rules.ev_class <> %(oid)s::oid),
-    ARRAY(SELECT DISTINCT d.refobjid::regprocedure::text
+    ARRAY(SELECT DISTINCT pg_catalog.pg_describe_object(d.refclassid, d.refobjid, 0)
           FROM rules JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass
-              AND d.objid = rules.oid AND d.refclassid = 'pg_catalog.pg_proc'::regclass
-          WHERE d.refobjid >= 16384
+              AND d.objid = rules.oid
+          WHERE d.refclassid IN ('pg_catalog.pg_proc'::regclass, 'pg_catalog.pg_operator'::regclass,
+                                 'pg_catalog.pg_cast'::regclass)
+            AND d.refobjid >= 16384
           ORDER BY 1),
     pg_catalog.json_build_array(pg_catalog.pg_postmaster_start_time()::text,
                                 (SELECT pg_catalog.pg_stat_get_db_stat_reset_time(d.oid)::text
@@ -308,9 +310,11 @@ class RefreshFacts:
     counters: RowCounters
 
 
-def refresh_facts(conn: Connection, oid: int) -> RefreshFacts:
+def refresh_facts(conn: Connection, oid: int) -> RefreshFacts | None:
+    """What every refresh needs to know of the view ``oid``; ``None`` when it no longer exists."""
     row = conn.execute(_REFRESH_FACTS, {"oid": oid}).fetchone()
-    assert row is not None
+    if row is None:
+        return None
     sources_json, indexes, populated, estimate, inserted, deleted = row
     return RefreshFacts(
         sources=[
@@ -349,7 +353,7 @@ def change_signals(conn: Connection, oid: int, sources: list[Relation]) -> Chang
     if untracked_because is None:
         fingerprint = {
             "view": oid,
-            "sources": [[int(value) for value in signal] for signal in signals_json],
+            "sources": [[int(value) for value in signal] for signal in signals_json or []],
             "definitions": rules_json or [],
             "statistics_since": epoch,
         }
@@ -364,7 +368,7 @@ def _untracked_because(
     if untrackable:
         return f"{', '.join(untrackable)} cannot be tracked (a foreign table or a sequence)"
     if functions:
-        return f"it calls {', '.join(functions)}, which may read tables the catalog does not show"
+        return f"it uses {', '.join(functions)}, which may read tables the catalog does not show"
     if not sources:
         return "it reads no table whose changes could be seen"
     return None

@@ -151,8 +151,13 @@ def refresh_materialized_view(
             _take_refresh_lock(conn, relation, settings, connection_label)
             stage = "refresh"
             facts = catalog.refresh_facts(conn, relation.oid)
+            if facts is None:
+                raise MatviewRefreshError(
+                    f"{relation.name} ({connection_label}) was dropped or recreated while this refresh waited for "
+                    "another one to finish; Airflow will retry and find it by name again."
+                )
             relation = replace(relation, populated=facts.populated)  # another refresh may have changed it
-            if settings.skip_if_unchanged:
+            if settings.skip_if_unchanged and settings.with_data:
                 signals = catalog.change_signals(conn, relation.oid, facts.sources)
                 _skip_if_unchanged(relation, facts.sources, signals, settings.previous_fingerprint, connection_label)
             mode, reason = choose_mode(

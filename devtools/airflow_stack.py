@@ -158,13 +158,16 @@ class AirflowStack:
         for process in self.processes.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        for pid in self.surviving_processes():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for process in self.processes.values():
-            process.wait()
         deadline = time.monotonic() + 5
-        while (survivors := self.surviving_processes()) and time.monotonic() < deadline:
+        while True:  # again and again: a process may have forked after the previous pass
+            for pid in (survivors := self.surviving_processes()):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for process in self.processes.values():
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=0.1)
+            if not survivors or time.monotonic() > deadline:
+                break
             time.sleep(0.1)
         for log in self._log_files:
             log.close()

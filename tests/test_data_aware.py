@@ -218,19 +218,47 @@ def test_a_redefined_plain_view_in_between_counts(scenario: psycopg.Connection) 
     assert scenario.execute("SELECT n FROM adult_count").fetchone() == (2,)
 
 
-def test_never_skips_a_view_that_calls_a_user_function(scenario: psycopg.Connection, database: Database) -> None:
+@pytest.mark.parametrize(
+    "uses",
+    ["order_count(id)", "id OPERATOR(public.###) 0"],
+    ids=["function", "operator"],
+)
+def test_never_skips_a_view_that_uses_a_user_function(
+    scenario: psycopg.Connection, database: Database, uses: str
+) -> None:
     scenario.execute("CREATE TABLE orders (user_id int)")
     scenario.execute(
         "CREATE FUNCTION order_count(int) RETURNS bigint LANGUAGE sql STABLE "
         "AS 'SELECT count(*) FROM orders WHERE user_id = $1'"
     )
-    scenario.execute("CREATE MATERIALIZED VIEW user_orders AS SELECT id, order_count(id) AS n FROM polls_user")
+    scenario.execute(
+        "CREATE FUNCTION order_count(int, int) RETURNS bigint LANGUAGE sql STABLE AS 'SELECT order_count($1)'"
+    )
+    scenario.execute("CREATE OPERATOR public.### (FUNCTION = order_count, LEFTARG = int, RIGHTARG = int)")
+    scenario.execute(f"CREATE MATERIALIZED VIEW user_orders AS SELECT id, {uses} AS n FROM polls_user")
     publish_statistics(scenario)
     dag = SkippingDag("public.user_orders")
     assert dag.run()[0] == "success"
     write(database, "INSERT INTO orders VALUES (1)")  # a table only the function reads: not a source to the catalog
     assert dag.run()[0] == "success"
     assert scenario.execute("SELECT n FROM user_orders WHERE id = 1").fetchone() == (1,)
+
+
+def test_a_run_that_empties_the_view_is_never_skipped(scenario: psycopg.Connection, database: Database) -> None:
+    import psycopg
+
+    from airflow_matview.identifiers import parse_qualified_name
+    from airflow_matview.refresh import RefreshSettings, refresh_materialized_view
+
+    view = parse_qualified_name("public.polls_user_matt_view")
+    with psycopg.connect(database.dsn) as conn:
+        recorded = refresh_materialized_view(conn, view, RefreshSettings(skip_if_unchanged=True)).fingerprint
+        assert recorded is not None
+        settings = RefreshSettings(with_data=False, skip_if_unchanged=True, previous_fingerprint=recorded)
+        assert refresh_materialized_view(conn, view, settings).mode == "no_data"
+    assert scenario.execute(
+        "SELECT relispopulated FROM pg_class WHERE relname = 'polls_user_matt_view'"
+    ).fetchone() == (False,)
 
 
 def test_never_skips_while_a_session_is_writing_to_a_source(

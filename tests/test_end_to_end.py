@@ -30,6 +30,7 @@ REFERENCE_DAG = "matview.public.polls_user_matt_view"
 MINUTELY_DAG = "matview.public.young_users"
 DOOMED_DAG = "matview.public.doomed_view"
 CHROMIUM = Path("/usr/bin/chromium")
+RUN_TIMEOUT = 240  # seconds for a run to finish, on a loaded 2-core CI machine
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -118,7 +119,8 @@ def test_trigger_with_params_through_the_rest_api(deployment: Deployment) -> Non
     started = time.monotonic()
     deployment.api.patch(f"/dags/{REFERENCE_DAG}", {"is_paused": False})
     run_id = deployment.trigger(REFERENCE_DAG, {"concurrently": "false"})
-    run = deployment.api.wait_for_run(REFERENCE_DAG, run_id)
+    # Unpausing the @daily DAG also starts today's scheduled run, which this one may queue behind.
+    run = deployment.api.wait_for_run(REFERENCE_DAG, run_id, timeout=RUN_TIMEOUT)
     print(f"triggered run of {REFERENCE_DAG} succeeded in {time.monotonic() - started:.1f}s")
 
     assert run["state"] == "success", deployment.stack.log("scheduler")
@@ -146,7 +148,7 @@ def failed_run(deployment: Deployment) -> str:
             conn.execute("DROP MATERIALIZED VIEW IF EXISTS doomed_view")
         deployment.api.patch(f"/dags/{DOOMED_DAG}", {"is_paused": False})
         deployment.failed_run_id = deployment.trigger(DOOMED_DAG)
-        deployment.api.wait_for_run(DOOMED_DAG, deployment.failed_run_id)
+        deployment.api.wait_for_run(DOOMED_DAG, deployment.failed_run_id, timeout=RUN_TIMEOUT)
     return deployment.failed_run_id
 
 
@@ -176,7 +178,7 @@ def test_scheduled_run_needs_no_trigger(deployment: Deployment) -> None:
     deployment.api.patch(f"/dags/{MINUTELY_DAG}", {"is_paused": False})
     started = time.monotonic()
 
-    deadline = started + 150
+    deadline = started + RUN_TIMEOUT
     runs: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         runs = deployment.api.get(f"/dags/{MINUTELY_DAG}/dagRuns")["dag_runs"]
@@ -186,7 +188,7 @@ def test_scheduled_run_needs_no_trigger(deployment: Deployment) -> None:
     print(f"first scheduled run of {MINUTELY_DAG} succeeded {time.monotonic() - started:.1f}s after unpausing")
 
     succeeded = [run for run in runs if run["state"] == "success"]
-    assert succeeded, f"no successful run within 150s: {runs}\n{deployment.stack.log('scheduler')}"
+    assert succeeded, f"no successful run within {RUN_TIMEOUT}s: {runs}\n{deployment.stack.log('scheduler')}"
     assert {run["run_type"] for run in runs} == {"scheduled"}
     assert all(run["run_after"].endswith(":00Z") for run in runs), "scheduled on the minute, by the cron"
     with deployment.connect() as conn:
@@ -223,6 +225,8 @@ def test_trigger_from_the_ui_in_a_real_browser(deployment: Deployment, page: Any
         conn.execute("INSERT INTO polls_user (id, name, age) VALUES (8, 'heidi', 44)")
     screenshot = ARTIFACTS / "airflow-ui-triggered-run.png"
     url = deployment.stack.url
+    # Switched on, as a user would first: the trigger form of a paused DAG adds an "unpause on trigger" checkbox.
+    deployment.api.patch(f"/dags/{REFERENCE_DAG}", {"is_paused": False})
 
     page.goto(f"{url}/dags/{REFERENCE_DAG}")
     page.get_by_role("button", name="Trigger Dag").click()
@@ -234,7 +238,8 @@ def test_trigger_from_the_ui_in_a_real_browser(deployment: Deployment, page: Any
 
     page.wait_for_url(f"{url}/dags/{REFERENCE_DAG}/runs/**")
     run_id = unquote(page.url.rsplit("/runs/", 1)[1])
-    page.get_by_text("Success", exact=True).first.wait_for(timeout=120_000)
+    deployment.api.wait_for_run(REFERENCE_DAG, run_id, timeout=RUN_TIMEOUT)
+    page.get_by_text("Success", exact=True).first.wait_for(timeout=30_000)  # the page shows it too
     page.screenshot(path=str(screenshot))
 
     run = deployment.api.get(f"/dags/{REFERENCE_DAG}/dagRuns/{run_id}")

@@ -410,3 +410,40 @@ def test_timeouts_longer_than_postgresql_allows_are_capped(scenario: psycopg.Con
     """PostgreSQL's timeouts are int4 milliseconds (24.8 days): a 30-day timeout must not break every run."""
     month = timedelta(days=30)
     assert refresh(lock_timeout=month, execution_timeout=month)["rows"] == 7
+
+
+def test_a_view_recreated_while_the_refresh_waited_fails_clearly_and_the_retry_succeeds(
+    scenario: psycopg.Connection, database: Database
+) -> None:
+    oid = scenario.execute("SELECT 'polls_user_matt_view'::regclass::oid").fetchone()[0]  # type: ignore[index]
+    results: list[Any] = []
+
+    def attempt() -> None:
+        try:
+            results.append(refresh(on_overlap="wait"))
+        except Exception as exc:
+            results.append(exc)
+
+    with psycopg.connect(database.dsn) as holder:
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_key(oid)])  # another refresh is running
+        waiting = threading.Thread(target=attempt)
+        waiting.start()
+        wait_for(
+            lambda: (
+                scenario.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchone()
+                == (1,)
+            ),
+            10,
+            "the refresh never waited for the lock",
+        )
+        scenario.execute("DROP MATERIALIZED VIEW polls_user_matt_view")  # a migration recreates the view
+        scenario.execute("CREATE MATERIALIZED VIEW polls_user_matt_view AS SELECT * FROM polls_user WHERE age >= 25")
+        holder.commit()
+        waiting.join()
+    (error,) = results
+    assert isinstance(error, MatviewRefreshError)
+    assert str(error).startswith(
+        "public.polls_user_matt_view (connection 'postgres_default') was dropped or recreated while this refresh waited"
+    )
+    assert refresh()["mode"] == "blocking"  # the retry finds the new view by name
+    assert view_rows(scenario) == FIRST_USERS + NEW_USERS
