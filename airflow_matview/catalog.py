@@ -116,8 +116,8 @@ def row_counters(conn: Connection, oid: int) -> RowCounters:
     return RowCounters(estimate=int(row[0]), inserted=int(row[1]), deleted=int(row[2]))
 
 
-# Relations a materialized view reads, walking through plain views (their rewrite rules' dependencies).
-_RELATIONS_READ = """
+# Relations materialized views read, walking through plain views (their rewrite rules' dependencies).
+_READS = """
 WITH RECURSIVE reads(matview, relation) AS (
     SELECT r.ev_class, d.refobjid
     FROM pg_catalog.pg_rewrite r
@@ -131,13 +131,18 @@ WITH RECURSIVE reads(matview, relation) AS (
     JOIN pg_catalog.pg_rewrite r ON r.ev_class = v.oid
     JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
         AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> v.oid
-)
+)"""
+
+_RELATIONS_READ = (
+    _READS
+    + """
 SELECT DISTINCT reads.matview, c.oid, n.nspname, c.relname, c.relkind
 FROM reads
 JOIN pg_catalog.pg_class c ON c.oid = reads.relation
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 ORDER BY 1, 3, 4
 """
+)
 
 _MATVIEWS = """
 SELECT c.oid, n.nspname, c.relname, c.relkind, c.relispopulated
@@ -190,22 +195,8 @@ def refresh_permission(conn: Connection, oid: int) -> RefreshPermission:
     return RefreshPermission(allowed=bool(is_owner or maintain), owner=owner, role=role, by_maintain=bool(maintain))
 
 
-# The relations a view's query reads, directly or through plain views (found from pg_depend / pg_rewrite).
-_READS = """
-WITH RECURSIVE reads(relation) AS (
-    SELECT d.refobjid
-    FROM pg_catalog.pg_rewrite r
-    JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
-        AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> r.ev_class
-    WHERE r.ev_class = %(oid)s::oid
-  UNION
-    SELECT d.refobjid
-    FROM reads
-    JOIN pg_catalog.pg_class v ON v.oid = reads.relation AND v.relkind = 'v'
-    JOIN pg_catalog.pg_rewrite r ON r.ev_class = v.oid
-    JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
-        AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> v.oid
-),
+# The relations that hold rows among those read (views are walked through, indexes are not read).
+_SOURCES = """,
 sources AS (
     SELECT c.oid, n.nspname, c.relname, c.relkind
     FROM reads
@@ -215,26 +206,24 @@ sources AS (
 
 # Everything every refresh reads once it holds the view's refresh lock, in one round trip (on the fresh connection
 # each task opens, round trips and first catalog reads cost more than the reads themselves): the view's sources,
-# the unique indexes that allow CONCURRENTLY (as in _USABLE_UNIQUE_INDEXES), whether it is populated, and its row
-# counters (as in _ROW_COUNTERS).
+# the unique indexes that allow CONCURRENTLY, whether it is populated, and its row counters.
 _REFRESH_FACTS = (
     _READS
+    + _SOURCES
     + """
 SELECT
     (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(s.oid, s.nspname, s.relname, s.relkind)
                                 ORDER BY s.nspname, s.relname)
      FROM sources s),
-    ARRAY(SELECT i.indexrelid::regclass::text
-          FROM pg_catalog.pg_index i
-          WHERE i.indrelid = v.oid
-            AND i.indisunique AND i.indisvalid AND i.indimmediate
-            AND i.indpred IS NULL AND i.indexprs IS NULL
-          ORDER BY 1),
+    ARRAY("""
+    + _USABLE_UNIQUE_INDEXES
+    + """),
     v.relispopulated,
-    v.reltuples::bigint,
-    pg_catalog.pg_stat_get_xact_tuples_inserted(v.oid),
-    pg_catalog.pg_stat_get_xact_tuples_deleted(v.oid)
-FROM pg_catalog.pg_class v WHERE v.oid = %(oid)s::oid
+    counters.*
+FROM pg_catalog.pg_class v, ("""
+    + _ROW_COUNTERS
+    + """) AS counters
+WHERE v.oid = %(oid)s::oid
 """
 )
 
@@ -248,6 +237,7 @@ FROM pg_catalog.pg_class v WHERE v.oid = %(oid)s::oid
 # - the other sessions writing to a source right now (what they commit reaches the counters when they go idle).
 _CHANGE_SIGNALS = (
     _READS
+    + _SOURCES
     + """,
 rules AS (
     SELECT r.oid, r.ev_class, r.xmin::text::bigint AS version
@@ -312,7 +302,7 @@ class RefreshFacts:
 
 def refresh_facts(conn: Connection, oid: int) -> RefreshFacts | None:
     """What every refresh needs to know of the view ``oid``; ``None`` when it no longer exists."""
-    row = conn.execute(_REFRESH_FACTS, {"oid": oid}).fetchone()
+    row = conn.execute(_REFRESH_FACTS, {"oid": oid, "oids": [oid]}).fetchone()
     if row is None:
         return None
     sources_json, indexes, populated, estimate, inserted, deleted = row
@@ -345,7 +335,7 @@ class ChangeSignals:
 
 def change_signals(conn: Connection, oid: int, sources: list[Relation]) -> ChangeSignals:
     """The change signals of the view ``oid``, whose sources are ``sources`` (from :func:`refresh_facts`)."""
-    row = conn.execute(_CHANGE_SIGNALS, {"oid": oid}).fetchone()
+    row = conn.execute(_CHANGE_SIGNALS, {"oid": oid, "oids": [oid]}).fetchone()
     assert row is not None
     signals_json, untrackable, rules_json, functions, epoch, track_counts, writers = row
     untracked_because = _untracked_because(sources, list(untrackable), list(functions), bool(track_counts))
