@@ -119,11 +119,8 @@ class ViewSettings(BaseModel):
                 "file never holds credentials: create an Airflow connection with it and put the connection's id here"
             )
         if not _CONN_ID.fullmatch(conn_id):
-            shown = (
-                "this value (not repeated here, as it may hold a password)"
-                if set(conn_id) & set("=@:")
-                else (repr(conn_id))
-            )
+            may_hold_password = bool(set(conn_id) & set("@:"))
+            shown = "this value (not repeated here, as it may hold a password)" if may_hold_password else repr(conn_id)
             raise ValueError(f"{shown} is not an Airflow connection id; use letters, digits, _ . and -")
         return conn_id
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -380,41 +381,13 @@ def test_a_connection_with_the_dictcursor_extra_still_works(
     assert view_rows(scenario) == FIRST_USERS + NEW_USERS
 
 
-def test_a_refresh_that_waited_reads_what_was_committed_while_it_waited(
-    scenario: psycopg.Connection, database: Database
-) -> None:
-    """Even where the role's default isolation is REPEATABLE READ, whose snapshot would predate the wait."""
-    scenario.execute(f"ALTER DATABASE \"{database.name}\" SET default_transaction_isolation = 'repeatable read'")
-    oid = scenario.execute("SELECT 'polls_user_matt_view'::regclass::oid").fetchone()[0]  # type: ignore[index]
-    with psycopg.connect(database.dsn) as holder:
-        holder.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_key(oid)])  # another refresh is running
-        results: list[Any] = []
-        waiting = threading.Thread(target=lambda: results.append(refresh(on_overlap="wait")))
-        waiting.start()
-        wait_for(
-            lambda: (
-                scenario.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchone()
-                == (1,)
-            ),
-            10,
-            "the refresh never waited for the lock",
-        )
-        scenario.execute("INSERT INTO polls_user VALUES (8, 'heidi', 70)")
-        holder.commit()
-        waiting.join()
-    assert results[0]["rows"] == 8
-    assert [name for _, name, _ in view_rows(scenario)][-1] == "heidi"
+@contextlib.contextmanager
+def refresh_waiting_for_another(scenario: psycopg.Connection, database: Database) -> Iterator[list[Any]]:
+    """A refresh (on_overlap=wait) started while another one holds the view's refresh lock.
 
-
-def test_timeouts_longer_than_postgresql_allows_are_capped(scenario: psycopg.Connection) -> None:
-    """PostgreSQL's timeouts are int4 milliseconds (24.8 days): a 30-day timeout must not break every run."""
-    month = timedelta(days=30)
-    assert refresh(lock_timeout=month, execution_timeout=month)["rows"] == 7
-
-
-def test_a_view_recreated_while_the_refresh_waited_fails_clearly_and_the_retry_succeeds(
-    scenario: psycopg.Connection, database: Database
-) -> None:
+    The body runs while it waits; on leaving, the other refresh ends and the list holds the waiting refresh's
+    result or exception.
+    """
     oid = scenario.execute("SELECT 'polls_user_matt_view'::regclass::oid").fetchone()[0]  # type: ignore[index]
     results: list[Any] = []
 
@@ -436,10 +409,34 @@ def test_a_view_recreated_while_the_refresh_waited_fails_clearly_and_the_retry_s
             10,
             "the refresh never waited for the lock",
         )
-        scenario.execute("DROP MATERIALIZED VIEW polls_user_matt_view")  # a migration recreates the view
-        scenario.execute("CREATE MATERIALIZED VIEW polls_user_matt_view AS SELECT * FROM polls_user WHERE age >= 25")
+        yield results
         holder.commit()
         waiting.join()
+
+
+def test_a_refresh_that_waited_reads_what_was_committed_while_it_waited(
+    scenario: psycopg.Connection, database: Database
+) -> None:
+    """Even where the role's default isolation is REPEATABLE READ, whose snapshot would predate the wait."""
+    scenario.execute(f"ALTER DATABASE \"{database.name}\" SET default_transaction_isolation = 'repeatable read'")
+    with refresh_waiting_for_another(scenario, database) as results:
+        scenario.execute("INSERT INTO polls_user VALUES (8, 'heidi', 70)")
+    assert results[0]["rows"] == 8
+    assert [name for _, name, _ in view_rows(scenario)][-1] == "heidi"
+
+
+def test_timeouts_longer_than_postgresql_allows_are_capped(scenario: psycopg.Connection) -> None:
+    """PostgreSQL's timeouts are int4 milliseconds (24.8 days): a 30-day timeout must not break every run."""
+    month = timedelta(days=30)
+    assert refresh(lock_timeout=month, execution_timeout=month)["rows"] == 7
+
+
+def test_a_view_recreated_while_the_refresh_waited_fails_clearly_and_the_retry_succeeds(
+    scenario: psycopg.Connection, database: Database
+) -> None:
+    with refresh_waiting_for_another(scenario, database) as results:
+        scenario.execute("DROP MATERIALIZED VIEW polls_user_matt_view")  # a migration recreates the view
+        scenario.execute("CREATE MATERIALIZED VIEW polls_user_matt_view AS SELECT * FROM polls_user WHERE age >= 25")
     (error,) = results
     assert isinstance(error, MatviewRefreshError)
     assert str(error).startswith(

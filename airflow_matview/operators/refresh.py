@@ -136,11 +136,12 @@ class RefreshMaterializedViewOperator(BaseOperator):
             Variable.set(fingerprint_key, json.dumps(result.fingerprint))
         elif skip_if_unchanged:
             Variable.delete(fingerprint_key)  # changes went unseen: an old record must not let a later run skip
-        self._describe_asset_event(context, result.as_dict())
+        outcome = result.as_dict()
+        self._describe_asset_event(context, outcome)
         self.log.info(
             "Refreshed %s (%s) in %.3fs; about %s rows.", result.view, result.mode, result.seconds, result.rows
         )
-        return result.as_dict()
+        return outcome
 
     def _describe_asset_event(self, context: Context, result: dict[str, Any]) -> None:
         events = context.get("outlet_events")
