@@ -21,16 +21,16 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
 )
 
 from airflow_matview.identifiers import InvalidIdentifierError, QualifiedName, parse_qualified_name
+from airflow_matview.settings import parse_concurrently, parse_duration, parse_flag
 
 SCHEDULE_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)")
-_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _DAG_ID = re.compile(r"[A-Za-z0-9_.-]{1,250}")
 _CONN_ID = re.compile(r"[A-Za-z0-9_.-]{1,250}")
 # yaml.safe_load's loader, in C (libyaml) when PyYAML has it: same safe constructors, several times faster.
@@ -51,32 +51,12 @@ class MatviewConfigError(ValueError):
         super().__init__(f"Invalid matview config {source}: {len(problems)} problem(s):\n{listing}")
 
 
-def parse_duration(value: object) -> object:
-    """``30s``, ``5m``, ``1h``, ``1d``, or integer seconds, as a timedelta."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration; use 30s, 5m, 1h, 1d or a number of seconds")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"{value!r} is negative; durations must be 0 or more")
-        return timedelta(seconds=value)
-    if isinstance(value, str) and (match := _DURATION.fullmatch(value.strip())):
-        return timedelta(**{_DURATION_UNITS[match.group(2)]: float(match.group(1))})
-    if isinstance(value, timedelta):
-        return value
-    raise ValueError(f"{value!r} is not a duration; use 30s, 5m, 1h, 1d or a number of seconds")
+def _duration(name: str, *, positive: bool = False) -> BeforeValidator:
+    return BeforeValidator(lambda value: value if value is None else parse_duration(value, name, positive=positive))
 
 
-def parse_concurrently_setting(value: object) -> object:
-    """``auto``, ``true`` or ``false`` (YAML booleans included)."""
-    text = str(value).strip().lower()
-    if isinstance(value, bool) or text in {"true", "false"}:
-        return value if isinstance(value, bool) else text == "true"
-    if text == "auto":
-        return "auto"
-    raise ValueError(f"{value!r} is not allowed; use auto, true or false")
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+def _flag(name: str) -> PlainValidator:
+    return PlainValidator(lambda value: parse_flag(value, name))
 
 
 class ViewSettings(BaseModel):
@@ -86,15 +66,15 @@ class ViewSettings(BaseModel):
 
     conn_id: str = "postgres_default"
     schedule: str | None = "@daily"
-    concurrently: Annotated[Literal["auto"] | bool, PlainValidator(parse_concurrently_setting)] = "auto"
-    retries: int = Field(default=2, ge=0)
-    retry_delay: Duration = timedelta(minutes=5)
-    retry_exponential_backoff: bool = False
-    execution_timeout: Duration | None = timedelta(hours=1)
-    lock_timeout: Duration | None = timedelta(minutes=1)
-    analyze: bool = False
+    concurrently: Annotated[Literal["auto"] | bool, PlainValidator(parse_concurrently)] = "auto"
+    retries: StrictInt = Field(default=2, ge=0)
+    retry_delay: Annotated[timedelta, _duration("retry_delay")] = timedelta(minutes=5)
+    retry_exponential_backoff: Annotated[bool, _flag("retry_exponential_backoff")] = False
+    execution_timeout: Annotated[timedelta | None, _duration("execution_timeout", positive=True)] = timedelta(hours=1)
+    lock_timeout: Annotated[timedelta | None, _duration("lock_timeout", positive=True)] = timedelta(minutes=1)
+    analyze: Annotated[bool, _flag("analyze")] = False
     on_overlap: Literal["wait", "skip", "fail"] = "wait"
-    skip_if_unchanged: bool = False
+    skip_if_unchanged: Annotated[bool, _flag("skip_if_unchanged")] = False
     tags: list[str] = Field(default_factory=lambda: ["matview"])
     owner: str = "airflow"
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import psycopg
 from airflow.providers.postgres.hooks.postgres import PostgresHook
-from airflow.sdk.exceptions import AirflowNotFoundException
 from psycopg import IsolationLevel
 from psycopg.rows import tuple_row
 
+from airflow_matview.compat import AirflowNotFoundException
 from airflow_matview.exceptions import MatviewConfigurationError, MatviewRefreshError
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import DAG, Asset, AssetAny, AssetOrTimeSchedule, CronTriggerTimetable, Param, get_parsing_context
+from airflow.sdk import DAG, Asset, AssetAny, Param, get_parsing_context
 
 from airflow_matview.assets import matview_asset
+from airflow_matview.compat import AssetOrTimeSchedule, CronTriggerTimetable
 from airflow_matview.config import ViewConfig, load_config
 from airflow_matview.operators.refresh import RefreshMaterializedViewOperator
 

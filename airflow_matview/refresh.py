@@ -8,10 +8,10 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import psycopg
-from airflow.sdk.exceptions import AirflowSkipException
 from psycopg import Connection, sql
 
 from airflow_matview import catalog, locks
+from airflow_matview.compat import AirflowSkipException
 from airflow_matview.exceptions import MatviewConfigurationError, MatviewRefreshError
 from airflow_matview.settings import Concurrently, RefreshSettings, to_milliseconds
 

@@ -88,23 +88,28 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         "concurrently value",
         lambda: refresh(concurrently="maybe"),
         MatviewConfigurationError,
-        "concurrently must be 'auto', true or false, not 'maybe'",
+        "concurrently: 'maybe' is not allowed; use auto, true or false.",
     ),
     (
         "analyze value",
         lambda: refresh(analyze="perhaps"),
         MatviewConfigurationError,
-        "Cannot refresh polls_user_matt_view (connection 'postgres_default'): analyze must be true or false, "
-        "not 'perhaps'.",
+        "Cannot refresh polls_user_matt_view (connection 'postgres_default'): analyze: 'perhaps' is not allowed; "
+        "use true or false.",
     ),
     (
         "skip_if_unchanged value",
         lambda: refresh(skip_if_unchanged="sometimes"),
         MatviewConfigurationError,
-        "Cannot refresh polls_user_matt_view (connection 'postgres_default'): skip_if_unchanged must be true or "
-        "false, not 'sometimes'.",
+        "Cannot refresh polls_user_matt_view (connection 'postgres_default'): skip_if_unchanged: 'sometimes' is "
+        "not allowed; use true or false.",
     ),
-    ("negative lock_timeout", lambda: refresh(lock_timeout=-1), MatviewConfigurationError, "must not be negative"),
+    (
+        "negative lock_timeout",
+        lambda: refresh(lock_timeout=-1),
+        MatviewConfigurationError,
+        "lock_timeout: -1 is negative",
+    ),
     ("on_overlap value", lambda: refresh(on_overlap="queue"), MatviewConfigurationError, "on_overlap must be 'wait'"),
     (
         "no unique index",

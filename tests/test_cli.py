@@ -52,7 +52,7 @@ def test_validate_reports_every_problem_and_exits_1(tmp_path: Path) -> None:
         "  - views[0] (public.a): schedule: 'often' is not a cron expression or preset; use 5 cron fields such as "
         "'*/5 * * * *', one of @once, @continuous, @hourly, @daily, @weekly, @monthly, @quarterly, @yearly, or null "
         "for manual runs only",
-        "  - views[1] (b): retry_delay: 'soon' is not a duration; use 30s, 5m, 1h, 1d or a number of seconds",
+        "  - views[1] (b): retry_delay: 'soon' is not a duration; use 500ms, 30s, 5m, 1h, 1d or a number of seconds",
         "  - views[1] (b): name: 'b' has no schema; write schema.name, e.g. public.b",
     ]
 

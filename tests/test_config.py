@@ -48,7 +48,10 @@ def test_default_dag_id_replaces_characters_airflow_does_not_allow() -> None:
         ({"colour": "blue"}, "views[0] (public.a): colour: unknown key; allowed keys are after, analyze,"),
         ({"schedule": "every day"}, "views[0] (public.a): schedule: 'every day' is not a cron expression or preset"),
         ({"schedule": "61 * * * *"}, "views[0] (public.a): schedule: '61 * * * *' is not a cron expression"),
-        ({"retry_delay": "5 minutes"}, "views[0] (public.a): retry_delay: '5 minutes' is not a duration; use 30s"),
+        (
+            {"retry_delay": "5 minutes"},
+            "views[0] (public.a): retry_delay: '5 minutes' is not a duration; use 500ms, 30s",
+        ),
         ({"lock_timeout": -3}, "views[0] (public.a): lock_timeout: -3 is negative"),
         ({"execution_timeout": True}, "views[0] (public.a): execution_timeout: True is not a duration"),
         (

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 import yaml
-from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_matview import RefreshMaterializedViewOperator
+from airflow_matview.compat import AirflowSkipException
 from airflow_matview.exceptions import MatviewRefreshError
 from airflow_matview.locks import advisory_key
 from devtools.pgcluster import PostgresCluster

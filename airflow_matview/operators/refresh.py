@@ -13,10 +13,11 @@ from airflow_matview.exceptions import MatviewConfigurationError
 from airflow_matview.identifiers import InvalidIdentifierError, QualifiedName, parse_qualified_name
 from airflow_matview.settings import (
     Concurrently,
+    InvalidSettingError,
     OnOverlap,
     RefreshSettings,
-    parse_bool,
     parse_concurrently,
+    parse_flag,
     to_milliseconds,
 )
 
@@ -85,11 +86,16 @@ class RefreshMaterializedViewOperator(BaseOperator):
         self.skip_if_unchanged = skip_if_unchanged
         self._conn: psycopg.Connection | None = None
         self._lineage: _Lineage | None = None
-        to_milliseconds(lock_timeout, "lock_timeout")
         if on_overlap not in get_args(OnOverlap):
             raise MatviewConfigurationError(f"on_overlap must be 'wait', 'skip' or 'fail', not {on_overlap!r}.")
-        if "{{" not in str(concurrently):
-            parse_concurrently(concurrently)
+        key = "lock_timeout"
+        try:
+            to_milliseconds(lock_timeout, key)
+            if "{{" not in str(concurrently):
+                key = "concurrently"
+                parse_concurrently(concurrently)
+        except InvalidSettingError as exc:
+            raise MatviewConfigurationError(f"{self.task_id}: {key}: {exc}.") from None
 
     @property
     def connection_label(self) -> str:
@@ -98,12 +104,15 @@ class RefreshMaterializedViewOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         view = self._parse_view()
         try:
-            skip_if_unchanged = parse_bool(self.skip_if_unchanged, "skip_if_unchanged")
+            key = "skip_if_unchanged"
+            skip_if_unchanged = parse_flag(self.skip_if_unchanged, key)
+            key = "concurrently"
             concurrently = parse_concurrently(self.concurrently)
-            analyze = parse_bool(self.analyze, "analyze")
-        except MatviewConfigurationError as exc:
+            key = "analyze"
+            analyze = parse_flag(self.analyze, key)
+        except InvalidSettingError as exc:
             raise MatviewConfigurationError(
-                f"Cannot refresh {view} ({self.connection_label}): {exc} Check the DAG's params or the values "
+                f"Cannot refresh {view} ({self.connection_label}): {key}: {exc}. Check the DAG's params or the values "
                 "passed to the operator."
             ) from None
         fingerprint_key = f"airflow_matview.fingerprint.{self.postgres_conn_id}.{view}"

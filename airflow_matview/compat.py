@@ -1,0 +1,39 @@
+"""The one place that knows which Airflow 3 minor is installed: everything that moved between 3.1 and 3.3.
+
+Every other module imports these names from here, never with version checks of its own.
+"""
+
+from __future__ import annotations
+
+from airflow import __version__ as AIRFLOW_VERSION
+
+try:  # Airflow 3.2+: the task SDK holds the exceptions a task raises
+    from airflow.sdk.exceptions import (
+        AirflowException,
+        AirflowFailException,
+        AirflowNotFoundException,
+        AirflowSkipException,
+    )
+except ImportError:  # Airflow 3.1
+    from airflow.exceptions import (  # type: ignore[no-redef,attr-defined,unused-ignore]
+        AirflowException,
+        AirflowFailException,
+        AirflowNotFoundException,
+        AirflowSkipException,
+    )
+
+try:  # Airflow 3.2+
+    from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
+except ImportError:  # Airflow 3.1
+    from airflow.timetables.assets import AssetOrTimeSchedule  # type: ignore[no-redef,assignment,unused-ignore]
+    from airflow.timetables.trigger import CronTriggerTimetable  # type: ignore[no-redef,assignment,unused-ignore]
+
+__all__ = [
+    "AIRFLOW_VERSION",
+    "AirflowException",
+    "AirflowFailException",
+    "AirflowNotFoundException",
+    "AirflowSkipException",
+    "AssetOrTimeSchedule",
+    "CronTriggerTimetable",
+]
