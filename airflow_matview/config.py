@@ -8,33 +8,37 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from graphlib import CycleError, TopologicalSorter
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import yaml
-from croniter import croniter
+from croniter import CroniterError, croniter
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     PlainValidator,
-    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from airflow_matview.identifiers import InvalidIdentifierError, QualifiedName, parse_qualified_name
+from airflow_matview.config_file import ConfigFileError, read_config_file, yaml_single_quoted
+from airflow_matview.identifiers import InvalidIdentifierError, QualifiedName, parse_qualified_name, quote_if_needed
 from airflow_matview.settings import parse_concurrently, parse_duration, parse_flag
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 SCHEDULE_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
 _DAG_ID = re.compile(r"[A-Za-z0-9_.-]{1,250}")
 _CONN_ID = re.compile(r"[A-Za-z0-9_.-]{1,250}")
-# yaml.safe_load's loader, in C (libyaml) when PyYAML has it: same safe constructors, several times faster.
-_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# Airflow's limits for what we pass to DAG(): airflow.sdk.definitions.dag.TAG_MAX_LEN (checked by a test).
+TAG_MAX_LEN = 100
+OWNER_MAX_LEN = 500
+MAX_RETRIES = 1000
+_DOUBLE_QUOTED = re.compile(r'"(?:[^"]|"")*"')
 
 
 class MatviewConfigError(ValueError):
@@ -59,6 +63,15 @@ def _flag(name: str) -> PlainValidator:
     return PlainValidator(lambda value: parse_flag(value, name))
 
 
+def _whole_number(value: object) -> object:
+    """A count: an int, or its digits as text (as a duration may be ``"90"``); never a bool or a fraction."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdecimal():
+        return int(value.strip())
+    raise ValueError(f"{value!r} is not a whole number; use 0, 1, 2, ...")
+
+
 class ViewSettings(BaseModel):
     """Settings any view may have; ``defaults:`` sets them for every view."""
 
@@ -67,7 +80,7 @@ class ViewSettings(BaseModel):
     conn_id: str = "postgres_default"
     schedule: str | None = "@daily"
     concurrently: Annotated[Literal["auto"] | bool, PlainValidator(parse_concurrently)] = "auto"
-    retries: StrictInt = Field(default=2, ge=0)
+    retries: Annotated[int, BeforeValidator(_whole_number), Field(ge=0, le=MAX_RETRIES)] = 2
     retry_delay: Annotated[timedelta, _duration("retry_delay")] = timedelta(minutes=5)
     retry_exponential_backoff: Annotated[bool, _flag("retry_exponential_backoff")] = False
     execution_timeout: Annotated[timedelta | None, _duration("execution_timeout", positive=True)] = timedelta(hours=1)
@@ -84,11 +97,30 @@ class ViewSettings(BaseModel):
         if schedule is None or schedule in SCHEDULE_PRESETS or schedule == "@annually":
             return schedule
         if len(schedule.split()) == 5 and croniter.is_valid(schedule):
-            return schedule
+            return _fires(schedule)
         raise ValueError(
             f"{schedule!r} is not a cron expression or preset; use 5 cron fields such as '*/5 * * * *', "
             f"one of {', '.join(SCHEDULE_PRESETS)}, or null for manual runs only"
         )
+
+    @field_validator("tags")
+    @classmethod
+    def _valid_tags(cls, tags: list[str]) -> list[str]:
+        for tag in tags:
+            if not tag.strip():
+                raise ValueError("a tag is empty; remove it or give it a name")
+            if len(tag) > TAG_MAX_LEN:
+                raise ValueError(f"{tag[:20]!r}... is {len(tag)} characters; Airflow allows at most {TAG_MAX_LEN}")
+        return tags
+
+    @field_validator("owner")
+    @classmethod
+    def _valid_owner(cls, owner: str) -> str:
+        if not owner.strip():
+            raise ValueError("is empty; name the team or person who looks after these DAGs, or leave it out")
+        if len(owner) > OWNER_MAX_LEN:
+            raise ValueError(f"is {len(owner)} characters; Airflow allows at most {OWNER_MAX_LEN}")
+        return owner
 
     @field_validator("conn_id")
     @classmethod
@@ -115,17 +147,13 @@ class ViewConfig(ViewSettings):
     @field_validator("name")
     @classmethod
     def _qualified_name(cls, name: str) -> str:
-        qualified = _parse(name)
-        if qualified.schema is None:
-            raise ValueError(f"{name!r} has no schema; write schema.name, e.g. public.{name}")
-        return name
+        return _checked_name(name)
 
     @field_validator("after")
     @classmethod
     def _valid_after(cls, after: list[str]) -> list[str]:
         for name in after:
-            if _parse(name).schema is None:
-                raise ValueError(f"{name!r} has no schema; write schema.name, e.g. public.{name}")
+            _checked_name(name)
         return after
 
     @model_validator(mode="after")
@@ -177,6 +205,10 @@ class MatviewConfig(BaseModel):
     def _apply_defaults(cls, data: object) -> object:
         if not isinstance(data, Mapping):
             raise ValueError("the file must be a mapping with 'views:' (and optionally 'defaults:')")
+        if "defaults" in data and data["defaults"] is None:  # `defaults:` with every line commented out
+            data = {key: value for key, value in data.items() if key != "defaults"}
+        if "views" in data and data["views"] is None:
+            data = {**data, "views": []}
         defaults = data.get("defaults") or {}
         views = data.get("views")
         if not isinstance(defaults, Mapping) or not isinstance(views, list):
@@ -196,6 +228,56 @@ def _with_defaults(defaults: Mapping[str, Any], view: Mapping[str, Any]) -> dict
     return merged
 
 
+@functools.lru_cache(maxsize=1024)
+def _fires(schedule: str) -> str:
+    """``schedule`` if it is a cron expression that fires at predictable times; else ``ValueError``."""
+    if any("r" in field.lower() for field in schedule.split()):
+        raise ValueError(
+            f"{schedule!r} uses R (a random time), which would move at every parse of the DAG file; "
+            "write the minute and hour you want"
+        )
+    try:
+        croniter(schedule, start_time=_CRON_START).get_next(datetime)
+    except CroniterError:
+        raise ValueError(
+            f"{schedule!r} never fires (no date matches it, e.g. February 31st); check the day and month fields"
+        ) from None
+    return schedule
+
+
+_CRON_START = datetime(2024, 1, 1, tzinfo=timezone.utc)
+
+
+def _checked_name(name: str) -> str:
+    """``name`` if it is ``schema.name`` as written in SQL; else ``ValueError`` with the spelling to use."""
+    try:
+        qualified = _parse(name)
+    except ValueError as exc:
+        hint = _quoted_spelling(name)
+        raise ValueError(str(exc) + (f" Here that is {hint}." if hint else "")) from None
+    if qualified.schema is None:
+        raise ValueError(f"{name!r} has no schema; write schema.name, e.g. public.{name}")
+    unquoted = _DOUBLE_QUOTED.sub("", name)
+    if any(char.isascii() and char.isupper() for char in unquoted):
+        keep = _quoted_spelling(name, keep_case=True)
+        raise ValueError(
+            f"{name!r} has capitals outside double quotes, which PostgreSQL folds to lower case ({qualified}); "
+            f"write {yaml_single_quoted(str(qualified))} if that is the view, or {keep} to keep the case"
+        )
+    return name
+
+
+def _quoted_spelling(name: str, *, keep_case: bool = False) -> str | None:
+    """``name`` with each part that SQL must quote in double quotes, as a YAML single-quoted value."""
+    if '"' in name and not keep_case:
+        return None
+    parts = [part for part in re.split(r'("(?:[^"]|"")*"|\.)', name) if part and part != "."]
+    if not 1 <= len(parts) <= 2:
+        return None
+    quoted = [part if part.startswith('"') else quote_if_needed(part.strip()) for part in parts]
+    return yaml_single_quoted(".".join(quoted))
+
+
 def default_dag_id(view: QualifiedName) -> str:
     """``matview.<schema>.<name>``, with every character outside ``[A-Za-z0-9_.-]`` replaced by ``_``."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"matview.{view.schema}.{view.name}")
@@ -211,11 +293,9 @@ def load_config(source: str | Path | Mapping[str, Any]) -> MatviewConfig:
         data: object = source
     else:
         try:
-            data = yaml.load(Path(source).read_text(), Loader=_SAFE_LOADER)
-        except OSError as exc:
-            raise MatviewConfigError(label, [f"cannot read the file: {exc.strerror}"]) from None
-        except yaml.YAMLError as exc:
-            raise MatviewConfigError(label, [f"not valid YAML: {exc}".replace("\n", " ")]) from None
+            data = read_config_file(source)
+        except ConfigFileError as exc:
+            raise MatviewConfigError(label, exc.problems) from None
     try:
         config = MatviewConfig.model_validate(data)
     except ValidationError as exc:
@@ -241,8 +321,10 @@ def _describe(error: Mapping[str, Any], data: object) -> str:
     key = ".".join(str(part) for part in location)
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        allowed = ", ".join(sorted(ViewConfig.model_fields if where != "defaults" else ViewSettings.model_fields))
-        message = f"unknown key; allowed keys are {allowed}"
+        levels: dict[str, type[BaseModel]] = {"file": MatviewConfig, "defaults": ViewSettings}
+        level = levels.get(where, ViewConfig)
+        message = f"unknown key; allowed keys {'at the top level ' if where == 'file' else ''}are "
+        message += ", ".join(sorted(level.model_fields))
     elif error["type"] == "too_short" and key == "views":
         message = "no views configured; list at least one under 'views:'"
     elif error["type"] == "missing":

@@ -106,8 +106,8 @@ def test_bad_defaults_are_reported_once_under_defaults() -> None:
         ({"views": [{"schedule": "@daily"}]}, "views[0]: name: required key is missing"),
         ({"view": [{"name": "public.a"}]}, "file: view: unknown key"),
         (
-            {"views": [{"name": "public.a"}, {"name": "PUBLIC.A"}]},
-            "views[1] (PUBLIC.A): name: public.a on connection 'postgres_default' is listed twice (also views[0]); "
+            {"views": [{"name": "public.a"}, {"name": 'public."a"'}]},
+            "views[1] (public.\"a\"): name: public.a on connection 'postgres_default' is listed twice (also views[0]); "
             "list each view once",
         ),
         (

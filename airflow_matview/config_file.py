@@ -1,0 +1,181 @@
+"""Reading the config file: UTF-8 bytes to Python data with PyYAML's safe loader, refusing what YAML lets slip.
+
+PyYAML keeps the last of two equal keys and expands aliases as deep as they nest; here a repeated key at any level
+is an error naming both lines, and aliases that would expand the document beyond :data:`MAX_ALIAS_EXPANSION` nodes
+are refused before anything is built. Each error is one line naming the line and column, never ``<unicode string>``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+# PyYAML's safe loader in C (libyaml) when PyYAML has it: same constructors, several times faster.
+_BASE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# How many nodes aliases may add to the document: far above any real use (a `<<: *common` block in each of
+# thousands of views), far below the billions of an alias bomb.
+MAX_ALIAS_EXPANSION = 100_000
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+# A YAML value that starts with a double-quoted SQL identifier followed by more of the name: "Sales"."Q1" or "A".b
+_SQL_QUOTED_VALUE = re.compile(r'^(\s*(?:-\s+)*(?:[\w-]+\s*:\s*)?\[?\s*)("(?:[^"]|"")*"\s*\.[^#\]]*?)\s*(?:[\],].*)?$')
+
+
+class ConfigFileError(ValueError):
+    """The file cannot be read as a YAML config; one line per problem, without the file's name.
+
+    :param problems: what is wrong, each naming the line.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def read_config_file(path: str | Path) -> object:
+    """The file's data, read as UTF-8 whatever the locale.
+
+    :param path: the config file.
+    :raises ConfigFileError: unreadable, not UTF-8, not YAML, a duplicate key, or an alias bomb.
+    """
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigFileError([f"cannot read the file: {exc.strerror or exc}"]) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigFileError(
+            [
+                f"line {line}, column {column}: byte 0x{raw[exc.start]:02x} is not UTF-8; the file must be UTF-8 "
+                "text (e.g. `iconv -f latin1 -t utf-8`, or save it as UTF-8 in your editor)"
+            ]
+        ) from None
+    loader = _Loader(text)
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        raise ConfigFileError([_describe_yaml_error(exc, text)]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigFileError([f"not valid YAML: {' '.join(str(exc).split())}"]) from None
+    finally:
+        loader.dispose()
+
+
+class _Loader(_BASE_LOADER):  # type: ignore[valid-type,misc]
+    """The safe loader, refusing duplicate keys and alias bombs before constructing anything."""
+
+    def construct_document(self, node: Node) -> Any:
+        nodes = _walk(node)
+        problems = _duplicate_keys(nodes)
+        expanded = _expanded_size(nodes)
+        if expanded - len(nodes) > MAX_ALIAS_EXPANSION:
+            problems.append(
+                f"aliases (*name) expand the document to {expanded:,} nodes; they may add at "
+                f"most {MAX_ALIAS_EXPANSION:,}: write the values out, or use fewer nested aliases"
+            )
+        if problems:
+            raise ConfigFileError(problems)
+        return super().construct_document(node)
+
+
+def _walk(root: Node) -> list[Node]:
+    """Every node of the document once (aliases included once), each after all of its children."""
+    done: set[int] = set()
+    open_: set[int] = set()
+    order: list[Node] = []
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if children_done:
+            open_.discard(id(node))
+            done.add(id(node))
+            order.append(node)
+            continue
+        if id(node) in done:
+            continue
+        if id(node) in open_:
+            raise ConfigFileError(
+                [f"line {node.start_mark.line + 1}: an alias (*name) refers to a value that contains it; remove it"]
+            )
+        open_.add(id(node))
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in done)
+    return order
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    if isinstance(node, MappingNode):
+        return [child for pair in node.value for child in pair]
+    return []
+
+
+def _expanded_size(nodes: list[Node]) -> int:
+    """How many nodes the document holds once every alias is expanded, computed once per distinct node."""
+    sizes: dict[int, int] = {}
+    for node in nodes:
+        sizes[id(node)] = 1 + sum(sizes[id(child)] for child in _children(node))
+    return sizes[id(nodes[-1])]
+
+
+def _duplicate_keys(nodes: list[Node]) -> list[str]:
+    """Each key written twice in one mapping (at any depth), naming both lines; merged keys (``<<:``) may repeat."""
+    problems: list[str] = []
+    for node in nodes:
+        if not isinstance(node, MappingNode):
+            continue
+        first_line: dict[tuple[str, str], int] = {}
+        for key, _ in node.value:
+            if not isinstance(key, ScalarNode) or key.tag == _MERGE_TAG:
+                continue
+            line = key.start_mark.line + 1
+            if (key.tag, key.value) not in first_line:
+                first_line[key.tag, key.value] = line
+            else:
+                seen = first_line[key.tag, key.value]
+                problems.append(
+                    f"line {line}: key {key.value!r} is repeated (first at line {seen}); YAML would keep only the "
+                    "last one: write each key once"
+                )
+    return sorted(problems, key=lambda problem: int(problem.split(":")[0].removeprefix("line ")))
+
+
+def _describe_yaml_error(exc: yaml.MarkedYAMLError, text: str) -> str:
+    mark = exc.problem_mark or exc.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    what = exc.problem or exc.context or "unreadable"
+    if exc.context and exc.problem:
+        what += f" ({exc.context}" + (f" at line {exc.context_mark.line + 1})" if exc.context_mark else ")")
+    message = f"{where}not valid YAML: {what}"
+    lines = text.splitlines()
+    candidates = [mark.line] if mark else []
+    if exc.context_mark:
+        candidates.append(exc.context_mark.line)
+    for index in candidates:
+        if 0 <= index < len(lines) and (hint := quoting_hint(lines[index])):
+            return f"{message}. {hint}"
+    return message
+
+
+def quoting_hint(line: str) -> str | None:
+    """For a YAML line whose value is a SQL name starting with a double-quoted part, how to write it instead."""
+    match = _SQL_QUOTED_VALUE.match(line)
+    if match is None:
+        return None
+    name = match.group(2)
+    return (
+        f"A value that starts with a double quote is a YAML string, so YAML cannot read {name} as written; "
+        f"wrap the whole SQL name in single quotes to keep its double quotes: {yaml_single_quoted(name)}"
+    )
+
+
+def yaml_single_quoted(text: str) -> str:
+    """``text`` as a single-quoted YAML scalar (double quotes inside stay as they are)."""
+    return "'" + text.replace("'", "''") + "'"
