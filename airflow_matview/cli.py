@@ -1,91 +1,184 @@
-"""``airflow-matview``: validate a config file, check it against the database, or discover views into one."""
+"""``airflow-matview``: validate a config file, check it against the database, or discover views into one.
+
+Exit codes: 0 OK; 1 problems found (an invalid config, a view that cannot be refreshed, nothing to discover);
+2 wrong arguments; 3 cannot connect to the database; 130 interrupted; 141 output pipe closed (e.g. ``| head``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
+import os
+import re
 import sys
 from datetime import datetime, timezone
 from graphlib import TopologicalSorter
 from typing import TYPE_CHECKING
 
+import psycopg
 import yaml
 
 from airflow_matview import catalog
-from airflow_matview.config import MatviewConfigError, ViewConfig, load_config
+from airflow_matview.config import MatviewConfigError, ViewConfig, default_dag_id, load_config
 from airflow_matview.exceptions import MatviewConfigurationError, MatviewRefreshError
+from airflow_matview.identifiers import InvalidIdentifierError, QualifiedName, parse_qualified_name, quote_if_needed
 from airflow_matview.refresh import choose_mode, resolve_matview
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    import psycopg
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_CONNECT = 0, 1, 2, 3
+EXIT_INTERRUPTED, EXIT_BROKEN_PIPE, EXIT_INTERNAL = 130, 141, 70
+_QUOTED = re.compile(r'"([^"]*)"')
+
+
+class CliError(Exception):
+    """A failure shown as one line on stderr, with its exit code.
+
+    :param message: what went wrong and what to do.
+    :param code: the exit code.
+    """
+
+    def __init__(self, message: str, code: int = EXIT_PROBLEMS) -> None:
+        super().__init__(" ".join(message.split()) if "\n" in message else message)
+        self.code = code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="airflow-matview", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    validate = commands.add_parser("validate", help="check a config file without a database; list its DAGs")
-    validate.add_argument("config")
-
-    check = commands.add_parser("check", help="check a config file's views against the live database")
-    check.add_argument("config")
-    _add_connection_options(check, required=False)
-
-    discover = commands.add_parser("discover", help="print a config for the database's materialized views")
-    _add_connection_options(discover, required=True)
-    discover.add_argument("--schema", action="append", help="only this schema (repeat for more)")
-
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):  # a view name in an ASCII locale is escaped rather than a crash
+            stream.reconfigure(errors="backslashreplace")
+    parser = _parser()
     args = parser.parse_args(argv)
+    secrets = _secrets_of(getattr(args, "dsn", None))
     try:
         if args.command == "validate":
             return run_validate(args.config)
         if args.command == "check":
             return run_check(args.config, args.conn_id, args.dsn)
         return run_discover(args.conn_id, args.dsn, args.schema)
-    except (MatviewConfigError, MatviewConfigurationError, MatviewRefreshError) as error:
-        print(error, file=sys.stderr)
-        return 1
+    except MatviewConfigError as error:
+        _fail(str(error), secrets)
+        return EXIT_PROBLEMS
+    except CliError as error:
+        _fail(f"airflow-matview {args.command}: {error}", secrets)
+        return error.code
+    except KeyboardInterrupt:
+        _fail(f"airflow-matview {args.command}: interrupted", secrets)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly; point stdout at /dev/null so the final flush cannot fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except Exception as error:  # a bug of ours: still one line, never a traceback with a DSN in its locals
+        _fail(f"airflow-matview {args.command}: internal error: {type(error).__name__}: {error}", secrets)
+        return EXIT_INTERNAL
 
 
-def _add_connection_options(parser: argparse.ArgumentParser, required: bool) -> None:
-    group = parser.add_mutually_exclusive_group(required=required)
-    group.add_argument("--conn-id", help="an Airflow connection id (default: each view's conn_id)")
-    group.add_argument("--dsn", help="a libpq connection string or URI, instead of an Airflow connection")
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="airflow-matview",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        epilog="exit codes: 0 OK, 1 problems found, 2 wrong arguments, 3 cannot connect, 130 interrupted",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    validate = commands.add_parser("validate", help="check a config file without a database; list its DAGs")
+    validate.add_argument("config", help="the YAML config file")
+
+    check = commands.add_parser("check", help="check a config file's views against the live database")
+    check.add_argument("config", help="the YAML config file")
+    group = check.add_mutually_exclusive_group()
+    group.add_argument("--conn-id", help="connect through this Airflow connection (default: each view's conn_id)")
+    group.add_argument("--dsn", help="connect with this libpq connection string or URI instead")
+
+    discover = commands.add_parser("discover", help="print a config for the database's materialized views")
+    group = discover.add_mutually_exclusive_group(required=True)
+    group.add_argument("--conn-id", help="connect through this Airflow connection; also the config's conn_id")
+    group.add_argument(
+        "--dsn", help="connect with this libpq connection string or URI instead (the config gets postgres_default)"
+    )
+    discover.add_argument(
+        "--schema",
+        action="append",
+        help="only this schema (repeat for more); folded to lower case unless double-quoted, as in SQL "
+        "(default: every schema but pg_catalog and information_schema)",
+    )
+    return parser
+
+
+def _fail(message: str, secrets: list[str]) -> None:
+    for secret in secrets:
+        message = message.replace(secret, "***")
+    with contextlib.suppress(BrokenPipeError):
+        print(message, file=sys.stderr)
+
+
+def _secrets_of(dsn: str | None) -> list[str]:
+    """What must never be printed: the DSN's password, and the DSN itself."""
+    if not dsn:
+        return []
+    secrets = [dsn]
+    try:
+        password = psycopg.conninfo.conninfo_to_dict(dsn).get("password")
+    except psycopg.Error:
+        password = None
+    if password:
+        secrets.insert(0, str(password))
+    return sorted(secrets, key=len, reverse=True)
 
 
 def run_validate(path: str) -> int:
     views = load_config(path).views
     print(f"{path}: OK, {len(views)} DAG(s)")
     _print_table(
-        ["DAG ID", "VIEW", "SCHEDULE", "AFTER", "CONNECTION"],
-        [
-            [v.resolved_dag_id, str(v.view), v.schedule or "(manual)", ", ".join(v.after) or "-", v.conn_id]
-            for v in views
-        ],
+        ["DAG ID", "VIEW", "SCHEDULE", "CONNECTION"],
+        [[v.resolved_dag_id, str(v.view), _schedule_text(v), v.conn_id] for v in views],
     )
-    return 0
+    return EXIT_OK
+
+
+def _schedule_text(view: ViewConfig) -> str:
+    if not view.after:
+        return view.schedule or "(manual)"
+    after = "after " + ", ".join(str(name) for name in view.upstream)
+    return f"{after} + {view.schedule}" if view.schedule else after
 
 
 def run_check(path: str, conn_id: str | None, dsn: str | None) -> int:
     views = load_config(path).views
     problems = 0
-    connections: dict[str, psycopg.Connection] = {}
+    connections: dict[str, psycopg.Connection | CliError] = {}
     try:
         for view in views:
-            key = dsn or conn_id or view.conn_id
+            key = "--dsn" if dsn else conn_id or view.conn_id
+            label = "--dsn" if dsn else f"connection {key!r}"
             if key not in connections:
-                connections[key] = open_connection(conn_id or (None if dsn else view.conn_id), dsn)
-            ok, lines = check_view(connections[key], view, f"connection {key!r}" if not dsn else "--dsn")
+                try:
+                    connections[key] = open_connection(None if dsn else key, dsn)
+                except CliError as error:
+                    connections[key] = error
+            conn = connections[key]
+            if isinstance(conn, CliError):
+                ok, lines = False, [str(conn)]
+            else:
+                try:
+                    ok, lines = check_view(conn, view, label)
+                except psycopg.Error as error:
+                    ok, lines = False, [f"cannot check it through {label}: {_one_line(error)}"]
+                    if conn.closed or conn.broken:
+                        connections[key] = CliError(f"cannot check it: {label} was lost: {_one_line(error)}")
             problems += not ok
             print(f"{'OK     ' if ok else 'PROBLEM'} {view.view}")
             for line in lines:
                 print(f"        {line}")
     finally:
         for conn in connections.values():
-            conn.close()
+            if isinstance(conn, psycopg.Connection):
+                conn.close()
     print(f"{len(views) - problems} of {len(views)} view(s) can be refreshed as configured.")
-    return 1 if problems else 0
+    return EXIT_PROBLEMS if problems else EXIT_OK
 
 
 def check_view(conn: psycopg.Connection, view: ViewConfig, label: str) -> tuple[bool, list[str]]:
@@ -111,41 +204,132 @@ def check_view(conn: psycopg.Connection, view: ViewConfig, label: str) -> tuple[
     return permission.allowed, lines
 
 
-def run_discover(conn_id: str | None, dsn: str | None, schemas: list[str] | None) -> int:
+def run_discover(conn_id: str | None, dsn: str | None, schema_args: list[str] | None) -> int:
+    schemas = [_schema_name(text) for text in schema_args] if schema_args else None
     conn = open_connection(conn_id, dsn)
     try:
+        if schemas:
+            existing = {
+                row[0] for row in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", [schemas])
+            }
+            if missing := [name for name in schemas if name not in existing]:
+                raise CliError(
+                    f"schema {', '.join(map(_shown, missing))} does not exist in database {conn.info.dbname}; "
+                    "--schema folds to lower case unless double-quoted, as in SQL (--schema '\"Sales\"')"
+                )
         matviews = catalog.materialized_views(conn, schemas)
         reads = catalog.relations_read(conn, [m.oid for m in matviews])
         database = conn.info.dbname
+    except psycopg.Error as error:
+        raise CliError(f"cannot read the catalog: {_one_line(error)}") from None
     finally:
         conn.close()
-    names = {m.oid: str(m.name) for m in matviews}
+    if not matviews:
+        where = f"schema {', '.join(map(_shown, schemas))}" if schemas else "any schema"
+        raise CliError(f"no materialized view in {where} of database {database}; nothing to write")
+    names = {m.oid: m.name for m in matviews}
     upstream = {m.oid: [r.oid for r in reads[m.oid] if r.oid in names] for m in matviews}
+    dag_ids = _distinct_dag_ids(list(names.values()))
     views: list[dict[str, object]] = []
     for oid in TopologicalSorter(upstream).static_order():
-        entry: dict[str, object] = {"name": names[oid]}
+        entry: dict[str, object] = {"name": str(names[oid])}
         if upstream[oid]:
-            entry["after"] = sorted(names[dep] for dep in upstream[oid])
+            entry["after"] = sorted(str(names[dep]) for dep in upstream[oid])
+        if dag_id := dag_ids.get(str(names[oid])):
+            entry["dag_id"] = dag_id
         views.append(entry)
     config = {"defaults": {"conn_id": conn_id or "postgres_default", "schedule": "@daily"}, "views": views}
+    try:
+        load_config(config)  # what we print, its own `validate` accepts
+    except MatviewConfigError as error:
+        raise CliError(f"the generated config would be invalid, please report this: {error}") from None
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"# Generated by `airflow-matview discover` from database {database} on {stamp}.")
-    print("# Views are listed in dependency order; after: names the views each one is built on.")
-    print(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), end="")
-    return 0
+    text = (
+        f"# Generated by `airflow-matview discover` from database {database} on {stamp}.\n"
+        "# Views are listed in dependency order; after: names the views each one is built on.\n"
+        + yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+    )
+    if hasattr(sys.stdout, "buffer"):  # the file is UTF-8 whatever the locale, as the config loader reads it
+        sys.stdout.buffer.write(text.encode())
+    else:
+        sys.stdout.write(text)
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+def _schema_name(text: str) -> str:
+    try:
+        parsed = parse_qualified_name(text)
+    except InvalidIdentifierError as error:
+        raise CliError(f"--schema: {error}", EXIT_USAGE) from None
+    if parsed.schema is not None:
+        raise CliError(f"--schema {text!r} is a dotted name; give one schema per --schema", EXIT_USAGE)
+    return parsed.name
+
+
+def _shown(schema: str) -> str:
+    return quote_if_needed(schema)
+
+
+def _distinct_dag_ids(names: list[QualifiedName]) -> dict[str, str]:
+    """Explicit DAG ids for the views whose default DAG ids collide (names differing only in characters that
+    DAG ids cannot hold): the default id plus a short digest of the exact name, stable from run to run."""
+    by_default: dict[str, list[QualifiedName]] = {}
+    for name in names:
+        by_default.setdefault(default_dag_id(name), []).append(name)
+    explicit: dict[str, str] = {}
+    for default, group in by_default.items():
+        if len(group) > 1:
+            for name in group:
+                digest = hashlib.sha256(str(name).encode()).hexdigest()[:8]
+                explicit[str(name)] = f"{default[: 250 - 9]}.{digest}"
+    return explicit
 
 
 def open_connection(conn_id: str | None, dsn: str | None) -> psycopg.Connection:
-    """A psycopg connection from a DSN, or from an Airflow connection through PostgresHook."""
-    import psycopg
+    """A psycopg connection from a DSN, or from an Airflow connection through PostgresHook.
 
+    :raises CliError: the connection cannot be opened; the message holds no password.
+    """
     if dsn:
-        return psycopg.connect(dsn, autocommit=True)
+        try:
+            options = psycopg.conninfo.conninfo_to_dict(dsn)
+        except psycopg.Error as error:
+            raise CliError(
+                f"--dsn is not a valid libpq connection string or URI ({_hide_quoted(_one_line(error))}); "
+                "write e.g. 'host=HOST port=5432 dbname=DB user=USER' or postgresql://USER@HOST:5432/DB",
+                EXIT_USAGE,
+            ) from None
+        try:
+            if "connect_timeout" not in options:  # an unreachable host fails in seconds, not minutes
+                dsn = psycopg.conninfo.make_conninfo(dsn, connect_timeout=10)
+            return psycopg.connect(dsn, autocommit=True)
+        except psycopg.Error as error:
+            raise CliError(f"cannot connect with --dsn: {_one_line(error)}", EXIT_CONNECT) from None
     from airflow_matview.connection import connect
 
-    conn = connect(conn_id or "postgres_default", "inspect the database")
+    try:
+        conn = connect(conn_id or "postgres_default", "inspect the database")
+    except (MatviewConfigurationError, MatviewRefreshError) as error:
+        raise CliError(str(error), EXIT_CONNECT) from None
+    except Exception as error:  # the hook's own errors: an unparsable connection URI, a wrong conn_type, ...
+        raise CliError(
+            f"cannot connect through Airflow connection {conn_id or 'postgres_default'!r}: "
+            f"{type(error).__name__}: {_one_line(error)}",
+            EXIT_CONNECT,
+        ) from None
     conn.autocommit = True
     return conn
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+def _hide_quoted(message: str) -> str:
+    """libpq's parse errors quote pieces of the DSN, which may be a password: keep only option names."""
+    keywords = {option.keyword.decode() for option in psycopg.pq.Conninfo.get_defaults()}
+    return _QUOTED.sub(lambda m: m.group(0) if m.group(1) in keywords or m.group(1) == "=" else '"(hidden)"', message)
 
 
 def _print_table(header: list[str], rows: list[list[str]]) -> None:

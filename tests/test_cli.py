@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
 import yaml
+from psycopg import sql
 
 from airflow_matview.config import load_config
+from devtools.pgcluster import free_port
 from devtools.scenario import create_reference_scenario
 from tests.conftest import REPO
 
@@ -31,13 +38,31 @@ def test_validate_lists_the_dags_it_would_build() -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].endswith("matviews.yaml: OK, 1 DAG(s)")
-    assert lines[1].split() == ["DAG", "ID", "VIEW", "SCHEDULE", "AFTER", "CONNECTION"]
+    assert lines[1].split() == ["DAG", "ID", "VIEW", "SCHEDULE", "CONNECTION"]
     assert lines[2].split() == [
         "matview.public.polls_user_matt_view",
         "public.polls_user_matt_view",
         "@daily",
-        "-",
         "postgres_default",
+    ]
+
+
+def test_validate_says_when_a_view_runs_after_its_upstream(tmp_path: Path) -> None:
+    path = tmp_path / "matviews.yaml"
+    path.write_text(
+        "views:\n  - name: public.a\n  - name: public.b\n    after: [public.a]\n"
+        "  - name: public.c\n    after: [public.a, public.b]\n    schedule: '*/5 * * * *'\n"
+        "  - name: public.d\n    schedule: null\n"
+    )
+    done = cli("validate", str(path))
+    assert done.returncode == 0, done.stderr
+    rows = [re.split(r"\s{2,}", line) for line in done.stdout.splitlines()[1:]]
+    assert [row[2] for row in rows] == [
+        "SCHEDULE",
+        "@daily",
+        "after public.a",
+        "after public.a, public.b + */5 * * * *",
+        "(manual)",
     ]
 
 
@@ -134,3 +159,194 @@ def test_discover_writes_a_valid_config_in_dependency_order(
     names = [view["name"] for view in yaml.safe_load(only_reporting.stdout)["views"]]
     assert "public.polls_user_matt_view" not in names
     assert len(names) == 3
+
+
+# ---------------------------------------------------------------------------------------- failures: one line, a code
+
+
+def assert_one_clean_line(done: subprocess.CompletedProcess[str], code: int, *secrets: str) -> str:
+    assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr + done.stdout
+    for secret in secrets:
+        assert secret not in done.stderr + done.stdout
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    return done.stderr.strip()
+
+
+@pytest.mark.parametrize(
+    ("dsn", "expected"),
+    [
+        (
+            "host=127.0.0.1 port={port} user=app password=Sup3rSecret dbname=x",
+            "airflow-matview discover: cannot connect with --dsn: connection failed: connection to server at "
+            '"127.0.0.1", port {port} failed: Connection refused',
+        ),
+        (
+            "postgresql://app:Sup3rSecret@127.0.0.1:{port}/x",
+            "airflow-matview discover: cannot connect with --dsn: connection failed: connection to server at "
+            '"127.0.0.1", port {port} failed: Connection refused',
+        ),
+        (
+            "host=127.0.0.1 password=Sup3r Secret",
+            'airflow-matview discover: --dsn is not a valid libpq connection string or URI (missing "=" after '
+            '"(hidden)" in connection info string)',
+        ),
+        (
+            "postgresql://app:Sup3r%zzSecret@127.0.0.1/x",
+            "airflow-matview discover: --dsn is not a valid libpq connection string or URI (invalid "
+            'percent-encoded token: "(hidden)")',
+        ),
+    ],
+    ids=["refused-keywords", "refused-uri", "unparsable-keywords", "unparsable-uri"],
+)
+def test_discover_with_a_bad_dsn_says_so_in_one_line_without_the_password(dsn: str, expected: str) -> None:
+    port = free_port()
+    done = cli("discover", "--dsn", dsn.format(port=port))
+    message = assert_one_clean_line(done, 3 if "refused" in expected else 2, "Sup3r", "Secret")
+    assert message.startswith(expected.format(port=port)), message
+
+
+def test_check_reports_every_view_when_one_connection_is_unreachable(
+    pg: psycopg.Connection, postgres_default: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create_reference_scenario(pg)
+    port = free_port()
+    monkeypatch.setenv("AIRFLOW_CONN_DOWN", f"postgresql://app:Sup3rSecret@127.0.0.1:{port}/x")
+    config = tmp_path / "matviews.yaml"
+    config.write_text(
+        "views:\n  - name: public.elsewhere\n    conn_id: down\n  - name: public.polls_user_matt_view\n"
+        "  - name: public.other\n    conn_id: down\n  - name: public.ghost\n    conn_id: unknown_conn\n"
+    )
+    done = cli("check", str(config))
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "Sup3rSecret" not in done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "PROBLEM public.elsewhere"
+    assert "Cannot connect to PostgreSQL" in lines[1] and "(connection 'down')" in lines[1], lines[1]
+    assert lines[2] == "OK      public.polls_user_matt_view"
+    assert "PROBLEM public.other" in lines
+    assert "PROBLEM public.ghost" in lines
+    assert any("Airflow connection 'unknown_conn' is not defined" in line for line in lines)
+    assert lines[-1] == "1 of 4 view(s) can be refreshed as configured."
+
+
+def test_check_with_a_bad_dsn_reports_each_view_without_the_password(tmp_path: Path) -> None:
+    config = write_config(tmp_path, ["public.a", "public.b"])
+    done = cli("check", str(config), "--dsn", f"postgresql://app:Sup3rSecret@127.0.0.1:{free_port()}/x")
+    assert done.returncode == 1
+    assert "Sup3rSecret" not in done.stdout + done.stderr
+    assert done.stdout.count("cannot connect with --dsn: connection failed") == 2
+    assert done.stdout.splitlines()[-1] == "0 of 2 view(s) can be refreshed as configured."
+
+
+def test_a_missing_or_unreadable_config_is_one_message_and_exit_1(tmp_path: Path) -> None:
+    for path, reason in [(tmp_path / "nope.yaml", "No such file or directory"), (tmp_path, "Is a directory")]:
+        for command in ("validate", "check"):
+            done = cli(command, str(path))
+            assert done.returncode == 1
+            assert "Traceback" not in done.stderr
+            assert done.stderr.splitlines() == [
+                f"Invalid matview config {path}: 1 problem(s):",
+                f"  - cannot read the file: {reason}",
+            ]
+
+
+def test_wrong_arguments_exit_2() -> None:
+    done = cli("discover", "--schema", "reporting")
+    assert done.returncode == 2
+    assert "one of the arguments --conn-id --dsn is required" in done.stderr
+
+
+def test_validate_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    config = write_config(tmp_path, [f"public.view_{index}" for index in range(5000)])
+    with subprocess.Popen([str(CLI), "validate", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().endswith(b"OK, 5000 DAG(s)\n")
+        proc.stdout.close()  # as `| head -1` does
+        stderr = proc.stderr.read()
+        assert proc.wait(timeout=60) == 141
+    assert stderr == b""
+
+
+def test_an_interrupted_check_ends_with_one_line_and_exit_130(tmp_path: Path) -> None:
+    # A server that accepts the TCP connection and never answers: check waits in connect until interrupted.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        dsn = f"host=127.0.0.1 port={silent.getsockname()[1]} user=app password=Sup3rSecret connect_timeout=60"
+        config = write_config(tmp_path, ["public.a"])
+        with subprocess.Popen(
+            [str(CLI), "check", str(config), "--dsn", dsn], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        ) as proc:
+            accepted, _ = silent.accept()
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGINT)
+            stdout, stderr = proc.communicate(timeout=60)
+            accepted.close()
+    assert proc.returncode == 130, stderr
+    assert stderr == "airflow-matview check: interrupted\n"
+    assert "Sup3rSecret" not in stdout + stderr
+
+
+def test_discover_help_states_the_real_defaults() -> None:
+    done = cli("discover", "--help")
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert "each view's conn_id" not in text
+    assert "--conn-id CONN_ID connect through this Airflow connection; also the config's conn_id" in text
+    assert "(the config gets postgres_default)" in text
+    assert "folded to lower case unless double-quoted, as in SQL" in text
+
+
+# -------------------------------------------------------------------------------------------------------- discover
+
+
+def test_discover_gives_distinct_dag_ids_to_names_that_would_collide(
+    pg: psycopg.Connection, postgres_default: Database, tmp_path: Path
+) -> None:
+    for name in ["café", "cafè", "a b", "a_b", "plain"]:
+        pg.execute(sql.SQL("CREATE MATERIALIZED VIEW {} AS SELECT 1 AS one").format(sql.Identifier("public", name)))
+
+    done = cli("discover", "--conn-id", "postgres_default")
+
+    assert done.returncode == 0, done.stderr
+    generated = tmp_path / "discovered.yaml"
+    generated.write_bytes(done.stdout.encode())
+    validated = cli("validate", str(generated))
+    assert validated.returncode == 0, validated.stderr
+    views = {view.view.name: view.resolved_dag_id for view in load_config(generated).views}
+    assert sorted(views) == sorted(["café", "cafè", "a b", "a_b", "plain"])
+    assert len(set(views.values())) == 5
+    assert views["plain"] == "matview.public.plain"  # only colliding names get an explicit dag_id
+    assert views["café"].startswith("matview.public.caf_.")
+    assert views["a b"].startswith("matview.public.a_b.")
+
+
+def test_discover_refuses_an_empty_database_and_a_missing_schema(
+    pg: psycopg.Connection, postgres_default: Database
+) -> None:
+    message = assert_one_clean_line(cli("discover", "--conn-id", "postgres_default"), 1)
+    assert message == (
+        f"airflow-matview discover: no materialized view in any schema of database {postgres_default.name}; "
+        "nothing to write"
+    )
+    message = assert_one_clean_line(cli("discover", "--conn-id", "postgres_default", "--schema", "nowhere"), 1)
+    assert message.startswith(
+        f"airflow-matview discover: schema nowhere does not exist in database {postgres_default.name}"
+    )
+
+
+def test_discover_schema_folds_case_like_sql(pg: psycopg.Connection, postgres_default: Database) -> None:
+    pg.execute("CREATE SCHEMA reporting")
+    pg.execute('CREATE SCHEMA "Reporting"')
+    pg.execute("CREATE MATERIALIZED VIEW reporting.lower_one AS SELECT 1 AS one")
+    pg.execute('CREATE MATERIALIZED VIEW "Reporting".upper_one AS SELECT 1 AS one')
+
+    def names(*schema_args: str) -> list[str]:
+        done = cli("discover", "--conn-id", "postgres_default", *schema_args)
+        assert done.returncode == 0, done.stderr
+        return [view["name"] for view in yaml.safe_load(done.stdout)["views"]]
+
+    assert names("--schema", "REPORTING") == ["reporting.lower_one"]
+    assert names("--schema", '"Reporting"') == ['"Reporting".upper_one']
