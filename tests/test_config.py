@@ -195,3 +195,129 @@ def test_unparseable_files_are_rejected_safely(tmp_path: Path, text: str, expect
 
 def test_a_missing_file_is_named(tmp_path: Path) -> None:
     assert problems_of(tmp_path / "nope.yaml") == ["cannot read the file: No such file or directory"]
+
+
+# ------------------------------------------------------------------------------------- typing rules, one row each
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ({"retries": 3}, ("retries", 3)),
+        ({"retries": "3"}, ("retries", 3)),  # a count may be quoted, as a duration may be "90"
+        ({"retries": 0}, ("retries", 0)),
+        ({"retry_delay": "90"}, ("retry_delay", timedelta(seconds=90))),
+        ({"retry_delay": 90}, ("retry_delay", timedelta(seconds=90))),
+        ({"retry_delay": 0}, ("retry_delay", timedelta(0))),  # retry at once
+        ({"lock_timeout": None}, ("lock_timeout", None)),  # wait without limit
+        ({"lock_timeout": "1ms"}, ("lock_timeout", timedelta(milliseconds=1))),
+        ({"execution_timeout": None}, ("execution_timeout", None)),
+        ({"analyze": "TRUE"}, ("analyze", True)),
+        ({"skip_if_unchanged": "false"}, ("skip_if_unchanged", False)),
+        ({"retry_exponential_backoff": True}, ("retry_exponential_backoff", True)),
+        ({"concurrently": "Auto"}, ("concurrently", "auto")),
+        ({"concurrently": "false"}, ("concurrently", False)),
+        ({"schedule": "0 0 29 2 *"}, ("schedule", "0 0 29 2 *")),  # leap days only, but it fires
+        ({"schedule": "@annually"}, ("schedule", "@annually")),
+        ({"tags": ["x" * 100]}, ("tags", ["x" * 100])),
+    ],
+)
+def test_accepted_values_and_what_they_mean(setting: dict[str, Any], expected: tuple[str, object]) -> None:
+    (view,) = load_config({"views": [{"name": "public.a", **setting}]}).views
+    key, value = expected
+    assert getattr(view, key) == value
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ({"retries": True}, "retries: True is not a whole number; use 0, 1, 2, ..."),
+        ({"retries": 1.5}, "retries: 1.5 is not a whole number; use 0, 1, 2, ..."),
+        ({"retries": "three"}, "retries: 'three' is not a whole number; use 0, 1, 2, ..."),
+        ({"retries": 1001}, "retries: Input should be less than or equal to 1000"),
+        ({"lock_timeout": 0}, "lock_timeout: 0 is less than a millisecond, which PostgreSQL reads as 'no limit'"),
+        ({"lock_timeout": 0.0001}, "lock_timeout: 0.0001 is less than a millisecond"),
+        ({"execution_timeout": "0s"}, "execution_timeout: '0s' is less than a millisecond"),
+        ({"retry_delay": True}, "retry_delay: True is not a duration"),
+        ({"analyze": 1}, "analyze: 1 is not allowed; use true or false"),
+        ({"analyze": "yes"}, "analyze: 'yes' is not allowed; use true or false"),
+        ({"skip_if_unchanged": None}, "skip_if_unchanged: None is not allowed; use true or false"),
+        ({"schedule": "0 0 31 2 *"}, "schedule: '0 0 31 2 *' never fires (no date matches it, e.g. February 31st)"),
+        ({"schedule": "0 0 31 4,6,9,11 *"}, "schedule: '0 0 31 4,6,9,11 *' never fires"),
+        ({"schedule": "R 3 * * *"}, "schedule: 'R 3 * * *' uses R (a random time)"),
+        ({"schedule": "0 0 * * * *"}, "schedule: '0 0 * * * *' is not a cron expression or preset"),
+        ({"tags": ["x" * 101]}, "tags: 'xxxxxxxxxxxxxxxxxxxx'... is 101 characters; Airflow allows at most 100"),
+        ({"tags": [""]}, "tags: a tag is empty; remove it or give it a name"),
+        ({"tags": "reporting"}, "tags: Input should be a valid list"),
+        ({"owner": ""}, "owner: is empty; name the team or person who looks after these DAGs, or leave it out"),
+        ({"owner": "o" * 501}, "owner: is 501 characters; Airflow allows at most 500"),
+    ],
+)
+def test_refused_values_say_what_is_allowed(setting: dict[str, Any], expected: str) -> None:
+    (problem,) = problems_of({"views": [{"name": "public.a", **setting}]})
+    assert problem.startswith(f"views[0] (public.a): {expected}"), problem
+
+
+def test_an_empty_defaults_block_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "matviews.yaml"
+    path.write_text("defaults:\n  # conn_id: warehouse\n  # schedule: '@hourly'\nviews:\n  - name: public.a\n")
+    (view,) = load_config(path).views
+    assert (view.conn_id, view.schedule) == ("postgres_default", "@daily")
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (
+            {"view": [], "views": [{"name": "public.a"}]},
+            "file: view: unknown key; allowed keys at the top level are defaults, views",
+        ),
+        (
+            {"defaults": {"name": "public.a"}, "views": [{"name": "public.a"}]},
+            "defaults: name: unknown key; allowed keys are analyze, concurrently, conn_id, execution_timeout, "
+            "lock_timeout, on_overlap, owner, retries, retry_delay, retry_exponential_backoff, schedule, "
+            "skip_if_unchanged, tags",
+        ),
+        (
+            {"views": [{"name": "public.a", "colour": "blue"}]},
+            "views[0] (public.a): colour: unknown key; allowed keys are after, analyze, concurrently, conn_id, "
+            "dag_id, execution_timeout, lock_timeout, name, on_overlap, owner, retries, retry_delay, "
+            "retry_exponential_backoff, schedule, skip_if_unchanged, tags",
+        ),
+    ],
+    ids=["top-level", "defaults", "view"],
+)
+def test_an_unknown_key_lists_the_keys_of_its_level(config: dict[str, Any], expected: str) -> None:
+    assert problems_of(config) == [expected]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (
+            "public.MixedCase",
+            "name: 'public.MixedCase' has capitals outside double quotes, which PostgreSQL folds to lower case "
+            "(public.mixedcase); write 'public.mixedcase' if that is the view, or 'public.\"MixedCase\"' to keep "
+            "the case",
+        ),
+        (
+            "Sales.Totals",
+            "name: 'Sales.Totals' has capitals outside double quotes, which PostgreSQL folds to lower case "
+            "(sales.totals); write 'sales.totals' if that is the view, or '\"Sales\".\"Totals\"' to keep the case",
+        ),
+        ("Sales Report.Q1 Totals", 'Here that is \'"Sales Report"."Q1 Totals"\'.'),  # YAML ate the quotes
+        ("public.Sales Report", "Here that is 'public.\"Sales Report\"'."),
+    ],
+)
+def test_names_that_sql_would_read_differently_get_the_spelling_to_use(name: str, expected: str) -> None:
+    (problem,) = problems_of({"views": [{"name": name}]})
+    assert problem.startswith(f"views[0] ({name}): name: ") and problem.endswith(expected), problem
+
+
+def test_after_entries_get_the_same_spelling_hints() -> None:
+    (problem,) = problems_of({"views": [{"name": "public.a", "after": ["public.Upstream"]}]})
+    assert problem == (
+        "views[0] (public.a): after: 'public.Upstream' has capitals outside double quotes, which PostgreSQL folds "
+        "to lower case (public.upstream); write 'public.upstream' if that is the view, or 'public.\"Upstream\"' to "
+        "keep the case"
+    )
