@@ -41,7 +41,7 @@ class CliError(Exception):
     """
 
     def __init__(self, message: str, code: int = EXIT_PROBLEMS) -> None:
-        super().__init__(" ".join(message.split()) if "\n" in message else message)
+        super().__init__(" ".join(message.split()))
         self.code = code
 
 

@@ -329,6 +329,18 @@ def _describe(error: Mapping[str, Any], data: object) -> str:
         message = "no views configured; list at least one under 'views:'"
     elif error["type"] == "missing":
         message = "required key is missing"
+    elif error["type"] in ("model_type", "dict_type"):
+        shown = repr(error.get("input"))[:60]
+        message = (
+            f"{shown} is not a mapping; write each view as '- name: schema.view' with its keys below it"
+            if where.startswith("views[")
+            else f"{shown} is not a mapping; write one 'key: value' per line under it"
+        )
+    elif error["type"] == "list_type":
+        example = {"views": "- name: schema.view", "after": "after: [public.a]", "tags": "tags: [reporting]"}
+        message = f"{repr(error.get('input'))[:60]} is not a list; write e.g. {example.get(key, key + ': [...]')!r}"
+        if key == "views":
+            message += " for each view, one per line under 'views:'"
     return f"{where}: {key}: {message}" if key else f"{where}: {message}"
 
 

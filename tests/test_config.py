@@ -248,7 +248,7 @@ def test_accepted_values_and_what_they_mean(setting: dict[str, Any], expected: t
         ({"schedule": "0 0 * * * *"}, "schedule: '0 0 * * * *' is not a cron expression or preset"),
         ({"tags": ["x" * 101]}, "tags: 'xxxxxxxxxxxxxxxxxxxx'... is 101 characters; Airflow allows at most 100"),
         ({"tags": [""]}, "tags: a tag is empty; remove it or give it a name"),
-        ({"tags": "reporting"}, "tags: Input should be a valid list"),
+        ({"tags": "reporting"}, "tags: 'reporting' is not a list; write e.g. 'tags: [reporting]'"),
         ({"owner": ""}, "owner: is empty; name the team or person who looks after these DAGs, or leave it out"),
         ({"owner": "o" * 501}, "owner: is 501 characters; Airflow allows at most 500"),
     ],
@@ -321,3 +321,28 @@ def test_after_entries_get_the_same_spelling_hints() -> None:
         "to lower case (public.upstream); write 'public.upstream' if that is the view, or 'public.\"Upstream\"' to "
         "keep the case"
     )
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (
+            {"views": ["public.a"]},
+            "views[0]: 'public.a' is not a mapping; write each view as '- name: schema.view' with its keys below it",
+        ),
+        (
+            {"views": {"name": "public.a"}},
+            "file: views: {'name': 'public.a'} is not a list; write e.g. '- name: schema.view' for each view, one per "
+            "line under 'views:'",
+        ),
+        ({"defaults": [1], "views": [{"name": "public.a"}]}, "defaults: [1] is not a mapping; write one 'key: value'"),
+        (
+            {"views": [{"name": "public.a", "after": "public.b"}]},
+            "views[0] (public.a): after: 'public.b' is not a list; write e.g. 'after: [public.a]'",
+        ),
+        ({"views": [{"name": "public.a", "tags": None}]}, "views[0] (public.a): tags: None is not a list"),
+    ],
+)
+def test_a_value_of_the_wrong_shape_gets_the_shape_to_write(config: dict[str, Any], expected: str) -> None:
+    (problem,) = problems_of(config)
+    assert problem.startswith(expected), problem
