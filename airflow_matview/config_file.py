@@ -68,12 +68,19 @@ def read_config_file(path: str | Path) -> object:
 
 
 class _Loader(_BASE_LOADER):  # type: ignore[valid-type,misc]
-    """The safe loader, refusing duplicate keys and alias bombs before constructing anything."""
+    """The safe loader, refusing duplicate keys and alias bombs before constructing anything.
+
+    :param text: the document.
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._may_alias = "*" in text  # without one, the node graph is a tree: a quicker walk will do
 
     def construct_document(self, node: Node) -> Any:
-        nodes = _walk(node)
+        nodes = _walk(node) if self._may_alias else _walk_tree(node)
         problems = _duplicate_keys(nodes)
-        expanded = _expanded_size(nodes)
+        expanded = _expanded_size(nodes) if self._may_alias else len(nodes)
         if expanded - len(nodes) > MAX_ALIAS_EXPANSION:
             problems.append(
                 f"aliases (*name) expand the document to {expanded:,} nodes; they may add at "
@@ -106,6 +113,22 @@ def _walk(root: Node) -> list[Node]:
         open_.add(id(node))
         stack.append((node, True))
         stack.extend((child, False) for child in _children(node) if id(child) not in done)
+    return order
+
+
+def _walk_tree(root: Node) -> list[Node]:
+    """Every node of a document without aliases (a tree), in no particular order."""
+    order: list[Node] = []
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        order.append(node)
+        if isinstance(node, MappingNode):
+            for key, value in node.value:
+                stack.append(key)
+                stack.append(value)
+        elif isinstance(node, SequenceNode):
+            stack.extend(node.value)
     return order
 
 
