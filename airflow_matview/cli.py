@@ -148,6 +148,8 @@ def _schedule_text(view: ViewConfig) -> str:
 
 def run_check(path: str, conn_id: str | None, dsn: str | None) -> int:
     views = load_config(path).views
+    if dsn:
+        _dsn_options(dsn)  # a malformed --dsn is a wrong argument, not a problem of each view
     problems = 0
     connections: dict[str, psycopg.Connection | CliError] = {}
     try:
@@ -292,14 +294,7 @@ def open_connection(conn_id: str | None, dsn: str | None) -> psycopg.Connection:
     :raises CliError: the connection cannot be opened; the message holds no password.
     """
     if dsn:
-        try:
-            options = psycopg.conninfo.conninfo_to_dict(dsn)
-        except psycopg.Error as error:
-            raise CliError(
-                f"--dsn is not a valid libpq connection string or URI ({_hide_quoted(_one_line(error))}); "
-                "write e.g. 'host=HOST port=5432 dbname=DB user=USER' or postgresql://USER@HOST:5432/DB",
-                EXIT_USAGE,
-            ) from None
+        options = _dsn_options(dsn)
         try:
             if "connect_timeout" not in options:  # an unreachable host fails in seconds, not minutes
                 dsn = psycopg.conninfo.make_conninfo(dsn, connect_timeout=10)
@@ -320,6 +315,17 @@ def open_connection(conn_id: str | None, dsn: str | None) -> psycopg.Connection:
         ) from None
     conn.autocommit = True
     return conn
+
+
+def _dsn_options(dsn: str) -> dict[str, str | int | None]:
+    try:
+        return psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error as error:
+        raise CliError(
+            f"--dsn is not a valid libpq connection string or URI ({_hide_quoted(_one_line(error))}); "
+            "write e.g. 'host=HOST port=5432 dbname=DB user=USER' or postgresql://USER@HOST:5432/DB",
+            EXIT_USAGE,
+        ) from None
 
 
 def _one_line(error: BaseException) -> str:

@@ -350,3 +350,10 @@ def test_discover_schema_folds_case_like_sql(pg: psycopg.Connection, postgres_de
 
     assert names("--schema", "REPORTING") == ["reporting.lower_one"]
     assert names("--schema", '"Reporting"') == ['"Reporting".upper_one']
+
+
+def test_check_with_a_malformed_dsn_is_a_wrong_argument(tmp_path: Path) -> None:
+    done = cli("check", str(write_config(tmp_path, ["public.a"])), "--dsn", "host=127.0.0.1 password=Sup3r Secret")
+    message = assert_one_clean_line(done, 2, "Sup3r", "Secret")
+    assert message.startswith("airflow-matview check: --dsn is not a valid libpq connection string or URI")
+    assert done.stdout == ""
