@@ -261,6 +261,12 @@ def _checked_name(name: str) -> str:
         hint = _quoted_spelling(name)
         raise ValueError(str(exc) + (f" Here that is {hint}." if hint else "")) from None
     if qualified.schema is None:
+        if "." in qualified.name:  # '"Sales Report.Q1 Totals"': one quoted identifier holding the dot
+            parts = ".".join(quote_if_needed(part) for part in qualified.name.split(".", 1))
+            raise ValueError(
+                f"{name!r} has no schema: the dot is inside the double quotes, so this is one name; quote each "
+                f"part on its own: {yaml_single_quoted(parts)}"
+            )
         raise ValueError(f"{name!r} has no schema; write schema.name, e.g. public.{name}")
     if _ASCII_CAPITAL.search(_DOUBLE_QUOTED.sub("", name) if '"' in name else name):
         keep = _quoted_spelling(name, keep_case=True)

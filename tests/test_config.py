@@ -307,6 +307,11 @@ def test_an_unknown_key_lists_the_keys_of_its_level(config: dict[str, Any], expe
         ),
         ("Sales Report.Q1 Totals", 'Here that is \'"Sales Report"."Q1 Totals"\'.'),  # YAML ate the quotes
         ("public.Sales Report", "Here that is 'public.\"Sales Report\"'."),
+        (
+            '"Sales Report.Q1 Totals"',
+            "the dot is inside the double quotes, so this is one name; quote each part on its own: "
+            '\'"Sales Report"."Q1 Totals"\'',
+        ),
     ],
 )
 def test_names_that_sql_would_read_differently_get_the_spelling_to_use(name: str, expected: str) -> None:
