@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -357,3 +359,28 @@ def test_check_with_a_malformed_dsn_is_a_wrong_argument(tmp_path: Path) -> None:
     message = assert_one_clean_line(done, 2, "Sup3r", "Secret")
     assert message.startswith("airflow-matview check: --dsn is not a valid libpq connection string or URI")
     assert done.stdout == ""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists(), reason="needs root and setpriv")
+def test_a_config_the_user_may_not_read_is_one_message(tmp_path: Path) -> None:
+    folder = Path(tempfile.mkdtemp())
+    try:
+        folder.chmod(0o777)
+        config = folder / "matviews.yaml"
+        config.write_text("views:\n  - name: public.a\n")
+        config.chmod(0)
+        env = {**os.environ, "AIRFLOW_HOME": str(folder)}  # an AIRFLOW_HOME that user 'nobody' may write
+        done = subprocess.run(
+            ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(CLI), "validate", str(config)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+    finally:
+        shutil.rmtree(folder)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        f"Invalid matview config {config}: 1 problem(s):",
+        "  - cannot read the file: Permission denied",
+    ]
