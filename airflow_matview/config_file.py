@@ -21,6 +21,8 @@ _BASE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoad
 MAX_ALIAS_EXPANSION = 100_000
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 # A YAML value that starts with a double-quoted SQL identifier followed by more of the name: "Sales"."Q1" or "A".b
+# A value starting with a character YAML reserves or reads as an alias: schedule: @daily, schedule: */5 * * * *
+_RESERVED_START = re.compile(r"^\s*(?:-\s+)*(?:([\w-]+)\s*:\s+)?([@`][^#]*?|\*[^\w#][^#]*?)\s*(?:#.*)?$")
 _SQL_QUOTED_VALUE = re.compile(r'^(\s*(?:-\s+)*(?:[\w-]+\s*:\s*)?\[?\s*)("(?:[^"]|"")*"\s*\.[^#\]]*?)\s*(?:[\],].*)?$')
 
 
@@ -188,7 +190,13 @@ def _describe_yaml_error(exc: yaml.MarkedYAMLError, text: str) -> str:
 
 
 def quoting_hint(line: str) -> str | None:
-    """For a YAML line whose value is a SQL name starting with a double-quoted part, how to write it instead."""
+    """For a YAML line whose value YAML cannot read as written, how to write it instead."""
+    if unquoted := _RESERVED_START.match(line):
+        key, value = unquoted.group(1), unquoted.group(2).rstrip()
+        return (
+            f"A value that starts with {value[0]} must be quoted in YAML: "
+            f"{key + ': ' if key else ''}{yaml_single_quoted(value)}"
+        )
     match = _SQL_QUOTED_VALUE.match(line)
     if match is None:
         return None

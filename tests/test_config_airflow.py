@@ -50,8 +50,7 @@ views:
 
 
 def test_edge_values_that_validate_load_in_airflow_and_get_a_next_run(tmp_path: Path, airflow_db: Path) -> None:
-    from airflow.models.dag import DagModel
-    from airflow.sdk.definitions.dag import TAG_MAX_LEN
+    from airflow.models.dag import TAG_MAX_LEN, DagModel
     from airflow.utils.session import create_session
 
     assert config.TAG_MAX_LEN == TAG_MAX_LEN

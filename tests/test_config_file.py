@@ -175,3 +175,26 @@ def test_a_sql_quoted_name_that_breaks_the_yaml_gets_the_single_quoted_spelling(
     (problem,) = problems_in(tmp_path, "views:\n" + line)
     assert "not valid YAML" in problem
     assert problem.endswith(f"wrap the whole SQL name in single quotes to keep its double quotes: {spelling}"), problem
+
+
+@pytest.mark.parametrize(
+    ("line", "hint"),
+    [
+        ("    schedule: @daily\n", "A value that starts with @ must be quoted in YAML: schedule: '@daily'"),
+        ("    schedule: */5 * * * *\n", "A value that starts with * must be quoted in YAML: schedule: '*/5 * * * *'"),
+        ("    schedule: * * * * *  # every minute\n", "must be quoted in YAML: schedule: '* * * * *'"),
+    ],
+)
+def test_a_value_yaml_reserves_gets_the_quoted_spelling(tmp_path: Path, line: str, hint: str) -> None:
+    (problem,) = problems_in(tmp_path, "views:\n  - name: public.a\n" + line)
+    assert problem.endswith(hint), problem
+
+
+def test_words_yaml_reads_as_booleans_are_named(tmp_path: Path) -> None:
+    problems = problems_in(tmp_path, "views:\n  - name: public.a\n    owner: no\n    tags: [yes, reporting]\n")
+    assert problems == [
+        "views[0] (public.a): tags.0: YAML reads this value unquoted as a boolean (as it does yes, no, on, off), "
+        "True; quote it to keep it as text",
+        "views[0] (public.a): owner: YAML reads this value unquoted as a boolean (as it does yes, no, on, off), "
+        "False; quote it to keep it as text",
+    ]
