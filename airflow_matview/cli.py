@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING
 
 import psycopg
 import yaml
+from pydantic import ValidationError
 
 from airflow_matview import catalog
-from airflow_matview.config import MatviewConfigError, ViewConfig, default_dag_id, load_config
+from airflow_matview.config import MatviewConfigError, ViewConfig, ViewSettings, default_dag_id, load_config
 from airflow_matview.exceptions import MatviewConfigurationError, MatviewRefreshError
 from airflow_matview.identifiers import InvalidIdentifierError, QualifiedName, parse_qualified_name, quote_if_needed
 from airflow_matview.refresh import choose_mode, resolve_matview
@@ -53,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     secrets = _secrets_of(getattr(args, "dsn", None))
     try:
+        if getattr(args, "conn_id", None):
+            _check_conn_id(args.conn_id)
         if args.command == "validate":
             return run_validate(args.config)
         if args.command == "check":
@@ -315,6 +318,15 @@ def open_connection(conn_id: str | None, dsn: str | None) -> psycopg.Connection:
         ) from None
     conn.autocommit = True
     return conn
+
+
+def _check_conn_id(conn_id: str) -> None:
+    """``--conn-id`` follows the config's rule for ``conn_id:``; a URI there is refused without repeating it."""
+    try:
+        ViewSettings(conn_id=conn_id)
+    except ValidationError as error:
+        reason = str(error.errors()[0]["msg"]).removeprefix("Value error, ")
+        raise CliError(f"--conn-id: {reason}; to connect with a connection string, use --dsn", EXIT_USAGE) from None
 
 
 def _dsn_options(dsn: str) -> dict[str, str | int | None]:

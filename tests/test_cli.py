@@ -384,3 +384,12 @@ def test_a_config_the_user_may_not_read_is_one_message(tmp_path: Path) -> None:
         f"Invalid matview config {config}: 1 problem(s):",
         "  - cannot read the file: Permission denied",
     ]
+
+
+@pytest.mark.parametrize("command", ["check", "discover"])
+def test_a_uri_given_as_conn_id_is_refused_without_echoing_it(tmp_path: Path, command: str) -> None:
+    config = [str(write_config(tmp_path, ["public.a"]))] if command == "check" else []
+    done = cli(command, *config, "--conn-id", "postgresql://app:Sup3rSecret@127.0.0.1/x")
+    message = assert_one_clean_line(done, 2, "Sup3rSecret")
+    assert message.startswith(f"airflow-matview {command}: --conn-id: this looks like a connection URI or DSN")
+    assert message.endswith("to connect with a connection string, use --dsn")
