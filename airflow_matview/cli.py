@@ -170,7 +170,7 @@ def run_check(path: str, conn_id: str | None, dsn: str | None) -> int:
             else:
                 try:
                     ok, lines = check_view(conn, view, label)
-                except psycopg.Error as error:
+                except (psycopg.Error, MatviewRefreshError, MatviewConfigurationError) as error:
                     ok, lines = False, [f"cannot check it through {label}: {_one_line(error)}"]
                     if conn.closed or conn.broken:
                         connections[key] = CliError(f"cannot check it: {label} was lost: {_one_line(error)}")
