@@ -20,7 +20,7 @@ import psycopg
 import yaml
 from pydantic import ValidationError
 
-from airflow_matview import catalog
+from airflow_matview import catalog, production
 from airflow_matview.config import MatviewConfigError, ViewConfig, ViewSettings, default_dag_id, load_config
 from airflow_matview.exceptions import MatviewConfigurationError, MatviewRefreshError
 from airflow_matview.identifiers import InvalidIdentifierError, QualifiedName, parse_qualified_name, quote_if_needed
@@ -136,8 +136,8 @@ def run_validate(path: str) -> int:
     views = load_config(path).views
     print(f"{path}: OK, {len(views)} DAG(s)")
     _print_table(
-        ["DAG ID", "VIEW", "SCHEDULE", "CONNECTION"],
-        [[v.resolved_dag_id, str(v.view), _schedule_text(v), v.conn_id] for v in views],
+        ["DAG ID", "VIEW", "SCHEDULE", "CONNECTION", "SETTINGS"],
+        [[v.resolved_dag_id, str(v.view), _schedule_text(v), v.conn_id, production.summary(v)] for v in views],
     )
     return EXIT_OK
 
@@ -154,6 +154,7 @@ def run_check(path: str, conn_id: str | None, dsn: str | None) -> int:
     if dsn:
         _dsn_options(dsn)  # a malformed --dsn is a wrong argument, not a problem of each view
     problems = 0
+    pool_problems = _pool_problems(views)
     connections: dict[str, psycopg.Connection | CliError] = {}
     try:
         for view in views:
@@ -174,6 +175,8 @@ def run_check(path: str, conn_id: str | None, dsn: str | None) -> int:
                     ok, lines = False, [f"cannot check it through {label}: {_one_line(error)}"]
                     if conn.closed or conn.broken:
                         connections[key] = CliError(f"cannot check it: {label} was lost: {_one_line(error)}")
+            if view.resolved_dag_id in pool_problems:
+                ok, lines = False, [*lines, pool_problems[view.resolved_dag_id]]
             problems += not ok
             print(f"{'OK     ' if ok else 'PROBLEM'} {view.view}")
             for line in lines:
@@ -184,6 +187,17 @@ def run_check(path: str, conn_id: str | None, dsn: str | None) -> int:
                 conn.close()
     print(f"{len(views) - problems} of {len(views)} view(s) can be refreshed as configured.")
     return EXIT_PROBLEMS if problems else EXIT_OK
+
+
+def _pool_problems(views: list[ViewConfig]) -> dict[str, str]:
+    """Per DAG id, why its pool cannot run it; every pooled view when Airflow's pools cannot be read."""
+    if not any(view.pool for view in views):
+        return {}
+    try:
+        existing = production.airflow_pools()
+    except RuntimeError as error:
+        return {view.resolved_dag_id: f"pool: {error}" for view in views if view.pool}
+    return production.missing_pools(views, existing)
 
 
 def check_view(conn: psycopg.Connection, view: ViewConfig, label: str) -> tuple[bool, list[str]]:

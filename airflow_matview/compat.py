@@ -28,8 +28,18 @@ except ImportError:  # Airflow 3.1
     from airflow.timetables.assets import AssetOrTimeSchedule  # type: ignore[no-redef,assignment,unused-ignore]
     from airflow.timetables.trigger import CronTriggerTimetable  # type: ignore[no-redef,assignment,unused-ignore]
 
+# Deadline Alerts (max_staleness) as we use them: an AsyncCallback that gets the run in its context, Airflow 3.3+.
+_AIRFLOW_MINOR = tuple(int(part) for part in AIRFLOW_VERSION.split(".")[:2] if part.isdigit())
+DEADLINE_ALERTS_MISSING = (
+    None
+    if _AIRFLOW_MINOR >= (3, 3)
+    else f"needs Airflow 3.3 or newer (Deadline Alerts); this is Airflow {AIRFLOW_VERSION}: "
+    "remove max_staleness or upgrade Airflow"
+)
+
 __all__ = [
     "AIRFLOW_VERSION",
+    "DEADLINE_ALERTS_MISSING",
     "AirflowException",
     "AirflowFailException",
     "AirflowNotFoundException",

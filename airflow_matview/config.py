@@ -24,9 +24,12 @@ from pydantic import (
     model_validator,
 )
 
+from airflow_matview import production
 from airflow_matview.config_file import ConfigFileError, read_config_file, yaml_single_quoted
 from airflow_matview.identifiers import InvalidIdentifierError, QualifiedName, parse_qualified_name, quote_if_needed
+from airflow_matview.notifiers import NotifierSpec, parse_notifiers
 from airflow_matview.settings import parse_concurrently, parse_duration, parse_flag
+from airflow_matview.timezones import parse_timezone
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -73,6 +76,10 @@ def _whole_number(value: object) -> object:
     raise ValueError(f"{value!r} is not a whole number; use 0, 1, 2, ...")
 
 
+def _notifiers_or_none(value: object) -> tuple[NotifierSpec, ...] | None:
+    return None if value is None else parse_notifiers(value)
+
+
 class ViewSettings(BaseModel):
     """Settings any view may have; ``defaults:`` sets them for every view."""
 
@@ -91,6 +98,23 @@ class ViewSettings(BaseModel):
     skip_if_unchanged: Annotated[bool, _flag("skip_if_unchanged")] = False
     tags: list[str] = Field(default_factory=lambda: ["matview"])
     owner: str = "airflow"
+    # Production settings (timezone, notifiers, max_staleness, pool, queue...): see notifiers.py and production.py
+    timezone: Annotated[str, PlainValidator(parse_timezone)] = "UTC"
+    on_failure: Annotated[tuple[NotifierSpec, ...], PlainValidator(parse_notifiers)] = ()
+    on_retry: Annotated[tuple[NotifierSpec, ...], PlainValidator(parse_notifiers)] = ()
+    on_success: Annotated[tuple[NotifierSpec, ...], PlainValidator(parse_notifiers)] = ()
+    on_stale: Annotated[tuple[NotifierSpec, ...] | None, PlainValidator(_notifiers_or_none)] = None
+    max_staleness: Annotated[timedelta | None, PlainValidator(production.parse_max_staleness)] = None
+    pool: Annotated[str | None, PlainValidator(production.parse_pool)] = None
+    pool_slots: Annotated[int, PlainValidator(production.parse_pool_slots)] = 1
+    priority_weight: Annotated[int, PlainValidator(production.parse_priority_weight)] = 1
+    queue: Annotated[str | None, PlainValidator(production.parse_queue)] = None
+    description: Annotated[str | None, PlainValidator(production.parse_description)] = None
+
+    @property
+    def stale_notifiers(self) -> tuple[NotifierSpec, ...]:
+        """Who is told when the view is stale: ``on_stale``, by default the ``on_failure`` notifiers."""
+        return self.on_failure if self.on_stale is None else self.on_stale
 
     @field_validator("schedule")
     @classmethod
@@ -156,6 +180,12 @@ class ViewConfig(ViewSettings):
     def _schedule_combines_with_after(self) -> ViewConfig:
         if self.after and self.schedule in ("@once", "@continuous"):
             raise ValueError(f"schedule: {self.schedule} cannot be combined with after:; use a cron expression or null")
+        return self
+
+    @model_validator(mode="after")
+    def _production_settings_combine(self) -> ViewConfig:
+        if problems := production.view_problems(self):
+            raise ValueError("; ".join(problems))
         return self
 
     @field_validator("dag_id")

@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, Asset, AssetAny, Param, get_parsing_context
 
+from airflow_matview import production
 from airflow_matview.assets import matview_asset
 from airflow_matview.compat import AssetOrTimeSchedule, CronTriggerTimetable
 from airflow_matview.config import ViewConfig, load_config
+from airflow_matview.notifiers import callbacks
 from airflow_matview.operators.refresh import RefreshMaterializedViewOperator
 
 if TYPE_CHECKING:
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from airflow.sdk.definitions.asset import BaseAsset
+    from airflow.sdk.definitions.deadline import DeadlineAlert
 
 START_DATE = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
@@ -58,6 +61,8 @@ def build_dag(view: ViewConfig, upstream: list[Asset] | None = None) -> DAG:
         max_active_runs=1,
         tags=sorted({"matview", *view.tags}),
         doc_md=_doc(view, asset),
+        description=view.description,
+        deadline=_staleness_alert(view),
         default_args={
             "owner": view.owner,
             "retries": view.retries,
@@ -77,6 +82,7 @@ def build_dag(view: ViewConfig, upstream: list[Asset] | None = None) -> DAG:
         on_overlap=view.on_overlap,
         skip_if_unchanged=view.skip_if_unchanged,
         outlets=[asset],
+        **_task_placement(view),
     )
     # The trigger form's params, added last rather than as DAG(params=...): DAG() validates each Param's JSON
     # schema and every task deep-copies the DAG's params, which took most of the parse time of a large config.
@@ -94,14 +100,46 @@ def build_dag(view: ViewConfig, upstream: list[Asset] | None = None) -> DAG:
     return dag
 
 
-def _schedule(view: ViewConfig, upstream: list[Asset]) -> str | BaseAsset | AssetOrTimeSchedule | None:
-    """The cron or preset; with ``after:``, a refresh of any upstream view, or either."""
+def _schedule(
+    view: ViewConfig, upstream: list[Asset]
+) -> str | BaseAsset | CronTriggerTimetable | AssetOrTimeSchedule | None:
+    """The cron or preset (in the view's timezone); with ``after:``, a refresh of any upstream view, or either."""
     if not upstream:
-        return view.schedule
+        if view.timezone == "UTC" or view.schedule in (None, "@once", "@continuous"):
+            return view.schedule
+        return CronTriggerTimetable(view.schedule, timezone=view.timezone)
     condition = AssetAny(*upstream)
     if view.schedule is None:
         return condition
-    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(view.schedule, timezone="UTC"), assets=condition)
+    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(view.schedule, timezone=view.timezone), assets=condition)
+
+
+def _task_placement(view: ViewConfig) -> dict[str, Any]:
+    """Pool, queue, priority and notifier callbacks of the refresh task; Airflow's defaults where not configured."""
+    kwargs: dict[str, Any] = {"pool_slots": view.pool_slots, "priority_weight": view.priority_weight}
+    if view.pool:
+        kwargs["pool"] = view.pool
+    if view.queue:
+        kwargs["queue"] = view.queue
+    for event in ("failure", "retry", "success"):
+        specs = getattr(view, f"on_{event}")
+        if specs:
+            kwargs[f"on_{event}_callback"] = callbacks(event, specs, str(view.view), view.conn_id)
+    return kwargs
+
+
+def _staleness_alert(view: ViewConfig) -> DeadlineAlert | None:
+    if view.max_staleness is None:
+        return None
+    from airflow_matview.staleness import deadline_alert
+
+    return deadline_alert(
+        view=str(view.view),
+        conn_id=view.conn_id,
+        dag_id=view.resolved_dag_id,
+        max_staleness=view.max_staleness,
+        notifiers=view.stale_notifiers,
+    )
 
 
 def _doc(view: ViewConfig, asset: Asset) -> str:
@@ -115,6 +153,7 @@ def _doc(view: ViewConfig, asset: Asset) -> str:
         f"- concurrently: `{view.concurrently}`, analyze: `{view.analyze}`, lock timeout: `{view.lock_timeout}`, "
         f"skip if unchanged: `{view.skip_if_unchanged}`\n"
         f"- emits the asset `{asset.uri}` after each successful refresh\n"
-        f"- retries: {view.retries} every `{view.retry_delay}`; execution timeout: `{view.execution_timeout}`\n\n"
-        "Trigger with parameters to override `concurrently` or `analyze` for one run."
+        f"- retries: {view.retries} every `{view.retry_delay}`; execution timeout: `{view.execution_timeout}`\n"
+        + "".join(f"{line}\n" for line in production.doc_lines(view))
+        + "\nTrigger with parameters to override `concurrently` or `analyze` for one run."
     )

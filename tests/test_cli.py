@@ -40,12 +40,13 @@ def test_validate_lists_the_dags_it_would_build() -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].endswith("matviews.yaml: OK, 1 DAG(s)")
-    assert lines[1].split() == ["DAG", "ID", "VIEW", "SCHEDULE", "CONNECTION"]
+    assert lines[1].split() == ["DAG", "ID", "VIEW", "SCHEDULE", "CONNECTION", "SETTINGS"]
     assert lines[2].split() == [
         "matview.public.polls_user_matt_view",
         "public.polls_user_matt_view",
         "@daily",
         "postgres_default",
+        "-",
     ]
 
 

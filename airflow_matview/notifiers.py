@@ -1,0 +1,291 @@
+"""The ``on_failure``, ``on_retry``, ``on_success`` and ``on_stale`` keys: notifiers by dotted path, with arguments.
+
+At parse time a notifier's path is imported (once per path per process: importing a notifier module touches no
+database or network) and its arguments are checked against its signature; nothing is instantiated. The notifier
+is built when the event happens, with the event described in the context under ``matview`` and, unless the config
+sets them, our default subject and message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+EVENTS = {
+    "failure": "refresh failed",
+    "retry": "refresh failed, will retry",
+    "success": "refreshed",
+    "stale": "stale",
+}
+EXAMPLE = "{notifier: airflow.providers.smtp.notifications.smtp.SmtpNotifier, to: ops@example.com}"
+# Argument names that would put a credential into the config file; notifiers take a connection id instead.
+_SECRET_WORDS = ("password", "passwd", "secret", "token", "api_key", "apikey", "private_key")
+# Where our default message goes, by the notifier argument that holds it: the subject, then the body.
+DEFAULT_SUBJECT = "{{ matview.subject }}"
+DEFAULT_BODIES = {
+    "html_content": "<pre>{{ matview.message | e }}</pre>",
+    "text": "{{ matview.message }}",
+    "message": "{{ matview.message }}",
+    "body": "{{ matview.message }}",
+}
+_BODY_ARGUMENTS = (*DEFAULT_BODIES, "template")
+
+
+@dataclass(frozen=True)
+class NotifierSpec:
+    """One configured notifier.
+
+    :param path: dotted path of a ``BaseNotifier`` subclass or of a callable taking the context.
+    :param kwargs: its arguments, as written (Jinja templates are rendered by notifiers when they run).
+    """
+
+    path: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The spec as the config writes it (JSON-serialisable, for a Deadline Alert's callback kwargs)."""
+        return {"notifier": self.path, **self.kwargs}
+
+
+@dataclass(frozen=True)
+class _Target:
+    obj: Any
+    is_notifier_class: bool
+    accepted: frozenset[str] | None  # None: any keyword
+    required: frozenset[str]
+
+
+def parse_notifiers(value: object) -> tuple[NotifierSpec, ...]:
+    """A list of notifier mappings, each validated; every bad item is reported, each naming its path.
+
+    :param value: the value given in the config.
+    :raises ValueError: listing every bad item.
+    """
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ValueError(f"use a list of notifiers, e.g. [{EXAMPLE}]")
+    specs: list[NotifierSpec] = []
+    problems: list[str] = []
+    for index, item in enumerate(value):
+        try:
+            specs.append(parse_notifier(item))
+        except ValueError as error:
+            problems.append(f"item {index + 1}: {error}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return tuple(specs)
+
+
+def parse_notifier(item: object) -> NotifierSpec:
+    """One notifier mapping: ``notifier:`` (importable) and the arguments it accepts.
+
+    :raises ValueError: naming the path and what is wrong.
+    """
+    if not isinstance(item, Mapping):
+        raise ValueError(f"{item!r} is not a notifier; write a mapping such as {EXAMPLE}")
+    kwargs = {str(key): value for key, value in item.items()}
+    path = kwargs.pop("notifier", None)
+    if not isinstance(path, str) or not path.strip():
+        raise ValueError(f"notifier: is missing; give the dotted path of a BaseNotifier subclass, e.g. {EXAMPLE}")
+    path = path.strip()
+    secrets = [key for key in kwargs if any(word in key.lower() for word in _SECRET_WORDS)]
+    if secrets:
+        raise ValueError(
+            f"{path}: {', '.join(secrets)} would put a credential into the config file (not repeated here); "
+            "keep it in an Airflow connection and pass the connection's id (e.g. smtp_conn_id)"
+        )
+    target = _load(path)
+    unknown = sorted(set(kwargs) - target.accepted) if target.accepted is not None else []
+    if unknown:
+        allowed = ", ".join(sorted(target.accepted or ())) or "no arguments"
+        raise ValueError(f"{path} does not accept {', '.join(unknown)}; it accepts {allowed}")
+    missing = sorted(target.required - set(kwargs))
+    if missing:
+        raise ValueError(f"{path} needs {', '.join(missing)}")
+    return NotifierSpec(path, kwargs)
+
+
+@functools.lru_cache(maxsize=256)
+def _load(path: str) -> _Target:
+    """Import ``path`` and read what arguments it takes (cached: a config repeats the same notifier per view)."""
+    module_name, _, attribute = path.rpartition(".")
+    if not module_name:
+        raise ValueError(f"{path!r} is not a dotted path; write package.module.Name")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(f"{path} cannot be imported ({error}); install its provider or fix the path") from None
+    except Exception as error:  # a broken module must not hide the other problems of the file
+        raise ValueError(f"{path} cannot be imported ({type(error).__name__}: {error})") from None
+    obj = getattr(module, attribute, None)
+    if obj is None:
+        raise ValueError(f"{path} cannot be imported (module {module_name} has no {attribute})")
+    from airflow.sdk import BaseNotifier
+
+    if inspect.isclass(obj):
+        if not issubclass(obj, BaseNotifier):
+            raise ValueError(f"{path} is a class but not an Airflow BaseNotifier subclass")
+        accepted, required = _class_arguments(obj)
+        return _Target(obj, True, accepted, required)
+    if callable(obj):
+        accepted, required = _arguments(inspect.signature(obj), skip_first=True)
+        return _Target(obj, False, accepted, required)
+    raise ValueError(f"{path} is neither a BaseNotifier subclass nor a callable")
+
+
+def _class_arguments(cls: type) -> tuple[frozenset[str] | None, frozenset[str]]:
+    """Named ``__init__`` arguments along the MRO, following ``**kwargs`` passed on to the parent class."""
+    accepted: set[str] = set()
+    required: frozenset[str] | None = None
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        if klass is object:
+            return None, required or frozenset()  # **kwargs reach object: anything goes until it runs
+        names, needed = _arguments(inspect.signature(vars(klass)["__init__"]), skip_first=True)
+        required = needed if required is None else required
+        if names is not None:
+            accepted |= names
+            break
+        accepted |= _named(inspect.signature(vars(klass)["__init__"]), skip_first=True)
+    accepted.discard("context")  # BaseNotifier's own, filled by Airflow
+    return frozenset(accepted), (required or frozenset()) - {"context"}
+
+
+def _named(signature: inspect.Signature, *, skip_first: bool) -> frozenset[str]:
+    parameters = list(signature.parameters.values())[1 if skip_first else 0 :]
+    return frozenset(p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
+def _arguments(signature: inspect.Signature, *, skip_first: bool) -> tuple[frozenset[str] | None, frozenset[str]]:
+    """The keyword arguments a callable accepts (``None``: any, it has ``**kwargs``) and those it requires;
+    ``skip_first`` leaves out ``self`` or the context."""
+    parameters = list(signature.parameters.values())[1 if skip_first else 0 :]
+    names = None if any(p.kind is p.VAR_KEYWORD for p in parameters) else _named(signature, skip_first=skip_first)
+    required = frozenset(
+        p.name for p in parameters if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    )
+    return names, required
+
+
+def with_default_message(spec: NotifierSpec) -> dict[str, Any]:
+    """The spec's arguments plus our default subject and message where the notifier takes them and the config
+    leaves them out."""
+    target = _load(spec.path)
+    kwargs = dict(spec.kwargs)
+    accepts = (lambda name: True) if target.accepted is None else target.accepted.__contains__
+    if not target.is_notifier_class:
+        return kwargs
+    if accepts("subject") and "subject" not in kwargs:
+        kwargs["subject"] = DEFAULT_SUBJECT
+    if not any(name in kwargs for name in _BODY_ARGUMENTS):
+        for name, template in DEFAULT_BODIES.items():
+            if target.accepted is not None and name in target.accepted:
+                kwargs[name] = template
+                break
+    return kwargs
+
+
+def describe(event: str, view: str, conn_id: str, context: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    """What the notification says, as ``context["matview"]``: ``subject``, ``message`` and the parts."""
+    ti = context.get("ti") or context.get("task_instance")
+    facts: dict[str, Any] = {"event": event, "view": view, "conn_id": conn_id, **extra}
+    if ti is not None:
+        facts.setdefault("try_number", getattr(ti, "try_number", None))
+        facts.setdefault("max_tries", getattr(ti, "max_tries", None))
+        facts.setdefault("log_url", getattr(ti, "log_url", None))
+        facts.setdefault("dag_id", getattr(ti, "dag_id", None))
+        facts.setdefault("run_id", getattr(ti, "run_id", None))
+    error = context.get("exception")
+    if error is not None and event != "success":
+        facts.setdefault("error", str(error) or type(error).__name__)
+    facts["subject"] = f"[airflow-matview] {view} {EVENTS.get(event, event)} (connection {conn_id})"
+    facts["message"] = "\n".join(_message_lines(facts))
+    return facts
+
+
+def _message_lines(facts: Mapping[str, Any]) -> list[str]:
+    what = EVENTS.get(facts["event"], facts["event"])
+    lines = [f"Materialized view {facts['view']} {what}.", f"Connection: {facts['conn_id']}"]
+    if facts.get("stale_for"):
+        lines.append(
+            f"Stale: its refresh due at {facts['due_at']} has not succeeded after {facts['stale_for']} "
+            f"(max_staleness {facts['max_staleness']}, {facts['late_by']} late); run state: {facts.get('run_state')}"
+        )
+    if facts.get("error"):
+        lines.append(f"Error: {facts['error']}")
+    if facts.get("try_number") is not None:
+        total = facts.get("max_tries")
+        lines.append(f"Try: {facts['try_number']}" + (f" of {total + 1}" if isinstance(total, int) else ""))
+    if facts.get("dag_id"):
+        lines.append(f"DAG: {facts['dag_id']}, run {facts.get('run_id')}")
+    if facts.get("log_url"):
+        lines.append(f"Log: {facts['log_url']}")
+    return lines
+
+
+class TaskNotifier:
+    """A task callback (``on_failure_callback`` ...) that builds the configured notifier when the event happens.
+
+    Nothing is imported or instantiated when the DAG is parsed beyond what validation did.
+
+    :param event: ``failure``, ``retry`` or ``success``.
+    :param spec: the configured notifier.
+    :param view: the view's name, for the message.
+    :param conn_id: the view's connection id, for the message.
+    """
+
+    def __init__(self, event: str, spec: NotifierSpec, view: str, conn_id: str) -> None:
+        self.event = event
+        self.spec = spec
+        self.view = view
+        self.conn_id = conn_id
+
+    def __repr__(self) -> str:
+        return f"TaskNotifier({self.event}, {self.spec.path})"
+
+    def __call__(self, context: dict[str, Any]) -> None:
+        context["matview"] = describe(self.event, self.view, self.conn_id, context)
+        call(self.spec, context)
+
+
+def call(spec: NotifierSpec, context: dict[str, Any]) -> None:
+    """Build the notifier and send, synchronously (task callbacks run in the task's process)."""
+    target = _load(spec.path)
+    if target.is_notifier_class:
+        target.obj(**with_default_message(spec))(context)
+    else:
+        target.obj(context, **spec.kwargs)
+
+
+async def acall(spec: NotifierSpec, context: dict[str, Any]) -> None:
+    """Build the notifier and send from the triggerer's event loop: ``async_notify`` when the notifier has one,
+    otherwise its synchronous ``notify`` in a thread."""
+    from airflow.sdk import BaseNotifier
+
+    target = _load(spec.path)
+    if target.is_notifier_class:
+        notifier = target.obj(**with_default_message(spec))
+        if type(notifier).async_notify is not BaseNotifier.async_notify:
+            notifier.context = context
+            await notifier
+        else:
+            await asyncio.to_thread(notifier, context)
+    elif inspect.iscoroutinefunction(target.obj):
+        await target.obj(context, **spec.kwargs)
+    else:
+        await asyncio.to_thread(target.obj, context, **spec.kwargs)
+
+
+def callbacks(event: str, specs: tuple[NotifierSpec, ...], view: str, conn_id: str) -> list[Callable[..., None]]:
+    """The task callbacks for ``event``, one per configured notifier."""
+    return [TaskNotifier(event, spec, view, conn_id) for spec in specs]

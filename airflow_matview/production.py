@@ -1,0 +1,192 @@
+"""Production settings of a view's DAG and task: pool, pool_slots, priority_weight, queue, description, and how
+they (with the timezone, notifiers and max_staleness) are summarised for ``airflow-matview validate``, the DAG's doc
+and ``airflow-matview check``'s pool check."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from airflow_matview.settings import InvalidSettingError, parse_duration
+from airflow_matview.staleness import check_supported, format_seconds
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from airflow_matview.config import ViewConfig
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,256}")
+_INT32 = 2**31 - 1
+
+
+def parse_pool(value: object) -> str | None:
+    """An Airflow pool name; ``None`` for Airflow's ``default_pool``."""
+    return _name(value, "pool", "pg_main")
+
+
+def parse_queue(value: object) -> str | None:
+    """An executor queue name; ``None`` for the default queue."""
+    return _name(value, "queue", "refreshes")
+
+
+def _name(value: object, what: str, example: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and _NAME.fullmatch(value):
+        return value
+    raise ValueError(f"{value!r} is not a {what} name; use up to 256 letters, digits, _ . and - (e.g. {example})")
+
+
+def parse_pool_slots(value: object) -> int:
+    """How many slots of its pool the refresh takes: a whole number from 1."""
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= _INT32:
+        return value
+    raise ValueError(f"{value!r} is not allowed; use a whole number of slots, 1 or more (default 1)")
+
+
+def parse_priority_weight(value: object) -> int:
+    """Airflow's priority_weight: a whole number; higher runs first when slots are short."""
+    if isinstance(value, int) and not isinstance(value, bool) and -_INT32 - 1 <= value <= _INT32:
+        return value
+    raise ValueError(f"{value!r} is not allowed; use a whole number (higher runs first when slots are short)")
+
+
+def parse_description(value: object) -> str | None:
+    """Free text shown next to the DAG in the UI."""
+    if value is None or (isinstance(value, str) and len(value) <= 1000):
+        return value
+    if isinstance(value, str):
+        raise ValueError(f"is {len(value)} characters long; use at most 1000 (put more in a comment)")
+    raise ValueError(f"{value!r} is not text; write the description as a string")
+
+
+def parse_max_staleness(value: object) -> timedelta | None:
+    """How long after a run was queued its refresh must have succeeded; ``None``: no staleness alert."""
+    if value is None:
+        return None
+    try:
+        duration = parse_duration(value, "max_staleness")
+    except InvalidSettingError as error:
+        raise ValueError(str(error)) from None
+    if duration < timedelta(seconds=1):
+        raise ValueError(
+            f"{value!r} is under a second, sooner than any refresh can run; "
+            "use a duration such as 20s, 30m or 1h, or null for no staleness alert"
+        )
+    check_supported()
+    return parse_duration(value, "max_staleness", positive=True)
+
+
+def view_problems(view: ViewConfig) -> list[str]:
+    """Problems of a view's production settings once its defaults are merged in."""
+    if view.max_staleness is not None and not view.stale_notifiers:
+        return [
+            "max_staleness: no notifier would be told when the view is stale; list them under on_stale "
+            "(or on_failure, which on_stale defaults to)"
+        ]
+    return []
+
+
+def summary(view: ViewConfig) -> str:
+    """The non-default production settings in one short cell, for ``airflow-matview validate``."""
+    parts = []
+    if view.timezone != "UTC":
+        parts.append(f"tz={view.timezone}")
+    if view.pool:
+        parts.append(f"pool={view.pool}" + (f"x{view.pool_slots}" if view.pool_slots != 1 else ""))
+    elif view.pool_slots != 1:
+        parts.append(f"slots={view.pool_slots}")
+    if view.priority_weight != 1:
+        parts.append(f"priority={view.priority_weight}")
+    if view.queue:
+        parts.append(f"queue={view.queue}")
+    if view.max_staleness is not None:
+        parts.append(f"stale>{format_seconds(view.max_staleness.total_seconds())}")
+    alerts = [
+        f"{event}:{len(specs)}"
+        for event, specs in (
+            ("failure", view.on_failure),
+            ("retry", view.on_retry),
+            ("success", view.on_success),
+            ("stale", view.stale_notifiers if view.max_staleness is not None else ()),
+        )
+        if specs
+    ]
+    if alerts:
+        parts.append("notify=" + ",".join(alerts))
+    return " ".join(parts) or "-"
+
+
+def doc_lines(view: ViewConfig) -> list[str]:
+    """Markdown bullet lines for the DAG's doc."""
+    lines = [f"- cron times are {view.timezone} local time" + _dst_note(view)]
+    if view.pool:
+        lines.append(
+            f"- runs in the Airflow pool `{view.pool}` ({view.pool_slots} slot(s)); **the pool must exist** "
+            f"(Admin -> Pools, or `airflow pools set {view.pool} 2 'refreshes'`), otherwise Airflow never starts "
+            "the task; `airflow-matview check` reports a missing pool"
+        )
+    if view.queue or view.priority_weight != 1:
+        lines.append(f"- queue: `{view.queue or 'default'}`, priority weight: {view.priority_weight}")
+    for event, specs in (("failure", view.on_failure), ("retry", view.on_retry), ("success", view.on_success)):
+        if specs:
+            lines.append(f"- on {event}: {_paths(spec.path for spec in specs)}")
+    if view.max_staleness is not None:
+        lines.append(
+            f"- max staleness: `{format_seconds(view.max_staleness.total_seconds())}` after a run is queued "
+            f"(Deadline Alert, run by the triggerer), then: {_paths(spec.path for spec in view.stale_notifiers)}"
+        )
+    return lines
+
+
+def _dst_note(view: ViewConfig) -> str:
+    if view.timezone == "UTC":
+        return ""
+    return (
+        " (a time skipped when clocks go forward runs one hour later, a time repeated when they go back runs once, "
+        "at its second occurrence)"
+    )
+
+
+def _paths(paths: Iterable[str]) -> str:
+    return ", ".join(f"`{path}`" for path in paths)
+
+
+def missing_pools(views: Iterable[ViewConfig], existing: dict[str, int]) -> dict[str, str]:
+    """Per DAG id, why its pool cannot run it: the pool is missing, or has fewer slots than the task takes.
+
+    :param existing: Airflow's pools, name -> slots.
+    """
+    problems: dict[str, str] = {}
+    for view in views:
+        if view.pool is None:
+            continue
+        if view.pool not in existing:
+            problems[view.resolved_dag_id] = (
+                f"pool: {view.pool!r} does not exist in Airflow, which never starts a task whose pool is missing; "
+                f"create it: airflow pools set {view.pool} 2 'matview refreshes' (or Admin -> Pools)"
+            )
+        elif 0 <= existing[view.pool] < view.pool_slots:
+            problems[view.resolved_dag_id] = (
+                f"pool: {view.pool!r} has {existing[view.pool]} slot(s), fewer than this view's pool_slots "
+                f"({view.pool_slots}): the task can never start; add slots or lower pool_slots"
+            )
+    return problems
+
+
+def airflow_pools() -> dict[str, int]:
+    """Airflow's pools (name -> slots, -1 for unlimited), read from its metadata database (not at parse time).
+
+    :raises RuntimeError: when the metadata database cannot be read.
+    """
+    try:
+        from airflow.models.pool import Pool
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        with create_session() as session:
+            return {str(name): int(slots) for name, slots in session.execute(select(Pool.pool, Pool.slots))}
+    except Exception as error:
+        first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        raise RuntimeError(f"cannot read Airflow's pools ({type(error).__name__}: {first_line})") from None
