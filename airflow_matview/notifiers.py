@@ -23,7 +23,7 @@ EVENTS = {
     "failure": "refresh failed",
     "retry": "refresh failed, will retry",
     "success": "refreshed",
-    "stale": "stale",
+    "stale": "is stale",
 }
 EXAMPLE = "{notifier: airflow.providers.smtp.notifications.smtp.SmtpNotifier, to: ops@example.com}"
 # Argument names that would put a credential into the config file; notifiers take a connection id instead.

@@ -1,4 +1,4 @@
-"""A real Airflow on loopback: api-server, scheduler and dag-processor with the LocalExecutor.
+"""A real Airflow on loopback: api-server, scheduler, dag-processor and triggerer with the LocalExecutor.
 
 Its metadata database lives in the throwaway PostgreSQL cluster (database ``airflow``), its ``AIRFLOW_HOME`` in a
 temporary folder. Every process runs in its own process group, and :meth:`AirflowStack.stop` ends each group, so no
@@ -28,17 +28,19 @@ if TYPE_CHECKING:
     from devtools.pgcluster import PostgresCluster
 
 AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
-COMPONENTS = ("api-server", "scheduler", "dag-processor")
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 USERNAME = "admin"
 
 
 class AirflowStack:
-    """Airflow's three long-running components, configured by environment variables only.
+    """Airflow's long-running components, configured by environment variables only.
 
     :param cluster: the PostgreSQL server that holds the metadata database.
     :param dags_folder: the DAGs folder the dag-processor parses.
     :param connections: Airflow connections as ``conn_id -> URI``.
     :param port: the api-server's port (a free one by default).
+    :param triggerer: also run the triggerer, which runs deferred work and Deadline Alert callbacks
+        (``max_staleness``); about 100 MB of memory and no CPU when idle.
     """
 
     def __init__(
@@ -47,7 +49,9 @@ class AirflowStack:
         dags_folder: Path,
         connections: dict[str, str],
         port: int | None = None,
+        triggerer: bool = True,
     ) -> None:
+        self.components = COMPONENTS if triggerer else tuple(c for c in COMPONENTS if c != "triggerer")
         self.cluster = cluster
         self.dags_folder = dags_folder
         self.port = port or free_port()
@@ -99,7 +103,7 @@ class AirflowStack:
         migrated = self.airflow("db", "migrate")
         if migrated.returncode != 0:
             raise RuntimeError(f"airflow db migrate failed:\n{migrated.stdout[-3000:]}{migrated.stderr[-3000:]}")
-        for component in COMPONENTS:
+        for component in self.components:
             log = (self.logs / f"{component}.log").open("wb")
             self._log_files.append(log)
             self.processes[component] = subprocess.Popen(

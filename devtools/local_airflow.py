@@ -1,8 +1,9 @@
 """A local Airflow to click around in: ``make airflow``.
 
-It starts a throwaway PostgreSQL with the reference scenario, then Airflow's api-server, scheduler and
-dag-processor on loopback with this repository's ``dags/`` folder, prints the URL and the login, and runs until
-Ctrl-C (or SIGTERM), when it stops every process it started and removes their files.
+It starts a throwaway PostgreSQL with the reference scenario, then Airflow's api-server, scheduler,
+dag-processor and triggerer (``--no-triggerer`` to leave it out) on loopback with this repository's ``dags/``
+folder, prints the URL and the login, and runs until Ctrl-C (or SIGTERM), when it stops every process it started
+and removes their files.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ REPO = Path(__file__).resolve().parent.parent
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=8080, help="the api-server's port (default 8080)")
+    parser.add_argument(
+        "--no-triggerer",
+        action="store_true",
+        help="do not start the triggerer (it runs max_staleness alerts and deferred tasks)",
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
@@ -37,8 +43,14 @@ def main(argv: list[str] | None = None) -> int:
             create_reference_scenario(conn)
             add_new_users(conn)
         print(f"PostgreSQL {cluster.major} on 127.0.0.1:{cluster.port}, database demo (psql '{cluster.dsn('demo')}')")
-        stack = AirflowStack(cluster, REPO / "dags", {"postgres_default": cluster.uri("demo")}, port=args.port)
-        print("Starting Airflow (api-server, scheduler, dag-processor)...", flush=True)
+        stack = AirflowStack(
+            cluster,
+            REPO / "dags",
+            {"postgres_default": cluster.uri("demo")},
+            port=args.port,
+            triggerer=not args.no_triggerer,
+        )
+        print(f"Starting Airflow ({', '.join(stack.components)})...", flush=True)
         stack.start()
         print(
             f"\nAirflow is running at {stack.url}\n"

@@ -1,0 +1,250 @@
+"""Production settings in a real Airflow (api-server, scheduler, dag-processor, triggerer, LocalExecutor).
+
+Notifiers mail a real SMTP server on loopback (aiosmtpd) through the SMTP provider's ``SmtpNotifier``; the
+``max_staleness`` Deadline Alert runs in the real triggerer; a real pool caps concurrent refreshes, seen in
+``pg_stat_activity``. One stack serves the whole module.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import pytest
+import yaml
+
+from devtools.airflow_stack import AirflowStack, ApiClient
+from devtools.pgcluster import embedded_cluster
+from tests.smtp_sink import SmtpSink
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+REPO = Path(__file__).resolve().parent.parent
+CLI = Path(sys.executable).parent / "airflow-matview"
+SMTP = "airflow.providers.smtp.notifications.smtp.SmtpNotifier"
+POOL = "matview_pool"
+POOLED = [f"pooled_{index:02d}" for index in range(10)]
+MAX_STALENESS = 20  # seconds
+# The stale mail must arrive within this long after the deadline: the scheduler finds missed deadlines on each loop
+# (every 2 s here, SCHEDULER_HEARTBEAT_SEC), the triggerer picks the callback up on its next poll (about 1 s) and
+# the mail is sent at once; 30 s leaves room for a loaded 2-core machine.
+STALE_BOUND = 30
+RUN_TIMEOUT = 240
+
+pytestmark = pytest.mark.timeout(900)
+
+
+class Deployment:
+    def __init__(self, stack: AirflowStack, api: ApiClient, dsn: str, sink: SmtpSink, config: Path) -> None:
+        self.stack = stack
+        self.api = api
+        self.dsn = dsn
+        self.sink = sink
+        self.config = config
+
+    def connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.dsn, autocommit=True)
+
+    def trigger(self, view: str) -> tuple[str, str]:
+        dag_id = f"matview.public.{view}"
+        self.api.patch(f"/dags/{dag_id}", {"is_paused": False})
+        run = self.api.post(f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": {}})
+        return dag_id, str(run["dag_run_id"])
+
+
+def _notifier(to: str, **kwargs: Any) -> list[dict[str, Any]]:
+    return [{"notifier": SMTP, "to": to, "smtp_conn_id": "smtp_sink", **kwargs}]
+
+
+def _config() -> dict[str, Any]:
+    return {
+        "defaults": {"schedule": None, "retries": 0, "concurrently": False},
+        "views": [
+            {
+                "name": "public.notify_ok",
+                "on_success": _notifier("ok@example.com", subject="OK {{ matview.view }} try {{ ti.try_number }}"),
+            },
+            {
+                "name": "public.notify_broken",
+                "retries": 1,
+                "retry_delay": "1s",
+                "on_retry": _notifier("retry@example.com"),
+                "on_failure": _notifier("failure@example.com"),
+            },
+            {
+                "name": "public.stale_view",
+                "max_staleness": f"{MAX_STALENESS}s",
+                "lock_timeout": "5m",
+                "on_failure": _notifier("oncall@example.com"),  # on_stale defaults to these
+            },
+            *({"name": f"public.{view}", "pool": POOL} for view in POOLED),
+        ],
+    }
+
+
+SCENARIO = [
+    "CREATE TABLE src (id int PRIMARY KEY, n int)",
+    "INSERT INTO src VALUES (1, 1), (2, 2)",
+    "CREATE TABLE divisor (d int)",
+    "INSERT INTO divisor VALUES (1)",
+    "CREATE MATERIALIZED VIEW notify_ok AS SELECT * FROM src",
+    "CREATE MATERIALIZED VIEW notify_broken AS SELECT id / (SELECT d FROM divisor) AS x FROM src",
+    "UPDATE divisor SET d = 0",  # every refresh of notify_broken now fails: division by zero
+    "CREATE MATERIALIZED VIEW stale_view AS SELECT * FROM src",
+    # Each pooled refresh takes 3 s, so refreshes let through together overlap.
+    *(f"CREATE MATERIALIZED VIEW {view} AS SELECT 1 AS x FROM pg_sleep(3) WITH NO DATA" for view in POOLED),
+]
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    cluster = embedded_cluster()
+    stack: AirflowStack | None = None
+    with SmtpSink() as sink:
+        try:
+            cluster.start()
+            cluster.create_database("scenario")
+            with psycopg.connect(cluster.dsn("scenario"), autocommit=True) as conn:
+                for statement in SCENARIO:
+                    conn.execute(statement)
+            dags = tmp_path_factory.mktemp("dags")
+            shutil.copy(REPO / "dags" / "matviews.py", dags / "matviews.py")
+            (dags / "matviews.yaml").write_text(yaml.safe_dump(_config(), sort_keys=False))
+            connections = {"postgres_default": cluster.uri("scenario"), "smtp_sink": sink.uri}
+            stack = AirflowStack(cluster, dags, connections, triggerer=True)
+            stack.env["AIRFLOW__CORE__PARALLELISM"] = "4"  # more than the pool's 2 slots: the pool must cap
+            stack.start()
+            api = ApiClient(stack)
+            for view in ("notify_ok", "notify_broken", "stale_view", *POOLED):
+                api.wait_for_dag(f"matview.public.{view}")
+            assert api.get("/importErrors")["total_entries"] == 0
+            yield Deployment(stack, api, cluster.dsn("scenario"), sink, dags / "matviews.yaml")
+        finally:
+            try:
+                if stack is not None:
+                    stack.stop()
+            finally:
+                cluster.destroy()
+
+
+def _to(address: str) -> Any:
+    return lambda mail: address in mail.to
+
+
+def test_success_retry_and_failure_mails_name_view_connection_error_try_and_log(deployment: Deployment) -> None:
+    ok_dag, ok_run = deployment.trigger("notify_ok")
+    broken_dag, broken_run = deployment.trigger("notify_broken")
+    assert deployment.api.wait_for_run(ok_dag, ok_run, timeout=RUN_TIMEOUT)["state"] == "success"
+    assert deployment.api.wait_for_run(broken_dag, broken_run, timeout=RUN_TIMEOUT)["state"] == "failed"
+
+    (success,) = deployment.sink.wait_for(_to("ok@example.com"))
+    assert success.subject == "OK public.notify_ok try 1", "the config's Jinja subject, rendered by Airflow"
+    assert "Materialized view public.notify_ok refreshed." in success.body
+    assert "Connection: postgres_default" in success.body
+    assert "Try: 1 of 1" in success.body
+    assert f"/dags/{ok_dag}/runs/" in success.body and "/tasks/refresh?try_number=1" in success.body
+
+    (retry,) = deployment.sink.wait_for(_to("retry@example.com"))
+    (failure,) = deployment.sink.wait_for(_to("failure@example.com"))
+    log_base = f"{deployment.stack.url}/dags/{broken_dag}/runs/{broken_run.replace(':', '%3A').replace('+', '%2B')}"
+    for mail, what, try_number in ((retry, "refresh failed, will retry", 1), (failure, "refresh failed", 2)):
+        assert mail.subject == f"[airflow-matview] public.notify_broken {what} (connection postgres_default)"
+        assert f"Materialized view public.notify_broken {what}." in mail.body
+        assert "Connection: postgres_default" in mail.body
+        assert "division by zero" in mail.body, mail.body
+        assert f"Try: {try_number} of 2" in mail.body
+        assert f"Log: {log_base}/tasks/refresh?try_number={try_number}" in mail.body, mail.body
+    print(f"failure mail:\n{failure.subject}\n{failure.body}")
+
+
+def test_stale_view_alerts_once_within_the_bound_naming_view_and_lateness(deployment: Deployment) -> None:
+    blocker = deployment.connect()
+    try:
+        blocker.execute("BEGIN")
+        # A reader's open transaction holds ACCESS SHARE on the view: the plain refresh waits for its lock.
+        blocker.execute("SELECT count(*) FROM stale_view")
+        dag_id, run_id = deployment.trigger("stale_view")
+        run = deployment.api.get(f"/dags/{dag_id}/dagRuns/{run_id}")
+        queued_at = _timestamp(run["queued_at"])
+        deadline = queued_at + MAX_STALENESS
+
+        (stale,) = deployment.sink.wait_for(_to("oncall@example.com"), timeout=MAX_STALENESS + STALE_BOUND + 30)
+        lateness = stale.received_at - deadline
+        print(f"stale mail {lateness:.1f}s after the deadline (bound {STALE_BOUND}s):\n{stale.subject}\n{stale.body}")
+        assert 0 <= lateness <= STALE_BOUND, deployment.stack.log("triggerer")
+        assert stale.subject == "[airflow-matview] public.stale_view is stale (connection postgres_default)"
+        assert "Materialized view public.stale_view is stale." in stale.body
+        assert f"max_staleness {MAX_STALENESS}s" in stale.body and "s late)" in stale.body
+        assert "run state: running" in stale.body
+        assert deployment.api.get(f"/dags/{dag_id}/dagRuns/{run_id}")["state"] == "running"
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert deployment.api.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)["state"] == "success"
+    time.sleep(6)  # several scheduler loops after the run ended: a second alert would have been queued by now
+    assert len(deployment.sink.matching(_to("oncall@example.com"))) == 1, "one alert per breach"
+
+
+def test_check_reports_a_missing_pool_until_it_exists(deployment: Deployment) -> None:
+    env = {**deployment.stack.env, "PATH": os.environ.get("PATH", "")}
+    done = subprocess.run([str(CLI), "check", str(deployment.config)], env=env, capture_output=True, text=True)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert (
+        f"pool: '{POOL}' does not exist in Airflow, which never starts a task whose pool is missing; "
+        f"create it: airflow pools set {POOL} 2 'matview refreshes' (or Admin -> Pools)"
+    ) in done.stdout
+    assert done.stdout.count("does not exist in Airflow") == len(POOLED)
+
+    _create_pool(deployment)
+    done = subprocess.run([str(CLI), "check", str(deployment.config)], env=env, capture_output=True, text=True)
+    assert "pool:" not in done.stdout, done.stdout
+
+
+def _create_pool(deployment: Deployment) -> None:
+    created = deployment.stack.airflow("pools", "set", POOL, "2", "matview refreshes on the scenario database")
+    assert created.returncode == 0, created.stderr
+
+
+def test_a_two_slot_pool_never_runs_more_than_two_refreshes_at_once(deployment: Deployment) -> None:
+    _create_pool(deployment)
+    samples: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        with deployment.connect() as conn:
+            while not stop.is_set():
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s",
+                    ("airflow-matview matview.public.pooled_%",),
+                ).fetchone()
+                samples.append(row[0] if row else 0)
+                time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        runs = [deployment.trigger(view) for view in POOLED]
+        states = [deployment.api.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)["state"] for dag_id, run_id in runs]
+    finally:
+        stop.set()
+        sampler.join()
+    print(f"{len(samples)} samples of pg_stat_activity; refresh backends at once: max {max(samples)}")
+    assert states == ["success"] * len(POOLED)
+    with deployment.connect() as conn:
+        for view in POOLED:
+            assert conn.execute(f"SELECT x FROM {view}").fetchall() == [(1,)]
+    assert max(samples) == 2, "the pool lets two through at once, never more"
+
+
+def _timestamp(value: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()

@@ -1,0 +1,259 @@
+"""Production settings of the config (timezone, notifiers, max_staleness, pool, queue...): validation, what the
+DAG and task get, and when Airflow's own timetable code runs a local-time cron across DST changes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import yaml
+
+from airflow_matview.config import MatviewConfigError, load_config
+from airflow_matview.factory import build_dags
+from tests.test_factory import PARSE_PROBE, dags_folder
+
+if TYPE_CHECKING:
+    from airflow.sdk import DAG
+
+SMTP = "airflow.providers.smtp.notifications.smtp.SmtpNotifier"
+CLI = Path(sys.executable).parent / "airflow-matview"
+ALL_KEYS: dict[str, Any] = {
+    "timezone": "Europe/Berlin",
+    "on_failure": [{"notifier": SMTP, "to": "ops@example.com", "smtp_conn_id": "smtp_ops"}],
+    "on_retry": [{"notifier": SMTP, "to": "ops@example.com", "subject": "retry {{ matview.view }}"}],
+    "on_success": [{"notifier": "tests.recording_notifier.record", "label": "ok"}],
+    "on_stale": [{"notifier": SMTP, "to": "oncall@example.com"}],
+    "max_staleness": "2h",
+    "pool": "pg_main",
+    "pool_slots": 2,
+    "priority_weight": 7,
+    "queue": "refreshes",
+    "description": "Nightly sales rollup",
+}
+
+
+def problems_of(config: dict[str, Any]) -> list[str]:
+    with pytest.raises(MatviewConfigError) as raised:
+        load_config(config)
+    return raised.value.problems
+
+
+def test_bad_values_of_the_production_keys_are_each_reported_with_what_is_allowed() -> None:
+    problems = problems_of(
+        {
+            "views": [
+                {
+                    "name": "public.a",
+                    "timezone": "Europe/Berln",
+                    "on_failure": {"notifier": SMTP},
+                    "on_retry": [{"notifier": SMTP, "to": "x@example.com", "colour": "red"}, {"to": "y"}],
+                    "on_success": [{"notifier": "airflow.providers.nowhere.Notifier"}, "mail me"],
+                    "on_stale": [{"notifier": SMTP, "to": "x@example.com", "smtp_password": "hunter2"}],
+                    "max_staleness": "0.5s",
+                    "pool": "main pool",
+                    "pool_slots": 0,
+                    "priority_weight": "high",
+                    "queue": "",
+                    "description": 42,
+                },
+                {"name": "public.b", "timezone": "Mars/Olympus_Mons", "max_staleness": "soon", "pool_slots": True},
+                {"name": "public.c", "max_staleness": "1h", "on_success": [{"notifier": SMTP}]},
+                {"name": "public.d", "on_failure": [{"notifier": "json.JSONDecoder"}, {"notifier": "os.sep"}]},
+            ]
+        }
+    )
+    listed = ", ".join(
+        sorted(
+            [
+                "auth_type",
+                "bcc",
+                "cc",
+                "custom_headers",
+                "files",
+                "from_email",
+                "html_content",
+                "mime_charset",
+                "mime_subtype",
+                "smtp_conn_id",
+                "subject",
+                "template",
+                "to",
+            ]
+        )
+    )
+    assert problems == [
+        "views[0] (public.a): timezone: 'Europe/Berln' is not an IANA time zone; did you mean Europe/Berlin?",
+        "views[0] (public.a): on_failure: use a list of notifiers, e.g. [{notifier: "
+        "airflow.providers.smtp.notifications.smtp.SmtpNotifier, to: ops@example.com}]",
+        f"views[0] (public.a): on_retry: item 1: {SMTP} does not accept colour; it accepts {listed}; "
+        "item 2: notifier: is missing; give the dotted path of a BaseNotifier subclass, e.g. "
+        "{notifier: airflow.providers.smtp.notifications.smtp.SmtpNotifier, to: ops@example.com}",
+        "views[0] (public.a): on_success: item 1: airflow.providers.nowhere.Notifier cannot be imported "
+        "(No module named 'airflow.providers.nowhere'); install its provider or fix the path; "
+        "item 2: 'mail me' is not a notifier; write a mapping such as "
+        "{notifier: airflow.providers.smtp.notifications.smtp.SmtpNotifier, to: ops@example.com}",
+        f"views[0] (public.a): on_stale: item 1: {SMTP}: smtp_password would put a credential into the config "
+        "file (not repeated here); keep it in an Airflow connection and pass the connection's id (e.g. smtp_conn_id)",
+        "views[0] (public.a): max_staleness: '0.5s' is under a second, sooner than any refresh can run; "
+        "use a duration such as 20s, 30m or 1h, or null for no staleness alert",
+        "views[0] (public.a): pool: 'main pool' is not a pool name; use up to 256 letters, digits, _ . and - "
+        "(e.g. pg_main)",
+        "views[0] (public.a): pool_slots: 0 is not allowed; use a whole number of slots, 1 or more (default 1)",
+        "views[0] (public.a): priority_weight: 'high' is not allowed; use a whole number (higher runs first when "
+        "slots are short)",
+        "views[0] (public.a): queue: '' is not a queue name; use up to 256 letters, digits, _ . and - (e.g. refreshes)",
+        "views[0] (public.a): description: 42 is not text; write the description as a string",
+        "views[1] (public.b): timezone: 'Mars/Olympus_Mons' is not an IANA time zone; use an IANA name such as "
+        "Europe/Berlin or UTC",
+        "views[1] (public.b): max_staleness: 'soon' is not a duration; use 500ms, 30s, 5m, 1h, 1d or a number of "
+        "seconds",
+        "views[1] (public.b): pool_slots: True is not allowed; use a whole number of slots, 1 or more (default 1)",
+        f"views[2] (public.c): on_success: item 1: {SMTP} needs to",
+        "views[3] (public.d): on_failure: item 1: json.JSONDecoder is a class but not an Airflow BaseNotifier "
+        "subclass; item 2: os.sep is neither a BaseNotifier subclass nor a callable",
+    ]
+    assert "hunter2" not in "\n".join(problems)
+
+
+def test_max_staleness_without_anyone_to_tell_is_an_error() -> None:
+    assert problems_of({"views": [{"name": "public.a", "max_staleness": "1h"}]}) == [
+        "views[0] (public.a): max_staleness: no notifier would be told when the view is stale; list them under "
+        "on_stale (or on_failure, which on_stale defaults to)"
+    ]
+
+
+def test_max_staleness_on_an_airflow_without_usable_deadline_alerts_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Airflow 3.1/3.2 cannot be installed next to 3.3: the version check's message is what compat computes there.
+    monkeypatch.setattr(
+        "airflow_matview.staleness.DEADLINE_ALERTS_MISSING",
+        "needs Airflow 3.3 or newer (Deadline Alerts); this is Airflow 3.1.8: remove max_staleness or upgrade Airflow",
+    )
+    config = {"views": [{"name": "public.a", "max_staleness": "1h", "on_failure": ALL_KEYS["on_failure"]}]}
+    assert problems_of(config) == [
+        "views[0] (public.a): max_staleness: needs Airflow 3.3 or newer (Deadline Alerts); this is Airflow 3.1.8: "
+        "remove max_staleness or upgrade Airflow"
+    ]
+
+
+def test_defaults_carry_the_production_keys_and_on_stale_defaults_to_on_failure() -> None:
+    config = load_config(
+        {
+            "defaults": {**ALL_KEYS, "on_stale": None},
+            "views": [{"name": "public.a"}, {"name": "public.b", "pool": None}],
+        }
+    )
+    first, second = config.views
+    assert first.timezone == "Europe/Berlin"
+    assert first.stale_notifiers == first.on_failure
+    assert (first.pool, first.pool_slots, first.priority_weight, first.queue) == ("pg_main", 2, 7, "refreshes")
+    assert first.max_staleness == timedelta(hours=2)
+    assert second.pool is None
+
+
+def test_the_dag_and_task_get_the_settings_and_the_doc_says_so() -> None:
+    dag = build_dags({"views": [{"name": "public.sales", "schedule": "30 2 * * *", **ALL_KEYS}]})[
+        "matview.public.sales"
+    ]
+    (task,) = dag.tasks
+    assert (task.pool, task.pool_slots, task.priority_weight, task.queue) == ("pg_main", 2, 7, "refreshes")
+    assert dag.description == "Nightly sales rollup"
+    assert [repr(cb) for cb in task.on_failure_callback] == [f"TaskNotifier(failure, {SMTP})"]
+    assert [repr(cb) for cb in task.on_retry_callback] == [f"TaskNotifier(retry, {SMTP})"]
+    (alert,) = dag.deadline
+    assert alert.interval == timedelta(hours=2)
+    assert alert.callback.path == "airflow_matview.staleness.notify_stale"
+    assert alert.callback.kwargs["notifiers"] == ALL_KEYS["on_stale"]
+    doc = dag.doc_md or ""
+    assert "- cron times are Europe/Berlin local time" in doc
+    assert "runs in the Airflow pool `pg_main` (2 slot(s)); **the pool must exist**" in doc
+    assert f"- max staleness: `2h` after a run is queued (Deadline Alert, run by the triggerer), then: `{SMTP}`" in doc
+
+    context: dict[str, Any] = {}
+    task.on_success_callback[0](context)
+    assert context["recorded"] == ["ok"], "a plain callable notifier gets the context and its configured kwargs"
+    assert context["matview"]["subject"] == "[airflow-matview] public.sales refreshed (connection postgres_default)"
+
+
+def test_validate_shows_the_settings_in_its_table(tmp_path: Path) -> None:
+    path = tmp_path / "matviews.yaml"
+    path.write_text(yaml.safe_dump({"views": [{"name": "public.sales", **ALL_KEYS}, {"name": "public.plain"}]}))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}  # for tests.recording_notifier
+    done = subprocess.run([str(CLI), "validate", str(path)], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    header, first, second = lines[lines.index(next(line for line in lines if line.startswith("DAG ID"))) :]
+    assert header.split()[-1] == "SETTINGS"
+    assert first.endswith(
+        "tz=Europe/Berlin pool=pg_mainx2 priority=7 queue=refreshes stale>2h notify=failure:1,retry:1,success:1,stale:1"
+    )
+    assert second.endswith("postgres_default  -")
+
+
+def _next_runs(dag: DAG, start: datetime, count: int) -> list[str]:
+    """The next ``count`` run times Airflow's scheduler computes for ``dag`` (its serialized timetable)."""
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.timetables.base import TimeRestriction
+
+    timetable = DagSerialization.from_dict(DagSerialization.to_dict(dag)).timetable
+    restriction = TimeRestriction(earliest=start, latest=None, catchup=True)
+    runs, last = [], None
+    for _ in range(count):
+        info = timetable.next_dagrun_info(last_automated_data_interval=last, restriction=restriction)
+        assert info is not None
+        last = info.data_interval
+        runs.append(info.run_after.astimezone(timezone.utc).strftime("%m-%d %H:%M"))
+    return runs
+
+
+@pytest.mark.parametrize(
+    ("zone", "start", "expected"),
+    [
+        # Spring forward (Berlin: Sunday 29 March 2026, 02:00 -> 03:00): 02:30 does not exist, the run is at 03:30
+        # CEST (01:30 UTC), one hour later on the wall clock; from then on 02:30 CEST (00:30 UTC).
+        ("Europe/Berlin", "2026-03-27", ["03-27 01:30", "03-28 01:30", "03-29 01:30", "03-30 00:30", "03-31 00:30"]),
+        # Fall back (Sunday 25 October 2026, 03:00 -> 02:00): 02:30 happens twice; one run, at the second one
+        # (02:30 CET, 01:30 UTC), not at 02:30 CEST (00:30 UTC).
+        ("Europe/Berlin", "2026-10-23", ["10-23 00:30", "10-24 00:30", "10-25 01:30", "10-26 01:30", "10-27 01:30"]),
+        # New York: Sunday 8 March 2026 (02:00 -> 03:00) and Sunday 1 November 2026 (02:00 -> 01:00).
+        ("America/New_York", "2026-03-06", ["03-06 07:30", "03-07 07:30", "03-08 07:30", "03-09 06:30", "03-10 06:30"]),
+        ("America/New_York", "2026-10-30", ["10-30 06:30", "10-31 06:30", "11-01 07:30", "11-02 07:30", "11-03 07:30"]),
+    ],
+)
+def test_a_local_cron_runs_once_a_night_across_dst_changes(zone: str, start: str, expected: list[str]) -> None:
+    dag = build_dags({"views": [{"name": "public.nightly", "schedule": "30 2 * * *", "timezone": zone}]})[
+        "matview.public.nightly"
+    ]
+    begin = datetime.fromisoformat(start).replace(tzinfo=timezone.utc)
+    assert _next_runs(dag, begin, 5) == expected
+
+
+def test_a_local_cron_keeps_its_wall_clock_time_for_a_whole_dst_week() -> None:
+    dag = build_dags({"views": [{"name": "public.hourly", "schedule": "0 9 * * 1-5", "timezone": "America/New_York"}]})[
+        "matview.public.hourly"
+    ]
+    runs = _next_runs(dag, datetime(2026, 3, 5, tzinfo=timezone.utc), 5)
+    # 09:00 in New York every weekday: 14:00 UTC before Sunday 8 March, 13:00 UTC after.
+    assert runs == ["03-05 14:00", "03-06 14:00", "03-09 13:00", "03-10 13:00", "03-11 13:00"]
+
+
+def test_parsing_1000_views_with_every_production_key_touches_no_database_or_network(tmp_path: Path) -> None:
+    keys = {**ALL_KEYS, "on_success": ALL_KEYS["on_failure"]}
+    config = {"defaults": keys, "views": [{"name": f"public.view_{index:04d}"} for index in range(1000)]}
+    folder = dags_folder(tmp_path, config)
+    env = {
+        **os.environ,
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql://nobody@127.0.0.1:9/none",  # any metadata-DB use fails
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+    }
+    probe = subprocess.run(
+        [sys.executable, "-c", PARSE_PROBE, str(folder / "matviews.py")], env=env, capture_output=True, text=True
+    )
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    dags, events, seconds, kinds = probe.stdout.splitlines()[-1].split(maxsplit=3)
+    assert (dags, events) == ("1000", "0"), kinds
+    print(f"1000 views with every production key parsed in {seconds}s")
