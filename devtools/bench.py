@@ -11,20 +11,15 @@ AIRFLOW_HOME are removed at the end.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
 import shutil
 import socket
-import statistics
-import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -33,115 +28,29 @@ from unittest import mock
 
 import psycopg
 
+from devtools.bench_parse import bench_parse
+from devtools.bench_stats import (
+    FULL,
+    QUICK,
+    Line,
+    Plan,
+    Report,
+    added,
+    interleaved,
+    median,
+    ms,
+    percentile,
+    ratio_of_medians,
+)
 from devtools.pgcluster import PostgresCluster, available_bin_dirs
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable
 
     from airflow.sdk import BaseOperator
 
 REPO = Path(__file__).resolve().parent.parent
 TINY, LARGE = "public.tiny_mv", "public.large_mv"
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How much to measure."""
-
-    large_rows: int
-    tiny_repeats: int
-    large_repeats: int
-    reader_repeats: int
-    skip_repeats: int
-    view_counts: tuple[int, ...]
-    parse_repeats: int
-    parse_repeats_largest: int
-
-
-FULL = Plan(1_000_000, 30, 9, 3, 5, (10, 100, 1_000, 5_000), 9, 3)
-QUICK = Plan(100_000, 10, 3, 1, 3, (10, 100, 1_000), 3, 3)
-
-
-@dataclass
-class Line:
-    """One row of the result table."""
-
-    number: str
-    measurement: str
-    ours: str
-    theirs: str
-    ratio: str
-    target: str = ""
-    verdict: str = ""
-
-
-@dataclass
-class Report:
-    lines: list[Line] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def add(self, line: Line) -> None:
-        self.lines.append(line)
-        print(f"  {line.measurement}: {line.ours} vs {line.theirs} -> {line.ratio} {line.verdict}".rstrip(), flush=True)
-
-
-# ---------------------------------------------------------------------------------------------------- statistics
-
-
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values)
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(1, round(fraction * len(ordered) + 0.5))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f} ms" if seconds < 10 else f"{seconds:.1f} s"
-
-
-def secs(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
-
-
-def interleaved(
-    alternatives: dict[str, Callable[[], float]],
-    repeats: int,
-    warmup: int = 1,
-    settle: Callable[[], object] | None = None,
-) -> dict[str, list[float]]:
-    """Run each alternative ``repeats`` times, one of each per repetition, rotating which goes first.
-
-    Each callable returns the seconds it measured (so it can leave out its own setup). ``settle`` runs, untimed,
-    before each alternative, e.g. a CHECKPOINT so that no run pays for the writes of the one before.
-    """
-    names = list(alternatives)
-
-    def run(name: str) -> float:
-        if settle is not None:
-            settle()
-        return alternatives[name]()
-
-    for _ in range(warmup):
-        for name in names:
-            run(name)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for repetition in range(repeats):
-        shift = repetition % len(names)
-        for name in names[shift:] + names[:shift]:
-            samples[name].append(run(name))
-    return samples
-
-
-def ratio_of_medians(ours: list[float], theirs: list[float]) -> float:
-    return median(ours) / median(theirs)
-
-
-def added(ours: list[float], theirs: list[float]) -> float:
-    return median(ours) - median(theirs)
 
 
 def run_task(operator: BaseOperator) -> object:
@@ -397,155 +306,6 @@ def report_refresh(report: Report, case: str, samples: dict[str, list[float]], l
                 *verdict,
             )
         )
-
-
-# ---------------------------------------------------------------------------------------------------- 3 parse time
-
-# Runs in a fresh interpreter that imports airflow.sdk first, as Airflow's dag-processor has, then forks one
-# child per measurement, as the dag-processor does per file: each child imports the DAG file cold.
-PARSE_WORKER = textwrap.dedent(
-    """
-    import gc, json, os, runpy, sys, time
-    import airflow.sdk
-    from airflow.sdk import DAG
-
-    for job in json.loads(sys.stdin.read()):
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(read_end)
-            os.environ.update(job["env"])
-            if job["env"].get("BENCH_GC_OFF"):
-                gc.disable()
-            started = time.perf_counter()
-            module = runpy.run_path(job["file"])
-            seconds = time.perf_counter() - started
-            dags = len({value.dag_id for value in module.values() if isinstance(value, DAG)})
-            os.write(write_end, json.dumps({"seconds": seconds, "dags": dags}).encode())
-            os._exit(0)
-        os.close(write_end)
-        chunks = []
-        while chunk := os.read(read_end, 65536):
-            chunks.append(chunk)
-        os.close(read_end)
-        _, status = os.waitpid(pid, 0)
-        if status != 0:
-            sys.exit(f"parsing {job['file']} failed")
-        print(json.dumps({**json.loads(b"".join(chunks)), "key": job["key"]}), flush=True)
-    """
-)
-
-HAND_WRITTEN_LOOP = textwrap.dedent(
-    '''
-    """What users write instead: a loop of plain DAGs, each with one SQLExecuteQueryOperator."""
-
-    from datetime import datetime, timezone
-
-    from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
-    from airflow.sdk import DAG
-
-    VIEWS = {views!r}
-
-    for name in VIEWS:
-        dag_id = f"refresh.{{name}}"
-        with DAG(dag_id, schedule="@daily", start_date=datetime(2024, 1, 1, tzinfo=timezone.utc), catchup=False) as dag:
-            SQLExecuteQueryOperator(
-                task_id="refresh", conn_id="postgres_default", sql=f"REFRESH MATERIALIZED VIEW {{name}}"
-            )
-        globals()[dag_id] = dag
-    '''
-)
-
-
-def write_dag_files(root: Path, count: int) -> tuple[Path, Path]:
-    names = [f"public.view_{index:05d}" for index in range(count)]
-    ours = root / f"matviews_{count}"
-    ours.mkdir()
-    shutil.copy(REPO / "dags" / "matviews.py", ours / "matviews.py")
-    example = (REPO / "dags" / "matviews.yaml").read_text().split("\nviews:")[0]
-    (ours / "matviews.yaml").write_text(example + "\nviews:\n" + "".join(f"  - name: {name}\n" for name in names))
-    loop = root / f"loop_{count}"
-    loop.mkdir()
-    (loop / "refresh_views.py").write_text(HAND_WRITTEN_LOOP.format(views=names))
-    return ours / "matviews.py", loop / "refresh_views.py"
-
-
-def bench_parse(report: Report, plan: Plan, env: dict[str, str], root: Path) -> None:
-    jobs: list[dict[str, Any]] = []
-    expected: dict[str, int] = {}
-    for count in plan.view_counts:
-        factory_file, loop_file = write_dag_files(root, count)
-        repeats = plan.parse_repeats_largest if count == max(plan.view_counts) else plan.parse_repeats
-        alternatives = [
-            (f"ours/{count}", factory_file, {}, count),
-            (f"loop/{count}", loop_file, {}, count),
-            (f"task/{count}", factory_file, {"_AIRFLOW_PARSING_CONTEXT_DAG_ID": f"matview.public.view_{count // 2:05d}",
-                                      "_AIRFLOW_PARSING_CONTEXT_TASK_ID": "refresh"}, 1),
-        ]  # fmt: skip
-        if count == 1_000:  # the same with the garbage collector off, to show its share
-            alternatives += [
-                (f"ours-nogc/{count}", factory_file, {"BENCH_GC_OFF": "1"}, count),
-                (f"loop-nogc/{count}", loop_file, {"BENCH_GC_OFF": "1"}, count),
-            ]
-        for key, _, _, dags in alternatives:
-            expected[key] = dags
-        for repetition in range(repeats + 1):  # the first round warms the file system cache; not counted
-            shift = repetition % len(alternatives)
-            for key, path, extra_env, _ in alternatives[shift:] + alternatives[:shift]:
-                jobs.append({"key": key if repetition else "warmup", "file": str(path), "env": extra_env})
-    worker = subprocess.run(
-        [sys.executable, "-c", PARSE_WORKER],
-        input=json.dumps(jobs),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if worker.returncode != 0:
-        raise RuntimeError(f"parse benchmark failed:\n{worker.stderr[-5000:]}")
-    samples: dict[str, list[float]] = {}
-    for line in worker.stdout.splitlines():
-        if not line.startswith("{"):
-            continue
-        result = json.loads(line)
-        if result["key"] == "warmup":
-            continue
-        if result["dags"] != expected[result["key"]]:
-            raise RuntimeError(f"{result['key']}: expected {expected[result['key']]} DAGs, got {result['dags']}")
-        samples.setdefault(result["key"], []).append(result["seconds"])
-    for count in plan.view_counts:
-        full, loop, task = samples[f"ours/{count}"], samples[f"loop/{count}"], samples[f"task/{count}"]
-        ratio = ratio_of_medians(full, loop)
-        target, verdict = "", ""
-        if count == 1_000:
-            target = "< 2 s; ratio <= 1.00"
-            verdict = f"{'met' if median(full) < 2 else 'MISSED'}; {'met' if ratio <= 1.0 else 'MISSED'}"
-        report.add(
-            parse_line(
-                f"parse {count:,} views: dags/matviews.py vs hand-written DAG + SQLExecuteQueryOperator loop",
-                full,
-                loop,
-                target,
-                verdict,
-            )
-        )
-        report.add(
-            parse_line(f"per-task re-parse, {count:,} views (parsing context = one dag_id) vs the loop", task, loop)
-        )
-        if f"ours-nogc/{count}" in samples:
-            report.add(
-                parse_line(
-                    f"parse {count:,} views, both with the garbage collector off (shows the share of GC passes)",
-                    samples[f"ours-nogc/{count}"],
-                    samples[f"loop-nogc/{count}"],
-                )
-            )
-
-
-def parse_line(measurement: str, ours: list[float], theirs: list[float], target: str = "", verdict: str = "") -> Line:
-    """A row of item 3: medians of parse times and their ratio."""
-    ratio = f"{ratio_of_medians(ours, theirs):.2f}"
-    return Line("3", measurement, secs(median(ours)), secs(median(theirs)), ratio, target, verdict)
 
 
 # ---------------------------------------------------------------------------------------------------- 4 readers
