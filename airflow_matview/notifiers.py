@@ -12,6 +12,7 @@ import asyncio
 import functools
 import importlib
 import inspect
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ EVENTS = {
 }
 EXAMPLE = "{notifier: airflow.providers.smtp.notifications.smtp.SmtpNotifier, to: ops@example.com}"
 # Argument names that would put a credential into the config file; notifiers take a connection id instead.
-_SECRET_WORDS = ("password", "passwd", "secret", "token", "api_key", "apikey", "private_key")
+_SECRET = re.compile(r"passw(or)?d|secret|token|api_?key|private_?key", re.IGNORECASE)
 # Where our default message goes, by the notifier argument that holds it: the subject, then the body.
 DEFAULT_SUBJECT = "{{ matview.subject }}"
 DEFAULT_BODIES = {
@@ -97,7 +98,7 @@ def parse_notifier(item: object) -> NotifierSpec:
     if not isinstance(path, str) or not path.strip():
         raise ValueError(f"notifier: is missing; give the dotted path of a BaseNotifier subclass, e.g. {EXAMPLE}")
     path = path.strip()
-    secrets = [key for key in kwargs if any(word in key.lower() for word in _SECRET_WORDS)]
+    secrets = [key for key in kwargs if _SECRET.search(key)]
     if secrets:
         raise ValueError(
             f"{path}: {', '.join(secrets)} would put a credential into the config file (not repeated here); "
@@ -182,10 +183,9 @@ def with_default_message(spec: NotifierSpec) -> dict[str, Any]:
     leaves them out."""
     target = _load(spec.path)
     kwargs = dict(spec.kwargs)
-    accepts = (lambda name: True) if target.accepted is None else target.accepted.__contains__
     if not target.is_notifier_class:
         return kwargs
-    if accepts("subject") and "subject" not in kwargs:
+    if (target.accepted is None or "subject" in target.accepted) and "subject" not in kwargs:
         kwargs["subject"] = DEFAULT_SUBJECT
     if not any(name in kwargs for name in _BODY_ARGUMENTS):
         for name, template in DEFAULT_BODIES.items():

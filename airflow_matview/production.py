@@ -4,6 +4,7 @@ and ``airflow-matview check``'s pool check."""
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -118,30 +119,53 @@ def summary(view: ViewConfig) -> str:
     return " ".join(parts) or "-"
 
 
-def doc_lines(view: ViewConfig) -> list[str]:
-    """Markdown bullet lines for the DAG's doc."""
-    lines = [f"- cron times are {view.timezone} local time" + _dst_note(view)]
-    if view.pool:
+def doc_lines(view: ViewConfig) -> tuple[str, ...]:
+    """Markdown bullet lines for the DAG's doc (the same for every view that shares its settings: cached)."""
+    return _doc_lines(
+        view.timezone,
+        view.pool,
+        view.pool_slots,
+        view.queue,
+        view.priority_weight,
+        tuple(tuple(spec.path for spec in specs) for specs in (view.on_failure, view.on_retry, view.on_success)),
+        None if view.max_staleness is None else view.max_staleness.total_seconds(),
+        tuple(spec.path for spec in view.stale_notifiers),
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _doc_lines(
+    zone: str,
+    pool: str | None,
+    pool_slots: int,
+    queue: str | None,
+    priority_weight: int,
+    paths: tuple[tuple[str, ...], ...],
+    max_staleness: float | None,
+    stale_paths: tuple[str, ...],
+) -> tuple[str, ...]:
+    lines = [f"- cron times are {zone} local time" + _dst_note(zone)]
+    if pool:
         lines.append(
-            f"- runs in the Airflow pool `{view.pool}` ({view.pool_slots} slot(s)); **the pool must exist** "
-            f"(Admin -> Pools, or `airflow pools set {view.pool} 2 'refreshes'`), otherwise Airflow never starts "
+            f"- runs in the Airflow pool `{pool}` ({pool_slots} slot(s)); **the pool must exist** "
+            f"(Admin -> Pools, or `airflow pools set {pool} 2 'refreshes'`), otherwise Airflow never starts "
             "the task; `airflow-matview check` reports a missing pool"
         )
-    if view.queue or view.priority_weight != 1:
-        lines.append(f"- queue: `{view.queue or 'default'}`, priority weight: {view.priority_weight}")
-    for event, specs in (("failure", view.on_failure), ("retry", view.on_retry), ("success", view.on_success)):
-        if specs:
-            lines.append(f"- on {event}: {_paths(spec.path for spec in specs)}")
-    if view.max_staleness is not None:
+    if queue or priority_weight != 1:
+        lines.append(f"- queue: `{queue or 'default'}`, priority weight: {priority_weight}")
+    for event, event_paths in zip(("failure", "retry", "success"), paths, strict=True):
+        if event_paths:
+            lines.append(f"- on {event}: {_paths(event_paths)}")
+    if max_staleness is not None:
         lines.append(
-            f"- max staleness: `{format_seconds(view.max_staleness.total_seconds())}` after a run is queued "
-            f"(Deadline Alert, run by the triggerer), then: {_paths(spec.path for spec in view.stale_notifiers)}"
+            f"- max staleness: `{format_seconds(max_staleness)}` after a run is queued "
+            f"(Deadline Alert, run by the triggerer), then: {_paths(stale_paths)}"
         )
-    return lines
+    return tuple(lines)
 
 
-def _dst_note(view: ViewConfig) -> str:
-    if view.timezone == "UTC":
+def _dst_note(zone: str) -> str:
+    if zone == "UTC":
         return ""
     return (
         " (a time skipped when clocks go forward runs one hour later, a time repeated when they go back runs once, "
