@@ -180,9 +180,9 @@ def bench_parse(report: Report, plan: Plan, env: dict[str, str], root: Path) -> 
             report.add(
                 parse_line(
                     f"parse {count:,} views with every production key (timezone, 4 notifiers, max_staleness, pool, "
-                    "queue, priority, description) vs the loop",
+                    "queue, priority, description) vs the same views without them",
                     production,
-                    loop,
+                    full,
                     "< 1 s",
                     "met" if median(production) < 1 else "MISSED",
                 )
