@@ -92,7 +92,8 @@ def parse_notifier(item: object) -> NotifierSpec:
     :raises ValueError: naming the path and what is wrong.
     """
     if not isinstance(item, Mapping):
-        raise ValueError(f"{item!r} is not a notifier; write a mapping such as {EXAMPLE}")
+        # The value itself is not repeated: a stray URL here may hold a password.
+        raise ValueError(f"a {type(item).__name__} is not a notifier; write a mapping such as {EXAMPLE}")
     kwargs = {str(key): value for key, value in item.items()}
     path = kwargs.pop("notifier", None)
     if not isinstance(path, str) or not path.strip():
