@@ -176,7 +176,8 @@ def run_check(path: str, conn_id: str | None, dsn: str | None) -> int:
                     if conn.closed or conn.broken:
                         connections[key] = CliError(f"cannot check it: {label} was lost: {_one_line(error)}")
             if view.resolved_dag_id in pool_problems:
-                ok, lines = False, [*lines, pool_problems[view.resolved_dag_id]]
+                fatal, line = pool_problems[view.resolved_dag_id]
+                ok, lines = ok and not fatal, [*lines, line]
             problems += not ok
             print(f"{'OK     ' if ok else 'PROBLEM'} {view.view}")
             for line in lines:
@@ -189,15 +190,16 @@ def run_check(path: str, conn_id: str | None, dsn: str | None) -> int:
     return EXIT_PROBLEMS if problems else EXIT_OK
 
 
-def _pool_problems(views: list[ViewConfig]) -> dict[str, str]:
-    """Per DAG id, why its pool cannot run it; every pooled view when Airflow's pools cannot be read."""
+def _pool_problems(views: list[ViewConfig]) -> dict[str, tuple[bool, str]]:
+    """Per DAG id, whether its pool stops it and what to say: a missing pool is a problem; pools that cannot be
+    read (no Airflow metadata database here) are a note."""
     if not any(view.pool for view in views):
         return {}
     try:
         existing = production.airflow_pools()
     except RuntimeError as error:
-        return {view.resolved_dag_id: f"pool: {error}" for view in views if view.pool}
-    return production.missing_pools(views, existing)
+        return {view.resolved_dag_id: (False, f"pool: not checked: {error}") for view in views if view.pool}
+    return {dag_id: (True, line) for dag_id, line in production.missing_pools(views, existing).items()}
 
 
 def check_view(conn: psycopg.Connection, view: ViewConfig, label: str) -> tuple[bool, list[str]]:

@@ -106,6 +106,8 @@ def parse_notifier(item: object) -> NotifierSpec:
             "keep it in an Airflow connection and pass the connection's id (e.g. smtp_conn_id)"
         )
     target = _load(path)
+    if isinstance(target, str):
+        raise ValueError(target)
     unknown = sorted(set(kwargs) - target.accepted) if target.accepted is not None else []
     if unknown:
         allowed = ", ".join(sorted(target.accepted or ())) or "no arguments"
@@ -117,31 +119,43 @@ def parse_notifier(item: object) -> NotifierSpec:
 
 
 @functools.lru_cache(maxsize=256)
-def _load(path: str) -> _Target:
-    """Import ``path`` and read what arguments it takes (cached: a config repeats the same notifier per view)."""
+def _load(path: str) -> _Target | str:
+    """Import ``path`` and read what arguments it takes, or say why it cannot be used (cached either way: a
+    config repeats the same notifier for every view)."""
     module_name, _, attribute = path.rpartition(".")
     if not module_name:
-        raise ValueError(f"{path!r} is not a dotted path; write package.module.Name")
+        return f"{path!r} is not a dotted path; write package.module.Name"
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise ValueError(f"{path} cannot be imported ({error}); install its provider or fix the path") from None
+        return f"{path} cannot be imported ({error}); install its provider or fix the path"
     except Exception as error:  # a broken module must not hide the other problems of the file
-        raise ValueError(f"{path} cannot be imported ({type(error).__name__}: {error})") from None
+        return f"{path} cannot be imported ({type(error).__name__}: {error})"
     obj = getattr(module, attribute, None)
     if obj is None:
-        raise ValueError(f"{path} cannot be imported (module {module_name} has no {attribute})")
+        return f"{path} cannot be imported (module {module_name} has no {attribute})"
     from airflow.sdk import BaseNotifier
 
     if inspect.isclass(obj):
         if not issubclass(obj, BaseNotifier):
-            raise ValueError(f"{path} is a class but not an Airflow BaseNotifier subclass")
+            return f"{path} is a class but not an Airflow BaseNotifier subclass"
         accepted, required = _class_arguments(obj)
         return _Target(obj, True, accepted, required)
     if callable(obj):
         accepted, required = _arguments(inspect.signature(obj), skip_first=True)
         return _Target(obj, False, accepted, required)
-    raise ValueError(f"{path} is neither a BaseNotifier subclass nor a callable")
+    return f"{path} is neither a BaseNotifier subclass nor a callable"
+
+
+def _target(path: str) -> _Target:
+    """The loaded notifier (validated when the config was read).
+
+    :raises ValueError: when it can no longer be loaded.
+    """
+    target = _load(path)
+    if isinstance(target, str):
+        raise ValueError(target)
+    return target
 
 
 def _class_arguments(cls: type) -> tuple[frozenset[str] | None, frozenset[str]]:
@@ -182,7 +196,7 @@ def _arguments(signature: inspect.Signature, *, skip_first: bool) -> tuple[froze
 def with_default_message(spec: NotifierSpec) -> dict[str, Any]:
     """The spec's arguments plus our default subject and message where the notifier takes them and the config
     leaves them out."""
-    target = _load(spec.path)
+    target = _target(spec.path)
     kwargs = dict(spec.kwargs)
     if not target.is_notifier_class:
         return kwargs
@@ -261,7 +275,7 @@ class TaskNotifier:
 
 def call(spec: NotifierSpec, context: dict[str, Any]) -> None:
     """Build the notifier and send, synchronously (task callbacks run in the task's process)."""
-    target = _load(spec.path)
+    target = _target(spec.path)
     if target.is_notifier_class:
         target.obj(**with_default_message(spec))(context)
     else:
@@ -273,7 +287,7 @@ async def acall(spec: NotifierSpec, context: dict[str, Any]) -> None:
     otherwise its synchronous ``notify`` in a thread."""
     from airflow.sdk import BaseNotifier
 
-    target = _load(spec.path)
+    target = _target(spec.path)
     if target.is_notifier_class:
         notifier = target.obj(**with_default_message(spec))
         if type(notifier).async_notify is not BaseNotifier.async_notify:

@@ -20,6 +20,8 @@ from tests.test_factory import PARSE_PROBE, dags_folder
 if TYPE_CHECKING:
     from airflow.sdk import DAG
 
+    from tests.conftest import Database
+
 SMTP = "airflow.providers.smtp.notifications.smtp.SmtpNotifier"
 CLI = Path(sys.executable).parent / "airflow-matview"
 ALL_KEYS: dict[str, Any] = {
@@ -257,3 +259,17 @@ def test_parsing_1000_views_with_every_production_key_touches_no_database_or_net
     dags, events, seconds, kinds = probe.stdout.splitlines()[-1].split(maxsplit=3)
     assert (dags, events) == ("1000", "0"), kinds
     print(f"1000 views with every production key parsed in {seconds}s")
+
+
+def test_check_notes_pools_it_cannot_read_without_failing_the_view(tmp_path: Path, database: Database) -> None:
+    with database.connect() as conn:
+        conn.execute("CREATE MATERIALIZED VIEW public.pooled AS SELECT 1 AS x")
+    path = tmp_path / "matviews.yaml"
+    path.write_text(yaml.safe_dump({"views": [{"name": "public.pooled", "pool": "pg_main"}]}))
+    env = {**os.environ, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql://nobody@127.0.0.1:9/none"}
+    done = subprocess.run(
+        [str(CLI), "check", str(path), "--dsn", database.dsn], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "OK      public.pooled" in done.stdout
+    assert "        pool: not checked: cannot read Airflow's pools (OperationalError: " in done.stdout
