@@ -40,17 +40,28 @@ def _name(value: object, what: str, example: str) -> str | None:
 
 
 def parse_pool_slots(value: object) -> int:
-    """How many slots of its pool the refresh takes: a whole number from 1."""
-    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= _INT32:
-        return value
+    """How many slots of its pool the refresh takes: a whole number from 1, written ``2`` or ``"2"``."""
+    number = _whole_number(value)
+    if number is not None and 1 <= number <= _INT32:
+        return number
     raise ValueError(f"{value!r} is not allowed; use a whole number of slots, 1 or more (default 1)")
 
 
 def parse_priority_weight(value: object) -> int:
-    """Airflow's priority_weight: a whole number; higher runs first when slots are short."""
-    if isinstance(value, int) and not isinstance(value, bool) and -_INT32 - 1 <= value <= _INT32:
-        return value
+    """Airflow's priority_weight: a whole number, written ``5`` or ``"5"``; higher runs first when slots are short."""
+    number = _whole_number(value)
+    if number is not None and -_INT32 - 1 <= number <= _INT32:
+        return number
     raise ValueError(f"{value!r} is not allowed; use a whole number (higher runs first when slots are short)")
+
+
+def _whole_number(value: object) -> int | None:
+    """The counts' typing rule (as for ``retries``): an int or its digits as text; never a bool or a fraction."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,12}\s*", value):
+        return int(value)
+    return None
 
 
 def parse_description(value: object) -> str | None:
