@@ -40,7 +40,7 @@ class AirflowStack:
     :param connections: Airflow connections as ``conn_id -> URI``.
     :param port: the api-server's port (a free one by default).
     :param triggerer: also run the triggerer, which runs deferred work and Deadline Alert callbacks
-        (``max_staleness``); about 100 MB of memory and no CPU when idle.
+        (``max_staleness``); it waits idle until there is work.
     """
 
     def __init__(
