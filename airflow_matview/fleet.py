@@ -1,0 +1,359 @@
+"""The fleet overview's data: every view this provider refreshes, read from Airflow's metadata database only.
+
+A view is found through its DAG's task outlet: the refresh task declares the ``matview://<conn_id>/<schema>/<name>``
+asset (see :mod:`airflow_matview.assets`), so the view and its connection come from the asset URI, and the
+api-server never connects to a user database. Each kind of record is read with one query for all views (DAGs,
+tags, schedule references, recent task instances, task-instance aggregates, the last asset event, the latest
+serialized DAG), so the cost grows with the number of rows read, not with one round trip per view.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from sqlalchemy import and_, case, func, select
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
+
+    from sqlalchemy.orm import Session
+    from sqlalchemy.sql import Select
+
+ASSET_PREFIX = "matview://"
+RECENT_RUNS = 20
+FAILED_STATES = frozenset({"failed", "upstream_failed"})
+STATUSES = ("fresh", "stale", "failing", "paused")
+
+
+@dataclasses.dataclass
+class RecentRun:
+    """One recent run of a view's refresh task (for the duration chart)."""
+
+    run_after: str | None
+    state: str | None
+    seconds: float | None
+
+
+@dataclasses.dataclass
+class FleetView:
+    """One row of the fleet overview; every time is ISO 8601 in UTC, every age and duration in seconds."""
+
+    view: str
+    conn_id: str
+    dag_id: str
+    task_id: str
+    tags: list[str]
+    paused: bool
+    schedule: str
+    timezone: str | None
+    after: list[str]
+    on_change: bool
+    next_run: str | None
+    last_success: str | None
+    last_success_age: float | None
+    fresh_as_of: str | None
+    staleness: float | None
+    last_state: str | None
+    last_run_after: str | None
+    mode: str | None
+    rows: int | None
+    duration: float | None
+    refresh_seconds: float | None
+    recent: list[RecentRun]
+    skipped_runs: int
+    failed_runs: int
+    max_staleness: float | None
+    breached: bool
+    status: str
+
+
+def view_of_uri(uri: str) -> tuple[str, str]:
+    """``(conn_id, "schema.name")`` of a ``matview://`` asset URI."""
+    conn_id, schema, name = (unquote(part) for part in uri[len(ASSET_PREFIX) :].split("/", 2))
+    return conn_id, f"{schema}.{name}"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if value else None
+
+
+def _restrict(query: Select, column: Any, dag_ids: Collection[str] | None) -> Select:
+    return query if dag_ids is None else query.where(column.in_(dag_ids))
+
+
+def load_fleet(
+    session: Session, dag_ids: Collection[str] | None = None, now: datetime | None = None
+) -> list[FleetView]:
+    """Every refreshed view whose DAG is in ``dag_ids`` (all when ``None``), sorted by view name.
+
+    :param session: a session on Airflow's metadata database.
+    :param dag_ids: the DAGs the user may read (from the auth manager); ``None`` for no restriction.
+    :param now: the time ages are measured from (default: the current time).
+    """
+    from airflow.models.asset import (
+        AssetEvent,
+        AssetModel,
+        AssetWatcherModel,
+        DagScheduleAssetReference,
+        TaskOutletAssetReference,
+    )
+    from airflow.models.dag import DagModel, DagTag
+    from airflow.models.dagrun import DagRun
+    from airflow.models.serialized_dag import SerializedDagModel
+    from airflow.models.taskinstance import TaskInstance
+
+    now = now or datetime.now(timezone.utc)
+    outlets = _restrict(
+        select(
+            AssetModel.id,
+            AssetModel.uri,
+            TaskOutletAssetReference.dag_id,
+            TaskOutletAssetReference.task_id,
+            DagModel.is_paused,
+            DagModel.timetable_summary,
+            DagModel.next_dagrun_create_after,
+        )
+        .join(AssetModel, AssetModel.id == TaskOutletAssetReference.asset_id)
+        .join(DagModel, DagModel.dag_id == TaskOutletAssetReference.dag_id)
+        .where(AssetModel.uri.startswith(ASSET_PREFIX), DagModel.is_stale.is_(False)),
+        TaskOutletAssetReference.dag_id,
+        dag_ids,
+    )
+    rows = session.execute(outlets).all()
+    if not rows:
+        return []
+    # One refresh task per DAG: the first one that emits a matview:// asset.
+    outlet: dict[str, Any] = {}
+    for row in sorted(rows, key=lambda r: (r.dag_id, r.task_id)):
+        outlet.setdefault(row.dag_id, row)
+    wanted = list(outlet)
+    refresh = select(TaskOutletAssetReference.dag_id, TaskOutletAssetReference.task_id).join(
+        AssetModel, AssetModel.id == TaskOutletAssetReference.asset_id
+    )
+    refresh = _restrict(
+        refresh.where(AssetModel.uri.startswith(ASSET_PREFIX)), TaskOutletAssetReference.dag_id, dag_ids
+    )
+    refresh_tasks = refresh.subquery()
+    view_by_uri = {row.uri: view_of_uri(row.uri)[1] for row in rows}
+
+    tags: dict[str, list[str]] = defaultdict(list)
+    for dag_id, name in session.execute(
+        select(DagTag.dag_id, DagTag.name).where(DagTag.dag_id.in_(wanted)).order_by(DagTag.name)
+    ):
+        tags[dag_id].append(name)
+
+    after: dict[str, list[str]] = defaultdict(list)
+    on_change: set[str] = set()
+    watched = select(AssetWatcherModel.asset_id).where(AssetWatcherModel.asset_id == AssetModel.id).exists()
+    for dag_id, uri, has_watcher in session.execute(
+        select(DagScheduleAssetReference.dag_id, AssetModel.uri, watched)
+        .join(AssetModel, AssetModel.id == DagScheduleAssetReference.asset_id)
+        .where(DagScheduleAssetReference.dag_id.in_(wanted))
+        .order_by(AssetModel.uri)
+    ):
+        if has_watcher:
+            on_change.add(dag_id)
+        elif uri.startswith(ASSET_PREFIX):
+            after[dag_id].append(view_by_uri.get(uri) or view_of_uri(uri)[1])
+
+    ti_join = and_(
+        TaskInstance.dag_id == refresh_tasks.c.dag_id,
+        TaskInstance.task_id == refresh_tasks.c.task_id,
+    )
+    ranked = (
+        select(
+            TaskInstance.dag_id,
+            TaskInstance.state,
+            TaskInstance.duration,
+            DagRun.run_after,
+            func.row_number()
+            .over(partition_by=TaskInstance.dag_id, order_by=(DagRun.run_after.desc(), DagRun.id.desc()))
+            .label("rank"),
+        )
+        .join(refresh_tasks, ti_join)
+        .join(DagRun, and_(DagRun.dag_id == TaskInstance.dag_id, DagRun.run_id == TaskInstance.run_id))
+        .where(TaskInstance.map_index == -1)
+        .subquery()
+    )
+    recent: dict[str, list[RecentRun]] = defaultdict(list)
+    for dag_id, state, seconds, run_after in session.execute(
+        select(ranked.c.dag_id, ranked.c.state, ranked.c.duration, ranked.c.run_after)
+        .where(ranked.c.rank <= RECENT_RUNS)
+        .order_by(ranked.c.dag_id, ranked.c.rank.desc())
+    ):
+        recent[dag_id].append(RecentRun(_iso(run_after), state, seconds))
+
+    def _when(state: str, column: Any) -> Any:
+        return func.max(case((TaskInstance.state == state, column)))
+
+    def _count(states: Collection[str]) -> Any:
+        return func.count(case((TaskInstance.state.in_(states), 1)))
+
+    totals = {
+        row.dag_id: row
+        for row in session.execute(
+            select(
+                TaskInstance.dag_id,
+                _when("success", TaskInstance.end_date).label("last_success"),
+                _when("skipped", TaskInstance.end_date).label("last_skip"),
+                _count(["skipped"]).label("skipped"),
+                _count(FAILED_STATES).label("failed"),
+            )
+            .join(refresh_tasks, ti_join)
+            .group_by(TaskInstance.dag_id)
+        )
+    }
+
+    last_event_ids = (
+        select(func.max(AssetEvent.id))
+        .where(AssetEvent.asset_id.in_([row.id for row in outlet.values()]))
+        .group_by(AssetEvent.asset_id)
+    )
+    events = {
+        asset_id: extra if isinstance(extra, dict) else {}
+        for asset_id, extra in session.execute(
+            select(AssetEvent.asset_id, AssetEvent.extra).where(AssetEvent.id.in_(last_event_ids))
+        )
+    }
+
+    latest_version = (
+        select(
+            SerializedDagModel.dag_id,
+            SerializedDagModel._data["dag"]["deadline"].label("deadline"),
+            SerializedDagModel._data["dag"]["timetable"].label("timetable"),
+            SerializedDagModel._data["dag"]["timezone"].label("timezone"),
+            func.row_number()
+            .over(partition_by=SerializedDagModel.dag_id, order_by=SerializedDagModel.created_at.desc())
+            .label("rank"),
+        )
+        .where(SerializedDagModel.dag_id.in_(wanted))
+        .subquery()
+    )
+    serialized = {
+        row.dag_id: row
+        for row in session.execute(
+            select(latest_version.c.dag_id, latest_version.c.deadline, latest_version.c.timetable).where(
+                latest_version.c.rank == 1
+            )
+        )
+    }
+
+    views = []
+    for dag_id, row in outlet.items():
+        conn_id, view = view_of_uri(row.uri)
+        total = totals.get(dag_id)
+        history = recent.get(dag_id, [])
+        event = events.get(row.id, {})
+        dag_json = serialized.get(dag_id)
+        last_success = total.last_success if total else None
+        fresh_as_of = max((t for t in (last_success, total.last_skip if total else None) if t), default=None)
+        staleness = (now - fresh_as_of).total_seconds() if fresh_as_of else None
+        budget = max_staleness_of(dag_json.deadline if dag_json else None)
+        breached = budget is not None and (staleness is None or staleness > budget)
+        last = history[-1] if history else None
+        last_state = last.state if last else None
+        finished = [run for run in history if run.state == "success"]
+        views.append(
+            FleetView(
+                view=view,
+                conn_id=conn_id,
+                dag_id=dag_id,
+                task_id=row.task_id,
+                tags=tags.get(dag_id, []),
+                paused=bool(row.is_paused),
+                schedule=_schedule_text(row.timetable_summary),
+                timezone=timezone_of(dag_json.timetable if dag_json else None),
+                after=after.get(dag_id, []),
+                on_change=dag_id in on_change,
+                next_run=None if row.is_paused else _iso(row.next_dagrun_create_after),
+                last_success=_iso(last_success),
+                last_success_age=(now - last_success).total_seconds() if last_success else None,
+                fresh_as_of=_iso(fresh_as_of),
+                staleness=staleness,
+                last_state=last_state,
+                last_run_after=last.run_after if last else None,
+                mode=event.get("mode"),
+                rows=event.get("rows"),
+                duration=finished[-1].seconds if finished else None,
+                refresh_seconds=event.get("seconds"),
+                recent=history,
+                skipped_runs=total.skipped if total else 0,
+                failed_runs=total.failed if total else 0,
+                max_staleness=budget,
+                breached=breached,
+                status=_status(bool(row.is_paused), last_state, breached, fresh_as_of),
+            )
+        )
+    return sorted(views, key=lambda v: (v.view, v.conn_id))
+
+
+def _status(paused: bool, last_state: str | None, breached: bool, fresh_as_of: datetime | None) -> str:
+    """``failing`` (the last run failed), else ``paused``, else ``stale`` (over budget or never refreshed), else
+    ``fresh``."""
+    if last_state in FAILED_STATES:
+        return "failing"
+    if paused:
+        return "paused"
+    if breached or fresh_as_of is None:
+        return "stale"
+    return "fresh"
+
+
+def _schedule_text(summary: str | None) -> str:
+    """The time part of the schedule: the cron or preset, or ``""`` when only assets (or nothing) trigger it."""
+    if not summary or summary in ("None", "Asset", "Partitioned Asset"):
+        return ""
+    return summary.removeprefix("Asset or ")
+
+
+def timezone_of(timetable: Any) -> str | None:
+    """The timezone of a serialized timetable (``{"__type": ..., "__var": {"timezone": ...}}``), also nested
+    inside an asset-or-time schedule."""
+    while isinstance(timetable, dict):
+        var = timetable.get("__var")
+        if not isinstance(var, dict):
+            return None
+        tz = var.get("timezone")
+        if isinstance(tz, str):
+            return tz
+        timetable = var.get("timetable")
+    return None
+
+
+def max_staleness_of(deadline: Any) -> float | None:
+    """The staleness budget in seconds: the shortest ``interval`` of the DAG's serialized Deadline Alerts.
+
+    An interval is serialized by Airflow's serde as seconds (``{"__classname__": "datetime.timedelta",
+    "__data__": 3600.0, ...}``) or as a plain number; anything else is ignored.
+    """
+    alerts = deadline if isinstance(deadline, list) else [deadline]
+    budgets = []
+    for alert in alerts:
+        interval = alert.get("interval") if isinstance(alert, dict) else None
+        if isinstance(interval, dict):
+            interval = interval.get("__data__", interval.get("__var"))
+        if isinstance(interval, (int, float)) and not isinstance(interval, bool) and interval > 0:
+            budgets.append(float(interval))
+    return min(budgets, default=None)
+
+
+def summarize(views: list[FleetView]) -> dict[str, int]:
+    """How many views are fresh, stale, failing and paused."""
+    counts = dict.fromkeys(STATUSES, 0)
+    for view in views:
+        counts[view.status] += 1
+    return counts
+
+
+def as_json(views: list[FleetView], now: datetime | None = None) -> dict[str, Any]:
+    """The JSON document served by the plugin (see the README's *Fleet overview*)."""
+    return {
+        "generated_at": _iso(now or datetime.now(timezone.utc)),
+        "counts": summarize(views),
+        "total": len(views),
+        "views": [dataclasses.asdict(view) for view in views],
+    }

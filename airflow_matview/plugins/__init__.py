@@ -1,0 +1,3 @@
+"""Airflow plugins shipped with airflow-matview (registered through the ``airflow.plugins`` entry point)."""
+
+from __future__ import annotations
