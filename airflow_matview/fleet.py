@@ -103,6 +103,7 @@ def load_fleet(
     )
     from airflow.models.dag import DagModel, DagTag
     from airflow.models.dagrun import DagRun
+    from airflow.models.deadline_alert import DeadlineAlert as DeadlineAlertModel
     from airflow.models.serialized_dag import SerializedDagModel
     from airflow.models.taskinstance import TaskInstance
 
@@ -222,10 +223,9 @@ def load_fleet(
 
     latest_version = (
         select(
+            SerializedDagModel.id,
             SerializedDagModel.dag_id,
-            SerializedDagModel._data["dag"]["deadline"].label("deadline"),
             SerializedDagModel._data["dag"]["timetable"].label("timetable"),
-            SerializedDagModel._data["dag"]["timezone"].label("timezone"),
             func.row_number()
             .over(partition_by=SerializedDagModel.dag_id, order_by=SerializedDagModel.created_at.desc())
             .label("rank"),
@@ -233,14 +233,18 @@ def load_fleet(
         .where(SerializedDagModel.dag_id.in_(wanted))
         .subquery()
     )
-    serialized = {
-        row.dag_id: row
-        for row in session.execute(
-            select(latest_version.c.dag_id, latest_version.c.deadline, latest_version.c.timetable).where(
-                latest_version.c.rank == 1
-            )
-        )
-    }
+    latest = select(latest_version.c.id, latest_version.c.dag_id, latest_version.c.timetable).where(
+        latest_version.c.rank == 1
+    )
+    timetables = {row.dag_id: row.timetable for row in session.execute(latest)}
+    deadlines: dict[str, list[Any]] = defaultdict(list)
+    latest_ids = latest.with_only_columns(latest_version.c.id)
+    for dag_id, interval in session.execute(
+        select(SerializedDagModel.dag_id, DeadlineAlertModel.interval)
+        .join(SerializedDagModel, SerializedDagModel.id == DeadlineAlertModel.serialized_dag_id)
+        .where(DeadlineAlertModel.serialized_dag_id.in_(latest_ids))
+    ):
+        deadlines[dag_id].append(interval)
 
     views = []
     for dag_id, row in outlet.items():
@@ -248,11 +252,10 @@ def load_fleet(
         total = totals.get(dag_id)
         history = recent.get(dag_id, [])
         event = events.get(row.id, {})
-        dag_json = serialized.get(dag_id)
         last_success = total.last_success if total else None
         fresh_as_of = max((t for t in (last_success, total.last_skip if total else None) if t), default=None)
         staleness = (now - fresh_as_of).total_seconds() if fresh_as_of else None
-        budget = max_staleness_of(dag_json.deadline if dag_json else None)
+        budget = max_staleness_of(deadlines.get(dag_id, []))
         breached = budget is not None and (staleness is None or staleness > budget)
         last = history[-1] if history else None
         last_state = last.state if last else None
@@ -266,7 +269,7 @@ def load_fleet(
                 tags=tags.get(dag_id, []),
                 paused=bool(row.is_paused),
                 schedule=_schedule_text(row.timetable_summary),
-                timezone=timezone_of(dag_json.timetable if dag_json else None),
+                timezone=timezone_of(timetables.get(dag_id)),
                 after=after.get(dag_id, []),
                 on_change=dag_id in on_change,
                 next_run=None if row.is_paused else _iso(row.next_dagrun_create_after),
@@ -324,20 +327,18 @@ def timezone_of(timetable: Any) -> str | None:
     return None
 
 
-def max_staleness_of(deadline: Any) -> float | None:
-    """The staleness budget in seconds: the shortest ``interval`` of the DAG's serialized Deadline Alerts.
+def max_staleness_of(intervals: Collection[Any]) -> float | None:
+    """The staleness budget in seconds: the shortest interval of the DAG's Deadline Alerts.
 
-    An interval is serialized by Airflow's serde as seconds (``{"__classname__": "datetime.timedelta",
-    "__data__": 3600.0, ...}``) or as a plain number; anything else is ignored.
+    Airflow stores each alert's ``interval`` (table ``deadline_alert``) as its serde form of a timedelta
+    (``{"__classname__": "datetime.timedelta", "__data__": 3600.0, ...}``) or a number of seconds; anything else
+    (e.g. an interval read from a Variable at run time) is ignored.
     """
-    alerts = deadline if isinstance(deadline, list) else [deadline]
     budgets = []
-    for alert in alerts:
-        interval = alert.get("interval") if isinstance(alert, dict) else None
-        if isinstance(interval, dict):
-            interval = interval.get("__data__", interval.get("__var"))
-        if isinstance(interval, (int, float)) and not isinstance(interval, bool) and interval > 0:
-            budgets.append(float(interval))
+    for interval in intervals:
+        seconds = interval.get("__data__") if isinstance(interval, dict) else interval
+        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds > 0:
+            budgets.append(float(seconds))
     return min(budgets, default=None)
 
 
