@@ -30,15 +30,6 @@ STATUSES = ("fresh", "stale", "failing", "paused")
 
 
 @dataclasses.dataclass
-class RecentRun:
-    """One recent run of a view's refresh task (for the duration chart)."""
-
-    run_after: str | None
-    state: str | None
-    seconds: float | None
-
-
-@dataclasses.dataclass
 class FleetView:
     """One row of the fleet overview; every time is ISO 8601 in UTC, every age and duration in seconds."""
 
@@ -63,7 +54,8 @@ class FleetView:
     rows: int | None
     duration: float | None
     refresh_seconds: float | None
-    recent: list[RecentRun]
+    recent_states: list[str | None]
+    recent_seconds: list[float | None]
     skipped_runs: int
     failed_runs: int
     max_staleness: float | None
@@ -180,13 +172,18 @@ def load_fleet(
         .where(TaskInstance.map_index == -1)
         .subquery()
     )
-    recent: dict[str, list[RecentRun]] = defaultdict(list)
+    recent_states: dict[str, list[str | None]] = defaultdict(list)
+    recent_seconds: dict[str, list[float | None]] = defaultdict(list)
+    last_run_after: dict[str, datetime] = {}
     for dag_id, state, seconds, run_after in session.execute(
-        select(ranked.c.dag_id, ranked.c.state, ranked.c.duration, ranked.c.run_after)
+        select(ranked.c.dag_id, ranked.c.state, ranked.c.duration, case((ranked.c.rank == 1, ranked.c.run_after)))
         .where(ranked.c.rank <= RECENT_RUNS)
         .order_by(ranked.c.dag_id, ranked.c.rank.desc())
     ):
-        recent[dag_id].append(RecentRun(_iso(run_after), state, seconds))
+        recent_states[dag_id].append(state)
+        recent_seconds[dag_id].append(seconds)
+        if run_after is not None:
+            last_run_after[dag_id] = run_after
 
     def _when(state: str, column: Any) -> Any:
         return func.max(case((TaskInstance.state == state, column)))
@@ -250,16 +247,18 @@ def load_fleet(
     for dag_id, row in outlet.items():
         conn_id, view = view_of_uri(row.uri)
         total = totals.get(dag_id)
-        history = recent.get(dag_id, [])
+        states = recent_states.get(dag_id, [])
+        durations = recent_seconds.get(dag_id, [])
         event = events.get(row.id, {})
         last_success = total.last_success if total else None
         fresh_as_of = max((t for t in (last_success, total.last_skip if total else None) if t), default=None)
         staleness = (now - fresh_as_of).total_seconds() if fresh_as_of else None
         budget = max_staleness_of(deadlines.get(dag_id, []))
         breached = budget is not None and (staleness is None or staleness > budget)
-        last = history[-1] if history else None
-        last_state = last.state if last else None
-        finished = [run for run in history if run.state == "success"]
+        last_state = states[-1] if states else None
+        last_duration = next(
+            (d for st, d in zip(reversed(states), reversed(durations), strict=True) if st == "success"), None
+        )
         views.append(
             FleetView(
                 view=view,
@@ -278,12 +277,13 @@ def load_fleet(
                 fresh_as_of=_iso(fresh_as_of),
                 staleness=staleness,
                 last_state=last_state,
-                last_run_after=last.run_after if last else None,
+                last_run_after=_iso(last_run_after.get(dag_id)),
                 mode=event.get("mode"),
                 rows=event.get("rows"),
-                duration=finished[-1].seconds if finished else None,
+                duration=last_duration,
                 refresh_seconds=event.get("seconds"),
-                recent=history,
+                recent_states=states,
+                recent_seconds=durations,
                 skipped_runs=total.skipped if total else 0,
                 failed_runs=total.failed if total else 0,
                 max_staleness=budget,
@@ -356,5 +356,5 @@ def as_json(views: list[FleetView], now: datetime | None = None) -> dict[str, An
         "generated_at": _iso(now or datetime.now(timezone.utc)),
         "counts": summarize(views),
         "total": len(views),
-        "views": [dataclasses.asdict(view) for view in views],
+        "views": [dict(vars(view)) for view in views],
     }

@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             f"\nAirflow is running at {stack.url}\n"
             f"  login:    {USERNAME}\n"
             f"  password: {stack.password}\n"
+            f"  fleet:    {stack.url}/matview-fleet/ (in the UI: 'Materialized views' in the nav; JSON at "
+            f"{stack.url}/matview-fleet/api/views)\n"
             f"  DAGs:     {REPO / 'dags'}\n"
             f"  logs:     {stack.logs}\n\n"
             f"The view {VIEW} shows 5 of polls_user's 7 rows: open DAG matview.public.polls_user_matt_view,\n"

@@ -29,6 +29,7 @@ ARTIFACTS = REPO / "artifacts"
 REFERENCE_DAG = "matview.public.polls_user_matt_view"
 MINUTELY_DAG = "matview.public.young_users"
 DOOMED_DAG = "matview.public.doomed_view"
+STEADY_DAG = "matview.public.steady_view"
 CHROMIUM = Path("/usr/bin/chromium")
 RUN_TIMEOUT = 240  # seconds for a run to finish, on a loaded 2-core CI machine
 
@@ -66,6 +67,7 @@ def _deployment_config(dags: Path) -> None:
     config["views"] += [
         {"name": "public.young_users", "schedule": "* * * * *"},
         {"name": "public.doomed_view", "schedule": None, "retries": 0},
+        {"name": "public.steady_view", "schedule": None, "skip_if_unchanged": True, "tags": ["steady"]},
     ]
     (dags / "matviews.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
@@ -81,6 +83,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             create_reference_scenario(conn)
             conn.execute("CREATE MATERIALIZED VIEW young_users AS SELECT * FROM polls_user WHERE age < 25")
             conn.execute("CREATE MATERIALIZED VIEW doomed_view AS SELECT * FROM polls_user")
+            conn.execute("CREATE TABLE steady_source AS SELECT g AS id FROM generate_series(1, 3) AS g")
+            conn.execute("CREATE MATERIALIZED VIEW steady_view AS SELECT id FROM steady_source")
         dags = tmp_path_factory.mktemp("dags")
         shutil.copy(REPO / "dags" / "matviews.py", dags / "matviews.py")
         _deployment_config(dags)
@@ -88,7 +92,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         started = time.monotonic()
         stack.start()
         api = ApiClient(stack)
-        for dag_id in (REFERENCE_DAG, MINUTELY_DAG, DOOMED_DAG):
+        for dag_id in (REFERENCE_DAG, MINUTELY_DAG, DOOMED_DAG, STEADY_DAG):
             api.wait_for_dag(dag_id)
         yield Deployment(stack, api, cluster.dsn("scenario"), time.monotonic() - started)
     finally:
@@ -101,7 +105,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 
 def test_dag_processor_lists_one_dag_per_view(deployment: Deployment) -> None:
     listed = deployment.api.get("/dags?tags=matview&limit=100")
-    assert sorted(dag["dag_id"] for dag in listed["dags"]) == sorted([DOOMED_DAG, REFERENCE_DAG, MINUTELY_DAG])
+    assert sorted(dag["dag_id"] for dag in listed["dags"]) == sorted(
+        [DOOMED_DAG, REFERENCE_DAG, MINUTELY_DAG, STEADY_DAG]
+    )
     assert deployment.api.get("/importErrors")["total_entries"] == 0
     reference = deployment.api.get(f"/dags/{REFERENCE_DAG}/details")
     assert reference["is_paused"] is True, "new DAGs start paused, as Airflow's default"
@@ -262,3 +268,75 @@ def test_failed_refresh_shows_its_cause_in_the_ui(deployment: Deployment, page: 
     page.keyboard.press("w")  # the log viewer's shortcut for wrapping long lines
     page.screenshot(path=str(screenshot))
     assert "connection 'postgres_default'" in cause.inner_text()
+
+
+def _finished_run(deployment: Deployment, dag_id: str) -> str:
+    run_id = deployment.trigger(dag_id)
+    deployment.api.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)
+    return run_id
+
+
+def test_fleet_overview_lists_every_view_in_a_real_browser(deployment: Deployment, page: Any) -> None:
+    """One succeeded, one failed and one skipped (skip_if_unchanged) view on the plugin's page, inside the UI."""
+    deployment.api.patch(f"/dags/{REFERENCE_DAG}", {"is_paused": False})
+    deployment.api.patch(f"/dags/{STEADY_DAG}", {"is_paused": False})
+    succeeded = _finished_run(deployment, REFERENCE_DAG)
+    failed_run(deployment)
+    _finished_run(deployment, STEADY_DAG)  # the first run refreshes and records the sources' signals
+    skipped = _finished_run(deployment, STEADY_DAG)  # nothing changed since: skipped
+    assert deployment.task_instance(STEADY_DAG, skipped)["state"] == "skipped"
+    assert deployment.task_instance(REFERENCE_DAG, succeeded)["state"] == "success"
+
+    fleet = deployment.api._request("GET", "/matview-fleet/api/views")
+    views = {view["dag_id"]: view for view in fleet["views"]}
+    assert {REFERENCE_DAG, DOOMED_DAG, STEADY_DAG, MINUTELY_DAG} <= set(views)
+    expected = {REFERENCE_DAG: "success", DOOMED_DAG: "failed", STEADY_DAG: "skipped"}
+    assert {dag_id: views[dag_id]["last_state"] for dag_id in expected} == expected
+    assert (views[DOOMED_DAG]["status"], views[STEADY_DAG]["status"]) == ("failing", "fresh")
+    assert views[STEADY_DAG]["skipped_runs"] >= 1
+    assert views[REFERENCE_DAG]["view"] == "public.polls_user_matt_view"
+    assert views[REFERENCE_DAG]["conn_id"] == "postgres_default"
+    assert views[REFERENCE_DAG]["rows"] is not None and views[REFERENCE_DAG]["mode"] in ("blocking", "concurrently")
+
+    # The nav entry opens the page inside the Airflow UI (in a frame), with the UI's sign-in cookie.
+    url = deployment.stack.url
+    page.goto(f"{url}/")
+    page.get_by_role("link", name="Materialized views").first.click()
+    page.wait_for_url(f"{url}/plugin/matview-fleet")
+    frame = page.frame_locator("iframe").first
+    frame.locator("body[data-loaded=true]").wait_for(timeout=30_000)
+    for dag_id, state in expected.items():
+        row = frame.locator(f'tr[data-view="{views[dag_id]["view"]}"]')
+        assert row.locator("td[data-col=last_state]").inner_text() == state
+    for status, count in fleet["counts"].items():
+        assert frame.locator(f"[data-testid=count-{status}] b").inner_text() == str(count)
+    assert fleet["counts"]["failing"] >= 1 and fleet["counts"]["fresh"] >= 2
+
+    frame.locator("button[data-sort=staleness]").click()
+    shown = frame.locator("#rows tr").evaluate_all("rows => rows.map(row => row.dataset.view)")
+    by_staleness = sorted(
+        fleet["views"], key=lambda v: (-(v["staleness"] if v["staleness"] is not None else float("inf")), v["view"])
+    )
+    assert shown == [view["view"] for view in by_staleness], "most stale first; never refreshed at the top"
+    assert shown.index("public.doomed_view") < shown.index("public.steady_view"), "doomed never succeeded"
+    screenshot = ARTIFACTS / "fleet-overview.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    assert screenshot.stat().st_size > 10_000
+
+
+def test_fleet_overview_needs_a_signed_in_user(deployment: Deployment) -> None:
+    import urllib.error
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    with pytest.raises(urllib.error.HTTPError) as page:
+        opener.open(f"{deployment.stack.url}/matview-fleet/", timeout=30)
+    assert page.value.code == 303
+    assert page.value.headers["Location"].startswith("/auth/login?next=")
+    with pytest.raises(urllib.error.HTTPError) as data:
+        opener.open(f"{deployment.stack.url}/matview-fleet/api/views", timeout=30)
+    assert data.value.code == 401

@@ -108,7 +108,7 @@ def test_json_lists_each_view_with_its_state_from_airflow_records(fleet: tuple[T
     assert (orders["schedule"], orders["timezone"], orders["after"]) == ("*/5 * * * *", "UTC", [])
     assert orders["tags"] == ["matview", "sales"]
     assert orders["mode"] == "concurrently" and orders["rows"] is not None
-    assert [run["state"] for run in orders["recent"]] == ["success"] * 3
+    assert orders["recent_states"] == ["success"] * 3 and len(orders["recent_seconds"]) == 3
     assert (refunds["last_state"], refunds["status"], refunds["failed_runs"]) == ("failed", "failing", 1)
     assert (refunds["schedule"], refunds["after"]) == ("", ["sales.orders"])
     assert refunds["last_success"] is not None, "the success before the failure"

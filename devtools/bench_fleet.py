@@ -1,0 +1,198 @@
+"""Benchmark of the fleet overview: 1,000 views (``make bench`` runs it after the refresh benchmarks).
+
+It starts its own PostgreSQL 16 (pgserver wheel) holding a migrated Airflow metadata database, writes a fleet with
+Airflow's DAG-processor code (``devtools/fleet_seed.py``: 1,000 DAGs, 20 runs each, so 20,000 DAG runs, task
+instances and about 18,000 asset events), and measures:
+
+1. the data: ``load_fleet`` + ``as_json`` (every query, for all views);
+2. the JSON endpoint through HTTP (uvicorn on loopback, the plugin app mounted as the api-server mounts it; the
+   simple auth manager decodes the JWT and lists the readable DAGs);
+3. the page in Debian's chromium (Playwright): from navigation until the table of 1,000 rows is drawn (skipped
+   when chromium is missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from devtools.pgcluster import embedded_cluster, free_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+TARGET_SECONDS = 1.0
+
+
+def _median_ms(samples: list[float]) -> str:
+    return f"{statistics.median(samples) * 1000:.0f} ms (min {min(samples) * 1000:.0f}, max {max(samples) * 1000:.0f})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--views", type=int, default=1000, help="how many views (default 1000)")
+    parser.add_argument("--runs", type=int, default=20, help="finished runs per view (default 20)")
+    parser.add_argument("--repeat", type=int, default=7, help="repetitions of each measurement (default 7)")
+    args = parser.parse_args(argv)
+
+    cluster = embedded_cluster()
+    home = Path(tempfile.mkdtemp(prefix="matview-fleet-bench-"))
+    try:
+        cluster.start()
+        cluster.create_database("airflow")
+        os.environ.update(
+            {
+                "AIRFLOW_HOME": str(home),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": cluster.uri("airflow").replace(
+                    "postgresql://", "postgresql+psycopg2://", 1
+                ),
+                "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+            }
+        )
+        airflow = Path(sys.executable).parent / "airflow"
+        subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True)
+        return _bench(args.views, args.runs, args.repeat)
+    finally:
+        cluster.destroy()
+        subprocess.run(["rm", "-rf", str(home)], check=False)
+
+
+def _bench(views: int, runs: int, repeat: int) -> int:
+    from airflow.utils.session import create_session
+
+    from airflow_matview.fleet import as_json, load_fleet
+    from devtools.fleet_seed import fleet_config, seed_fleet
+
+    started = time.monotonic()
+    seed_fleet(fleet_config(views), runs=runs)
+    print(f"seeded {views} views x {runs} runs in {time.monotonic() - started:.1f}s", flush=True)
+
+    statements = _statement_timer()
+    data: list[float] = []
+    for _ in range(repeat):
+        statements.clear()
+        with create_session() as session:
+            began = time.perf_counter()
+            document = as_json(load_fleet(session))
+            data.append(time.perf_counter() - began)
+    assert document["total"] == views, document["total"]
+    per_query = ", ".join(f"{seconds * 1000:.0f}" for seconds in statements)
+    queries = len(statements)
+
+    server, url, token = _serve()
+    try:
+        http = _time_http(url, token, repeat, views)
+        page, parts = _time_page(url, token, repeat, views)
+    finally:
+        server.should_exit = True
+    print(f"\nFleet overview, {views} views, {runs} runs each (medians of {repeat}):")
+    print(f"  data (load_fleet + as_json, all queries):          {_median_ms(data)}")
+    print(f"    of which {queries} SQL statements (last repetition, ms each): {per_query}")
+    print(f"  JSON over HTTP (auth, permitted DAGs, queries, encode): {_median_ms(http)}")
+    if page:
+        print(f"  page in chromium (navigation to {views} rows drawn):   {_median_ms(page)}")
+        print(
+            f"    of which the JSON fetch {_median_ms(parts['fetch'])}, drawing the table {_median_ms(parts['render'])}"
+        )
+        verdict = "met" if statistics.median(page) < TARGET_SECONDS else "MISSED"
+        print(f"  target: the page renders {views} views in < {TARGET_SECONDS:.0f} s: {verdict}")
+    else:
+        print("  page in chromium: skipped (Debian's chromium or playwright is missing)")
+    return 0
+
+
+def _statement_timer() -> list[float]:
+    """The duration of each SQL statement sent (``after_cursor_execute`` minus ``before_cursor_execute``)."""
+    from airflow.settings import engine
+    from sqlalchemy import event
+
+    durations: list[float] = []
+    started: list[float] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before(*_: Any) -> None:
+        started.append(time.perf_counter())
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _after(*_: Any) -> None:
+        durations.append(time.perf_counter() - started.pop())
+
+    return durations
+
+
+def _serve() -> tuple[Any, str, str]:
+    """The plugin app on loopback behind uvicorn, as the api-server mounts it; returns the server, URL and a JWT."""
+    import uvicorn
+    from airflow.api_fastapi.app import init_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from fastapi import FastAPI
+
+    from airflow_matview.plugins.fleet import URL_PREFIX, app
+
+    manager = init_auth_manager()
+    token = manager.generate_jwt(SimpleAuthManagerUser(username="admin", role="admin"))
+    root = FastAPI()
+    root.mount(URL_PREFIX, app)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(root, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    return server, f"http://127.0.0.1:{port}{URL_PREFIX}", token
+
+
+def _time_http(url: str, token: str, repeat: int, views: int) -> list[float]:
+    import json
+    import urllib.request
+
+    samples = []
+    for _ in range(repeat):
+        request = urllib.request.Request(f"{url}/api/views", headers={"Authorization": f"Bearer {token}"})
+        began = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=60) as response:
+            document = json.load(response)
+        samples.append(time.perf_counter() - began)
+        assert document["total"] == views
+    return samples
+
+
+def _time_page(url: str, token: str, repeat: int, views: int) -> tuple[list[float], dict[str, list[float]]]:
+    parts: dict[str, list[float]] = {"fetch": [], "render": []}
+    if not CHROMIUM.exists():
+        return [], parts
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return [], parts
+    samples = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 1600, "height": 1000})
+            context.add_cookies([{"name": "_token", "value": token, "url": url}])
+            tab = context.new_page()
+            for _ in range(repeat):
+                began = time.perf_counter()
+                tab.goto(f"{url}/")
+                tab.wait_for_selector("body[data-loaded=true]", timeout=60_000)
+                samples.append(time.perf_counter() - began)
+                assert tab.locator("#rows tr").count() == views
+                for part in parts:
+                    parts[part].append(int(tab.evaluate(f"document.body.dataset.{part}Ms")) / 1000)
+        finally:
+            browser.close()
+    return samples, parts
+
+
+if __name__ == "__main__":
+    sys.exit(main())
