@@ -49,7 +49,7 @@ class FleetView:
     fresh_as_of: str | None
     staleness: float | None
     last_state: str | None
-    last_run_after: str | None
+    last_run_start: str | None
     mode: str | None
     rows: int | None
     duration: float | None
@@ -94,12 +94,12 @@ def load_fleet(
         TaskOutletAssetReference,
     )
     from airflow.models.dag import DagModel, DagTag
-    from airflow.models.dagrun import DagRun
     from airflow.models.deadline_alert import DeadlineAlert as DeadlineAlertModel
     from airflow.models.serialized_dag import SerializedDagModel
     from airflow.models.taskinstance import TaskInstance
 
     now = now or datetime.now(timezone.utc)
+    db = session.connection()  # Core rows: the ORM's row loading cost more than some of the queries
     outlets = _restrict(
         select(
             AssetModel.id,
@@ -116,7 +116,7 @@ def load_fleet(
         TaskOutletAssetReference.dag_id,
         dag_ids,
     )
-    rows = session.execute(outlets).all()
+    rows = db.execute(outlets).all()
     if not rows:
         return []
     # One refresh task per DAG: the first one that emits a matview:// asset.
@@ -134,7 +134,7 @@ def load_fleet(
     view_by_uri = {row.uri: view_of_uri(row.uri)[1] for row in rows}
 
     tags: dict[str, list[str]] = defaultdict(list)
-    for dag_id, name in session.execute(
+    for dag_id, name in db.execute(
         select(DagTag.dag_id, DagTag.name).where(DagTag.dag_id.in_(wanted)).order_by(DagTag.name)
     ):
         tags[dag_id].append(name)
@@ -142,7 +142,7 @@ def load_fleet(
     after: dict[str, list[str]] = defaultdict(list)
     on_change: set[str] = set()
     watched = select(AssetWatcherModel.asset_id).where(AssetWatcherModel.asset_id == AssetModel.id).exists()
-    for dag_id, uri, has_watcher in session.execute(
+    for dag_id, uri, has_watcher in db.execute(
         select(DagScheduleAssetReference.dag_id, AssetModel.uri, watched)
         .join(AssetModel, AssetModel.id == DagScheduleAssetReference.asset_id)
         .where(DagScheduleAssetReference.dag_id.in_(wanted))
@@ -157,33 +157,32 @@ def load_fleet(
         TaskInstance.dag_id == refresh_tasks.c.dag_id,
         TaskInstance.task_id == refresh_tasks.c.task_id,
     )
+    # Latest first by start (a task not started yet is the latest); no join to dag_run, which cost more than the rest.
+    latest_first = (TaskInstance.start_date.desc().nulls_first(), TaskInstance.id.desc())
     ranked = (
         select(
             TaskInstance.dag_id,
             TaskInstance.state,
             TaskInstance.duration,
-            DagRun.run_after,
-            func.row_number()
-            .over(partition_by=TaskInstance.dag_id, order_by=(DagRun.run_after.desc(), DagRun.id.desc()))
-            .label("rank"),
+            TaskInstance.start_date,
+            func.row_number().over(partition_by=TaskInstance.dag_id, order_by=latest_first).label("rank"),
         )
         .join(refresh_tasks, ti_join)
-        .join(DagRun, and_(DagRun.dag_id == TaskInstance.dag_id, DagRun.run_id == TaskInstance.run_id))
         .where(TaskInstance.map_index == -1)
         .subquery()
     )
     recent_states: dict[str, list[str | None]] = defaultdict(list)
     recent_seconds: dict[str, list[float | None]] = defaultdict(list)
-    last_run_after: dict[str, datetime] = {}
-    for dag_id, state, seconds, run_after in session.execute(
-        select(ranked.c.dag_id, ranked.c.state, ranked.c.duration, case((ranked.c.rank == 1, ranked.c.run_after)))
+    last_run_start: dict[str, datetime] = {}
+    for dag_id, state, seconds, started in db.execute(
+        select(ranked.c.dag_id, ranked.c.state, ranked.c.duration, case((ranked.c.rank == 1, ranked.c.start_date)))
         .where(ranked.c.rank <= RECENT_RUNS)
         .order_by(ranked.c.dag_id, ranked.c.rank.desc())
     ):
         recent_states[dag_id].append(state)
-        recent_seconds[dag_id].append(seconds)
-        if run_after is not None:
-            last_run_after[dag_id] = run_after
+        recent_seconds[dag_id].append(None if seconds is None else round(seconds, 3))
+        if started is not None:
+            last_run_start[dag_id] = started
 
     def _when(state: str, column: Any) -> Any:
         return func.max(case((TaskInstance.state == state, column)))
@@ -193,7 +192,7 @@ def load_fleet(
 
     totals = {
         row.dag_id: row
-        for row in session.execute(
+        for row in db.execute(
             select(
                 TaskInstance.dag_id,
                 _when("success", TaskInstance.end_date).label("last_success"),
@@ -213,7 +212,7 @@ def load_fleet(
     )
     events = {
         asset_id: extra if isinstance(extra, dict) else {}
-        for asset_id, extra in session.execute(
+        for asset_id, extra in db.execute(
             select(AssetEvent.asset_id, AssetEvent.extra).where(AssetEvent.id.in_(last_event_ids))
         )
     }
@@ -233,10 +232,10 @@ def load_fleet(
     latest = select(latest_version.c.id, latest_version.c.dag_id, latest_version.c.timetable).where(
         latest_version.c.rank == 1
     )
-    timetables = {row.dag_id: row.timetable for row in session.execute(latest)}
+    timetables = {row.dag_id: row.timetable for row in db.execute(latest)}
     deadlines: dict[str, list[Any]] = defaultdict(list)
     latest_ids = latest.with_only_columns(latest_version.c.id)
-    for dag_id, interval in session.execute(
+    for dag_id, interval in db.execute(
         select(SerializedDagModel.dag_id, DeadlineAlertModel.interval)
         .join(SerializedDagModel, SerializedDagModel.id == DeadlineAlertModel.serialized_dag_id)
         .where(DeadlineAlertModel.serialized_dag_id.in_(latest_ids))
@@ -252,7 +251,7 @@ def load_fleet(
         event = events.get(row.id, {})
         last_success = total.last_success if total else None
         fresh_as_of = max((t for t in (last_success, total.last_skip if total else None) if t), default=None)
-        staleness = (now - fresh_as_of).total_seconds() if fresh_as_of else None
+        staleness = round((now - fresh_as_of).total_seconds(), 1) if fresh_as_of else None
         budget = max_staleness_of(deadlines.get(dag_id, []))
         breached = budget is not None and (staleness is None or staleness > budget)
         last_state = states[-1] if states else None
@@ -273,11 +272,11 @@ def load_fleet(
                 on_change=dag_id in on_change,
                 next_run=None if row.is_paused else _iso(row.next_dagrun_create_after),
                 last_success=_iso(last_success),
-                last_success_age=(now - last_success).total_seconds() if last_success else None,
+                last_success_age=round((now - last_success).total_seconds(), 1) if last_success else None,
                 fresh_as_of=_iso(fresh_as_of),
                 staleness=staleness,
                 last_state=last_state,
-                last_run_after=_iso(last_run_after.get(dag_id)),
+                last_run_start=_iso(last_run_start.get(dag_id)),
                 mode=event.get("mode"),
                 rows=event.get("rows"),
                 duration=last_duration,

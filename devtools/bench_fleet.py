@@ -5,8 +5,8 @@ Airflow's DAG-processor code (``devtools/fleet_seed.py``: 1,000 DAGs, 20 runs ea
 instances and about 18,000 asset events), and measures:
 
 1. the data: ``load_fleet`` + ``as_json`` (every query, for all views);
-2. the JSON endpoint through HTTP (uvicorn on loopback, the plugin app mounted as the api-server mounts it; the
-   simple auth manager decodes the JWT and lists the readable DAGs);
+2. the JSON endpoint through HTTP from Airflow's own api-server (one worker, on loopback; the simple auth manager
+   decodes the JWT and lists the readable DAGs);
 3. the page in Debian's chromium (Playwright): from navigation until the table of 1,000 rows is drawn (skipped
    when chromium is missing).
 """
@@ -14,14 +14,18 @@ instances and about 18,000 asset events), and measures:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +73,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _bench(views: int, runs: int, repeat: int) -> int:
     from airflow.utils.session import create_session
+    from sqlalchemy import text
 
     from airflow_matview.fleet import as_json, load_fleet
     from devtools.fleet_seed import fleet_config, seed_fleet
 
     started = time.monotonic()
     seed_fleet(fleet_config(views), runs=runs)
+    with create_session() as session:  # statistics, as autovacuum keeps them on a live metadata database
+        session.execute(text("ANALYZE"))
     print(f"seeded {views} views x {runs} runs in {time.monotonic() - started:.1f}s", flush=True)
 
     statements = _statement_timer()
@@ -94,7 +101,7 @@ def _bench(views: int, runs: int, repeat: int) -> int:
         http = _time_http(url, token, repeat, views)
         page, parts = _time_page(url, token, repeat, views)
     finally:
-        server.should_exit = True
+        _stop(server)
     print(f"\nFleet overview, {views} views, {runs} runs each (medians of {repeat}):")
     print(f"  data (load_fleet + as_json, all queries):          {_median_ms(data)}")
     print(f"    of which {queries} SQL statements (last repetition, ms each): {per_query}")
@@ -130,31 +137,62 @@ def _statement_timer() -> list[float]:
     return durations
 
 
-def _serve() -> tuple[Any, str, str]:
-    """The plugin app on loopback behind uvicorn, as the api-server mounts it; returns the server, URL and a JWT."""
-    import uvicorn
-    from airflow.api_fastapi.app import init_auth_manager
-    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
-    from fastapi import FastAPI
+def _serve() -> tuple[subprocess.Popen[bytes], str, str]:
+    """Airflow's api-server (one worker) on loopback with the plugin; returns the process, the page's URL and a JWT
+    from ``POST /auth/token``."""
+    from airflow_matview.plugins.fleet import URL_PREFIX
 
-    from airflow_matview.plugins.fleet import URL_PREFIX, app
-
-    manager = init_auth_manager()
-    token = manager.generate_jwt(SimpleAuthManagerUser(username="admin", role="admin"))
-    root = FastAPI()
-    root.mount(URL_PREFIX, app)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(root, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    return server, f"http://127.0.0.1:{port}{URL_PREFIX}", token
+    base = f"http://127.0.0.1:{port}"
+    passwords = Path(os.environ["AIRFLOW_HOME"]) / "passwords.json"
+    password = secrets.token_urlsafe(12)
+    passwords.write_text(json.dumps({"admin": password}))
+    env = {
+        **os.environ,
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": base,
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+    }
+    log = (Path(os.environ["AIRFLOW_HOME"]) / "api-server.log").open("wb")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "airflow"), "api-server"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            request = urllib.request.Request(
+                f"{base}/auth/token",
+                data=json.dumps({"username": "admin", "password": password}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                token = json.load(response)["access_token"]
+            return server, f"{base}{URL_PREFIX}", token
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            if server.poll() is not None or time.monotonic() > deadline:
+                _stop(server)
+                raise RuntimeError("the api-server did not start") from None
+            time.sleep(1)
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
 
 
 def _time_http(url: str, token: str, repeat: int, views: int) -> list[float]:
-    import json
-    import urllib.request
-
     samples = []
     for _ in range(repeat):
         request = urllib.request.Request(f"{url}/api/views", headers={"Authorization": f"Bearer {token}"})
