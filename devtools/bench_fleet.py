@@ -107,11 +107,15 @@ def _bench(views: int, runs: int, repeat: int) -> int:
     print(f"    of which {queries} SQL statements (last repetition, ms each): {per_query}")
     print(f"  JSON over HTTP (auth, permitted DAGs, queries, encode): {_median_ms(http)}")
     if page:
-        print(f"  page in chromium (navigation to {views} rows drawn):   {_median_ms(page)}")
         print(
-            f"    of which the JSON fetch {_median_ms(parts['fetch'])}, drawing the table {_median_ms(parts['render'])}"
+            f"  page in chromium, browser's clock (navigation start to {views} rows drawn): {_median_ms(parts['total'])}"
         )
-        verdict = "met" if statistics.median(page) < TARGET_SECONDS else "MISSED"
+        print(
+            f"    of which the page's HTML {_median_ms(parts['html'])}, the JSON fetch {_median_ms(parts['fetch'])}, "
+            f"drawing the table {_median_ms(parts['render'])}"
+        )
+        print(f"  the same from Playwright's goto() until it sees the rows (adds its round trips): {_median_ms(page)}")
+        verdict = "met" if statistics.median(parts["total"]) < TARGET_SECONDS else "MISSED"
         print(f"  target: the page renders {views} views in < {TARGET_SECONDS:.0f} s: {verdict}")
     else:
         print("  page in chromium: skipped (Debian's chromium or playwright is missing)")
@@ -205,7 +209,7 @@ def _time_http(url: str, token: str, repeat: int, views: int) -> list[float]:
 
 
 def _time_page(url: str, token: str, repeat: int, views: int) -> tuple[list[float], dict[str, list[float]]]:
-    parts: dict[str, list[float]] = {"fetch": [], "render": []}
+    parts: dict[str, list[float]] = {"html": [], "fetch": [], "render": [], "total": []}
     if not CHROMIUM.exists():
         return [], parts
     try:
