@@ -107,9 +107,7 @@ def _bench(views: int, runs: int, repeat: int) -> int:
     print(f"    of which {queries} SQL statements (last repetition, ms each): {per_query}")
     print(f"  JSON over HTTP (auth, permitted DAGs, queries, encode): {_median_ms(http)}")
     if page:
-        print(
-            f"  page in chromium, browser's clock (navigation start to {views} rows drawn): {_median_ms(parts['total'])}"
-        )
+        print(f"  page in chromium, browser clock (navigation to {views} rows drawn): {_median_ms(parts['total'])}")
         print(
             f"    of which the page's HTML {_median_ms(parts['html'])}, the JSON fetch {_median_ms(parts['fetch'])}, "
             f"drawing the table {_median_ms(parts['render'])}"
