@@ -320,6 +320,7 @@ def test_fleet_overview_lists_every_view_in_a_real_browser(deployment: Deploymen
     assert shown == [view["view"] for view in by_staleness], "most stale first; never refreshed at the top"
     assert shown.index("public.doomed_view") < shown.index("public.steady_view"), "doomed never succeeded"
     screenshot = ARTIFACTS / "fleet-overview.png"
+    frame.locator("body").evaluate("body => window.scrollTo(0, 0)")
     page.screenshot(path=str(screenshot), full_page=True)
     assert screenshot.stat().st_size > 10_000
 
