@@ -1,5 +1,6 @@
 # Two commands a new user needs: `make demo` and `make test`. Each builds its own virtual environment.
-# `make bench` prints the benchmark table quoted in the README (`make bench BENCH_ARGS=--quick` for a smoke run).
+# `make bench` prints the benchmark table quoted in the README (`make bench BENCH_ARGS=--quick` for a smoke run),
+# then the fleet overview's figures for 1,000 views (devtools/bench_fleet.py).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 AIRFLOW_VERSION ?= 3.3.2
@@ -31,6 +32,7 @@ chromium:
 
 bench: $(BIN)/.installed
 	$(BIN)/python -W ignore::Warning -m devtools.bench $(BENCH_ARGS)
+	$(BIN)/python -W ignore::Warning -m devtools.bench_fleet
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

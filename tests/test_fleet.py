@@ -65,6 +65,7 @@ def fleet(airflow_db: Path) -> Iterator[tuple[TestClient, SimpleAuthManager]]:
     }
     budgets = {"matview.sales.orders": timedelta(hours=1), "matview.ops.tickets": timedelta(minutes=5)}
     seed_fleet(config, bundle="fleet-test", now=NOW, outcomes=OUTCOMES, max_staleness=budgets)
+    users = os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS")
     os.environ["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] = "admin:admin,sales:viewer"
     manager = _auth_manager_class()()
     manager.init()
@@ -77,6 +78,10 @@ def fleet(airflow_db: Path) -> Iterator[tuple[TestClient, SimpleAuthManager]]:
             yield client, manager
     finally:
         api_app._AuthManagerState.instance = previous
+        if users is None:
+            os.environ.pop("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", None)
+        else:
+            os.environ["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] = users
 
 
 def _token(manager: SimpleAuthManager, username: str, role: str) -> str:
