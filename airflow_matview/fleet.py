@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import Numeric, and_, case, cast, func, select
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -131,7 +131,7 @@ def load_fleet(
         refresh.where(AssetModel.uri.startswith(ASSET_PREFIX)), TaskOutletAssetReference.dag_id, dag_ids
     )
     refresh_tasks = refresh.subquery()
-    view_by_uri = {row.uri: view_of_uri(row.uri)[1] for row in rows}
+    names = {row.uri: view_of_uri(row.uri) for row in rows}
 
     tags: dict[str, list[str]] = defaultdict(list)
     for dag_id, name in db.execute(
@@ -151,7 +151,7 @@ def load_fleet(
         if has_watcher:
             on_change.add(dag_id)
         elif uri.startswith(ASSET_PREFIX):
-            after[dag_id].append(view_by_uri.get(uri) or view_of_uri(uri)[1])
+            after[dag_id].append((names.get(uri) or view_of_uri(uri))[1])
 
     ti_join = and_(
         TaskInstance.dag_id == refresh_tasks.c.dag_id,
@@ -174,15 +174,36 @@ def load_fleet(
     recent_states: dict[str, list[str | None]] = defaultdict(list)
     recent_seconds: dict[str, list[float | None]] = defaultdict(list)
     last_run_start: dict[str, datetime] = {}
-    for dag_id, state, seconds, started in db.execute(
-        select(ranked.c.dag_id, ranked.c.state, ranked.c.duration, case((ranked.c.rank == 1, ranked.c.start_date)))
-        .where(ranked.c.rank <= RECENT_RUNS)
-        .order_by(ranked.c.dag_id, ranked.c.rank.desc())
-    ):
-        recent_states[dag_id].append(state)
-        recent_seconds[dag_id].append(None if seconds is None else round(seconds, 3))
-        if started is not None:
-            last_run_start[dag_id] = started
+    recent_rows = ranked.c.rank <= RECENT_RUNS
+    first_start = func.max(case((ranked.c.rank == 1, ranked.c.start_date)))
+    if db.dialect.name == "postgresql":  # one row per view, the arrays built by the server
+        from sqlalchemy.dialects.postgresql import aggregate_order_by
+
+        oldest_first = ranked.c.rank.desc()
+        for dag_id, states, durations, started in db.execute(
+            select(
+                ranked.c.dag_id,
+                func.array_agg(aggregate_order_by(ranked.c.state, oldest_first)),
+                func.array_agg(aggregate_order_by(func.round(cast(ranked.c.duration, Numeric), 3), oldest_first)),
+                first_start,
+            )
+            .where(recent_rows)
+            .group_by(ranked.c.dag_id)
+        ):
+            recent_states[dag_id] = states
+            recent_seconds[dag_id] = [None if value is None else float(value) for value in durations]
+            if started is not None:
+                last_run_start[dag_id] = started
+    else:
+        for dag_id, state, seconds, started in db.execute(
+            select(ranked.c.dag_id, ranked.c.state, ranked.c.duration, case((ranked.c.rank == 1, ranked.c.start_date)))
+            .where(recent_rows)
+            .order_by(ranked.c.dag_id, ranked.c.rank.desc())
+        ):
+            recent_states[dag_id].append(state)
+            recent_seconds[dag_id].append(None if seconds is None else round(seconds, 3))
+            if started is not None:
+                last_run_start[dag_id] = started
 
     def _when(state: str, column: Any) -> Any:
         return func.max(case((TaskInstance.state == state, column)))
@@ -244,7 +265,7 @@ def load_fleet(
 
     views = []
     for dag_id, row in outlet.items():
-        conn_id, view = view_of_uri(row.uri)
+        conn_id, view = names[row.uri]
         total = totals.get(dag_id)
         states = recent_states.get(dag_id, [])
         durations = recent_seconds.get(dag_id, [])

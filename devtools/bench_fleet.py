@@ -33,6 +33,7 @@ from devtools.pgcluster import embedded_cluster, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 TARGET_SECONDS = 1.0
+SERVER_TIMINGS: list[str] = []
 
 
 def _median_ms(samples: list[float]) -> str:
@@ -102,10 +103,15 @@ def _bench(views: int, runs: int, repeat: int) -> int:
         page, parts = _time_page(url, token, repeat, views)
     finally:
         _stop(server)
-    print(f"\nFleet overview, {views} views, {runs} runs each (medians of {repeat}):")
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(
+        f"\nFleet overview, {views} views, {runs} runs each (medians of {repeat}; "
+        f"load average {load} on {os.cpu_count()} CPUs):"
+    )
     print(f"  data (load_fleet + as_json, all queries):          {_median_ms(data)}")
     print(f"    of which {queries} SQL statements (last repetition, ms each): {per_query}")
     print(f"  JSON over HTTP (auth, permitted DAGs, queries, encode): {_median_ms(http)}")
+    print(f"    the handler's own Server-Timing, each request: {' | '.join(SERVER_TIMINGS)}")
     if page:
         print(f"  page in chromium, browser clock (navigation to {views} rows drawn): {_median_ms(parts['total'])}")
         print(
@@ -201,7 +207,9 @@ def _time_http(url: str, token: str, repeat: int, views: int) -> list[float]:
         began = time.perf_counter()
         with urllib.request.urlopen(request, timeout=60) as response:
             document = json.load(response)
+            server = response.headers.get("Server-Timing", "")
         samples.append(time.perf_counter() - began)
+        SERVER_TIMINGS.append(server)
         assert document["total"] == views
     return samples
 
