@@ -5,6 +5,8 @@ Every other module imports these names from here, never with version checks of i
 
 from __future__ import annotations
 
+from typing import Any
+
 from airflow import __version__ as AIRFLOW_VERSION
 
 try:  # Airflow 3.2+: the task SDK holds the exceptions a task raises
@@ -37,6 +39,17 @@ DEADLINE_ALERTS_MISSING = (
     "remove max_staleness or upgrade Airflow"
 )
 
+
+def deadline_alert_model() -> Any:
+    """Airflow 3.2+'s ``deadline_alert`` table (one row per Deadline Alert of a serialized DAG), or ``None`` on
+    Airflow 3.1, which keeps the alerts inside the serialized DAG. Imported on call: the ORM is no parse-time cost."""
+    try:
+        from airflow.models.deadline_alert import DeadlineAlert
+    except ImportError:  # Airflow 3.1
+        return None
+    return DeadlineAlert
+
+
 __all__ = [
     "AIRFLOW_VERSION",
     "DEADLINE_ALERTS_MISSING",
@@ -46,4 +59,5 @@ __all__ = [
     "AirflowSkipException",
     "AssetOrTimeSchedule",
     "CronTriggerTimetable",
+    "deadline_alert_model",
 ]

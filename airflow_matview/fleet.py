@@ -17,6 +17,8 @@ from urllib.parse import unquote
 
 from sqlalchemy import Numeric, and_, case, cast, func, select
 
+from airflow_matview.compat import deadline_alert_model
+
 if TYPE_CHECKING:
     from collections.abc import Collection
 
@@ -94,7 +96,6 @@ def load_fleet(
         TaskOutletAssetReference,
     )
     from airflow.models.dag import DagModel, DagTag
-    from airflow.models.deadline_alert import DeadlineAlert as DeadlineAlertModel
     from airflow.models.serialized_dag import SerializedDagModel
     from airflow.models.taskinstance import TaskInstance
 
@@ -256,12 +257,19 @@ def load_fleet(
     timetables = {row.dag_id: row.timetable for row in db.execute(latest)}
     deadlines: dict[str, list[Any]] = defaultdict(list)
     latest_ids = latest.with_only_columns(latest_version.c.id)
-    for dag_id, interval in db.execute(
-        select(SerializedDagModel.dag_id, DeadlineAlertModel.interval)
-        .join(SerializedDagModel, SerializedDagModel.id == DeadlineAlertModel.serialized_dag_id)
-        .where(DeadlineAlertModel.serialized_dag_id.in_(latest_ids))
-    ):
-        deadlines[dag_id].append(interval)
+    alerts = deadline_alert_model()
+    if alerts is not None:
+        query = (
+            select(SerializedDagModel.dag_id, alerts.interval)
+            .join(SerializedDagModel, SerializedDagModel.id == alerts.serialized_dag_id)
+            .where(alerts.serialized_dag_id.in_(latest_ids))
+        )
+    else:  # Airflow 3.1: the alerts are inside the serialized DAG
+        query = select(SerializedDagModel.dag_id, SerializedDagModel._data["dag"]["deadline"]).where(
+            SerializedDagModel.id.in_(latest_ids)
+        )
+    for dag_id, interval in db.execute(query):
+        deadlines[dag_id].extend(_intervals(interval) if alerts is None else [interval])
 
     views = []
     for dag_id, row in outlet.items():
@@ -360,6 +368,18 @@ def max_staleness_of(intervals: Collection[Any]) -> float | None:
         if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds > 0:
             budgets.append(float(seconds))
     return min(budgets, default=None)
+
+
+def _intervals(deadline: Any) -> list[Any]:
+    """The intervals of Deadline Alerts serialized inside a DAG (Airflow 3.1: ``{"__var": {"interval": ...}}``)."""
+    alerts = deadline if isinstance(deadline, list) else [deadline]
+    found = []
+    for alert in alerts:
+        while isinstance(alert, dict) and "interval" not in alert and "__var" in alert:
+            alert = alert["__var"]
+        if isinstance(alert, dict) and "interval" in alert:
+            found.append(alert["interval"])
+    return found
 
 
 def summarize(views: list[FleetView]) -> dict[str, int]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_matview.fleet import max_staleness_of, timezone_of
+from airflow_matview.fleet import _intervals, max_staleness_of, timezone_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -167,5 +167,7 @@ def test_max_staleness_is_read_from_airflows_deadline_alerts() -> None:
     assert max_staleness_of([timedelta_serde, {"__data__": 900.0}]) == 900.0
     assert max_staleness_of([{"__classname__": "VariableInterval", "__data__": {"key": "x"}}]) is None
     assert max_staleness_of([]) is None
+    airflow_3_1 = {"__type": "deadline_alert", "__var": {"__type": "deadline_alert", "__var": {"interval": 600.0}}}
+    assert max_staleness_of(_intervals([airflow_3_1, {"__var": {"interval": 1200.0}}])) == 600.0
     cron = {"__type": "airflow.timetables.trigger.CronTriggerTimetable", "__var": {"timezone": "Europe/Paris"}}
     assert timezone_of({"__type": "AssetOrTimeSchedule", "__var": {"timetable": cron}}) == "Europe/Paris"
