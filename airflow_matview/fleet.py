@@ -120,17 +120,18 @@ def load_fleet(
     rows = db.execute(outlets).all()
     if not rows:
         return []
-    # One refresh task per DAG: the first one that emits a matview:// asset.
+    # One view per DAG, as the factory builds them: the first task (by task_id) that emits a matview:// asset.
     outlet: dict[str, Any] = {}
     for row in sorted(rows, key=lambda r: (r.dag_id, r.task_id)):
         outlet.setdefault(row.dag_id, row)
     wanted = list(outlet)
-    refresh = select(TaskOutletAssetReference.dag_id, TaskOutletAssetReference.task_id).join(
-        AssetModel, AssetModel.id == TaskOutletAssetReference.asset_id
+    refresh = (
+        select(TaskOutletAssetReference.dag_id, func.min(TaskOutletAssetReference.task_id).label("task_id"))
+        .join(AssetModel, AssetModel.id == TaskOutletAssetReference.asset_id)
+        .where(AssetModel.uri.startswith(ASSET_PREFIX))
+        .group_by(TaskOutletAssetReference.dag_id)
     )
-    refresh = _restrict(
-        refresh.where(AssetModel.uri.startswith(ASSET_PREFIX)), TaskOutletAssetReference.dag_id, dag_ids
-    )
+    refresh = _restrict(refresh, TaskOutletAssetReference.dag_id, dag_ids)
     refresh_tasks = refresh.subquery()
     names = {row.uri: view_of_uri(row.uri) for row in rows}
 
