@@ -319,6 +319,12 @@ def test_fleet_overview_lists_every_view_in_a_real_browser(deployment: Deploymen
     )
     assert shown == [view["view"] for view in by_staleness], "most stale first; never refreshed at the top"
     assert shown.index("public.doomed_view") < shown.index("public.steady_view"), "doomed never succeeded"
+    frame.locator("#status").select_option("failing")
+    assert frame.locator("#rows tr").evaluate_all("rows => rows.map(row => row.dataset.view)") == ["public.doomed_view"]
+    frame.locator("#status").select_option("")
+    frame.locator("#tag").select_option("steady")
+    assert frame.locator("#rows tr").evaluate_all("rows => rows.map(row => row.dataset.view)") == ["public.steady_view"]
+    frame.locator("#tag").select_option("")
     screenshot = ARTIFACTS / "fleet-overview.png"
     frame.locator("body").evaluate("body => window.scrollTo(0, 0)")
     page.screenshot(path=str(screenshot), full_page=True)
