@@ -347,3 +347,14 @@ def test_fleet_overview_needs_a_signed_in_user(deployment: Deployment) -> None:
     with pytest.raises(urllib.error.HTTPError) as data:
         opener.open(f"{deployment.stack.url}/matview-fleet/api/views", timeout=30)
     assert data.value.code == 401
+
+
+def test_fleet_plugin_is_registered_by_the_package(deployment: Deployment) -> None:
+    plugins = {plugin["name"]: plugin for plugin in deployment.api.get("/plugins")["plugins"]}
+    fleet = plugins["airflow_matview_fleet"]
+    assert "airflow-matview" in fleet["source"], "loaded through the package's airflow.plugins entry point"
+    assert [app["url_prefix"] for app in fleet["fastapi_apps"]] == ["/matview-fleet"]
+    assert [(view["name"], view["href"]) for view in fleet["external_views"]] == [
+        ("Materialized views", "/matview-fleet/")
+    ]
+    assert deployment.api.get("/plugins/importErrors")["total_entries"] == 0
