@@ -32,7 +32,7 @@ chromium:
 
 bench: $(BIN)/.installed
 	$(BIN)/python -W ignore::Warning -m devtools.bench $(BENCH_ARGS)
-	$(BIN)/python -W ignore::Warning -m devtools.bench_fleet
+	$(BIN)/python -W ignore::Warning -m devtools.bench_fleet $(if $(findstring --quick,$(BENCH_ARGS)),--quick)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -45,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--views", type=int, default=1000, help="how many views (default 1000)")
     parser.add_argument("--runs", type=int, default=20, help="finished runs per view (default 20)")
     parser.add_argument("--repeat", type=int, default=7, help="repetitions of each measurement (default 7)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 200 views, 5 runs each, 3 repetitions")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.views, args.runs, args.repeat = 200, 5, 3
 
     cluster = embedded_cluster()
     home = Path(tempfile.mkdtemp(prefix="matview-fleet-bench-"))
