@@ -40,7 +40,6 @@ def seed_fleet(
     bundle: str = "fleet-seed",
     now: datetime | None = None,
     outcomes: dict[str, list[str]] | None = None,
-    max_staleness: dict[str, timedelta] | None = None,
 ) -> list[str]:
     """Write the DAGs of ``config`` and ``runs`` finished runs for each; returns the DAG ids.
 
@@ -50,11 +49,9 @@ def seed_fleet(
     :param now: the time of the last run (default: the current time).
     :param outcomes: per DAG id, the refresh task's states, oldest first (default: mostly successes, with
         failures, skips and paused DAGs spread over the fleet).
-    :param max_staleness: per DAG id, the interval of a Deadline Alert added to the DAG.
     """
     from airflow.dag_processing.collection import update_dag_parsing_results_in_db
     from airflow.models.dagbundle import DagBundleModel
-    from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference, SyncCallback
     from airflow.serialization.serialized_objects import LazyDeserializedDAG
     from airflow.utils.session import create_session
 
@@ -62,10 +59,6 @@ def seed_fleet(
 
     now = now or datetime.now(timezone.utc)
     dags = build_dags(config)
-    for dag_id, interval in (max_staleness or {}).items():
-        dags[dag_id].deadline = DeadlineAlert(
-            reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=interval, callback=SyncCallback("json.dumps")
-        )
     with create_session() as session:
         if session.get(DagBundleModel, bundle) is None:
             session.add(DagBundleModel(name=bundle))

@@ -9,7 +9,7 @@ may read only the DAGs of views in the schema ``sales``. The browser test is in 
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -58,13 +58,27 @@ def fleet(airflow_db: Path) -> Iterator[tuple[TestClient, SimpleAuthManager]]:
 
     config = {
         "views": [
-            {"name": "sales.orders", "conn_id": "warehouse", "schedule": "*/5 * * * *", "tags": ["sales"]},
+            {
+                "name": "sales.orders",
+                "conn_id": "warehouse",
+                "schedule": "*/5 * * * *",
+                "tags": ["sales"],
+                "max_staleness": "1h",
+                "on_stale": [{"notifier": "logging.warning"}],
+                "timezone": "Europe/Paris",
+            },
             {"name": "sales.refunds", "conn_id": "warehouse", "after": ["sales.orders"], "schedule": None},
-            {"name": "ops.tickets", "conn_id": "ops_db", "schedule": "@hourly", "skip_if_unchanged": True},
+            {
+                "name": "ops.tickets",
+                "conn_id": "ops_db",
+                "schedule": "@hourly",
+                "skip_if_unchanged": True,
+                "max_staleness": "5m",
+                "on_stale": [{"notifier": "logging.warning"}],
+            },
         ]
     }
-    budgets = {"matview.sales.orders": timedelta(hours=1), "matview.ops.tickets": timedelta(minutes=5)}
-    seed_fleet(config, bundle="fleet-test", now=NOW, outcomes=OUTCOMES, max_staleness=budgets)
+    seed_fleet(config, bundle="fleet-test", now=NOW, outcomes=OUTCOMES)
     users = os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS")
     os.environ["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] = "admin:admin,sales:viewer"
     manager = _auth_manager_class()()
@@ -110,14 +124,14 @@ def test_json_lists_each_view_with_its_state_from_airflow_records(fleet: tuple[T
         "success",
         "fresh",
     )
-    assert (orders["schedule"], orders["timezone"], orders["after"]) == ("*/5 * * * *", "UTC", [])
+    assert (orders["schedule"], orders["timezone"], orders["after"]) == ("*/5 * * * *", "Europe/Paris", [])
     assert orders["tags"] == ["matview", "sales"]
     assert orders["mode"] == "concurrently" and orders["rows"] is not None
     assert orders["recent_states"] == ["success"] * 3 and len(orders["recent_seconds"]) == 3
     assert (refunds["last_state"], refunds["status"], refunds["failed_runs"]) == ("failed", "failing", 1)
     assert (refunds["schedule"], refunds["after"]) == ("", ["sales.orders"])
     assert refunds["last_success"] is not None, "the success before the failure"
-    assert (orders["max_staleness"], orders["breached"]) == (3600.0, False), "the DAG's Deadline Alert"
+    assert (orders["max_staleness"], orders["breached"]) == (3600.0, False), "max_staleness: the DAG's Deadline Alert"
     assert (refunds["max_staleness"], refunds["breached"]) == (None, False)
     assert (tickets["last_state"], tickets["skipped_runs"]) == ("skipped", 2)
     assert tickets["staleness"] < tickets["last_success_age"], "a run skipped as unchanged confirms freshness"
