@@ -30,6 +30,7 @@ REFERENCE_DAG = "matview.public.polls_user_matt_view"
 MINUTELY_DAG = "matview.public.young_users"
 DOOMED_DAG = "matview.public.doomed_view"
 STEADY_DAG = "matview.public.steady_view"
+BUDGET_DAG = "matview.public.budget_view"
 CHROMIUM = Path("/usr/bin/chromium")
 RUN_TIMEOUT = 240  # seconds for a run to finish, on a loaded 2-core CI machine
 
@@ -68,6 +69,13 @@ def _deployment_config(dags: Path) -> None:
         {"name": "public.young_users", "schedule": "* * * * *"},
         {"name": "public.doomed_view", "schedule": None, "retries": 0},
         {"name": "public.steady_view", "schedule": None, "skip_if_unchanged": True, "tags": ["steady"]},
+        {  # never runs (paused): shows a breached staleness budget and a schedule in its own timezone
+            "name": "public.budget_view",
+            "schedule": "0 6 * * *",
+            "timezone": "Europe/Paris",
+            "max_staleness": "1m",
+            "on_stale": [{"notifier": "logging.warning"}],
+        },
     ]
     (dags / "matviews.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
@@ -92,7 +100,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         started = time.monotonic()
         stack.start()
         api = ApiClient(stack)
-        for dag_id in (REFERENCE_DAG, MINUTELY_DAG, DOOMED_DAG, STEADY_DAG):
+        for dag_id in (REFERENCE_DAG, MINUTELY_DAG, DOOMED_DAG, STEADY_DAG, BUDGET_DAG):
             api.wait_for_dag(dag_id)
         yield Deployment(stack, api, cluster.dsn("scenario"), time.monotonic() - started)
     finally:
@@ -106,7 +114,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 def test_dag_processor_lists_one_dag_per_view(deployment: Deployment) -> None:
     listed = deployment.api.get("/dags?tags=matview&limit=100")
     assert sorted(dag["dag_id"] for dag in listed["dags"]) == sorted(
-        [DOOMED_DAG, REFERENCE_DAG, MINUTELY_DAG, STEADY_DAG]
+        [DOOMED_DAG, REFERENCE_DAG, MINUTELY_DAG, STEADY_DAG, BUDGET_DAG]
     )
     assert deployment.api.get("/importErrors")["total_entries"] == 0
     reference = deployment.api.get(f"/dags/{REFERENCE_DAG}/details")
@@ -294,6 +302,9 @@ def test_fleet_overview_lists_every_view_in_a_real_browser(deployment: Deploymen
     assert {dag_id: views[dag_id]["last_state"] for dag_id in expected} == expected
     assert (views[DOOMED_DAG]["status"], views[STEADY_DAG]["status"]) == ("failing", "fresh")
     assert views[STEADY_DAG]["skipped_runs"] >= 1
+    budget = views[BUDGET_DAG]
+    assert (budget["max_staleness"], budget["breached"], budget["status"]) == (60.0, True, "paused")
+    assert (budget["schedule"], budget["timezone"]) == ("0 6 * * *", "Europe/Paris")
     assert views[REFERENCE_DAG]["view"] == "public.polls_user_matt_view"
     assert views[REFERENCE_DAG]["conn_id"] == "postgres_default"
     assert views[REFERENCE_DAG]["rows"] is not None and views[REFERENCE_DAG]["mode"] in ("blocking", "concurrently")
@@ -308,6 +319,9 @@ def test_fleet_overview_lists_every_view_in_a_real_browser(deployment: Deploymen
     for dag_id, state in expected.items():
         row = frame.locator(f'tr[data-view="{views[dag_id]["view"]}"]')
         assert row.locator("td[data-col=last_state]").inner_text() == state
+    budget_row = frame.locator('tr[data-view="public.budget_view"]')
+    assert budget_row.locator("td[data-col=staleness].breach").inner_text() == "never fresh", "breach in red"
+    assert "0 6 * * * (Europe/Paris)" in budget_row.inner_text()
     for status, count in fleet["counts"].items():
         assert frame.locator(f"[data-testid=count-{status}] b").inner_text() == str(count)
     assert fleet["counts"]["failing"] >= 1 and fleet["counts"]["fresh"] >= 2
