@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_matview.identifiers import QualifiedName
+from airflow_matview.identifiers import QualifiedName, quote_if_needed
 
 if TYPE_CHECKING:
     from psycopg import Connection
@@ -219,6 +219,9 @@ SELECT
     + _USABLE_UNIQUE_INDEXES
     + """),
     v.relispopulated,
+    CASE WHEN NOT pg_catalog.has_database_privilege(v.relowner, pg_catalog.current_database(), 'TEMPORARY')
+         THEN pg_catalog.format('GRANT TEMPORARY ON DATABASE %%I TO %%I', pg_catalog.current_database(),
+                                pg_catalog.pg_get_userbyid(v.relowner)) END,
     counters.*
 FROM pg_catalog.pg_class v, ("""
     + _ROW_COUNTERS
@@ -292,12 +295,15 @@ class RefreshFacts:
     :param unique_indexes: the indexes that allow ``REFRESH MATERIALIZED VIEW CONCURRENTLY``.
     :param populated: whether the view is populated (read after the refresh lock was taken).
     :param counters: the view's row estimate and this transaction's inserted/deleted rows so far.
+    :param temp_grant: when the view's owner may not create temporary tables, which CONCURRENTLY needs, the
+        ``GRANT TEMPORARY`` that allows it; else ``None``.
     """
 
     sources: list[Relation]
     unique_indexes: list[str]
     populated: bool
     counters: RowCounters
+    temp_grant: str | None = None
 
 
 def refresh_facts(conn: Connection, oid: int) -> RefreshFacts | None:
@@ -305,7 +311,7 @@ def refresh_facts(conn: Connection, oid: int) -> RefreshFacts | None:
     row = conn.execute(_REFRESH_FACTS, {"oid": oid, "oids": [oid]}).fetchone()
     if row is None:
         return None
-    sources_json, indexes, populated, estimate, inserted, deleted = row
+    sources_json, indexes, populated, temp_grant, estimate, inserted, deleted = row
     return RefreshFacts(
         sources=[
             Relation(int(source_oid), QualifiedName(schema, name), kind, True)
@@ -314,6 +320,7 @@ def refresh_facts(conn: Connection, oid: int) -> RefreshFacts | None:
         unique_indexes=list(indexes),
         populated=bool(populated),
         counters=RowCounters(estimate=int(estimate), inserted=int(inserted), deleted=int(deleted)),
+        temp_grant=temp_grant,
     )
 
 
@@ -362,3 +369,124 @@ def _untracked_because(
     if not sources:
         return "it reads no table whose changes could be seen"
     return None
+
+
+# The privileges a refresh needs beyond the right to refresh (see refresh_permission). PostgreSQL runs the view's
+# query as the view's owner (a security-restricted operation), so it is the owner that needs SELECT on what the
+# query reads, EXECUTE on the functions it calls and, for CONCURRENTLY, TEMPORARY on the database (the new data goes
+# to a temporary table) and SELECT, INSERT and DELETE on the view (the changes are applied as row changes). A plain
+# view in between reads with its own owner's privileges (or, with security_invoker, its reader's). The role that
+# connects needs USAGE on the view's schema to name the view. USAGE on the source tables' schemas is not needed:
+# the stored query refers to the tables themselves. Column-level grants are not analysed: a role holding SELECT on
+# some columns of a table is not reported.
+_MISSING_PRIVILEGES = """
+WITH RECURSIVE reads(relation, checker) AS (
+    SELECT d.refobjid, v.relowner
+    FROM pg_catalog.pg_class v
+    JOIN pg_catalog.pg_rewrite r ON r.ev_class = v.oid
+    JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
+        AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> v.oid
+    WHERE v.oid = %(oid)s::oid
+  UNION
+    SELECT d.refobjid,
+           CASE WHEN pv.reloptions::text[] && ARRAY['security_invoker=true', 'security_invoker=on',
+                                                    'security_invoker=1', 'security_invoker=yes']
+                THEN reads.checker ELSE pv.relowner END
+    FROM reads
+    JOIN pg_catalog.pg_class pv ON pv.oid = reads.relation AND pv.relkind = 'v'
+    JOIN pg_catalog.pg_rewrite r ON r.ev_class = pv.oid
+    JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
+        AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> pv.oid
+),
+rules AS (
+    SELECT r.oid FROM pg_catalog.pg_rewrite r
+    WHERE r.ev_class = %(oid)s::oid
+       OR r.ev_class IN (SELECT reads.relation FROM reads JOIN pg_catalog.pg_class c ON c.oid = reads.relation
+                         WHERE c.relkind = 'v')
+),
+view AS (
+    SELECT v.oid, v.relowner, v.relnamespace, n.nspname, v.relname
+    FROM pg_catalog.pg_class v JOIN pg_catalog.pg_namespace n ON n.oid = v.relnamespace
+    WHERE v.oid = %(oid)s::oid
+),
+missing(role, privilege, kind, target, grantee_is_owner, concurrently_only) AS (
+    SELECT DISTINCT reads.checker, 'SELECT',
+           CASE c.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' WHEN 'f' THEN 'foreign table'
+                          ELSE 'table' END,
+           pg_catalog.format('%%I.%%I', n.nspname, c.relname), reads.checker = view.relowner, false
+    FROM reads
+    JOIN pg_catalog.pg_class c ON c.oid = reads.relation AND c.relkind IN ('r', 'p', 'm', 'v', 'f')
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace, view
+    WHERE NOT pg_catalog.has_table_privilege(reads.checker, c.oid, 'SELECT')
+      AND NOT pg_catalog.has_any_column_privilege(reads.checker, c.oid, 'SELECT')
+  UNION
+    SELECT DISTINCT view.relowner, 'EXECUTE', 'function',
+           pg_catalog.format('%%I.%%I(%%s)', n.nspname, p.proname,
+                             pg_catalog.pg_get_function_identity_arguments(p.oid)),
+           true, false
+    FROM rules
+    JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = rules.oid
+        AND d.refclassid = 'pg_catalog.pg_proc'::regclass
+    JOIN pg_catalog.pg_proc p ON p.oid = d.refobjid
+    JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace, view
+    WHERE NOT pg_catalog.has_function_privilege(view.relowner, p.oid, 'EXECUTE')
+  UNION
+    SELECT current_user::regrole::oid, 'USAGE', 'schema', pg_catalog.quote_ident(view.nspname),
+           current_user::regrole::oid = view.relowner, false
+    FROM view WHERE NOT pg_catalog.has_schema_privilege(current_user, view.relnamespace, 'USAGE')
+  UNION
+    SELECT view.relowner, 'USAGE', 'schema', pg_catalog.quote_ident(view.nspname), true, true
+    FROM view WHERE NOT pg_catalog.has_schema_privilege(view.relowner, view.relnamespace, 'USAGE')
+      AND current_user::regrole::oid <> view.relowner
+  UNION
+    SELECT view.relowner, 'TEMPORARY', 'database', pg_catalog.quote_ident(pg_catalog.current_database()), true, true
+    FROM view WHERE NOT pg_catalog.has_database_privilege(view.relowner, pg_catalog.current_database(), 'TEMPORARY')
+  UNION
+    SELECT view.relowner, privilege, 'materialized view', pg_catalog.format('%%I.%%I', view.nspname, view.relname),
+           true, true
+    FROM view, unnest(ARRAY['SELECT', 'INSERT', 'DELETE']) AS privilege
+    WHERE NOT pg_catalog.has_table_privilege(view.relowner, view.oid, privilege)
+)
+SELECT pg_catalog.pg_get_userbyid(m.role), m.privilege, m.kind || ' ' || m.target, m.grantee_is_owner,
+       m.concurrently_only,
+       pg_catalog.format('GRANT %%s ON %%s %%s TO %%I', m.privilege,
+                         CASE WHEN m.kind IN ('schema', 'database', 'function') THEN pg_catalog.upper(m.kind)
+                              ELSE 'TABLE' END,
+                         m.target, pg_catalog.pg_get_userbyid(m.role))
+FROM missing m
+ORDER BY m.concurrently_only, m.privilege, m.kind, m.target
+"""
+
+
+@dataclass(frozen=True)
+class MissingPrivilege:
+    """A privilege a refresh needs and a role lacks.
+
+    :param role: the role that lacks it.
+    :param privilege: ``SELECT``, ``EXECUTE``, ``USAGE``, ``TEMPORARY``, ``INSERT`` or ``DELETE``.
+    :param on: what it is needed on, e.g. ``table public.sales`` or ``database shop``.
+    :param owner: whether the role is the view's owner (PostgreSQL runs the view's query as the owner).
+    :param concurrently_only: only ``REFRESH ... CONCURRENTLY`` needs it; a plain refresh works without it.
+    :param grant: the statement that gives it, with every name quoted, e.g. ``GRANT SELECT ON TABLE public.t TO o``.
+    """
+
+    role: str
+    privilege: str
+    on: str
+    owner: bool
+    concurrently_only: bool
+    grant: str
+
+    def describe(self) -> str:
+        role = quote_if_needed(self.role)
+        who = f"the view's owner {role}" if self.owner else f"role {role}"
+        why = " (PostgreSQL runs the view's query as its owner)" if self.owner and not self.concurrently_only else ""
+        return f"{who} lacks {self.privilege} on {self.on}{why}; fix: {self.grant}"
+
+
+def missing_privileges(conn: Connection, oid: int) -> list[MissingPrivilege]:
+    """The privileges that refreshing the materialized view ``oid`` needs and its owner or the current role lacks."""
+    return [
+        MissingPrivilege(role, privilege, on, bool(owner), bool(concurrently_only), grant)
+        for role, privilege, on, owner, concurrently_only, grant in conn.execute(_MISSING_PRIVILEGES, {"oid": oid})
+    ]

@@ -203,11 +203,18 @@ def _pool_problems(views: list[ViewConfig]) -> dict[str, tuple[bool, str]]:
 
 
 def check_view(conn: psycopg.Connection, view: ViewConfig, label: str) -> tuple[bool, list[str]]:
-    """Whether ``view`` can be refreshed as configured, and what to say about it."""
+    """Whether ``view`` can be refreshed as configured, and what to say about it.
+
+    Checks what a run would meet: the view, the mode (with the owner's TEMPORARY privilege, which CONCURRENTLY
+    needs), the connecting role's right to refresh it, and the privileges PostgreSQL checks as the view's owner
+    when it runs the view's query (SELECT on what it reads, EXECUTE on the functions it calls).
+    """
     try:
         relation = resolve_matview(conn, view.view, label)
         indexes = catalog.usable_unique_indexes(conn, relation.oid)
-        mode, reason = choose_mode(relation, indexes, view.concurrently, True, label)
+        missing = catalog.missing_privileges(conn, relation.oid)
+        temp_grant = next((m.grant for m in missing if m.privilege == "TEMPORARY"), None)
+        mode, reason = choose_mode(relation, indexes, view.concurrently, True, label, temp_grant)
     except MatviewConfigurationError as error:
         return False, [str(error)]
     lines = [f"refresh: {mode} ({reason})"]
@@ -222,7 +229,9 @@ def check_view(conn: psycopg.Connection, view: ViewConfig, label: str) -> tuple[
             "or on PostgreSQL 17+ a role granted MAINTAIN "
             f"(GRANT MAINTAIN ON {relation.name} TO {permission.role})"
         )
-    return permission.allowed, lines
+    blocking = [m for m in missing if mode == "concurrently" or not m.concurrently_only]
+    lines.extend(f"privilege: {m.describe()}" for m in blocking)
+    return permission.allowed and not blocking, lines
 
 
 def run_discover(conn_id: str | None, dsn: str | None, schema_args: list[str] | None) -> int:

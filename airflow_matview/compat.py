@@ -15,6 +15,7 @@ try:  # Airflow 3.2+: the task SDK holds the exceptions a task raises
         AirflowFailException,
         AirflowNotFoundException,
         AirflowSkipException,
+        AirflowTaskTimeout,
     )
 except ImportError:  # Airflow 3.1
     from airflow.exceptions import (  # type: ignore[no-redef,attr-defined,unused-ignore]
@@ -22,6 +23,7 @@ except ImportError:  # Airflow 3.1
         AirflowFailException,
         AirflowNotFoundException,
         AirflowSkipException,
+        AirflowTaskTimeout,
     )
 
 try:  # Airflow 3.2+
@@ -57,6 +59,7 @@ __all__ = [
     "AirflowFailException",
     "AirflowNotFoundException",
     "AirflowSkipException",
+    "AirflowTaskTimeout",
     "AssetOrTimeSchedule",
     "CronTriggerTimetable",
     "deadline_alert_model",

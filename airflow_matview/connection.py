@@ -9,6 +9,26 @@ from psycopg.rows import tuple_row
 
 from airflow_matview.compat import AirflowNotFoundException
 from airflow_matview.exceptions import MatviewConfigurationError, MatviewRefreshError
+from airflow_matview.pgerrors import describe_connect_failure, sentence
+
+# The connection types whose host, port, login and schema mean a PostgreSQL server (Airflow spells a
+# postgresql:// URI as "postgres").
+POSTGRES_CONN_TYPES = ("postgres", "postgresql")
+
+# What libpq reports for failures that every later try would repeat, and the fix for each; anything else
+# (refused, timed out, server starting up or shutting down, too many clients) may pass, and Airflow retries.
+_TRANSIENT_FAILURES = ("too many connections", "too many clients", "starting up", "shutting down", "in recovery")
+_PERMANENT_FAILURES = (
+    ("password authentication failed", "the connection's login or password is wrong"),
+    ("authentication failed", "the server refused the connection's credentials"),
+    ("no pg_hba.conf entry", "the server's pg_hba.conf does not let this host, user and database connect"),
+    ('role "', "the connection's login names a role that does not exist on the server"),
+    ('database "', "the connection's schema (database) names a database that does not exist on the server"),
+    ("permission denied for database", "the connection's login lacks CONNECT on the database"),
+    ("no password supplied", "the server asks for a password and the connection has none"),
+    ("invalid connection option", "the connection's extras hold an option libpq does not know"),
+    ("invalid sslmode value", "the connection's sslmode extra is not valid"),
+)
 
 
 def connect(conn_id: str, purpose: str) -> psycopg.Connection:
@@ -16,22 +36,43 @@ def connect(conn_id: str, purpose: str) -> psycopg.Connection:
 
     :param conn_id: the Airflow connection id.
     :param purpose: what the connection is for, for error messages, e.g. ``refresh public.sales``.
-    :raises MatviewConfigurationError: the connection is not defined, or its driver is not psycopg 3.
-    :raises MatviewRefreshError: the server cannot be reached (a retry may succeed).
+    :raises MatviewConfigurationError: the connection is not defined, is not a PostgreSQL connection, or the server
+        refuses it for good (wrong password, no such database or role); retrying will not help.
+    :raises MatviewRefreshError: the server cannot be reached now (a retry may succeed).
     """
+    hook = PostgresHook(postgres_conn_id=conn_id)
     try:
-        conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
+        airflow_connection = hook.connection
     except AirflowNotFoundException:
         raise MatviewConfigurationError(
             f"Cannot {purpose}: Airflow connection {conn_id!r} is not defined. Create it in the UI "
             f"(Admin > Connections), with `airflow connections add {conn_id} --conn-uri "
             f"postgresql://USER@HOST:5432/DB`, or as an AIRFLOW_CONN_{conn_id.upper()} environment variable."
         ) from None
+    conn_type = airflow_connection.conn_type or ""
+    if conn_type.lower() not in POSTGRES_CONN_TYPES:
+        raise MatviewConfigurationError(
+            f"Cannot {purpose}: Airflow connection {conn_id!r} is of type {conn_type or '(none)'!r}, not a PostgreSQL "
+            "connection. Point postgres_conn_id (conn_id: in the config) at a connection of type 'postgres' "
+            "(a postgresql:// URI)."
+        )
+    try:
+        conn = hook.get_conn()
     except psycopg.OperationalError as exc:
+        where = f"{airflow_connection.host or 'localhost'}:{airflow_connection.port or 5432}"
+        cause = describe_connect_failure(exc, airflow_connection.password)
+        permanent = None
+        if not any(marker in cause for marker in _TRANSIENT_FAILURES):
+            permanent = next((fix for marker, fix in _PERMANENT_FAILURES if marker in cause), None)
+        if permanent is not None:
+            raise MatviewConfigurationError(
+                f"Cannot connect to PostgreSQL at {where} to {purpose} (connection {conn_id!r}): {sentence(cause)} "
+                f"{permanent[0].upper()}{permanent[1:]}: fix the Airflow connection {conn_id!r} (or the server), "
+                "then clear the task. Not retried: every try would fail the same way."
+            ) from None
         raise MatviewRefreshError(
-            f"Cannot connect to PostgreSQL to {purpose} (connection {conn_id!r}): "
-            f"{str(exc).strip().splitlines()[-1]}. Check that the server is up and the connection's host, "
-            "port and credentials; Airflow will retry."
+            f"Cannot connect to PostgreSQL at {where} to {purpose} (connection {conn_id!r}): {sentence(cause)} "
+            "Check that the server is up and reachable from the worker; Airflow will retry."
         ) from None
     if not isinstance(conn, psycopg.Connection):
         conn.close()

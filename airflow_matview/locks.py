@@ -13,19 +13,20 @@ if TYPE_CHECKING:
 ADVISORY_NAMESPACE = 0x6D617476  # "matv"
 
 _HOLDERS = """
-SELECT a.pid, a.application_name, a.usename, a.state, a.xact_start, a.query_start, left(a.query, 120),
-       l.mode, l.relation::regclass::text
+SELECT a.pid, a.application_name, a.usename, a.state, a.xact_start, a.query_start, left(a.query, 120), {holding}
 FROM pg_catalog.pg_locks l
 JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
 WHERE l.granted AND l.pid <> pg_catalog.pg_backend_pid() AND {condition}
 ORDER BY a.xact_start NULLS LAST, a.pid
 """
 _RELATION_HOLDERS = _HOLDERS.format(
+    holding="l.mode || ' on ' || l.relation::regclass::text",
     condition="((l.relation = %(oid)s AND l.mode <> ALL(%(harmless)s)) "
-    "OR (l.relation = ANY(%(sources)s) AND l.mode = 'AccessExclusiveLock'))"
+    "OR (l.relation = ANY(%(sources)s) AND l.mode = 'AccessExclusiveLock'))",
 )
 _ADVISORY_HOLDERS = _HOLDERS.format(
-    condition="l.locktype = 'advisory' AND l.classid = %(namespace)s AND l.objid = %(oid)s AND l.objsubid = 1"
+    holding="'the refresh lock (an advisory lock) of ' || %(oid)s::oid::regclass::text",
+    condition="l.locktype = 'advisory' AND l.classid = %(namespace)s AND l.objid = %(oid)s AND l.objsubid = 1",
 )
 
 
@@ -65,12 +66,12 @@ def describe_lock_holders(conn: Connection, oid: int, concurrently: bool, source
 
 def _describe(rows: list[tuple[object, ...]]) -> str:
     parts = []
-    for pid, application, user, state, xact_start, query_start, query, mode, relation in rows:
+    for pid, application, user, state, xact_start, query_start, query, holding in rows:
         started = f"{xact_start:%Y-%m-%d %H:%M:%S %Z}" if xact_start else "unknown"
         last_query = " ".join(str(query or "").split())
         parts.append(
             f"pid {pid} (application_name {application or ''!r}, user {user}, state {state}, "
-            f"transaction started {started}, holding {mode} on {relation}, "
+            f"transaction started {started}, holding {holding}, "
             f"query {'started ' + format(query_start, '%H:%M:%S') if query_start else ''}: {last_query!r})"
         )
     return "; ".join(parts)

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import psycopg
 from psycopg import Connection, sql
 
-from airflow_matview import catalog, locks
+from airflow_matview import catalog, locks, pgerrors
 from airflow_matview.compat import AirflowSkipException
-from airflow_matview.exceptions import MatviewConfigurationError, MatviewRefreshError
+from airflow_matview.exceptions import (
+    MatviewConfigurationError,
+    MatviewOverlapError,
+    MatviewQueryError,
+    MatviewRefreshError,
+)
 from airflow_matview.settings import Concurrently, RefreshSettings, to_milliseconds
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from airflow_matview.identifiers import QualifiedName
 
@@ -61,8 +67,12 @@ def choose_mode(
     concurrently: Concurrently,
     with_data: bool,
     connection_label: str,
+    temp_grant: str | None = None,
 ) -> tuple[RefreshMode, str]:
-    """Pick how to refresh, and say why; raise when ``concurrently=True`` cannot work."""
+    """Pick how to refresh, and say why; raise when ``concurrently=True`` cannot work.
+
+    :param temp_grant: when the view's owner lacks TEMPORARY on the database, the GRANT that gives it.
+    """
     if not with_data:
         if concurrently is True:
             raise MatviewConfigurationError(
@@ -82,6 +92,11 @@ def choose_mode(
         obstacle = (
             "it has no unique index on plain columns without a WHERE clause, which CONCURRENTLY needs to match "
             f"old and new rows. Add one, e.g. CREATE UNIQUE INDEX ON {relation.name} (<key columns>)"
+        )
+    elif temp_grant is not None:
+        obstacle = (
+            "its owner may not create temporary tables in the database (no TEMPORARY privilege), and CONCURRENTLY "
+            f"builds the new data in one. Fix: {temp_grant}"
         )
     if obstacle is None:
         return "concurrently", f"unique index {unique_indexes[0]} allows CONCURRENTLY, so readers are not blocked"
@@ -143,7 +158,7 @@ def refresh_materialized_view(
     stage = "prepare"
     mode: RefreshMode = "blocking"
     try:
-        with conn.transaction():
+        with conn.transaction(), _cancel_when_interrupted(conn):
             _configure_session(conn, settings.application_name, lock_timeout_ms, statement_timeout_ms)
             relation = resolve_matview(conn, view, connection_label)
             check_permission(conn, relation, connection_label)
@@ -161,7 +176,12 @@ def refresh_materialized_view(
                 signals = catalog.change_signals(conn, relation.oid, facts.sources)
                 _skip_if_unchanged(relation, facts.sources, signals, settings.previous_fingerprint, connection_label)
             mode, reason = choose_mode(
-                relation, facts.unique_indexes, settings.concurrently, settings.with_data, connection_label
+                relation,
+                facts.unique_indexes,
+                settings.concurrently,
+                settings.with_data,
+                connection_label,
+                facts.temp_grant,
             )
             log.info("Refreshing %s (%s): %s.", relation.name, mode, reason)
             counters_before = facts.counters if mode == "concurrently" else None
@@ -190,8 +210,9 @@ def refresh_materialized_view(
         ) from None
     except psycopg.errors.QueryCanceled as exc:
         why = (
-            f"ran longer than statement_timeout ({statement_timeout_ms / 1000:g}s, from the task's execution_timeout)"
-            if "statement timeout" in _pg_message(exc)
+            f"exceeded its execution_timeout ({statement_timeout_ms / 1000:g}s, enforced by the server as "
+            "statement_timeout)"
+            if "statement timeout" in pgerrors.describe(exc)
             else "was cancelled (the task was stopped, timed out or was marked failed)"
         )
         raise MatviewRefreshError(
@@ -199,15 +220,12 @@ def refresh_materialized_view(
             "back, so the view keeps its previous contents."
         ) from None
     except psycopg.errors.InsufficientPrivilege as exc:
-        raise MatviewConfigurationError(
-            f"Not allowed to refresh {view} ({connection_label}): {_pg_message(exc)}. Only the view's owner "
-            "(or, on PostgreSQL 17+, a role with the MAINTAIN privilege) may refresh it."
-        ) from None
+        raise _not_allowed(conn, view, relation, mode, connection_label, exc) from None
     except psycopg.OperationalError as exc:
         if exc.sqlstate is None or conn.broken or exc.sqlstate.startswith(("08", "57P")):
             raise MatviewRefreshError(
                 f"Lost the connection to PostgreSQL while refreshing {view} ({connection_label}): "
-                f"{_pg_message(exc)}. The refresh was rolled back, so the view keeps its previous contents; "
+                f"{pgerrors.describe(exc)}. The refresh was rolled back, so the view keeps its previous contents; "
                 "Airflow will retry."
             ) from None
         raise _refresh_failed(view, connection_label, exc) from None
@@ -303,7 +321,7 @@ def _take_refresh_lock(
     )
     if settings.on_overlap == "skip":
         raise AirflowSkipException(f"Skipped: {running} (on_overlap=skip).")
-    raise MatviewRefreshError(f"{running}; on_overlap=fail, so this run fails. The view is untouched.")
+    raise MatviewOverlapError(f"{running}; on_overlap=fail, so this run fails (not retried). The view is untouched.")
 
 
 def _holders(conn: Connection, describe: Callable[..., str], *args: Any) -> str:
@@ -344,13 +362,54 @@ def identifier(name: QualifiedName) -> sql.Identifier:
     return sql.Identifier(name.name) if name.schema is None else sql.Identifier(name.schema, name.name)
 
 
-def _pg_message(exc: psycopg.Error) -> str:
-    primary = exc.diag.message_primary if exc.diag else None
-    return (primary or str(exc)).strip().splitlines()[0].rstrip(".")
-
-
-def _refresh_failed(view: QualifiedName, connection_label: str, exc: psycopg.Error) -> MatviewRefreshError:
-    return MatviewRefreshError(
-        f"REFRESH MATERIALIZED VIEW {view} failed ({connection_label}): {_pg_message(exc)}. "
-        "The view keeps its previous contents. Fix the view's query or its source data, then clear the task."
+def _refresh_failed(
+    view: QualifiedName, connection_label: str, exc: psycopg.Error
+) -> MatviewRefreshError | MatviewQueryError:
+    """A failed refresh: retried when the cause may pass (see :mod:`pgerrors`), else failed at once."""
+    failed = f"REFRESH MATERIALIZED VIEW {view} failed ({connection_label}): {pgerrors.describe(exc)}. "
+    if pgerrors.is_transient(exc):
+        return MatviewRefreshError(failed + "The view keeps its previous contents; Airflow will retry.")
+    return MatviewQueryError(
+        failed + "The view keeps its previous contents. Not retried: the same query on the same data fails the "
+        "same way. Fix the view's query or its source data, then clear the task."
     )
+
+
+def _not_allowed(
+    conn: Connection,
+    view: QualifiedName,
+    relation: catalog.Relation | None,
+    mode: RefreshMode,
+    connection_label: str,
+    exc: psycopg.Error,
+) -> MatviewConfigurationError:
+    """A refresh refused for want of a privilege (the right to refresh was checked before): name it, and its GRANT."""
+    missing: list[catalog.MissingPrivilege] = []
+    if relation is not None and not conn.closed:
+        try:
+            missing = [
+                privilege
+                for privilege in catalog.missing_privileges(conn, relation.oid)
+                if mode == "concurrently" or not privilege.concurrently_only
+            ]
+        except psycopg.Error:
+            missing = []
+    found = "; ".join(privilege.describe() for privilege in missing) or "see PostgreSQL's message"
+    return MatviewConfigurationError(
+        f"Cannot refresh {view} ({connection_label}): {pgerrors.describe(exc)}. Missing: {found}. "
+        "Not retried: grant the privilege, then clear the task (`airflow-matview check` lists what is missing)."
+    )
+
+
+@contextmanager
+def _cancel_when_interrupted(conn: Connection) -> Iterator[None]:
+    """When the worker interrupts a running statement (Airflow's execution_timeout, Ctrl-C), cancel it on the server
+    and close the connection, so that PostgreSQL rolls the refresh back now instead of finishing it for nobody."""
+    try:
+        yield
+    except BaseException as exc:
+        if not isinstance(exc, psycopg.Error) and not conn.closed:
+            with suppress(Exception):
+                conn.cancel_safe(timeout=5)
+            conn.close()
+        raise

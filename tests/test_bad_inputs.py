@@ -11,7 +11,7 @@ import pytest
 
 from airflow_matview import RefreshMaterializedViewOperator
 from airflow_matview.config import MatviewConfigError, load_config
-from airflow_matview.exceptions import MatviewConfigurationError, MatviewRefreshError
+from airflow_matview.exceptions import MatviewConfigurationError, MatviewQueryError, MatviewRefreshError
 from devtools.scenario import add_new_users, create_reference_scenario
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         "server down",
         lambda: refresh(postgres_conn_id="nowhere"),
         MatviewRefreshError,
-        "Cannot connect to PostgreSQL to refresh polls_user_matt_view (connection 'nowhere')",
+        "to refresh polls_user_matt_view (connection 'nowhere'): connection to server at \"127.0.0.1\", port ",
     ),
     (
         "concurrently value",
@@ -132,7 +132,7 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
     (
         "query fails",
         lambda: refresh("inverse"),
-        MatviewRefreshError,
+        MatviewQueryError,
         "inverse failed (connection 'postgres_default'): division by zero. The view keeps its previous contents.",
     ),
     (

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple, get_args
 
 from airflow.sdk import Asset, BaseOperator, Variable
 
 from airflow_matview.assets import SCHEME, matview_asset
-from airflow_matview.exceptions import MatviewConfigurationError
+from airflow_matview.compat import AirflowTaskTimeout
+from airflow_matview.exceptions import MatviewConfigurationError, MatviewTimeoutError
 from airflow_matview.identifiers import InvalidIdentifierError, QualifiedName, parse_qualified_name
 from airflow_matview.settings import (
     Concurrently,
@@ -17,8 +20,8 @@ from airflow_matview.settings import (
     OnOverlap,
     RefreshSettings,
     parse_concurrently,
+    parse_duration,
     parse_flag,
-    to_milliseconds,
 )
 
 if TYPE_CHECKING:
@@ -26,6 +29,11 @@ if TYPE_CHECKING:
 
     import psycopg
     from airflow.sdk import Context
+
+
+FINGERPRINT_PREFIX = "airflow_matview.fingerprint."
+
+log = logging.getLogger(__name__)
 
 
 class RefreshMaterializedViewOperator(BaseOperator):
@@ -57,7 +65,14 @@ class RefreshMaterializedViewOperator(BaseOperator):
         ``seconds`` and ``rows`` (from the catalog; ``None`` when PostgreSQL has no estimate).
     """
 
-    template_fields: Sequence[str] = ("view", "postgres_conn_id", "concurrently", "analyze", "skip_if_unchanged")
+    template_fields: Sequence[str] = (
+        "view",
+        "postgres_conn_id",
+        "concurrently",
+        "with_data",
+        "analyze",
+        "skip_if_unchanged",
+    )
     ui_color = "#c9e7f8"
 
     def __init__(
@@ -66,13 +81,15 @@ class RefreshMaterializedViewOperator(BaseOperator):
         view: str,
         postgres_conn_id: str = "postgres_default",
         concurrently: Concurrently | str = "auto",
-        with_data: bool = True,
+        with_data: bool | str = True,
         analyze: bool | str = False,
-        lock_timeout: timedelta | float | None = timedelta(minutes=1),
+        lock_timeout: timedelta | float | str | None = timedelta(minutes=1),
         on_overlap: OnOverlap = "wait",
         skip_if_unchanged: bool | str = False,
         **kwargs: Any,
     ) -> None:
+        task_id = kwargs.get("task_id", "?")
+        _check_conn_id(postgres_conn_id, f"{task_id}: postgres_conn_id")
         if "outlets" not in kwargs and (asset := _static_asset(postgres_conn_id, view)) is not None:
             kwargs["outlets"] = [asset]
         super().__init__(**kwargs)
@@ -81,33 +98,45 @@ class RefreshMaterializedViewOperator(BaseOperator):
         self.concurrently = concurrently
         self.with_data = with_data
         self.analyze = analyze
-        self.lock_timeout = lock_timeout
         self.on_overlap = on_overlap
         self.skip_if_unchanged = skip_if_unchanged
         self._conn: psycopg.Connection | None = None
         self._lineage: _Lineage | None = None
         if on_overlap not in get_args(OnOverlap):
             raise MatviewConfigurationError(f"on_overlap must be 'wait', 'skip' or 'fail', not {on_overlap!r}.")
+        # Flags and durations follow the config file's rules (settings.py); a templated value is checked once
+        # rendered, in execute().
         key = "lock_timeout"
         try:
-            to_milliseconds(lock_timeout, key)
-            if "{{" not in str(concurrently):
-                key = "concurrently"
-                parse_concurrently(concurrently)
+            self.lock_timeout = None if lock_timeout is None else parse_duration(lock_timeout, key, positive=True)
+            for key, value in (
+                ("concurrently", concurrently),
+                ("with_data", with_data),
+                ("analyze", analyze),
+                ("skip_if_unchanged", skip_if_unchanged),
+            ):
+                if "{{" not in str(value):
+                    (parse_concurrently if key == "concurrently" else parse_flag)(value, key)
         except InvalidSettingError as exc:
-            raise MatviewConfigurationError(f"{self.task_id}: {key}: {exc}.") from None
+            raise MatviewConfigurationError(
+                f"Cannot refresh {view} ({self.connection_label}): {key}: {exc}. Check the values passed to the "
+                f"operator (task {self.task_id})."
+            ) from None
 
     @property
     def connection_label(self) -> str:
         return f"connection {self.postgres_conn_id!r}"
 
     def execute(self, context: Context) -> dict[str, Any]:
+        _check_conn_id(self.postgres_conn_id, f"{self.task_id}: postgres_conn_id (rendered)")
         view = self._parse_view()
         try:
             key = "skip_if_unchanged"
             skip_if_unchanged = parse_flag(self.skip_if_unchanged, key)
             key = "concurrently"
             concurrently = parse_concurrently(self.concurrently)
+            key = "with_data"
+            with_data = parse_flag(self.with_data, key)
             key = "analyze"
             analyze = parse_flag(self.analyze, key)
         except InvalidSettingError as exc:
@@ -115,36 +144,43 @@ class RefreshMaterializedViewOperator(BaseOperator):
                 f"Cannot refresh {view} ({self.connection_label}): {key}: {exc}. Check the DAG's params or the values "
                 "passed to the operator."
             ) from None
-        fingerprint_key = f"airflow_matview.fingerprint.{self.postgres_conn_id}.{view}"
+        record = _FingerprintRecord(self.postgres_conn_id, view) if skip_if_unchanged else None
         settings = RefreshSettings(
             concurrently=concurrently,
-            with_data=self.with_data,
+            with_data=with_data,
             analyze=analyze,
             lock_timeout=self.lock_timeout,
             statement_timeout=self.execution_timeout,
             on_overlap=self.on_overlap,
             application_name=self._application_name(context),
             skip_if_unchanged=skip_if_unchanged,
-            previous_fingerprint=_load_fingerprint(fingerprint_key) if skip_if_unchanged else None,
+            previous_fingerprint=record.load() if record else None,
         )
         # Imported here, not at the top: psycopg and the postgres provider's hook (with SQLAlchemy) are only
         # needed to run a task; importing them at the top would slow down parsing every DAG file that uses this.
         from airflow_matview.connection import connect
         from airflow_matview.refresh import refresh_materialized_view
 
-        self._conn = connect(self.postgres_conn_id, f"refresh {view}")
-        info = self._conn.info
-        namespace, database = f"postgres://{info.host}:{info.port}", info.dbname
         try:
-            result = refresh_materialized_view(self._conn, view, settings, self.connection_label)
-        finally:
-            conn, self._conn = self._conn, None
-            conn.close()
+            self._conn = connect(self.postgres_conn_id, f"refresh {view}")
+            info = self._conn.info
+            namespace, database = f"postgres://{info.host}:{info.port}", info.dbname
+            try:
+                result = refresh_materialized_view(self._conn, view, settings, self.connection_label)
+            finally:
+                conn, self._conn = self._conn, None
+                conn.close()
+        except AirflowTaskTimeout:
+            limit = self.execution_timeout.total_seconds() if self.execution_timeout else None
+            raise MatviewTimeoutError(
+                f"The refresh of {view} ({self.connection_label}) exceeded its execution_timeout "
+                f"({'?' if limit is None else f'{limit:g}s'}) and was cancelled; PostgreSQL rolled it back, so the "
+                "view keeps its previous contents. Airflow retries it if retries remain; raise execution_timeout "
+                "if the refresh needs longer."
+            ) from None
         self._lineage = _Lineage(namespace, database, result.view, result.sources)
-        if skip_if_unchanged and result.fingerprint is not None:
-            Variable.set(fingerprint_key, json.dumps(result.fingerprint))
-        elif skip_if_unchanged:
-            Variable.delete(fingerprint_key)  # changes went unseen: an old record must not let a later run skip
+        if record is not None:
+            record.save(result.fingerprint)
         outcome = result.as_dict()
         self._describe_asset_event(context, outcome)
         self.log.info(
@@ -218,12 +254,52 @@ def _static_asset(conn_id: str, view: str) -> Asset | None:
     return matview_asset(conn_id, name) if name.schema is not None else None
 
 
-def _load_fingerprint(key: str) -> dict[str, Any] | None:
-    stored = Variable.get(key, default=None)
-    try:
-        return json.loads(stored) if stored else None
-    except ValueError:
-        return None
+class _FingerprintRecord:
+    """The change signals recorded at the view's last successful refresh, in an Airflow Variable.
+
+    The key is ``airflow_matview.fingerprint.`` and a hash of the connection id and the view's name, so it is valid
+    whatever characters the name holds; the Variable's description names the view and the connection.
+    """
+
+    def __init__(self, conn_id: str, view: QualifiedName) -> None:
+        digest = hashlib.sha256(json.dumps([conn_id, view.schema, view.name]).encode()).hexdigest()[:32]
+        self.key = f"{FINGERPRINT_PREFIX}{digest}"
+        self.description = f"airflow-matview: change signals of {view} (connection {conn_id}) at its last refresh"
+
+    def load(self) -> dict[str, Any] | None:
+        stored = Variable.get(self.key, default=None)
+        try:
+            return json.loads(stored) if stored else None
+        except ValueError:
+            return None
+
+    def save(self, fingerprint: dict[str, Any] | None) -> None:
+        """Record ``fingerprint`` (``None``: forget the record). The refresh has committed: a failure here is logged,
+        never raised, and the stale record is deleted if possible, so that no later run skips on it."""
+        try:
+            if fingerprint is not None:
+                Variable.set(self.key, json.dumps(fingerprint), description=self.description)
+                return
+        except Exception as exc:
+            log.warning(
+                "The refresh succeeded, but its change signals could not be recorded in Variable %s (%s); the next "
+                "run will refresh rather than skip.",
+                self.key,
+                exc,
+            )
+        try:
+            Variable.delete(self.key)  # changes went unseen or were not recorded: a later run must not skip on it
+        except Exception as exc:
+            log.warning("Could not delete the outdated Variable %s (%s).", self.key, exc)
+
+
+def _check_conn_id(conn_id: object, what: str) -> None:
+    """Refuse a connection URI or DSN given as a connection id, without repeating it (it may hold a password)."""
+    if isinstance(conn_id, str) and "{{" not in conn_id and any(mark in conn_id for mark in ("://", "=", "@")):
+        raise MatviewConfigurationError(
+            f"{what}: this looks like a connection URI or DSN (not repeated here, as it may hold a password). "
+            "Create an Airflow connection with it and pass the connection's id."
+        )
 
 
 def _unquoted(name: str) -> str:
