@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from airflow.sdk.definitions.deadline import DeadlineAlert
 
 START_DATE = datetime(2024, 1, 1, tzinfo=timezone.utc)
+# The trigger form's choices; JSON booleans too, as the REST API and `airflow dags trigger -c` send them.
+CONCURRENTLY_CHOICES = ["auto", "true", "false", True, False]
 
 
 def build_dags(config: str | Path | Mapping[str, Any]) -> dict[str, DAG]:
@@ -91,7 +93,8 @@ def build_dag(view: ViewConfig, upstream: list[Asset] | None = None) -> DAG:
         {
             "concurrently": Param(
                 concurrently,
-                enum=["auto", "true", "false"],
+                type=["string", "boolean"],
+                enum=CONCURRENTLY_CHOICES,
                 description="auto: CONCURRENTLY when the view allows it; true: require it; false: plain refresh.",
             ),
             "analyze": Param(view.analyze, type="boolean", description="Run ANALYZE on the view afterwards."),

@@ -246,7 +246,7 @@ def test_trigger_from_the_ui_in_a_real_browser(deployment: Deployment, page: Any
     page.get_by_role("button", name="Trigger Dag").click()
     form = page.get_by_role("dialog")
     form.get_by_role("combobox").click()
-    page.get_by_role("option", name="false").click()
+    page.get_by_role("option", name="false", exact=True).first.click()  # the text "false" (JSON false follows)
     form.locator("label").filter(has=page.locator("input[type=checkbox]")).first.click()
     form.get_by_role("button", name="Trigger").click()
 

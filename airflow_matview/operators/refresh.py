@@ -47,15 +47,18 @@ class RefreshMaterializedViewOperator(BaseOperator):
 
     :param view: ``name`` or ``schema.name`` (templated); quote parts with capitals or spaces, as in SQL:
         ``"Sales Report"."Q1 Totals"``.
-    :param postgres_conn_id: the Airflow connection to the database (templated).
+    :param postgres_conn_id: the id of an Airflow connection of type ``postgres`` (templated). A connection URI or
+        DSN is refused, without being repeated: credentials belong in the connection.
     :param concurrently: ``"auto"`` (default) refreshes ``CONCURRENTLY`` when PostgreSQL allows it (the view is
         populated and has a unique index on plain columns without a WHERE clause) and with a plain refresh
         otherwise; ``True`` requires ``CONCURRENTLY`` and fails, saying why, when it cannot work; ``False``
         always runs a plain refresh, which blocks readers of the view (templated).
-    :param with_data: ``False`` runs ``REFRESH ... WITH NO DATA``, which empties the view.
+    :param with_data: ``False`` runs ``REFRESH ... WITH NO DATA``, which empties the view (templated; the text
+        ``"true"``/``"false"`` is read as the flag, anything else is refused).
     :param analyze: run ``ANALYZE`` on the view after the refresh (templated).
     :param lock_timeout: the longest wait for the view's lock, and for another refresh of the view to finish, as
-        a timedelta or seconds; ``None`` waits forever. When it expires the task fails naming the blocking session.
+        a timedelta, seconds or text as in the config (``"30s"``, ``"5m"``); ``None`` waits forever. When it expires
+        the task fails naming the blocking session.
     :param on_overlap: when another refresh of the same view is running: ``"wait"`` (up to ``lock_timeout``),
         ``"skip"`` this run, or ``"fail"`` it.
     :param skip_if_unchanged: skip the refresh (the task ends skipped, no asset event) when none of the view's
