@@ -286,6 +286,33 @@ SELECT
 )
 
 
+# PostgreSQL's PGSTAT_IDLE_INTERVAL (15 to 18): the longest a session that went idle keeps its counters to itself,
+# plus a margin for the report itself.
+STATS_IDLE_INTERVAL = 10.0
+_STATS_MARGIN = 0.5
+
+_UNPUBLISHED_STATISTICS = """
+SELECT a.pid, a.application_name,
+       EXTRACT(epoch FROM a.state_change - pg_catalog.clock_timestamp())::float8
+FROM pg_catalog.pg_stat_activity a
+WHERE a.datname = pg_catalog.current_database() AND a.backend_type = 'client backend'
+  AND a.pid <> pg_catalog.pg_backend_pid() AND a.state = 'idle'
+  AND a.state_change > pg_catalog.clock_timestamp() - %(window)s * interval '1 second'
+ORDER BY a.state_change
+"""
+
+
+def unpublished_statistics(conn: Connection) -> tuple[float, list[str]]:
+    """How long to wait until every session of this database that went idle recently has published its counters,
+    and those sessions (e.g. ``pid 42 ('etl')``); ``(0, [])`` when none did."""
+    window = STATS_IDLE_INTERVAL + _STATS_MARGIN
+    rows = conn.execute(_UNPUBLISHED_STATISTICS, {"window": window}).fetchall()
+    if not rows:
+        return 0.0, []
+    wait = max(0.0, window + max(float(age) for _, _, age in rows))
+    return min(wait, window), [f"pid {pid} ({application or ''!r})" for pid, application, _ in rows]
+
+
 @dataclass(frozen=True)
 class RefreshFacts:
     """What the catalog says about a view just before it is refreshed.

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import psycopg
 from psycopg import Connection, sql
+from psycopg.pq import TransactionStatus
 
 from airflow_matview import catalog, locks, pgerrors
 from airflow_matview.compat import AirflowSkipException
@@ -173,7 +174,7 @@ def refresh_materialized_view(
                 )
             relation = replace(relation, populated=facts.populated)  # another refresh may have changed it
             if settings.skip_if_unchanged and settings.with_data:
-                signals = catalog.change_signals(conn, relation.oid, facts.sources)
+                signals = _settled_change_signals(conn, relation, facts.sources, settings.previous_fingerprint)
                 _skip_if_unchanged(relation, facts.sources, signals, settings.previous_fingerprint, connection_label)
             mode, reason = choose_mode(
                 relation,
@@ -240,6 +241,34 @@ def refresh_materialized_view(
         sources=[str(source.name) for source in facts.sources],
         fingerprint=signals.fingerprint if signals else None,
     )
+
+
+def _settled_change_signals(
+    conn: Connection, relation: catalog.Relation, sources: list[catalog.Relation], previous: dict[str, Any] | None
+) -> catalog.ChangeSignals:
+    """The change signals, read again after the statistics of recently committed transactions are published.
+
+    A session publishes its counters when it goes idle, but at most once a second: what it commits within a second
+    of its last report reaches the shared counters up to ``PGSTAT_IDLE_INTERVAL`` (10 s) after it went idle. When
+    the signals say "unchanged" and a session of this database went idle less than that ago, wait until its
+    counters must be out, then read them again (the stats snapshot is per transaction, so it is cleared first).
+    """
+    signals = catalog.change_signals(conn, relation.oid, sources)
+    if signals.fingerprint is None or signals.writers or previous != signals.fingerprint or not relation.populated:
+        return signals  # it refreshes whatever unpublished counters would say
+    wait, sessions = catalog.unpublished_statistics(conn)
+    if wait <= 0:
+        return signals
+    log.info(
+        "skip_if_unchanged: waiting %.1fs before deciding: %s went idle in the last %gs and may not have published "
+        "what it committed yet.",
+        wait,
+        ", ".join(sessions),
+        catalog.STATS_IDLE_INTERVAL,
+    )
+    time.sleep(wait)
+    conn.execute("SELECT pg_catalog.pg_stat_clear_snapshot()")
+    return catalog.change_signals(conn, relation.oid, sources)
 
 
 def _skip_if_unchanged(
@@ -407,8 +436,8 @@ def _cancel_when_interrupted(conn: Connection) -> Iterator[None]:
     and close the connection, so that PostgreSQL rolls the refresh back now instead of finishing it for nobody."""
     try:
         yield
-    except BaseException as exc:
-        if not isinstance(exc, psycopg.Error) and not conn.closed:
+    except BaseException:
+        if not conn.closed and conn.info.transaction_status == TransactionStatus.ACTIVE:  # a statement was cut off
             with suppress(Exception):
                 conn.cancel_safe(timeout=5)
             conn.close()

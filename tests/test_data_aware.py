@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -336,3 +337,26 @@ def test_openlineage_reports_the_view_as_output_and_its_tables_as_inputs(scenari
     namespace = f"postgres://127.0.0.1:{scenario.info.port}"
     assert [(d.namespace, d.name) for d in lineage.outputs] == [(namespace, f"{database}.public.adult_names")]
     assert [d.name for d in lineage.inputs] == [f"{database}.public.polls_user"]
+
+
+def test_waits_for_the_counters_of_an_etl_session_that_stays_open(
+    scenario: psycopg.Connection, database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A commit within a second of the session's last report reaches the counters only ~10 s later: no skip then."""
+    from airflow_matview.identifiers import QualifiedName
+    from airflow_matview.refresh import refresh_materialized_view
+    from airflow_matview.settings import RefreshSettings
+
+    view = QualifiedName("public", "polls_user_matt_view")
+    with database.connect(application_name="nightly-etl") as etl, database.connect() as conn:
+        etl.execute("UPDATE polls_user SET age = age + 1 WHERE id = 1")  # a fresh session reports at once
+        publish_statistics(etl)
+        recorded = refresh_materialized_view(conn, view, RefreshSettings(skip_if_unchanged=True)).fingerprint
+        etl.execute("INSERT INTO polls_user VALUES (8, 'heidi', 70)")  # held back: reported < 1 s ago
+        settings = RefreshSettings(skip_if_unchanged=True, previous_fingerprint=recorded)
+        started = time.monotonic()
+        with caplog.at_level(logging.INFO, logger="airflow_matview.refresh"):
+            refresh_materialized_view(conn, view, settings)
+        assert scenario.execute("SELECT count(*) FROM polls_user_matt_view").fetchone() == (8,)
+        assert time.monotonic() - started < 12
+        assert "('nightly-etl') went idle in the last 10s and may not have published" in caplog.text
