@@ -348,7 +348,9 @@ def test_server_restart_mid_refresh_fails_clearly_and_the_retry_succeeds(own_ser
     )
     assert "the view keeps its previous contents; Airflow will retry." in str(error)
 
-    with pytest.raises(MatviewRefreshError, match=r"^Cannot connect to PostgreSQL to refresh slow_view \("):
+    with pytest.raises(
+        MatviewRefreshError, match=rf"^Cannot connect to PostgreSQL at 127\.0\.0\.1:{own_server.port} to "
+    ):
         refresh("slow_view")  # the next try, while the server is still down
 
     own_server.start()
