@@ -174,6 +174,7 @@ def test_never_skips_when_the_server_does_not_count_changes(
 ) -> None:
     dag = SkippingDag("public.polls_user_matt_view")
     assert dag.run()[0] == "success"
+    assert fingerprint_record("public.polls_user_matt_view") is not None
     scenario.execute(f'ALTER DATABASE "{database.name}" SET track_counts = off')
     write(database, "INSERT INTO polls_user VALUES (8, 'heidi', 70)")  # invisible to the counters now
 
@@ -192,7 +193,10 @@ def test_never_skips_when_the_server_does_not_count_changes(
 def fingerprint_record(view: str) -> str | None:
     from airflow.models.variable import Variable
 
-    return Variable.get(f"airflow_matview.fingerprint.postgres_default.{view}", default_var=None)
+    from airflow_matview.identifiers import parse_qualified_name
+    from airflow_matview.operators.refresh import fingerprint_key
+
+    return Variable.get(fingerprint_key("postgres_default", parse_qualified_name(view)), default_var=None)
 
 
 def test_a_statistics_reset_that_brings_the_counters_back_is_not_missed(

@@ -257,6 +257,13 @@ def _static_asset(conn_id: str, view: str) -> Asset | None:
     return matview_asset(conn_id, name) if name.schema is not None else None
 
 
+def fingerprint_key(conn_id: str, view: QualifiedName) -> str:
+    """The Airflow Variable holding ``view``'s change signals: ``airflow_matview.fingerprint.`` and the first 32 hex
+    digits of the SHA-256 of the JSON ``[conn_id, schema, name]``, valid whatever characters the name holds."""
+    digest = hashlib.sha256(json.dumps([conn_id, view.schema, view.name]).encode()).hexdigest()[:32]
+    return f"{FINGERPRINT_PREFIX}{digest}"
+
+
 class _FingerprintRecord:
     """The change signals recorded at the view's last successful refresh, in an Airflow Variable.
 
@@ -265,8 +272,7 @@ class _FingerprintRecord:
     """
 
     def __init__(self, conn_id: str, view: QualifiedName) -> None:
-        digest = hashlib.sha256(json.dumps([conn_id, view.schema, view.name]).encode()).hexdigest()[:32]
-        self.key = f"{FINGERPRINT_PREFIX}{digest}"
+        self.key = fingerprint_key(conn_id, view)
         self.description = f"airflow-matview: change signals of {view} (connection {conn_id}) at its last refresh"
 
     def load(self) -> dict[str, Any] | None:
