@@ -273,3 +273,31 @@ def test_check_notes_pools_it_cannot_read_without_failing_the_view(tmp_path: Pat
     assert done.returncode == 0, done.stdout + done.stderr
     assert "OK      public.pooled" in done.stdout
     assert "        pool: not checked: cannot read Airflow's pools (OperationalError: " in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("zone", "message"),
+    [
+        # A file of this machine's zoneinfo directory, whose meaning differs between the scheduler and the workers.
+        ("localtime", "'localtime' is not an IANA time zone; use an IANA name such as Europe/Berlin or UTC"),
+        ("posix/Europe/Berlin", "'posix/Europe/Berlin' is not an IANA time zone; did you mean Europe/Berlin?"),
+        # Abbreviations: the suggestion is the zone they stand for, not the nearest spelling (PST is not MST).
+        ("PST", "'PST' is not an IANA time zone; did you mean America/Los_Angeles?"),
+        (
+            "EST",
+            "'EST' is a fixed offset that ignores daylight saving time, not the local time it usually means; "
+            "use America/New_York (or Etc/GMT+5 for a fixed offset)",
+        ),
+    ],
+)
+def test_a_zone_that_is_not_portable_or_is_an_abbreviation_is_refused_with_the_zone_meant(
+    zone: str, message: str
+) -> None:
+    assert problems_of({"views": [{"name": "public.a", "timezone": zone}]}) == [
+        f"views[0] (public.a): timezone: {message}"
+    ]
+
+
+@pytest.mark.parametrize("zone", ["US/Eastern", "Europe/Kiev", "CET", "Etc/GMT+5", "Australia/Lord_Howe"])
+def test_links_and_fixed_offsets_of_the_iana_database_are_accepted(zone: str) -> None:
+    assert load_config({"views": [{"name": "public.a", "timezone": zone}]}).views[0].timezone == zone
