@@ -28,7 +28,13 @@ EVENTS = {
 }
 EXAMPLE = "{notifier: airflow.providers.smtp.notifications.smtp.SmtpNotifier, to: ops@example.com}"
 # Argument names that would put a credential into the config file; notifiers take a connection id instead.
-_SECRET = re.compile(r"passw(or)?d|secret|token|api_?key|private_?key", re.IGNORECASE)
+_SECRET = re.compile(r"passw(or)?d|secret|token|api_?key|private_?key|authorization", re.IGNORECASE)
+# Credentials inside a value: a URL with a password (scheme://user:password@host), a secret in a URL's query
+# (?token=...), or a Slack incoming-webhook URL (its path is the secret).
+_SECRET_IN_TEXT = re.compile(
+    r"://[^/\s@:]*:[^/\s@]+@|[?&][^=&\s]*(passw(or)?d|secret|token|api_?key)[^=&\s]*=|hooks\.slack\.com/services/",
+    re.IGNORECASE,
+)
 # Where our default message goes, by the notifier argument that holds it: the subject, then the body.
 DEFAULT_SUBJECT = "{{ matview.subject }}"
 DEFAULT_BODIES = {
@@ -99,7 +105,7 @@ def parse_notifier(item: object) -> NotifierSpec:
     if not isinstance(path, str) or not path.strip():
         raise ValueError(f"notifier: is missing; give the dotted path of a BaseNotifier subclass, e.g. {EXAMPLE}")
     path = path.strip()
-    secrets = [key for key in kwargs if _SECRET.search(key)]
+    secrets = [key for key, value in kwargs.items() if _SECRET.search(key) or _holds_secret(value)]
     if secrets:
         raise ValueError(
             f"{path}: {', '.join(secrets)} would put a credential into the config file (not repeated here); "
@@ -108,6 +114,8 @@ def parse_notifier(item: object) -> NotifierSpec:
     target = _load(path)
     if isinstance(target, str):
         raise ValueError(target)
+    if target.is_notifier_class and (broken := _template_problems(target.obj, kwargs)):
+        raise ValueError(f"{path}: {'; '.join(broken)}")
     unknown = sorted(set(kwargs) - target.accepted) if target.accepted is not None else []
     if unknown:
         allowed = ", ".join(sorted(target.accepted or ())) or "no arguments"
@@ -129,7 +137,7 @@ def _load(path: str) -> _Target | str:
         module = importlib.import_module(module_name)
     except ImportError as error:
         return f"{path} cannot be imported ({error}); install its provider or fix the path"
-    except Exception as error:  # a broken module must not hide the other problems of the file
+    except (Exception, SystemExit) as error:  # a broken module must not hide the other problems of the file
         return f"{path} cannot be imported ({type(error).__name__}: {error})"
     obj = getattr(module, attribute, None)
     if obj is None:
@@ -142,9 +150,70 @@ def _load(path: str) -> _Target | str:
         accepted, required = _class_arguments(obj)
         return _Target(obj, True, accepted, required)
     if callable(obj):
-        accepted, required = _arguments(inspect.signature(obj), skip_first=True)
+        try:
+            signature = inspect.signature(obj)
+        except (TypeError, ValueError):  # a builtin without a signature: checked when it is called
+            return _Target(obj, False, None, frozenset())
+        if not _takes_context(signature):
+            return (
+                f"{path} cannot be called with the task context as its first argument; "
+                "write it as def notify(context, **kwargs)"
+            )
+        accepted, required = _arguments(signature, skip_first=True)
         return _Target(obj, False, accepted, required)
     return f"{path} is neither a BaseNotifier subclass nor a callable"
+
+
+def _takes_context(signature: inspect.Signature) -> bool:
+    first = next(iter(signature.parameters.values()), None)
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return first is not None and first.kind in (*positional, inspect.Parameter.VAR_POSITIONAL)
+
+
+def _holds_secret(value: object) -> bool:
+    """Whether ``value`` (or anything inside it) holds a credential: a URL with one, or a key named like one."""
+    if isinstance(value, str):
+        return bool(_SECRET_IN_TEXT.search(value))
+    if isinstance(value, Mapping):
+        return any(_SECRET.search(str(key)) or _holds_secret(item) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_secret(item) for item in value)
+    return False
+
+
+def _template_problems(cls: type, kwargs: Mapping[str, Any]) -> list[str]:
+    """The template fields among ``kwargs`` whose Jinja does not parse (they would fail when the event happens,
+    and the notification would be lost)."""
+    import jinja2
+
+    fields = set(getattr(cls, "template_fields", ()))
+    problems = []
+    for name, value in kwargs.items():
+        for text in _texts(value) if name in fields else ():
+            try:
+                _jinja().parse(text)
+            except jinja2.TemplateSyntaxError as error:
+                problems.append(f"{name}: the Jinja template does not parse ({error.message}, line {error.lineno})")
+                break
+    return problems
+
+
+def _texts(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [text for item in value.values() for text in _texts(item)]
+    if isinstance(value, list | tuple):
+        return [text for item in value for text in _texts(item)]
+    return []
+
+
+@functools.lru_cache(maxsize=1)
+def _jinja() -> Any:
+    """A Jinja environment parsing as Airflow's template environment does (with its ``do`` extension)."""
+    import jinja2.sandbox
+
+    return jinja2.sandbox.SandboxedEnvironment(extensions=["jinja2.ext.do"])
 
 
 def _target(path: str) -> _Target:
@@ -278,6 +347,8 @@ def call(spec: NotifierSpec, context: dict[str, Any]) -> None:
     target = _target(spec.path)
     if target.is_notifier_class:
         target.obj(**with_default_message(spec))(context)
+    elif inspect.iscoroutinefunction(target.obj):
+        asyncio.run(target.obj(context, **spec.kwargs))
     else:
         target.obj(context, **spec.kwargs)
 

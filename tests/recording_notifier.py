@@ -8,3 +8,16 @@ from typing import Any
 def record(context: dict[str, Any], label: str) -> None:
     """Note ``label`` in the context it is called with."""
     context.setdefault("recorded", []).append(label)
+
+
+async def record_async(context: dict[str, Any], label: str) -> None:
+    """The same, as a coroutine function."""
+    context.setdefault("recorded", []).append(label)
+
+
+def no_context() -> None:
+    """A callable that cannot take the context it would be called with."""
+
+
+def keyword_context(*, context: dict[str, Any]) -> None:
+    """One that takes the context only by keyword, while notifiers are called with it positionally."""

@@ -301,3 +301,69 @@ def test_a_zone_that_is_not_portable_or_is_an_abbreviation_is_refused_with_the_z
 @pytest.mark.parametrize("zone", ["US/Eastern", "Europe/Kiev", "CET", "Etc/GMT+5", "Australia/Lord_Howe"])
 def test_links_and_fixed_offsets_of_the_iana_database_are_accepted(zone: str) -> None:
     assert load_config({"views": [{"name": "public.a", "timezone": zone}]}).views[0].timezone == zone
+
+
+def test_notifiers_that_would_fail_when_the_event_happens_are_config_errors() -> None:
+    problems = problems_of(
+        {
+            "views": [
+                {
+                    "name": "public.a",
+                    "on_failure": [{"notifier": "tests.recording_notifier.no_context"}],
+                    "on_retry": [{"notifier": "tests.recording_notifier.keyword_context"}],
+                    "on_success": [{"notifier": "tests.exiting_notifier.notify"}],
+                    "on_stale": [{"notifier": SMTP, "to": "a@example.com", "subject": "{{ matview.view failed"}],
+                    "max_staleness": "1h",
+                }
+            ]
+        }
+    )
+    assert problems == [
+        "views[0] (public.a): on_failure: item 1: tests.recording_notifier.no_context cannot be called with the task "
+        "context as its first argument; write it as def notify(context, **kwargs)",
+        "views[0] (public.a): on_retry: item 1: tests.recording_notifier.keyword_context cannot be called with the "
+        "task context as its first argument; write it as def notify(context, **kwargs)",
+        "views[0] (public.a): on_success: item 1: tests.exiting_notifier.notify cannot be imported (SystemExit: 3)",
+        f"views[0] (public.a): on_stale: item 1: {SMTP}: subject: the Jinja template does not parse (expected "
+        "token 'end of print statement', got 'failed', line 1)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("webhook", "https://ops:hunter2@hooks.example.com/alert"),
+        ("url", "https://hooks.slack.com/services/T000/B000/hunter2"),
+        ("url", "https://alerts.example.com/hook?api_key=hunter2"),
+        ("headers", {"Authorization": "Bearer hunter2"}),
+        ("targets", ["ops@example.com", "https://u:hunter2@example.com"]),
+    ],
+)
+def test_a_credential_inside_a_notifier_argument_is_refused_and_not_repeated(key: str, value: object) -> None:
+    notifier = {"notifier": "tests.recording_notifier.record", "label": "x", key: value}
+    with pytest.raises(MatviewConfigError) as raised:
+        load_config({"views": [{"name": "public.a", "on_failure": [notifier]}]})
+    assert raised.value.problems == [
+        f"views[0] (public.a): on_failure: item 1: tests.recording_notifier.record: {key} would put a credential "
+        "into the config file (not repeated here); keep it in an Airflow connection and pass the connection's id "
+        "(e.g. smtp_conn_id)"
+    ]
+    assert "hunter2" not in str(raised.value)
+
+
+def test_a_coroutine_function_notifier_is_awaited_for_a_task_event() -> None:
+    from airflow_matview.notifiers import TaskNotifier
+
+    view = load_config(
+        {
+            "views": [
+                {
+                    "name": "public.a",
+                    "on_success": [{"notifier": "tests.recording_notifier.record_async", "label": "done"}],
+                }
+            ]
+        }
+    ).views[0]
+    context: dict[str, Any] = {}
+    TaskNotifier("success", view.on_success[0], "public.a", "postgres_default")(context)
+    assert context["recorded"] == ["done"]
