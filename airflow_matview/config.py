@@ -411,6 +411,7 @@ def _cross_view_problems(config: MatviewConfig) -> list[str]:
                     f"views[{index}] ({view.name}): after: {upstream} is not a view in this file on connection "
                     f"{view.conn_id!r}; after: may only name views listed under 'views:' with the same conn_id"
                 )
+    problems += production.unused_on_stale(config.defaults, config.views)
     if not problems and (cycle := _find_cycle(config)):
         problems.append(f"after: views wait for each other in a cycle: {' -> '.join(cycle)}; remove one 'after:'")
     return problems

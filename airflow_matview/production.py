@@ -15,7 +15,7 @@ from airflow_matview.staleness import check_supported, format_seconds
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from airflow_matview.config import ViewConfig
+    from airflow_matview.config import ViewConfig, ViewSettings
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,256}")
 _INT32 = 2**31 - 1
@@ -98,6 +98,23 @@ def view_problems(view: ViewConfig) -> list[str]:
             "(or on_failure, which on_stale defaults to)"
         ]
     return []
+
+
+def unused_on_stale(defaults: ViewSettings, views: list[ViewConfig]) -> list[str]:
+    """``on_stale`` notifiers that would never be called, since no ``max_staleness`` applies to them."""
+    problems = []
+    for index, view in enumerate(views):
+        if view.on_stale and view.max_staleness is None and view.on_stale != defaults.on_stale:
+            problems.append(
+                f"views[{index}] ({view.name}): on_stale: is never called without max_staleness; "
+                "set max_staleness (e.g. 2h) or remove on_stale"
+            )
+    if defaults.on_stale and all(view.max_staleness is None for view in views):
+        problems.append(
+            "defaults: on_stale: is never called, as no view has max_staleness; "
+            "set max_staleness (e.g. 2h) or remove on_stale"
+        )
+    return problems
 
 
 def summary(view: ViewConfig) -> str:

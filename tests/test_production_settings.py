@@ -367,3 +367,23 @@ def test_a_coroutine_function_notifier_is_awaited_for_a_task_event() -> None:
     context: dict[str, Any] = {}
     TaskNotifier("success", view.on_success[0], "public.a", "postgres_default")(context)
     assert context["recorded"] == ["done"]
+
+
+def test_on_stale_without_any_max_staleness_is_an_error_where_it_is_written() -> None:
+    stale = [{"notifier": SMTP, "to": "oncall@example.com"}]
+    assert problems_of({"views": [{"name": "public.a", "on_stale": stale}]}) == [
+        "views[0] (public.a): on_stale: is never called without max_staleness; "
+        "set max_staleness (e.g. 2h) or remove on_stale"
+    ]
+    assert problems_of({"defaults": {"on_stale": stale}, "views": [{"name": "public.a"}]}) == [
+        "defaults: on_stale: is never called, as no view has max_staleness; "
+        "set max_staleness (e.g. 2h) or remove on_stale"
+    ]
+    # In defaults for the views that set max_staleness; a view may opt out with max_staleness: null.
+    views = load_config(
+        {
+            "defaults": {"on_stale": stale},
+            "views": [{"name": "public.a", "max_staleness": "1h"}, {"name": "public.b", "max_staleness": None}],
+        }
+    ).views
+    assert [view.max_staleness for view in views] == [timedelta(hours=1), None]
