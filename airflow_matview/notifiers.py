@@ -111,6 +111,11 @@ def parse_notifier(item: object) -> NotifierSpec:
             f"{path}: {', '.join(secrets)} would put a credential into the config file (not repeated here); "
             "keep it in an Airflow connection and pass the connection's id (e.g. smtp_conn_id)"
         )
+    if unplain := [key for key, value in kwargs.items() if not _is_plain(value)]:
+        raise ValueError(
+            f"{path}: {', '.join(unplain)}: YAML reads this as a date, time or binary value, which Airflow cannot "
+            "pass on to a notifier; quote it to keep it as text"
+        )
     target = _load(path)
     if isinstance(target, str):
         raise ValueError(target)
@@ -168,6 +173,18 @@ def _takes_context(signature: inspect.Signature) -> bool:
     first = next(iter(signature.parameters.values()), None)
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     return first is not None and first.kind in (*positional, inspect.Parameter.VAR_POSITIONAL)
+
+
+def _is_plain(value: object) -> bool:
+    """Whether ``value`` is text, a number, a boolean, null, or a list or mapping of those (what a Deadline
+    Alert's callback arguments can carry to the triggerer)."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return True
+    if isinstance(value, Mapping):
+        return all(isinstance(key, str) and _is_plain(item) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return all(_is_plain(item) for item in value)
+    return False
 
 
 def _holds_secret(value: object) -> bool:

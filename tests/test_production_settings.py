@@ -387,3 +387,20 @@ def test_on_stale_without_any_max_staleness_is_an_error_where_it_is_written() ->
         }
     ).views
     assert [view.max_staleness for view in views] == [timedelta(hours=1), None]
+
+
+def test_a_notifier_argument_yaml_reads_as_a_date_or_bytes_is_refused_with_the_quoting_fix(tmp_path: Path) -> None:
+    path = tmp_path / "matviews.yaml"
+    path.write_text(
+        "views:\n"
+        "  - name: public.a\n"
+        "    max_staleness: 1h\n"
+        "    on_stale: [{notifier: tests.recording_notifier.record, label: 2026-11-26, logo: !!binary aGk=}]\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(MatviewConfigError) as raised:
+        load_config(path)
+    assert raised.value.problems == [
+        "views[0] (public.a): on_stale: item 1: tests.recording_notifier.record: label, logo: YAML reads this as a "
+        "date, time or binary value, which Airflow cannot pass on to a notifier; quote it to keep it as text"
+    ]
