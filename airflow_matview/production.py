@@ -196,8 +196,8 @@ def _dst_note(zone: str) -> str:
     if zone == "UTC":
         return ""
     return (
-        " (a time skipped when clocks go forward runs one hour later, a time repeated when they go back runs once, "
-        "at its second occurrence)"
+        " (a time skipped when clocks go forward runs later by the size of the jump, "
+        "a time repeated when they go back runs once, at its second occurrence)"
     )
 
 

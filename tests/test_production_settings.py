@@ -234,6 +234,20 @@ def test_a_local_cron_runs_once_a_night_across_dst_changes(zone: str, start: str
     assert _next_runs(dag, begin, 5) == expected
 
 
+def test_a_skipped_time_runs_later_by_the_size_of_the_jump_and_the_doc_says_so() -> None:
+    view = {"name": "public.nightly", "schedule": "15 2 * * *", "timezone": "Australia/Lord_Howe"}
+    dag = build_dags({"views": [view]})["matview.public.nightly"]
+    # Lord Howe Island moves its clocks by 30 minutes (Sunday 4 October 2026, 02:00 -> 02:30): 02:15 does not
+    # exist that night; the run is at 02:45 (+11:00, 15:45 UTC the day before), 30 minutes later on the wall clock.
+    assert _next_runs(dag, datetime(2026, 10, 2, tzinfo=timezone.utc), 4) == [
+        "10-02 15:45",
+        "10-03 15:45",
+        "10-04 15:15",
+        "10-05 15:15",
+    ]
+    assert "a time skipped when clocks go forward runs later by the size of the jump" in (dag.doc_md or "")
+
+
 def test_a_local_cron_keeps_its_wall_clock_time_for_a_whole_dst_week() -> None:
     dag = build_dags({"views": [{"name": "public.hourly", "schedule": "0 9 * * 1-5", "timezone": "America/New_York"}]})[
         "matview.public.hourly"
