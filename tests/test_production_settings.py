@@ -418,3 +418,41 @@ def test_a_notifier_argument_yaml_reads_as_a_date_or_bytes_is_refused_with_the_q
         "views[0] (public.a): on_stale: item 1: tests.recording_notifier.record: label, logo: YAML reads this as a "
         "date, time or binary value, which Airflow cannot pass on to a notifier; quote it to keep it as text"
     ]
+
+
+def test_edge_values_of_the_production_keys_that_validate_load_in_a_dagbag(tmp_path: Path, airflow_db: Path) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.airflow_helpers import register
+
+    stale = [{"notifier": "tests.recording_notifier.record_async", "label": "late"}, {"notifier": SMTP, "to": "x@y.z"}]
+    config = {
+        "defaults": {"on_failure": [{"notifier": SMTP, "to": ["a@example.com", "b@example.com"]}]},
+        "views": [
+            {
+                "name": "public.a",
+                "timezone": "Etc/GMT+2",
+                "pool": "p" * 256,
+                "pool_slots": 2**31 - 1,
+                "priority_weight": 2**31 - 1,
+                "queue": "q" * 256,
+                "description": "<b>multi</b>\nline **markdown** " + "d" * 960,
+                "max_staleness": "3650d",
+                "on_stale": stale,
+            },
+            {
+                "name": "public.b",
+                "timezone": "US/Eastern",
+                "schedule": "@daily",
+                "priority_weight": "-2147483648",
+                "max_staleness": "1s",
+                "after": ["public.a"],
+            },
+            {"name": "public.c", "timezone": "Australia/Lord_Howe", "schedule": "*/30 * * * *", "on_failure": None},
+        ],
+    }
+    load_config(config)  # validates
+    bag = DagBag(dag_folder=str(dags_folder(tmp_path, config)))
+    assert bag.import_errors == {}
+    assert len(bag.dags) == 3
+    register(*bag.dags.values())  # serialized (Deadline Alerts and timetables included) and written to the DB
