@@ -36,7 +36,14 @@ def _name(value: object, what: str, example: str) -> str | None:
         return None
     if isinstance(value, str) and _NAME.fullmatch(value):
         return value
-    raise ValueError(f"{value!r} is not a {what} name; use up to 256 letters, digits, _ . and - (e.g. {example})")
+    raise ValueError(f"{_shown(value)} is not a {what} name; use up to 256 letters, digits, _ . and - (e.g. {example})")
+
+
+def _shown(value: object) -> str:
+    """``value`` as written, cut short when long: a message stays one readable line."""
+    if isinstance(value, str) and len(value) > 40:
+        return f"{value[:20]!r}... ({len(value)} characters)"
+    return repr(value)
 
 
 def parse_pool_slots(value: object) -> int:

@@ -456,3 +456,12 @@ def test_edge_values_of_the_production_keys_that_validate_load_in_a_dagbag(tmp_p
     assert bag.import_errors == {}
     assert len(bag.dags) == 3
     register(*bag.dags.values())  # serialized (Deadline Alerts and timetables included) and written to the DB
+
+
+def test_a_too_long_pool_or_queue_name_is_not_repeated_in_full() -> None:
+    assert problems_of({"views": [{"name": "public.a", "pool": "p" * 257, "queue": "q" * 300}]}) == [
+        f"views[0] (public.a): pool: {'p' * 20!r}... (257 characters) is not a pool name; use up to 256 letters, "
+        "digits, _ . and - (e.g. pg_main)",
+        f"views[0] (public.a): queue: {'q' * 20!r}... (300 characters) is not a queue name; use up to 256 letters, "
+        "digits, _ . and - (e.g. refreshes)",
+    ]
