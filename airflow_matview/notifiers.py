@@ -201,18 +201,29 @@ def _holds_secret(value: object) -> bool:
 def _template_problems(cls: type, kwargs: Mapping[str, Any]) -> list[str]:
     """The template fields among ``kwargs`` whose Jinja does not parse (they would fail when the event happens,
     and the notification would be lost)."""
-    import jinja2
-
     fields = set(getattr(cls, "template_fields", ()))
     problems = []
     for name, value in kwargs.items():
         for text in _texts(value) if name in fields else ():
-            try:
-                _jinja().parse(text)
-            except jinja2.TemplateSyntaxError as error:
-                problems.append(f"{name}: the Jinja template does not parse ({error.message}, line {error.lineno})")
+            if error := _syntax_error(text):
+                problems.append(f"{name}: the Jinja template does not parse ({error})")
                 break
     return problems
+
+
+@functools.lru_cache(maxsize=1024)
+def _syntax_error(text: str) -> str | None:
+    """Why ``text`` is not a Jinja template Airflow can render, if it is not (cached: a config repeats its
+    notifiers for every view)."""
+    import jinja2
+
+    if "{" not in text:
+        return None
+    try:
+        _jinja().parse(text)
+    except jinja2.TemplateSyntaxError as error:
+        return f"{error.message}, line {error.lineno}"
+    return None
 
 
 def _texts(value: object) -> list[str]:
