@@ -26,6 +26,7 @@ EVENTS = {
     "success": "refreshed",
     "stale": "is stale",
 }
+_DOTTED_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 EXAMPLE = "{notifier: airflow.providers.smtp.notifications.smtp.SmtpNotifier, to: ops@example.com}"
 # Argument names that would put a credential into the config file; notifiers take a connection id instead.
 _SECRET = re.compile(r"passw(or)?d|secret|token|api_?key|private_?key|authorization", re.IGNORECASE)
@@ -105,6 +106,13 @@ def parse_notifier(item: object) -> NotifierSpec:
     if not isinstance(path, str) or not path.strip():
         raise ValueError(f"notifier: is missing; give the dotted path of a BaseNotifier subclass, e.g. {EXAMPLE}")
     path = path.strip()
+    if not _DOTTED_PATH.fullmatch(path):
+        may_hold_secret = "://" in path or "@" in path
+        shown = "this value (not repeated here, as it may hold a credential)" if may_hold_secret else repr(path)
+        raise ValueError(
+            f"notifier: {shown} is not a dotted path; write package.module.Name, e.g. "
+            "airflow.providers.smtp.notifications.smtp.SmtpNotifier (a webhook URL belongs in an Airflow connection)"
+        )
     secrets = [key for key, value in kwargs.items() if _SECRET.search(key) or _holds_secret(value)]
     if secrets:
         raise ValueError(

@@ -465,3 +465,26 @@ def test_a_too_long_pool_or_queue_name_is_not_repeated_in_full() -> None:
         f"views[0] (public.a): queue: {'q' * 20!r}... (300 characters) is not a queue name; use up to 256 letters, "
         "digits, _ . and - (e.g. refreshes)",
     ]
+
+
+def test_a_url_written_as_the_notifier_is_refused_without_repeating_it() -> None:
+    problems = problems_of(
+        {
+            "views": [
+                {
+                    "name": "public.a",
+                    "on_failure": [{"notifier": "https://ops:hunter2@hooks.example.com/alert"}],
+                    "on_success": [{"notifier": "tests.recording_notifier."}],
+                }
+            ]
+        }
+    )
+    fix = (
+        "is not a dotted path; write package.module.Name, e.g. airflow.providers.smtp.notifications.smtp.SmtpNotifier "
+        "(a webhook URL belongs in an Airflow connection)"
+    )
+    assert problems == [
+        f"views[0] (public.a): on_failure: item 1: notifier: this value (not repeated here, as it may hold a "
+        f"credential) {fix}",
+        f"views[0] (public.a): on_success: item 1: notifier: 'tests.recording_notifier.' {fix}",
+    ]
