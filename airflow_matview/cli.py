@@ -143,10 +143,12 @@ def run_validate(path: str) -> int:
 
 
 def _schedule_text(view: ViewConfig) -> str:
-    if not view.after:
-        return view.schedule or "(manual)"
-    after = "after " + ", ".join(str(name) for name in view.upstream)
-    return f"{after} + {view.schedule}" if view.schedule else after
+    parts = [
+        "after " + ", ".join(str(name) for name in view.upstream) if view.after else None,
+        "on change" if view.on_change else None,
+        view.schedule,
+    ]
+    return " + ".join(part for part in parts if part) or "(manual)"
 
 
 def run_check(path: str, conn_id: str | None, dsn: str | None) -> int:

@@ -52,6 +52,14 @@ def deadline_alert_model() -> Any:
     return DeadlineAlert
 
 
+# Refresh on change needs event-driven scheduling (a trigger that fires Asset events from the triggerer).
+try:
+    from airflow.sdk import AssetWatcher
+    from airflow.triggers.base import BaseEventTrigger
+except ImportError:  # an Airflow without event-driven scheduling: on_change is refused at validate/parse
+    AssetWatcher = None  # type: ignore[assignment,misc,unused-ignore]
+    BaseEventTrigger = None  # type: ignore[assignment,misc,unused-ignore]
+
 __all__ = [
     "AIRFLOW_VERSION",
     "DEADLINE_ALERTS_MISSING",
@@ -61,6 +69,8 @@ __all__ = [
     "AirflowSkipException",
     "AirflowTaskTimeout",
     "AssetOrTimeSchedule",
+    "AssetWatcher",
+    "BaseEventTrigger",
     "CronTriggerTimetable",
     "deadline_alert_model",
 ]

@@ -116,6 +116,11 @@ class ViewSettings(BaseModel):
         """Who is told when the view is stale: ``on_stale``, by default the ``on_failure`` notifiers."""
         return self.on_failure if self.on_stale is None else self.on_stale
 
+    # Refresh on change (airflow_matview.on_change): a watcher in the triggerer polls the sources' change signals.
+    on_change: Annotated[bool, _flag("on_change")] = False
+    poll_interval: Annotated[timedelta, _duration("poll_interval", positive=True)] = timedelta(seconds=10)
+    min_interval: Annotated[timedelta, _duration("min_interval")] = timedelta(minutes=1)
+
     @field_validator("schedule")
     @classmethod
     def _valid_schedule(cls, schedule: str | None) -> str | None:
@@ -180,6 +185,10 @@ class ViewConfig(ViewSettings):
     def _schedule_combines_with_after(self) -> ViewConfig:
         if self.after and self.schedule in ("@once", "@continuous"):
             raise ValueError(f"schedule: {self.schedule} cannot be combined with after:; use a cron expression or null")
+        if self.on_change:
+            from airflow_matview.on_change import check_on_change
+
+            check_on_change(self)
         return self
 
     @model_validator(mode="after")
@@ -251,6 +260,8 @@ def _with_defaults(defaults: Mapping[str, Any], view: Mapping[str, Any]) -> dict
     merged = {**defaults, **view}
     if view.get("after") and "schedule" not in view:
         merged["schedule"] = None  # a view with after: runs when its upstream views refresh, unless told otherwise
+    if merged.get("on_change") is True and "schedule" not in view and "schedule" not in defaults:
+        merged["schedule"] = None  # likewise, a view with on_change: true runs when its sources change
     return merged
 
 

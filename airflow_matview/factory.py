@@ -17,6 +17,7 @@ from airflow_matview.assets import matview_asset
 from airflow_matview.compat import AssetOrTimeSchedule, CronTriggerTimetable
 from airflow_matview.config import ViewConfig, load_config
 from airflow_matview.notifiers import callbacks
+from airflow_matview.on_change import sources_asset
 from airflow_matview.operators.refresh import RefreshMaterializedViewOperator
 
 if TYPE_CHECKING:
@@ -106,7 +107,10 @@ def build_dag(view: ViewConfig, upstream: list[Asset] | None = None) -> DAG:
 def _schedule(
     view: ViewConfig, upstream: list[Asset]
 ) -> str | BaseAsset | CronTriggerTimetable | AssetOrTimeSchedule | None:
-    """The cron or preset (in the view's timezone); with ``after:``, a refresh of any upstream view, or either."""
+    """The cron or preset (in the view's timezone); with ``after:``, a refresh of any upstream view; with
+    ``on_change``, a change of its sources; or any of these."""
+    if view.on_change:
+        upstream = [*upstream, sources_asset(view.conn_id, view.view, view)]
     if not upstream:
         if view.timezone == "UTC" or view.schedule in (None, "@once", "@continuous"):
             return view.schedule
@@ -147,9 +151,13 @@ def _staleness_alert(view: ViewConfig) -> DeadlineAlert | None:
 
 def _doc(view: ViewConfig, asset: Asset) -> str:
     schedule = f"`{view.schedule}`" if view.schedule else "manual runs only (trigger it from the UI)"
-    if view.after:
-        upstream = ", ".join(f"`{name}`" for name in view.upstream)
-        schedule = f"after each refresh of {upstream}" + (f", and on `{view.schedule}`" if view.schedule else "")
+    if view.after or view.on_change:
+        events = [f"after each refresh of {', '.join(f'`{name}`' for name in view.upstream)}"] if view.after else []
+        if view.on_change:
+            events.append(
+                f"when its sources change (polled every {view.poll_interval}, at most one run per {view.min_interval})"
+            )
+        schedule = " or ".join(events) + (f", and on `{view.schedule}`" if view.schedule else "")
     return (
         f"Refreshes the materialized view `{view.view}` through the Airflow connection `{view.conn_id}`.\n\n"
         f"- schedule: {schedule}\n"
