@@ -39,8 +39,8 @@ class AirflowStack:
     :param dags_folder: the DAGs folder the dag-processor parses.
     :param connections: Airflow connections as ``conn_id -> URI``.
     :param port: the api-server's port (a free one by default).
-    :param triggerer: also run the triggerer, which runs deferred work and Deadline Alert callbacks
-        (``max_staleness``); it waits idle until there is work.
+    :param triggerer: also run the triggerer, which runs deferred work, Deadline Alert callbacks
+        (``max_staleness``) and the watchers of ``on_change`` views; it waits idle until there is work.
     """
 
     def __init__(
