@@ -4,7 +4,10 @@ the reference view when frank and grace are inserted, with no schedule and no ma
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +16,7 @@ import psycopg
 import pytest
 import yaml
 
-from devtools.airflow_stack import AirflowStack, ApiClient
+from devtools.airflow_stack import AIRFLOW_BIN, AirflowStack, ApiClient
 from devtools.pgcluster import embedded_cluster
 from devtools.scenario import add_new_users, create_reference_scenario, view_rows
 
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parent.parent
 VIEW_DAG = "matview.public.polls_user_matt_view"
 CHAIN_DAG = "matview.public.polls_user_names"
+AUDIT_DAG = "matview.public.audit_count"
 WATCHER = "airflow-matview watcher (postgres_default)"
 # The bound for a change to show: poll_interval (1 s) + 10 s is the target on an idle machine; this shared 2-core
 # machine (and CI) starts a task process per run, so the test allows more and prints what it measured.
@@ -55,6 +59,8 @@ def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Watched]:
         with psycopg.connect(cluster.dsn("scenario"), autocommit=True) as conn:
             create_reference_scenario(conn)
             conn.execute("CREATE MATERIALIZED VIEW polls_user_names AS SELECT name FROM polls_user_matt_view")
+            conn.execute("CREATE TABLE audit (id integer)")
+            conn.execute("CREATE MATERIALIZED VIEW audit_count AS SELECT count(*) AS n FROM audit")
         dags = tmp_path_factory.mktemp("dags")
         shutil.copy(REPO / "dags" / "matviews.py", dags / "matviews.py")
         config = {
@@ -62,13 +68,14 @@ def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Watched]:
             "views": [
                 {"name": "public.polls_user_matt_view"},
                 {"name": "public.polls_user_names", "after": ["public.polls_user_matt_view"], "on_change": False},
+                {"name": "public.audit_count"},
             ],
         }
         (dags / "matviews.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         stack = AirflowStack(cluster, dags, {"postgres_default": cluster.uri("scenario")}, triggerer=True)
         stack.start()
         api = ApiClient(stack)
-        for dag_id in (VIEW_DAG, CHAIN_DAG):
+        for dag_id in (VIEW_DAG, CHAIN_DAG, AUDIT_DAG):
             api.wait_for_dag(dag_id)
             api.patch(f"/dags/{dag_id}", {"is_paused": False})
         yield Watched(stack, api, cluster.dsn("scenario"))
@@ -93,8 +100,9 @@ def test_frank_and_grace_show_up_with_no_schedule_and_no_trigger(watched: Watche
     with watched.connect() as conn:
 
         def watching() -> bool:
+            # Two watched views, one poll loop: one connection.
             row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (WATCHER,))
-            return bool(row.fetchone() == (1,)) and "as its baseline" in watched.stack.log("triggerer", tail=100000)
+            return bool(row.fetchone() == (1,)) and watched.stack.log("triggerer", 10**6).count("as its baseline") == 2
 
         _wait(watching, 180, "the triggerer watching the view", watched)
         assert watched.runs(VIEW_DAG) == [], "nothing runs before anything changed"
@@ -127,6 +135,38 @@ def test_frank_and_grace_show_up_with_no_schedule_and_no_trigger(watched: Watche
 
 
 def test_nothing_runs_while_nothing_changes(watched: Watched) -> None:
-    before = {dag_id: len(watched.runs(dag_id)) for dag_id in (VIEW_DAG, CHAIN_DAG)}
-    time.sleep(20)  # 20 polls; the refreshes themselves changed no source of the watched view
-    assert {dag_id: len(watched.runs(dag_id)) for dag_id in (VIEW_DAG, CHAIN_DAG)} == before
+    before = {dag_id: len(watched.runs(dag_id)) for dag_id in (VIEW_DAG, CHAIN_DAG, AUDIT_DAG)}
+    assert before == {VIEW_DAG: 1, CHAIN_DAG: 1, AUDIT_DAG: 0}
+    time.sleep(20)  # 20 polls; the refreshes themselves changed no source of a watched view
+    assert {dag_id: len(watched.runs(dag_id)) for dag_id in (VIEW_DAG, CHAIN_DAG, AUDIT_DAG)} == before
+
+
+def test_a_change_committed_while_the_triggerer_is_down_still_refreshes(watched: Watched) -> None:
+    triggerer = watched.stack.processes["triggerer"]
+    os.killpg(triggerer.pid, signal.SIGTERM)
+    triggerer.wait(timeout=60)
+    with watched.connect() as conn:
+        _wait(lambda: _watchers(conn) == 0, 30, "the watcher's connection closed", watched)
+        conn.execute("INSERT INTO audit VALUES (1), (2), (3)")
+        time.sleep(2)
+        assert watched.runs(AUDIT_DAG) == []
+        log = (watched.stack.logs / "triggerer.log").open("ab")
+        watched.stack._log_files.append(log)
+        watched.stack.processes["triggerer"] = subprocess.Popen(
+            [str(AIRFLOW_BIN), "triggerer"],
+            env=watched.stack.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        restarted = time.monotonic()
+        _wait(lambda: conn.execute("SELECT n FROM audit_count").fetchone() == (3,), 180, "the audit view", watched)
+        print(f"triggerer restarted -> the change made while it was down shows: {time.monotonic() - restarted:.1f}s")
+    (run,) = watched.runs(AUDIT_DAG)
+    events = watched.api.get(f"/dags/{AUDIT_DAG}/dagRuns/{run['dag_run_id']}/upstreamAssetEvents")["asset_events"]
+    assert [event["extra"]["payload"]["changed"] for event in events] == [["public.audit"]]
+
+
+def _watchers(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (WATCHER,)).fetchone()
+    return int(row[0]) if row else 0
