@@ -7,7 +7,7 @@ AIRFLOW_VERSION ?= 3.3.2
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo airflow test lint chromium bench clean
+.PHONY: demo airflow test lint chromium bench bench-onchange clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ chromium:
 bench: $(BIN)/.installed
 	$(BIN)/python -W ignore::Warning -m devtools.bench $(BENCH_ARGS)
 	$(BIN)/python -W ignore::Warning -m devtools.bench_fleet $(if $(findstring --quick,$(BENCH_ARGS)),--quick)
+
+# on_change in a real Airflow against a * * * * * schedule (about 25 minutes; BENCH_ARGS=--quick: about 12).
+bench-onchange: $(BIN)/.installed
+	$(BIN)/python -W ignore::Warning -m devtools.bench_onchange $(BENCH_ARGS)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
