@@ -361,7 +361,10 @@ async def _connect(conn_id: str) -> AsyncConnection:
     from airflow.providers.postgres.hooks.postgres import PostgresHook
     from airflow.sdk import BaseHook
 
-    connection = await BaseHook.aget_connection(conn_id)
+    if hasattr(BaseHook, "aget_connection"):
+        connection = await BaseHook.aget_connection(conn_id)
+    else:  # Airflow before 3.2: the triggerer lets a trigger make this synchronous call
+        connection = BaseHook.get_connection(conn_id)
     arguments: dict[str, Any] = {
         "host": connection.host,
         "user": connection.login,
