@@ -147,6 +147,7 @@ def test_one_poll_is_two_queries_for_any_number_of_views(database: Database, pg:
         async with await _CountingConnection.connect(database.dsn, autocommit=True) as conn:
             return await poll_views(conn, names)
 
+    _CountingConnection.statements = 0
     states = asyncio.run(poll())
     assert _CountingConnection.statements == 2
     assert all(state.fingerprint is not None for state in states.values())
