@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -101,18 +102,18 @@ def runs(api: ApiClient, dag_id: str) -> list[dict[str, Any]]:
     return list(api.get(f"/dags/{dag_id}/dagRuns?limit=1000&order_by=run_after")["dag_runs"])
 
 
+def _timestamp(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
 def started_between(api: ApiClient, dag_id: str, start: float, end: float) -> int:
-    from datetime import datetime
-
-    count = 0
-    for run in runs(api, dag_id):
-        stamp = run.get("start_date") or run.get("queued_at") or run["run_after"]
-        at = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-        count += start <= at < end
-    return count
+    return sum(
+        start <= _timestamp(run.get("start_date") or run.get("queued_at") or run["run_after"]) < end
+        for run in runs(api, dag_id)
+    )
 
 
-def latency_and_storm(plan: Plan, lines: list[str]) -> None:
+def latency_and_storm(plan: Plan, lines: list[str], logs: Path | None = None) -> None:
     cluster = embedded_cluster()
     stack: AirflowStack | None = None
     try:
@@ -193,17 +194,23 @@ def latency_and_storm(plan: Plan, lines: list[str]) -> None:
                     break
                 time.sleep(2)
             shows = conn.execute("SELECT coalesce(max(id), 0), count(*) FROM storm_mv").fetchone()
-        storm_runs = len(runs(api, DAGS["storm_mv"])) - storm_runs_before
+        storm = runs(api, DAGS["storm_mv"])[storm_runs_before:]
+        for run in storm:
+            events = api.get(f"/dags/{DAGS['storm_mv']}/dagRuns/{run['dag_run_id']}/upstreamAssetEvents")
+            print(f"  storm run queued {run['queued_at']}: {[e['extra'] for e in events['asset_events']]}")
+        ends = [_timestamp(run["end_date"]) for run in storm if run.get("end_date")]
         lines.append(
             f"| write storm: {last} commits, one a second for {plan.storm / 60:.0f} min, min_interval 1m | "
-            f"{storm_runs} refreshes (target <= 4); the view ends with commit {shows[0] if shows else '?'} of {last} "
-            f"({'met' if shows and shows[0] == last else 'MISSED'}), last refresh done "
-            f"{time.time() - storm_stopped:.0f} s after the last commit |"
+            f"{len(storm)} refreshes (target <= 4); the view ends with commit {shows[0] if shows else '?'} of {last} "
+            f"({'met' if shows and shows[0] == last else 'MISSED'}), the last refresh ended "
+            f"{max(ends, default=storm_stopped) - storm_stopped:.0f} s after the last commit |"
         )
         print(lines[-1], flush=True)
     finally:
         try:
             if stack is not None:
+                if logs is not None:
+                    shutil.copytree(stack.logs, logs, dirs_exist_ok=True)
                 stack.stop()
         finally:
             cluster.destroy()
@@ -274,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="poll every 2 s, idle 4 minutes")
     parser.add_argument("--cost-only", action="store_true", help="only the database cost of watching")
+    parser.add_argument("--logs", type=Path, help="keep the Airflow processes' logs in this folder")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     started = time.monotonic()
@@ -286,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster.destroy()
     watching_cost(plan, lines)
     if not args.cost_only:
-        latency_and_storm(plan, lines)
+        latency_and_storm(plan, lines, args.logs)
     print()
     print("\n".join(about))
     print()
