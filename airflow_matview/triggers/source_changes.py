@@ -132,6 +132,9 @@ class ViewState:
 # The views each shared poll watches, registered by the triggers of its group (the triggerer runs them all in
 # one event loop, alongside the poll): shared-stream key -> view name -> number of triggers watching it.
 _WATCHED: dict[Hashable, Counter[str]] = {}
+# When each watched view last fired in this triggerer, and its signals then: min_interval also holds across a
+# trigger's restarts within the process and between two instances of one trigger (conn_id, view).
+_LAST_FIRED: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = {}
 
 
 class SourceChangesTrigger(BaseEventTrigger):  # type: ignore[misc,valid-type,unused-ignore]
@@ -199,6 +202,9 @@ class SourceChangesTrigger(BaseEventTrigger):  # type: ignore[misc,valid-type,un
             state = states.get(self.view)
             if state is None:
                 continue  # registered after this poll started
+            shared_at, shared_baseline = _LAST_FIRED.get((self.conn_id, self.view), (0.0, None))
+            if shared_at > fired_at:  # another instance of this trigger in this triggerer fired since
+                fired_at, baseline = shared_at, shared_baseline
             if state.problem != problem:
                 problem = state.problem
                 if problem:
@@ -216,6 +222,7 @@ class SourceChangesTrigger(BaseEventTrigger):  # type: ignore[misc,valid-type,un
             if not changes or time.time() - fired_at < self.min_interval:
                 continue
             fired_at = time.time()
+            _LAST_FIRED[(self.conn_id, self.view)] = (fired_at, state.fingerprint)
             yield TriggerEvent({"view": self.view, "changed": changes, "detected_at": fired_at})
             # Stored after the event left: a crash in between fires again after a restart rather than never.
             baseline = state.fingerprint
