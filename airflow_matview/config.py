@@ -28,7 +28,7 @@ from airflow_matview import production
 from airflow_matview.config_file import ConfigFileError, read_config_file, yaml_single_quoted
 from airflow_matview.identifiers import InvalidIdentifierError, QualifiedName, parse_qualified_name, quote_if_needed
 from airflow_matview.notifiers import NotifierSpec, parse_notifiers
-from airflow_matview.settings import parse_concurrently, parse_duration, parse_flag
+from airflow_matview.settings import InvalidSettingError, parse_concurrently, parse_duration, parse_flag
 from airflow_matview.timezones import parse_timezone
 
 if TYPE_CHECKING:
@@ -256,11 +256,19 @@ class MatviewConfig(BaseModel):
         return {**data, "views": merged}
 
 
+def _flag_set(value: object) -> bool:
+    """Whether a flag is true; a bad value is reported by its own key's validation."""
+    try:
+        return parse_flag(value, "flag")
+    except InvalidSettingError:
+        return False
+
+
 def _with_defaults(defaults: Mapping[str, Any], view: Mapping[str, Any]) -> dict[str, Any]:
     merged = {**defaults, **view}
     if view.get("after") and "schedule" not in view:
         merged["schedule"] = None  # a view with after: runs when its upstream views refresh, unless told otherwise
-    if merged.get("on_change") is True and "schedule" not in view and "schedule" not in defaults:
+    if _flag_set(merged.get("on_change")) and "schedule" not in view and "schedule" not in defaults:
         merged["schedule"] = None  # likewise, a view with on_change: true runs when its sources change
     return merged
 

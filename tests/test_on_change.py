@@ -37,6 +37,10 @@ def _assets(condition: Any) -> list[Any]:
 def test_on_change_alone_runs_only_on_changes() -> None:
     (view,) = load_config(_config(on_change=True)).views
     assert view.on_change and view.schedule is None
+    assert load_config(_config(on_change="TRUE")).views[0].schedule is None
+    assert load_config({"defaults": {"on_change": "true", "schedule": "@hourly"}, **_config()}).views[0].schedule == (
+        "@hourly"
+    )
     assert (view.poll_interval.total_seconds(), view.min_interval.total_seconds()) == (10, 60)
     dags = build_dags(_config(on_change=True, poll_interval="1s", min_interval="500ms"))
     dag = dags["matview.public.polls_user_matt_view"]
