@@ -34,7 +34,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python -W ignore::Warning -m devtools.bench $(BENCH_ARGS)
 	$(BIN)/python -W ignore::Warning -m devtools.bench_fleet $(if $(findstring --quick,$(BENCH_ARGS)),--quick)
 
-# on_change in a real Airflow against a * * * * * schedule (about 25 minutes; BENCH_ARGS=--quick: about 12).
+# on_change in a real Airflow against a * * * * * schedule (about 20 minutes; BENCH_ARGS=--quick: about 10).
 bench-onchange: $(BIN)/.installed
 	$(BIN)/python -W ignore::Warning -m devtools.bench_onchange $(BENCH_ARGS)
 
