@@ -14,7 +14,7 @@ import re
 import sys
 from datetime import datetime, timezone
 from graphlib import TopologicalSorter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import psycopg
 import yaml
@@ -31,7 +31,12 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_CONNECT = 0, 1, 2, 3
 EXIT_INTERRUPTED, EXIT_BROKEN_PIPE, EXIT_INTERNAL = 130, 141, 70
+# How long to wait for a server to answer, unless the DSN, the connection's extras or PGCONNECT_TIMEOUT say otherwise.
+CONNECT_TIMEOUT_SECONDS = 10
 _QUOTED = re.compile(r'"([^"]*)"')
+# A password in an argument libpq cannot parse: postgresql://user:PASSWORD@host, password=PASSWORD
+_URI_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^:/@]*:([^@/]*)@")
+_KEYWORD_PASSWORD = re.compile(r"""\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S+)""")
 
 
 class CliError(Exception):
@@ -50,9 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):  # a view name in an ASCII locale is escaped rather than a crash
             stream.reconfigure(errors="backslashreplace")
-    parser = _parser()
-    args = parser.parse_args(argv)
-    secrets = _secrets_of(getattr(args, "dsn", None))
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    secrets = _secrets_of(arguments)
+    args = _parser(secrets).parse_args(arguments)
     try:
         if getattr(args, "conn_id", None):
             _check_conn_id(args.conn_id)
@@ -79,8 +84,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse, whose usage errors (which repeat the arguments they reject) never show a password.
+
+    :param secrets: what must not be printed.
+    """
+
+    def __init__(self, *args: Any, secrets: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.secrets = list(secrets)
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        _fail(f"{self.prog}: error: {message}", self.secrets)
+        self.exit(EXIT_USAGE)
+
+
+def _parser(secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
+    parser = _ArgumentParser(
+        secrets=secrets,
         prog="airflow-matview",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
         epilog="exit codes: 0 OK, 1 problems found, 2 wrong arguments, 3 cannot connect, 130 interrupted",
@@ -108,6 +130,8 @@ def _parser() -> argparse.ArgumentParser:
         help="only this schema (repeat for more); folded to lower case unless double-quoted, as in SQL "
         "(default: every schema but pg_catalog and information_schema)",
     )
+    for command in commands.choices.values():
+        command.secrets = list(secrets)
     return parser
 
 
@@ -118,18 +142,18 @@ def _fail(message: str, secrets: list[str]) -> None:
         print(message, file=sys.stderr)
 
 
-def _secrets_of(dsn: str | None) -> list[str]:
-    """What must never be printed: the DSN's password, and the DSN itself."""
-    if not dsn:
-        return []
-    secrets = [dsn]
-    try:
-        password = psycopg.conninfo.conninfo_to_dict(dsn).get("password")
-    except psycopg.Error:
-        password = None
-    if password:
-        secrets.insert(0, str(password))
-    return sorted(secrets, key=len, reverse=True)
+def _secrets_of(arguments: Sequence[str]) -> list[str]:
+    """What must never be printed: each argument that holds a password (a DSN, whatever option it was given to,
+    even a misspelt one), and the password itself, as written and as libpq reads it."""
+    secrets: list[str] = []
+    for argument in arguments:
+        value = argument.split("=", 1)[1] if argument.startswith("-") and "=" in argument else argument
+        passwords = [m.group(1) for m in (_URI_PASSWORD.match(value), _KEYWORD_PASSWORD.search(value)) if m]
+        with contextlib.suppress(psycopg.Error):
+            passwords.append(str(psycopg.conninfo.conninfo_to_dict(value).get("password") or ""))
+        if passwords := [password for password in passwords if password]:
+            secrets += [argument, value, *passwords, *(password.strip("'") for password in passwords)]
+    return sorted({secret for secret in secrets if secret}, key=len, reverse=True)
 
 
 def run_validate(path: str) -> int:
@@ -323,11 +347,12 @@ def open_connection(conn_id: str | None, dsn: str | None) -> psycopg.Connection:
 
     :raises CliError: the connection cannot be opened; the message holds no password.
     """
+    # A server that accepts the connection and never answers fails in seconds, not minutes; libpq reads this as the
+    # default of connect_timeout, also for Airflow connections whose extras do not set one.
+    os.environ.setdefault("PGCONNECT_TIMEOUT", str(CONNECT_TIMEOUT_SECONDS))
     if dsn:
-        options = _dsn_options(dsn)
+        _dsn_options(dsn)
         try:
-            if "connect_timeout" not in options:  # an unreachable host fails in seconds, not minutes
-                dsn = psycopg.conninfo.make_conninfo(dsn, connect_timeout=10)
             return psycopg.connect(dsn, autocommit=True)
         except psycopg.Error as error:
             raise CliError(f"cannot connect with --dsn: {_one_line(error)}", EXIT_CONNECT) from None

@@ -234,6 +234,62 @@ def test_check_reports_every_view_when_one_connection_is_unreachable(
     assert lines[-1] == "1 of 4 view(s) can be refreshed as configured."
 
 
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["check", "{config}", "--dns", "postgresql://app:Sup3rSecret@127.0.0.1/x"],
+        ["check", "{config}", "--dns=postgresql://app:Sup3rSecret@127.0.0.1/x"],
+        ["discover", "--dsn", "postgresql://app:Sup3rSecret@127.0.0.1/x", "surplus"],
+        ["discover", "--dsn", "postgresql://app:Sup3rSecret@127.0.0.1/x", "--bogus"],
+        ["validate", "{config}", "host=127.0.0.1 user=app password=Sup3rSecret"],
+        ["check", "{config}", "--dns", "host=127.0.0.1 password='Sup3rSecret' bogus=1"],
+        ["check", "{config}", "--dns", "postgresql://app:Sup3rSecret@127.0.0.1/x?bogus=1"],
+        ["check", "{config}", "--dns", "postgresql://app:Sup3r%zzSecret@127.0.0.1/x"],
+    ],
+    ids=[
+        "misspelt-option",
+        "misspelt-option-equals",
+        "surplus",
+        "unknown-option",
+        "keywords",
+        "bad-keywords",
+        "bad-query",
+        "bad-percent-encoding",
+    ],
+)
+def test_a_usage_error_never_echoes_a_password(tmp_path: Path, arguments: list[str]) -> None:
+    config = str(write_config(tmp_path, ["public.a"]))
+    done = cli(*(argument.format(config=config) for argument in arguments))
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "Sup3r" not in done.stdout + done.stderr and "Secret" not in done.stdout + done.stderr
+    assert done.stderr.splitlines()[0].startswith("usage: airflow-matview")
+    assert "error: unrecognized arguments: " in done.stderr
+
+
+def test_check_through_an_airflow_connection_to_a_silent_server_gives_up_in_seconds(tmp_path: Path) -> None:
+    # A server that accepts the TCP connection and never answers, behind an Airflow connection without a
+    # connect_timeout: libpq's own default would wait forever (psycopg: 130 s).
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        config = tmp_path / "matviews.yaml"
+        config.write_text("views:\n  - name: public.a\n    conn_id: silent\n  - name: public.b\n    conn_id: silent\n")
+        env = {key: value for key, value in os.environ.items() if key != "PGCONNECT_TIMEOUT"}
+        env["AIRFLOW_CONN_SILENT"] = f"postgresql://app:Sup3rSecret@127.0.0.1:{port}/x"
+        started = time.monotonic()
+        done = subprocess.run([str(CLI), "check", str(config)], capture_output=True, text=True, env=env, timeout=120)
+        elapsed = time.monotonic() - started
+    assert done.returncode == 1, done.stderr
+    assert elapsed < 60, elapsed
+    assert "Sup3rSecret" not in done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "PROBLEM public.a"
+    assert "timeout expired" in lines[1], lines[1]
+    assert lines[-1] == "0 of 2 view(s) can be refreshed as configured."
+
+
 def test_check_with_a_bad_dsn_reports_each_view_without_the_password(tmp_path: Path) -> None:
     config = write_config(tmp_path, ["public.a", "public.b"])
     done = cli("check", str(config), "--dsn", f"postgresql://app:Sup3rSecret@127.0.0.1:{free_port()}/x")
