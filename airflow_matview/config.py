@@ -279,16 +279,28 @@ def _valid_cron(schedule: str) -> str:
 
     Cached: a file of thousands of views has a handful of distinct expressions.
     """
+    if schedule.strip().lower() in SCHEDULE_PRESETS:
+        raise ValueError(f"{schedule!r} is not a preset as written; write {schedule.strip().lower()!r}")
     if len(schedule.split()) != 5 or not croniter.is_valid(schedule):
         raise ValueError(
             f"{schedule!r} is not a cron expression or preset; use 5 cron fields such as '*/5 * * * *', "
             f"one of {', '.join(SCHEDULE_PRESETS)}, or null for manual runs only"
         )
-    if any("r" in field.lower() for field in schedule.split()):
+    fields = schedule.lower().split()
+    if any(_RANDOM_ITEM.match(item) for field in fields for item in field.split(",")):
         raise ValueError(
             f"{schedule!r} uses R (a random time), which would move at every parse of the DAG file; "
             "write the minute and hour you want"
         )
+    for index, field in enumerate(schedule.split()):
+        for item in field.split(","):
+            low, dash, high = item.partition("/")[0].partition("-")
+            if dash and _cron_number(low.lower(), index) == _cron_number(high.lower(), index) is not None:
+                raise ValueError(
+                    f"{schedule!r} has the range {item.partition('/')[0]}, whose two ends are the same "
+                    f"{_CRON_FIELDS[index]}: Airflow's cron library (croniter) reads that as every "
+                    f"{_CRON_FIELDS[index]}, not the one; write {low}"
+                )
     try:
         croniter(schedule, start_time=_CRON_START).get_next(datetime)
     except CroniterError:
@@ -299,6 +311,24 @@ def _valid_cron(schedule: str) -> str:
 
 
 _CRON_START = datetime(2024, 1, 1, tzinfo=timezone.utc)
+_CRON_FIELDS = ("minute", "hour", "day of the month", "month", "day of the week")
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_CRON_NAMES: tuple[dict[str, int], ...] = (
+    {},
+    {},
+    {},
+    {name: number for number, name in enumerate(_MONTHS, 1)},
+    {name: number for number, name in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))},
+)
+# croniter's random values: R, R(0-30), R/5 (a month or day name such as MAR or FRI is not one)
+_RANDOM_ITEM = re.compile(r"r(?:$|[(/])")
+
+
+def _cron_number(text: str, field: int) -> int | None:
+    """A cron field's value written as a number or a month or day name; ``None`` for anything else."""
+    if text.isdigit():
+        return int(text)
+    return _CRON_NAMES[field].get(text)
 
 
 @functools.lru_cache(maxsize=65536)

@@ -219,6 +219,9 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
         ({"concurrently": "false"}, ("concurrently", False)),
         ({"schedule": "0 0 29 2 *"}, ("schedule", "0 0 29 2 *")),  # leap days only, but it fires
         ({"schedule": "@annually"}, ("schedule", "@annually")),
+        ({"schedule": "0 9 * * FRI"}, ("schedule", "0 9 * * FRI")),  # month and day names with an R are not R
+        ({"schedule": "0 0 1 MAR-APR *"}, ("schedule", "0 0 1 MAR-APR *")),
+        ({"schedule": "0 0 * * 0-7"}, ("schedule", "0 0 * * 0-7")),  # every day, as in cron
         ({"tags": ["x" * 100]}, ("tags", ["x" * 100])),
     ],
 )
@@ -246,6 +249,16 @@ def test_accepted_values_and_what_they_mean(setting: dict[str, Any], expected: t
         ({"schedule": "0 0 31 4,6,9,11 *"}, "schedule: '0 0 31 4,6,9,11 *' never fires"),
         ({"schedule": "R 3 * * *"}, "schedule: 'R 3 * * *' uses R (a random time)"),
         ({"schedule": "0 0 * * * *"}, "schedule: '0 0 * * * *' is not a cron expression or preset"),
+        # croniter (Airflow's cron library) reads a range whose ends are equal as the whole field: every hour
+        (
+            {"schedule": "0 3-3 * * *"},
+            "schedule: '0 3-3 * * *' has the range 3-3, whose two ends are the same hour: Airflow's cron library "
+            "(croniter) reads that as every hour, not the one; write 3",
+        ),
+        ({"schedule": "1-1,30 * * * *"}, "schedule: '1-1,30 * * * *' has the range 1-1, whose two ends"),
+        ({"schedule": "0 0 * * Mon-MON/2"}, "schedule: '0 0 * * Mon-MON/2' has the range Mon-MON, whose two ends"),
+        ({"schedule": "0 0 31 2-2 *"}, "schedule: '0 0 31 2-2 *' has the range 2-2, whose two ends are the same month"),
+        ({"schedule": "@Daily"}, "schedule: '@Daily' is not a preset as written; write '@daily'"),
         ({"tags": ["x" * 101]}, "tags: 'xxxxxxxxxxxxxxxxxxxx'... is 101 characters; Airflow allows at most 100"),
         ({"tags": [""]}, "tags: a tag is empty; remove it or give it a name"),
         ({"tags": "reporting"}, "tags: 'reporting' is not a list; write e.g. 'tags: [reporting]'"),
@@ -354,3 +367,11 @@ def test_after_entries_get_the_same_spelling_hints() -> None:
 def test_a_value_of_the_wrong_shape_gets_the_shape_to_write(config: dict[str, Any], expected: str) -> None:
     (problem,) = problems_of(config)
     assert problem.startswith(expected), problem
+
+
+def test_croniter_reads_a_range_with_equal_ends_as_the_whole_field() -> None:
+    """Why `validate` refuses `3-3`: Airflow's timetables use croniter, which would run such a DAG every hour."""
+    from croniter import croniter
+
+    assert croniter("0 3-3 * * *").expanded[1] == ["*"]
+    assert croniter("0 3 * * *").expanded[1] == [3]

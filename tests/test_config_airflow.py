@@ -41,6 +41,8 @@ views:
     schedule: "@annually"
   - name: public.last_day
     schedule: "0 3 L * *"
+  - name: public.fridays
+    schedule: "30 9 * MAR-APR FRI"
   - name: public.downstream
     after: [public.plain, public.yearly]
     schedule: "*/5 * * * 1-5"
