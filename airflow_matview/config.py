@@ -426,7 +426,7 @@ def _describe(error: Mapping[str, Any], data: object) -> str:
             else f"{shown} is not a mapping; write one 'key: value' per line under it"
         )
     elif error["type"] == "string_type" and isinstance(error.get("input"), bool | int | float):
-        kind = "a boolean (as it does yes, no, on, off)" if isinstance(error["input"], bool) else "a number"
+        kind = "a boolean" if isinstance(error["input"], bool) else "a number"
         message = f"YAML reads this value unquoted as {kind}, {error['input']!r}; quote it to keep it as text"
     elif error["type"] == "list_type":
         example = {"views": "- name: schema.view", "after": "after: [public.a]", "tags": "tags: [reporting]"}

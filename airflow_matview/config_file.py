@@ -7,6 +7,7 @@ are refused before anything is built. Each error is one line naming the line and
 
 from __future__ import annotations
 
+import codecs
 import re
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,26 @@ _BASE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoad
 # thousands of views), far below the billions of an alias bomb.
 MAX_ALIAS_EXPANSION = 100_000
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+# Plain values are typed by YAML 1.2's core schema, not PyYAML's YAML 1.1: only true and false are booleans (yes, no,
+# on and off are text), and there are no sexagesimal (1:30 = 90), leading-zero octal (010 = 8), underscored (1_0),
+# timestamp or `=` values, each of which YAML 1.1 would silently turn into something else.
+_CORE_SCHEMA: list[tuple[str, str, list[str]]] = [
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", list("tTfF")),
+    ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", list("-+0123456789")),
+    (
+        "float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        list("-+0123456789."),
+    ),
+    ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ("merge", r"^<<$", ["<"]),
+]
+_BOMS = {
+    codecs.BOM_UTF32_LE: "UTF-32",
+    codecs.BOM_UTF32_BE: "UTF-32",
+    codecs.BOM_UTF16_LE: "UTF-16",
+    codecs.BOM_UTF16_BE: "UTF-16",
+}
 # A YAML value that starts with a double-quoted SQL identifier followed by more of the name: "Sales"."Q1" or "A".b
 # A value starting with a character YAML reserves or reads as an alias: schedule: @daily, schedule: */5 * * * *
 _RESERVED_START = re.compile(r"^\s*(?:-\s+)*(?:([\w-]+)\s*:\s+)?([@`][^#]*?|\*[^\w#][^#]*?)\s*(?:#.*)?$")
@@ -47,6 +68,10 @@ def read_config_file(path: str | Path) -> object:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigFileError([f"cannot read the file: {exc.strerror or exc}"]) from None
+    if encoding := next((name for bom, name in _BOMS.items() if raw.startswith(bom)), None):
+        raise ConfigFileError(
+            [f"the file is {encoding} text (it starts with a {encoding} byte-order mark); save it as UTF-8"]
+        )
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -63,6 +88,8 @@ def read_config_file(path: str | Path) -> object:
         return loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
         raise ConfigFileError([_describe_yaml_error(exc, text)]) from None
+    except yaml.reader.ReaderError as exc:
+        raise ConfigFileError([_describe_reader_error(exc, text)]) from None
     except yaml.YAMLError as exc:
         raise ConfigFileError([f"not valid YAML: {' '.join(str(exc).split())}"]) from None
     finally:
@@ -79,6 +106,21 @@ class _Loader(_BASE_LOADER):  # type: ignore[valid-type,misc]
         super().__init__(text)
         self._may_alias = "*" in text  # without one, the node graph is a tree: a quicker walk will do
 
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, KeyError, AttributeError, TypeError, OverflowError):  # e.g. `!!int abc`, `!!bool maybe`
+            tag = node.tag.removeprefix("tag:yaml.org,2002:")
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value!r} cannot be read as the type its tag !!{tag} names", node.start_mark
+            ) from None
+
+    def construct_yaml_int(self, node: ScalarNode) -> int:
+        text = str(self.construct_scalar(node))
+        if text.startswith(("0x", "0o")):
+            return int(text[2:], 16 if text[1] == "x" else 8)
+        return int(text, 10)  # 010 is ten, as in YAML 1.2 (YAML 1.1 reads it as octal 8)
+
     def construct_document(self, node: Node) -> Any:
         nodes = _walk(node) if self._may_alias else _walk_tree(node)
         problems = _duplicate_keys(nodes)
@@ -91,6 +133,12 @@ class _Loader(_BASE_LOADER):  # type: ignore[valid-type,misc]
         if problems:
             raise ConfigFileError(problems)
         return super().construct_document(node)
+
+
+_Loader.yaml_implicit_resolvers = {}
+for _name, _pattern, _first in _CORE_SCHEMA:
+    _Loader.add_implicit_resolver(f"tag:yaml.org,2002:{_name}", re.compile(_pattern), _first)
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
 
 def _walk(root: Node) -> list[Node]:
@@ -187,6 +235,18 @@ def _describe_yaml_error(exc: yaml.MarkedYAMLError, text: str) -> str:
         if 0 <= index < len(lines) and (hint := quoting_hint(lines[index])):
             return f"{message}. {hint}"
     return message
+
+
+def _describe_reader_error(exc: yaml.reader.ReaderError, text: str) -> str:
+    """A character YAML does not allow, by line and column (PyYAML names only a position in ``<unicode string>``)."""
+    position = exc.position
+    line = text.count("\n", 0, position) + 1
+    column = position - (text.rfind("\n", 0, position) + 1) + 1
+    char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+    message = f"line {line}, column {column}: not valid YAML: the control character U+{ord(char):04X} is not allowed"
+    if char == "\x00":
+        return message + "; a file with NUL characters is often UTF-16 text: save it as UTF-8"
+    return message + "; remove it"
 
 
 def quoting_hint(line: str) -> str | None:

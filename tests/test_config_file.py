@@ -191,10 +191,71 @@ def test_a_value_yaml_reserves_gets_the_quoted_spelling(tmp_path: Path, line: st
 
 
 def test_words_yaml_reads_as_booleans_are_named(tmp_path: Path) -> None:
-    problems = problems_in(tmp_path, "views:\n  - name: public.a\n    owner: no\n    tags: [yes, reporting]\n")
+    problems = problems_in(tmp_path, "views:\n  - name: public.a\n    owner: false\n    tags: [TRUE, reporting]\n")
     assert problems == [
-        "views[0] (public.a): tags.0: YAML reads this value unquoted as a boolean (as it does yes, no, on, off), "
-        "True; quote it to keep it as text",
-        "views[0] (public.a): owner: YAML reads this value unquoted as a boolean (as it does yes, no, on, off), "
-        "False; quote it to keep it as text",
+        "views[0] (public.a): tags.0: YAML reads this value unquoted as a boolean, True; quote it to keep it as text",
+        "views[0] (public.a): owner: YAML reads this value unquoted as a boolean, False; quote it to keep it as text",
     ]
+
+
+def test_plain_values_are_typed_as_yaml_1_2_reads_them_never_silently_converted(tmp_path: Path) -> None:
+    # YAML 1.1 (PyYAML's default) reads yes/on as true, 1:30 as 90, 010 as 8 and 1_0 as 10.
+    path = tmp_path / "matviews.yaml"
+    path.write_text("views:\n  - name: public.a\n    owner: no\n    tags: [yes, on]\n    retries: 010\n")
+    (view,) = load_config(path).views
+    assert (view.owner, view.tags, view.retries) == ("no", ["yes", "on"], 10)
+    problems = problems_in(
+        tmp_path,
+        "views:\n  - name: public.a\n    analyze: yes\n    skip_if_unchanged: on\n    retries: 1:30\n"
+        "    lock_timeout: 1:30\n  - name: public.b\n    retries: 1_0\n    owner: 2024-01-01\n    tags: [=]\n",
+    )
+    assert problems == [
+        "views[0] (public.a): retries: '1:30' is not a whole number; use 0, 1, 2, ...",
+        "views[0] (public.a): lock_timeout: '1:30' is not a duration; use 500ms, 30s, 5m, 1h, 1d or a number of "
+        "seconds",
+        "views[0] (public.a): analyze: 'yes' is not allowed; use true or false",
+        "views[0] (public.a): skip_if_unchanged: 'on' is not allowed; use true or false",
+        "views[1] (public.b): retries: '1_0' is not a whole number; use 0, 1, 2, ...",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("!!int abc", "line 3, column 14: not valid YAML: 'abc' cannot be read as the type its tag !!int names"),
+        ("!!bool maybe", "line 3, column 14: not valid YAML: 'maybe' cannot be read as the type its tag !!bool names"),
+        (
+            "!!timestamp x",
+            "line 3, column 14: not valid YAML: 'x' cannot be read as the type its tag !!timestamp names",
+        ),
+    ],
+)
+def test_a_value_its_explicit_tag_cannot_read_is_one_problem(tmp_path: Path, value: str, expected: str) -> None:
+    assert problems_in(tmp_path, f"views:\n  - name: public.a\n    retries: {value}\n") == [expected]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            "views: []\n".encode("utf-16"),
+            "the file is UTF-16 text (it starts with a UTF-16 byte-order mark); save it as UTF-8",
+        ),
+        (
+            "views: []\n".encode("utf-32"),
+            "the file is UTF-32 text (it starts with a UTF-32 byte-order mark); save it as UTF-8",
+        ),
+        (
+            "views: []\n".encode("utf-16-be"),
+            "line 1, column 1: not valid YAML: the control character U+0000 is not allowed; a file with NUL characters "
+            "is often UTF-16 text: save it as UTF-8",
+        ),
+        (
+            b"views:\n  - name: public.a\x07\n",
+            "line 2, column 19: not valid YAML: the control character U+0007 is not allowed; remove it",
+        ),
+    ],
+    ids=["utf-16-bom", "utf-32-bom", "utf-16-without-bom", "control-character"],
+)
+def test_other_encodings_and_control_characters_are_named_by_line(tmp_path: Path, data: bytes, expected: str) -> None:
+    assert problems_in(tmp_path, data) == [expected]
