@@ -79,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`| head`): stop quietly; point stdout at /dev/null so the final flush cannot fail.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+    except OSError as error:  # the output cannot be written: a full disk, a device that refuses it
+        _fail(f"airflow-matview {args.command}: cannot write the output: {error.strerror or error}", secrets)
+        return EXIT_PROBLEMS
     except Exception as error:  # a bug of ours: still one line, never a traceback with a DSN in its locals
         _fail(f"airflow-matview {args.command}: internal error: {type(error).__name__}: {error}", secrets)
         return EXIT_INTERNAL

@@ -328,6 +328,15 @@ def test_validate_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     assert stderr == b""
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_output_that_cannot_be_written_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    config = write_config(tmp_path, ["public.a"])
+    with Path("/dev/full").open("w") as full:
+        done = subprocess.run([str(CLI), "validate", str(config)], stdout=full, stderr=subprocess.PIPE, text=True)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == "airflow-matview validate: cannot write the output: No space left on device\n"
+
+
 def test_an_interrupted_check_ends_with_one_line_and_exit_130(tmp_path: Path) -> None:
     # A server that accepts the TCP connection and never answers: check waits in connect until interrupted.
     with socket.socket() as silent:
