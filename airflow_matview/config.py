@@ -428,6 +428,14 @@ def _describe(error: Mapping[str, Any], data: object) -> str:
     elif error["type"] == "string_type" and isinstance(error.get("input"), bool | int | float):
         kind = "a boolean" if isinstance(error["input"], bool) else "a number"
         message = f"YAML reads this value unquoted as {kind}, {error['input']!r}; quote it to keep it as text"
+    elif error["type"] == "string_type" and error.get("input") is None:
+        message = "is empty (null); write a value, " + (
+            "or remove the item"
+            if location and isinstance(location[-1], int)
+            else "or leave the key out for its default"
+        )
+    elif error["type"] == "string_type":
+        message = f"{repr(error.get('input'))[:60]} is not text; write one value, e.g. {key.split('.')[0]}: text"
     elif error["type"] == "list_type":
         example = {"views": "- name: schema.view", "after": "after: [public.a]", "tags": "tags: [reporting]"}
         message = f"{repr(error.get('input'))[:60]} is not a list; write e.g. {example.get(key, key + ': [...]')!r}"

@@ -263,6 +263,11 @@ def test_accepted_values_and_what_they_mean(setting: dict[str, Any], expected: t
         ({"tags": [""]}, "tags: a tag is empty; remove it or give it a name"),
         ({"tags": "reporting"}, "tags: 'reporting' is not a list; write e.g. 'tags: [reporting]'"),
         ({"owner": ""}, "owner: is empty; name the team or person who looks after these DAGs, or leave it out"),
+        ({"owner": None}, "owner: is empty (null); write a value, or leave the key out for its default"),
+        ({"conn_id": None}, "conn_id: is empty (null); write a value, or leave the key out for its default"),
+        ({"tags": [None]}, "tags.0: is empty (null); write a value, or remove the item"),
+        ({"schedule": ["@daily"]}, "schedule: ['@daily'] is not text; write one value, e.g. schedule: text"),
+        ({"owner": {"a": 1}}, "owner: {'a': 1} is not text; write one value, e.g. owner: text"),
         ({"owner": "o" * 501}, "owner: is 501 characters; Airflow allows at most 500"),
     ],
 )
