@@ -59,6 +59,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     secrets = _secrets_of(arguments)
     args = _parser(secrets).parse_args(arguments)
     try:
+        for option in ("conn_id", "dsn"):
+            if (
+                getattr(args, option, None) == ""
+            ):  # `--dsn "$DSN"` with DSN unset must not fall back to another database
+                raise CliError(
+                    f"--{option.replace('_', '-')} is empty (an unset shell variable?); give a value", EXIT_USAGE
+                )
         if getattr(args, "conn_id", None):
             _check_conn_id(args.conn_id)
         if args.command == "validate":

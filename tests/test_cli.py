@@ -267,6 +267,28 @@ def test_a_usage_error_never_echoes_a_password(tmp_path: Path, arguments: list[s
     assert "error: unrecognized arguments: " in done.stderr
 
 
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["check", "{config}", "--dsn", ""],
+        ["check", "{config}", "--conn-id", ""],
+        ["discover", "--dsn", ""],
+        ["discover", "--conn-id", ""],
+    ],
+    ids=["check-dsn", "check-conn-id", "discover-dsn", "discover-conn-id"],
+)
+def test_an_empty_dsn_or_conn_id_is_a_wrong_argument_not_the_default_connection(
+    tmp_path: Path, arguments: list[str]
+) -> None:
+    config = str(write_config(tmp_path, ["public.a"]))
+    done = cli(*(argument.format(config=config) for argument in arguments))
+    option = arguments[-2]
+    assert assert_one_clean_line(done, 2) == (
+        f"airflow-matview {arguments[0]}: {option} is empty (an unset shell variable?); give a value"
+    )
+    assert done.stdout == ""
+
+
 def test_check_through_an_airflow_connection_to_a_silent_server_gives_up_in_seconds(tmp_path: Path) -> None:
     # A server that accepts the TCP connection and never answers, behind an Airflow connection without a
     # connect_timeout: libpq's own default would wait forever (psycopg: 130 s).
