@@ -11,7 +11,6 @@ import logging
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from airflow_matview.compat import DEADLINE_ALERTS_MISSING
 from airflow_matview.notifiers import NotifierSpec, acall, describe
 
 if TYPE_CHECKING:
@@ -22,6 +21,9 @@ log = logging.getLogger(__name__)
 
 def check_supported() -> None:
     """:raises ValueError: saying which Airflow is needed, when this one has no Deadline Alerts we can use."""
+    # Imported here: reading a config without max_staleness must not import Airflow (which needs a UTF-8 locale).
+    from airflow_matview.compat import DEADLINE_ALERTS_MISSING
+
     if DEADLINE_ALERTS_MISSING:
         raise ValueError(DEADLINE_ALERTS_MISSING)
 

@@ -132,7 +132,7 @@ def test_max_staleness_without_anyone_to_tell_is_an_error() -> None:
 def test_max_staleness_on_an_airflow_without_usable_deadline_alerts_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     # Airflow 3.1/3.2 cannot be installed next to 3.3: the version check's message is what compat computes there.
     monkeypatch.setattr(
-        "airflow_matview.staleness.DEADLINE_ALERTS_MISSING",
+        "airflow_matview.compat.DEADLINE_ALERTS_MISSING",
         "needs Airflow 3.3 or newer (Deadline Alerts); this is Airflow 3.1.8: remove max_staleness or upgrade Airflow",
     )
     config = {"views": [{"name": "public.a", "max_staleness": "1h", "on_failure": ALL_KEYS["on_failure"]}]}
@@ -415,7 +415,7 @@ def test_a_notifier_argument_yaml_reads_as_a_date_or_bytes_is_refused_with_the_q
     with pytest.raises(MatviewConfigError) as raised:
         load_config(path)
     assert raised.value.problems == [
-        "views[0] (public.a): on_stale: item 1: tests.recording_notifier.record: label, logo: YAML reads this as a "
+        "views[0] (public.a): on_stale: item 1: tests.recording_notifier.record: logo: YAML reads this as a "
         "date, time or binary value, which Airflow cannot pass on to a notifier; quote it to keep it as text"
     ]
 
