@@ -481,3 +481,16 @@ def test_a_uri_given_as_conn_id_is_refused_without_echoing_it(tmp_path: Path, co
     message = assert_one_clean_line(done, 2, "Sup3rSecret")
     assert message.startswith(f"airflow-matview {command}: --conn-id: this looks like a connection URI or DSN")
     assert message.endswith("to connect with a connection string, use --dsn")
+
+
+def test_ctrl_c_while_the_command_starts_is_one_line_and_exit_130() -> None:
+    script = Path(sys.executable).parent / "airflow-matview"
+    process = subprocess.Popen(
+        [str(script), "validate", "dags/matviews.yaml"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    time.sleep(0.3)  # well inside the import of Airflow, which takes over a second
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert err.strip() == "airflow-matview: interrupted"
+    assert "Traceback" not in err
