@@ -4,10 +4,13 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 AIRFLOW_VERSION ?= 3.3.2
+# `make airflow EXECUTOR=celery` runs the CeleryExecutor (Redis and two workers) instead of the LocalExecutor.
+EXECUTOR ?= local
+AIRFLOW_PORT ?= 8080
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo airflow test lint chromium bench bench-onchange clean
+.PHONY: demo airflow test lint chromium redis bench bench-onchange clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +21,8 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/python -m devtools.demo
 
-airflow: $(BIN)/.installed
-	$(BIN)/python -m devtools.local_airflow
+airflow: $(BIN)/.installed $(if $(filter celery,$(EXECUTOR)),redis)
+	$(BIN)/python -m devtools.local_airflow --executor $(EXECUTOR) --port $(AIRFLOW_PORT)
 
 # The browser test drives Debian's Chromium (never a downloaded browser); install it when we may.
 chromium:
@@ -29,6 +32,15 @@ chromium:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
 	      || echo "apt-get could not install chromium: the browser tests will be skipped"; \
 	  else echo "chromium is missing and cannot be installed here: the browser tests will be skipped"; fi; }
+
+# The CeleryExecutor stack's broker is Debian's redis-server; install it when we may (the service is not started).
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Debian's redis-server for the CeleryExecutor tests..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null \
+	      || echo "apt-get could not install redis-server: the CeleryExecutor tests will be skipped"; \
+	  else echo "redis-server is missing and cannot be installed here: the CeleryExecutor tests will be skipped"; fi; }
 
 bench: $(BIN)/.installed
 	$(BIN)/python -W ignore::Warning -m devtools.bench $(BENCH_ARGS)
@@ -43,7 +55,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint chromium
+test: lint chromium redis
 	$(BIN)/pytest
 
 clean:

@@ -1,8 +1,9 @@
-"""A real Airflow on loopback: api-server, scheduler, dag-processor and triggerer with the LocalExecutor.
+"""A real Airflow on loopback: api-server, scheduler and dag-processor with the LocalExecutor, or with the
+CeleryExecutor: a Redis broker and two Celery workers (concurrency 2 each, hostnames ``worker1`` and ``worker2``).
 
-Its metadata database lives in the throwaway PostgreSQL cluster (database ``airflow``), its ``AIRFLOW_HOME`` in a
-temporary folder. Every process runs in its own process group, and :meth:`AirflowStack.stop` ends each group, so no
-task runner or gunicorn worker outlives the stack.
+Its metadata database (and Celery's result backend) lives in the throwaway PostgreSQL cluster (database
+``airflow``), its ``AIRFLOW_HOME`` in a temporary folder. Every process runs in its own session, and
+:meth:`AirflowStack.stop` ends each session, so no task runner, Celery child or gunicorn worker outlives the stack.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from devtools.pgcluster import free_port
 
@@ -30,10 +31,35 @@ if TYPE_CHECKING:
 AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 USERNAME = "admin"
+Executor = Literal["local", "celery"]
+CELERY_WORKERS = ("worker1", "worker2")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def celery_unavailable() -> str | None:
+    """Why the CeleryExecutor stack cannot run here, or ``None`` when it can."""
+    if shutil.which("redis-server") is None:
+        return (
+            "redis-server is not installed (`make test` and `make airflow EXECUTOR=celery` install Debian's "
+            "redis-server with apt-get when run as root; otherwise: apt-get install redis-server)"
+        )
+    try:
+        import airflow.providers.celery  # noqa: F401
+    except ImportError:
+        return "apache-airflow-providers-celery is not installed (pip install -e '.[dev]')"
+    return None
+
+
+def worker_hostname() -> str:
+    """Airflow's ``hostname_callable`` in the stack's Celery workers: each worker's name, so that task instances
+    show which worker ran them although both run on this host."""
+    import socket
+
+    return os.environ.get("MATVIEW_WORKER_HOSTNAME") or socket.getfqdn()
 
 
 class AirflowStack:
-    """Airflow's long-running components, configured by environment variables only.
+    """Airflow's three long-running components, configured by environment variables only.
 
     :param cluster: the PostgreSQL server that holds the metadata database.
     :param dags_folder: the DAGs folder the dag-processor parses.
@@ -41,6 +67,7 @@ class AirflowStack:
     :param port: the api-server's port (a free one by default).
     :param triggerer: also run the triggerer, which runs deferred work, Deadline Alert callbacks
         (``max_staleness``) and the watchers of ``on_change`` views; it waits idle until there is work.
+    :param executor: ``local`` (LocalExecutor) or ``celery`` (CeleryExecutor, Redis and two workers).
     """
 
     def __init__(
@@ -50,9 +77,12 @@ class AirflowStack:
         connections: dict[str, str],
         port: int | None = None,
         triggerer: bool = True,
+        executor: Executor = "local",
     ) -> None:
         self.components = COMPONENTS if triggerer else tuple(c for c in COMPONENTS if c != "triggerer")
         self.cluster = cluster
+        self.executor = executor
+        self.redis_port = free_port()
         self.dags_folder = dags_folder
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -87,6 +117,16 @@ class AirflowStack:
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             **{f"AIRFLOW_CONN_{conn_id.upper()}": uri for conn_id, uri in connections.items()},
         }
+        if executor == "celery":
+            self.env.update(
+                {
+                    "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                    "AIRFLOW__CORE__PARALLELISM": "32",
+                    "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+                    "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"],
+                    "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+                }
+            )
 
     def _metadata_uri(self) -> str:
         self.cluster.create_database("airflow")
@@ -98,20 +138,41 @@ class AirflowStack:
             [str(AIRFLOW_BIN), *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
         )
 
+    def commands(self) -> dict[str, tuple[list[str], dict[str, str]]]:
+        """Each process of the stack: its command line and environment."""
+        airflow = str(AIRFLOW_BIN)
+        commands = {}
+        if self.executor == "celery":
+            redis = [shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--port"]
+            redis += [str(self.redis_port), "--save", "", "--appendonly", "no", "--dir", str(self.home)]
+            commands["redis"] = (redis, self.env)
+        commands.update({component: ([airflow, component], self.env) for component in self.components})
+        if self.executor == "celery":
+            for name in CELERY_WORKERS:
+                worker = [airflow, "celery", "worker", "--concurrency", "2", "--celery-hostname", f"{name}@%h"]
+                worker += ["--queues", f"default,{name}"]  # a task with queue=<name> runs on that worker
+                env = {
+                    **self.env,
+                    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), self.env.get("PYTHONPATH")])),
+                    "AIRFLOW__CORE__HOSTNAME_CALLABLE": "devtools.airflow_stack.worker_hostname",
+                    "MATVIEW_WORKER_HOSTNAME": name,
+                }
+                commands[f"celery-{name}"] = ([*worker, "--skip-serve-logs"], env)
+        return commands
+
     def start(self, timeout: float = 180) -> None:
-        """Migrate the metadata database, start the components and wait until the API answers."""
+        """Migrate the metadata database, start the components and wait until the API answers (and, with the
+        CeleryExecutor, until both workers are ready)."""
+        if self.executor == "celery" and (reason := celery_unavailable()):
+            raise RuntimeError(f"Cannot start the CeleryExecutor stack: {reason}.")
         migrated = self.airflow("db", "migrate")
         if migrated.returncode != 0:
             raise RuntimeError(f"airflow db migrate failed:\n{migrated.stdout[-3000:]}{migrated.stderr[-3000:]}")
-        for component in self.components:
-            log = (self.logs / f"{component}.log").open("wb")
+        for name, (command, env) in self.commands().items():
+            log = (self.logs / f"{name}.log").open("wb")
             self._log_files.append(log)
-            self.processes[component] = subprocess.Popen(
-                [str(AIRFLOW_BIN), component],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+            self.processes[name] = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         self._wait_until_healthy(timeout)
 
@@ -124,14 +185,22 @@ class AirflowStack:
             try:
                 with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=5) as response:
                     health = json.load(response)
-                if all(health.get(part, {}).get("status") == "healthy" for part in ("metadatabase", "scheduler")) and (
-                    health.get("dag_processor") or {}
-                ).get("status") in ("healthy", None):
+                parts = ("metadatabase", "scheduler", *(("triggerer",) if "triggerer" in self.components else ()))
+                if (
+                    all(health.get(part, {}).get("status") == "healthy" for part in parts)
+                    and (health.get("dag_processor") or {}).get("status") in ("healthy", None)
+                    and all(" ready." in self.log(f"celery-{name}", tail=100_000) for name in self.workers)
+                ):
                     return
             except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
                 pass
             time.sleep(1)
         raise TimeoutError(f"Airflow did not become healthy within {timeout:.0f}s:\n{self.log('api-server')}")
+
+    @property
+    def workers(self) -> tuple[str, ...]:
+        """The Celery workers' hostnames (none with the LocalExecutor)."""
+        return CELERY_WORKERS if self.executor == "celery" else ()
 
     def log(self, component: str, tail: int = 4000) -> str:
         """The last ``tail`` characters a component printed."""
@@ -139,19 +208,25 @@ class AirflowStack:
         return path.read_text(errors="replace")[-tail:] if path.exists() else ""
 
     def surviving_processes(self) -> list[int]:
-        """The live pids in the components' sessions: task processes move to process groups of their own, but
-        stay in the session of the component that started them."""
+        """The live pids of the stack: every process in a component's session (task processes move to process
+        groups of their own, but stay in the session of the component that started them), and every process whose
+        environment names this stack's ``AIRFLOW_HOME``, which finds one that was started but not yet recorded
+        when a signal interrupted :meth:`start`, and any that left its session."""
         sessions = {process.pid for process in self.processes.values()}
+        marker = f"\0AIRFLOW_HOME={self.home}\0".encode()
         survivors = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
+        for proc in Path("/proc").glob("[0-9]*"):
             with contextlib.suppress(OSError, IndexError, ValueError):
-                state, _, _, session = stat.read_text().rsplit(")", 1)[1].split()[:4]
-                if int(session) in sessions and state != "Z":
-                    survivors.append(int(stat.parent.name))
+                pid = int(proc.name)
+                state, _, _, session = (proc / "stat").read_text().rsplit(")", 1)[1].split()[:4]
+                if state == "Z" or pid == os.getpid():
+                    continue
+                if int(session) in sessions or marker in b"\0" + (proc / "environ").read_bytes() + b"\0":
+                    survivors.append(pid)
         return survivors
 
     def stop(self) -> None:
-        """End every component (SIGTERM to its process group, then SIGKILL to every process left in its session
+        """End every component (SIGTERM to its process group, then SIGKILL to every process of the stack left
         after 15 s) and remove ``AIRFLOW_HOME``.
 
         :raises RuntimeError: when a process of the stack survives that.
@@ -162,15 +237,17 @@ class AirflowStack:
         for process in self.processes.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        deadline = time.monotonic() + 5
-        while True:  # again and again: a process may have forked after the previous pass
+        deadline = time.monotonic() + 10
+        quiet_passes = 0
+        while quiet_passes < 3:  # again and again: a process may have forked (or exec'd) after the previous pass
             for pid in (survivors := self.surviving_processes()):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             for process in self.processes.values():
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     process.wait(timeout=0.1)
-            if not survivors or time.monotonic() > deadline:
+            quiet_passes = 0 if survivors else quiet_passes + 1
+            if time.monotonic() > deadline:
                 break
             time.sleep(0.1)
         for log in self._log_files:

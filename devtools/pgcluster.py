@@ -12,6 +12,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -114,8 +115,10 @@ class PostgresCluster:
         self._pg(["pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop"])
 
     def destroy(self) -> None:
-        with contextlib.suppress(RuntimeError):
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
             self.stop("immediate")
+        with contextlib.suppress(OSError, ValueError, IndexError):  # pg_ctl failed: end the postmaster itself
+            os.kill(int((self.data_dir / "postmaster.pid").read_text().split()[0]), signal.SIGKILL)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def create_database(self, name: str) -> None:
