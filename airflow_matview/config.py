@@ -96,6 +96,8 @@ class ViewSettings(BaseModel):
     analyze: Annotated[bool, _flag("analyze")] = False
     on_overlap: Literal["wait", "skip", "fail"] = "wait"
     skip_if_unchanged: Annotated[bool, _flag("skip_if_unchanged")] = False
+    # Deferrable refreshes: the refresh runs in the triggerer instead of holding a worker slot.
+    deferrable: Annotated[bool, _flag("deferrable")] = False
     tags: list[str] = Field(default_factory=lambda: ["matview"])
     owner: str = "airflow"
     # Production settings (timezone, notifiers, max_staleness, pool, queue...): see notifiers.py and production.py

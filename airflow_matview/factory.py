@@ -84,6 +84,7 @@ def build_dag(view: ViewConfig, upstream: list[Asset] | None = None) -> DAG:
         lock_timeout=view.lock_timeout,
         on_overlap=view.on_overlap,
         skip_if_unchanged=view.skip_if_unchanged,
+        deferrable=view.deferrable,
         outlets=[asset],
         **_task_placement(view),
     )

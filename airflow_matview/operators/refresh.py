@@ -30,8 +30,12 @@ if TYPE_CHECKING:
     import psycopg
     from airflow.sdk import Context
 
+    from airflow_matview.refresh import RefreshResult
+
 
 FINGERPRINT_PREFIX = "airflow_matview.fingerprint."
+# How much longer than execution_timeout a deferred refresh may take before Airflow gives up on its trigger.
+DEFER_TIMEOUT_GRACE = timedelta(seconds=30)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,9 @@ class RefreshMaterializedViewOperator(BaseOperator):
     :param skip_if_unchanged: skip the refresh (the task ends skipped, no asset event) when none of the view's
         source tables changed since its last successful refresh by this operator. The signal (table
         statistics and relfilenodes, recorded in an Airflow Variable) and its limits are in the README.
+    :param deferrable: run the refresh in Airflow's triggerer (:class:`~airflow_matview.triggers.refresh.
+        RefreshTrigger`) instead of holding a worker slot for its whole duration; the result, asset event and
+        errors are the same (templated).
     :return: a dict with ``view``, ``mode`` (``concurrently``, ``blocking`` or ``no_data``), ``reason``,
         ``seconds`` and ``rows`` (from the catalog; ``None`` when PostgreSQL has no estimate).
     """
@@ -75,6 +82,7 @@ class RefreshMaterializedViewOperator(BaseOperator):
         "with_data",
         "analyze",
         "skip_if_unchanged",
+        "deferrable",
     )
     ui_color = "#c9e7f8"
 
@@ -89,6 +97,7 @@ class RefreshMaterializedViewOperator(BaseOperator):
         lock_timeout: timedelta | float | str | None = timedelta(minutes=1),
         on_overlap: OnOverlap = "wait",
         skip_if_unchanged: bool | str = False,
+        deferrable: bool | str = False,
         **kwargs: Any,
     ) -> None:
         task_id = kwargs.get("task_id", "?")
@@ -103,6 +112,7 @@ class RefreshMaterializedViewOperator(BaseOperator):
         self.analyze = analyze
         self.on_overlap = on_overlap
         self.skip_if_unchanged = skip_if_unchanged
+        self.deferrable = deferrable
         self._conn: psycopg.Connection | None = None
         self._lineage: _Lineage | None = None
         if on_overlap not in get_args(OnOverlap):
@@ -142,6 +152,8 @@ class RefreshMaterializedViewOperator(BaseOperator):
             with_data = parse_flag(self.with_data, key)
             key = "analyze"
             analyze = parse_flag(self.analyze, key)
+            key = "deferrable"
+            deferrable = parse_flag(self.deferrable, key)
         except InvalidSettingError as exc:
             raise MatviewConfigurationError(
                 f"Cannot refresh {view} ({self.connection_label}): {key}: {exc}. Check the DAG's params or the values "
@@ -159,6 +171,14 @@ class RefreshMaterializedViewOperator(BaseOperator):
             skip_if_unchanged=skip_if_unchanged,
             previous_fingerprint=record.load() if record else None,
         )
+        if deferrable:
+            from airflow_matview.triggers.refresh import RefreshTrigger, settings_to_kwargs
+
+            trigger = RefreshTrigger(str(view), self.postgres_conn_id, settings_to_kwargs(settings))
+            # The server's statement_timeout (the same execution_timeout) ends the REFRESH first, with its own
+            # message; the trigger's timeout is the backstop for a refresh still waiting to connect.
+            timeout = None if self.execution_timeout is None else self.execution_timeout + DEFER_TIMEOUT_GRACE
+            self.defer(trigger=trigger, method_name="execute_complete", timeout=timeout)
         # Imported here, not at the top: psycopg and the postgres provider's hook (with SQLAlchemy) are only
         # needed to run a task; importing them at the top would slow down parsing every DAG file that uses this.
         from airflow_matview.connection import connect
@@ -181,6 +201,24 @@ class RefreshMaterializedViewOperator(BaseOperator):
                 "view keeps its previous contents. Airflow retries it if retries remain; raise execution_timeout "
                 "if the refresh needs longer."
             ) from None
+        return self._finish(context, result, namespace, database, record)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Resume after a deferred refresh: record and return its result, or raise its error as it was raised."""
+        from airflow_matview.refresh import RefreshResult
+        from airflow_matview.triggers.refresh import error_from_event
+
+        if event.get("status") != "success":
+            raise error_from_event(event)
+        result = RefreshResult(**event["result"])
+        skip_if_unchanged = parse_flag(self.skip_if_unchanged, "skip_if_unchanged")
+        record = _FingerprintRecord(self.postgres_conn_id, self._parse_view()) if skip_if_unchanged else None
+        return self._finish(context, result, event["namespace"], event["database"], record)
+
+    def _finish(
+        self, context: Context, result: RefreshResult, namespace: str, database: str, record: _FingerprintRecord | None
+    ) -> dict[str, Any]:
+        """What follows a successful refresh, wherever it ran: lineage, fingerprint, asset event, XCom."""
         self._lineage = _Lineage(namespace, database, result.view, result.sources)
         if record is not None:
             record.save(result.fingerprint)

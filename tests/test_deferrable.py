@@ -1,0 +1,184 @@
+"""Deferrable refreshes: the refresh runs in the trigger, with every guarantee of a refresh on a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from airflow.sdk.exceptions import TaskDeferred
+
+from airflow_matview import RefreshMaterializedViewOperator
+from airflow_matview.compat import AirflowSkipException
+from airflow_matview.exceptions import MatviewConfigurationError, MatviewRefreshError
+from airflow_matview.locks import advisory_key
+from airflow_matview.operators.refresh import DEFER_TIMEOUT_GRACE
+from airflow_matview.settings import RefreshSettings
+from airflow_matview.triggers.refresh import RefreshTrigger, error_from_event, settings_to_kwargs
+from devtools.scenario import add_new_users, create_reference_scenario
+from tests.conftest import REPO
+from tests.test_reliability import locks_on, make_slow_view, refresh_backends, wait_for
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from tests.conftest import Database
+
+
+@pytest.fixture
+def scenario(pg: psycopg.Connection, postgres_default: Database) -> psycopg.Connection:
+    create_reference_scenario(pg)
+    add_new_users(pg)
+    return pg
+
+
+def trigger(view: str, **settings: Any) -> RefreshTrigger:
+    return RefreshTrigger(view, "postgres_default", settings_to_kwargs(RefreshSettings(**settings)))
+
+
+async def first_event(refresh: RefreshTrigger) -> dict[str, Any]:
+    async for event in refresh.run():
+        return dict(event.payload)
+    raise AssertionError("the trigger ended without an event")
+
+
+def test_trigger_survives_serialization(scenario: psycopg.Connection) -> None:
+    original = trigger("public.polls_user_matt_view", lock_timeout=timedelta(seconds=5), statement_timeout=90)
+    classpath, kwargs = original.serialize()
+    assert classpath == "airflow_matview.triggers.refresh.RefreshTrigger"
+    rebuilt = RefreshTrigger(**kwargs)
+    assert rebuilt.serialize() == (classpath, kwargs)
+    assert RefreshSettings(**kwargs["settings"]).lock_timeout == 5.0
+
+
+def test_deferred_refresh_returns_what_a_refresh_on_a_worker_returns(scenario: psycopg.Connection) -> None:
+    results = {}
+    for deferrable in (False, True):
+        scenario.execute("INSERT INTO polls_user VALUES (%s, %s, 30)", [20 + deferrable, f"user{deferrable}"])
+        operator = RefreshMaterializedViewOperator(
+            task_id="refresh",
+            view="public.polls_user_matt_view",
+            deferrable=str(deferrable).lower(),
+            execution_timeout=timedelta(minutes=5),
+        )
+        if not deferrable:
+            results[deferrable] = operator.execute({})  # type: ignore[arg-type]
+            continue
+        with pytest.raises(TaskDeferred) as deferred:
+            operator.execute({})  # type: ignore[arg-type]
+        assert deferred.value.method_name == "execute_complete"
+        assert deferred.value.timeout == timedelta(minutes=5) + DEFER_TIMEOUT_GRACE
+        refresh = deferred.value.trigger
+        assert isinstance(refresh, RefreshTrigger)
+        event = asyncio.run(first_event(RefreshTrigger(**refresh.serialize()[1])))  # as the triggerer rebuilds it
+        results[deferrable] = operator.execute_complete({}, event)  # type: ignore[arg-type]
+    assert {**results[True], "seconds": 0, "rows": 0} == {**results[False], "seconds": 0, "rows": 0}
+    assert results[True]["mode"] == "concurrently"
+    assert scenario.execute("SELECT count(*) FROM polls_user_matt_view").fetchone() == (9,), "the deferred one ran"
+
+
+@pytest.mark.parametrize(
+    ("view", "settings", "error"),
+    [
+        ("public.missing_view", {}, MatviewConfigurationError),
+        ("public.polls_user_matt_view", {"concurrently": True, "with_data": False}, MatviewConfigurationError),
+        ("quotients", {}, MatviewRefreshError),
+    ],
+)
+def test_deferred_errors_are_the_errors_of_a_refresh_on_a_worker(
+    scenario: psycopg.Connection, view: str, settings: dict[str, Any], error: type[Exception]
+) -> None:
+    scenario.execute("CREATE TABLE ratios (id int PRIMARY KEY, numerator int, denominator int)")
+    scenario.execute("INSERT INTO ratios VALUES (1, 10, 2)")
+    scenario.execute("CREATE MATERIALIZED VIEW quotients AS SELECT id, numerator / denominator AS q FROM ratios")
+    scenario.execute("INSERT INTO ratios VALUES (3, 1, 0)")
+    with pytest.raises(error) as on_worker:
+        RefreshMaterializedViewOperator(task_id="refresh", view=view, **settings).execute({})  # type: ignore[arg-type]
+
+    event = asyncio.run(first_event(trigger(view, **settings)))
+
+    deferred = error_from_event(event)
+    assert (type(deferred), str(deferred)) == (error, str(on_worker.value))
+
+
+def test_overlap_skip_is_a_skip_when_deferred(scenario: psycopg.Connection, database: Database) -> None:
+    with database.connect() as holder, holder.transaction():
+        oid = holder.execute("SELECT 'public.polls_user_matt_view'::regclass::oid").fetchone()[0]  # type: ignore[index]
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_key(oid)])
+        event = asyncio.run(first_event(trigger("public.polls_user_matt_view", on_overlap="skip")))
+    assert isinstance(error_from_event(event), AirflowSkipException)
+    assert "is already being refreshed by pid" in event["message"]
+
+
+def test_cancelled_trigger_cancels_the_refresh_on_the_server(scenario: psycopg.Connection) -> None:
+    make_slow_view(scenario, 30)
+    scenario.execute("INSERT INTO polls_user VALUES (8, 'heidi', 70)")
+
+    async def cancel_after_start() -> float:
+        task = asyncio.create_task(first_event(trigger("public.slow_view", application_name="deferred slow")))
+        while not refresh_backends(scenario):
+            await asyncio.sleep(0.05)
+        assert [name for _, name in refresh_backends(scenario)] == ["deferred slow"]
+        cancelled = time.monotonic()
+        task.cancel()  # what the triggerer does when the task is marked failed, cleared or times out
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return cancelled
+
+    cancelled = asyncio.run(cancel_after_start())
+    wait_for(lambda: not refresh_backends(scenario) and locks_on(scenario, "slow_view") == 0, 5, "REFRESH still on")
+    print(f"cancelled deferred refresh gone from the server {time.monotonic() - cancelled:.2f}s later")
+    assert scenario.execute("SELECT count(*) FROM slow_view").fetchone() == (7,), "previous contents kept"
+
+
+def test_statement_timeout_ends_a_deferred_refresh_with_the_workers_message(scenario: psycopg.Connection) -> None:
+    make_slow_view(scenario, 30)
+    event = asyncio.run(first_event(trigger("public.slow_view", statement_timeout=timedelta(seconds=1))))
+    error = error_from_event(event)
+    assert isinstance(error, MatviewRefreshError)
+    assert "ran longer than statement_timeout (1s, from the task's execution_timeout)" in str(error)
+    assert not refresh_backends(scenario)
+
+
+def test_killed_triggerer_leaves_no_refresh_and_no_lock(scenario: psycopg.Connection, database: Database) -> None:
+    """A process running the trigger (as the triggerer does) SIGKILLed mid-refresh."""
+    make_slow_view(scenario, 60)
+    script = textwrap.dedent(
+        """
+        import asyncio
+        from airflow_matview.settings import RefreshSettings
+        from airflow_matview.triggers.refresh import RefreshTrigger, settings_to_kwargs
+
+        async def main():
+            trigger = RefreshTrigger("public.slow_view", "postgres_default", settings_to_kwargs(RefreshSettings()))
+            async for event in trigger.run():
+                print(event)
+
+        asyncio.run(main())
+        """
+    )
+    env = {**os.environ, "AIRFLOW_CONN_POSTGRES_DEFAULT": database.uri}
+    process = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=REPO, start_new_session=True)
+    try:
+        wait_for(lambda: refresh_backends(scenario), 60, "the refresh never started")
+        assert locks_on(scenario, "slow_view") > 0
+        killed = time.monotonic()
+        os.killpg(process.pid, signal.SIGKILL)
+        seconds = wait_for(
+            lambda: not refresh_backends(scenario) and locks_on(scenario, "slow_view") == 0, 5, "REFRESH outlived it"
+        )
+        print(f"triggerer SIGKILLed: REFRESH gone and locks released {time.monotonic() - killed:.2f}s later")
+        assert seconds < 5
+        advisory = scenario.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()
+        assert advisory == (0,)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
