@@ -1,0 +1,149 @@
+"""The provider on the CeleryExecutor: Redis, two Celery workers (concurrency 2 each) and a triggerer, on loopback.
+
+One stack for the module. Slow views (each refresh sleeps ``SECONDS``) are refreshed by two DAGs of ``VIEWS`` tasks
+each, in a pool of 2 slots: one DAG refreshes on the workers, the other defers to the triggerer. Measured from the
+task instances' start and end times and from ``pg_stat_activity`` sampled every 0.2 s.
+"""
+
+from __future__ import annotations
+
+import textwrap
+import threading
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import pytest
+
+from devtools.airflow_stack import AirflowStack, ApiClient, celery_unavailable
+from devtools.pgcluster import embedded_cluster
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+VIEWS = 8  # the issue's measure is 20 refreshes of 30 s; scaled down to keep the suite's time
+SECONDS = 10
+POOL = "two_slots"
+RUN_TIMEOUT = 400
+
+pytestmark = [
+    pytest.mark.timeout(1200),
+    pytest.mark.skipif(bool(celery_unavailable()), reason=str(celery_unavailable())),
+]
+
+DAGS = f"""
+from datetime import datetime
+
+from airflow.sdk import DAG
+
+from airflow_matview import RefreshMaterializedViewOperator
+
+for deferrable in (True, False):
+    with DAG(
+        "scale_deferred" if deferrable else "scale_on_workers",
+        schedule=None,
+        start_date=datetime(2024, 1, 1),
+        max_active_tasks=64,
+    ):
+        for i in range({VIEWS}):
+            RefreshMaterializedViewOperator(
+                task_id=f"slow_{{i}}", view=f"public.slow_{{i}}", deferrable=deferrable, pool="{POOL}", retries=0
+            )
+"""
+
+
+class Sampler(threading.Thread):
+    """The most REFRESH statements running at once, sampled from pg_stat_activity."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__(daemon=True)
+        self.dsn = dsn
+        self.most = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            while not self.stop.is_set():
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                    "AND query LIKE 'REFRESH MATERIALIZED VIEW%%'"
+                ).fetchone()
+                self.most = max(self.most, int(row[0]) if row else 0)
+                time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def celery_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AirflowStack, ApiClient, str]]:
+    cluster = embedded_cluster()
+    stack: AirflowStack | None = None
+    try:
+        cluster.start()
+        cluster.create_database("scenario")
+        with psycopg.connect(cluster.dsn("scenario"), autocommit=True) as conn:
+            conn.execute("CREATE TABLE refresh_delay (seconds float8)")
+            conn.execute("INSERT INTO refresh_delay VALUES (0)")
+            for i in range(VIEWS):
+                conn.execute(
+                    f"CREATE MATERIALIZED VIEW slow_{i} AS SELECT g AS id FROM generate_series(1, 3) g "
+                    "WHERE (SELECT pg_sleep(seconds)::text FROM refresh_delay) = ''"
+                )
+            conn.execute("UPDATE refresh_delay SET seconds = %s", [SECONDS])
+        dags = tmp_path_factory.mktemp("dags")
+        (dags / "scale.py").write_text(textwrap.dedent(DAGS))
+        stack = AirflowStack(
+            cluster, dags, {"postgres_default": cluster.uri("scenario")}, executor="celery", triggerer=True
+        )
+        stack.start()
+        api = ApiClient(stack)
+        api.post("/pools", {"name": POOL, "slots": 2, "include_deferred": False})
+        for dag_id in ("scale_deferred", "scale_on_workers"):
+            api.wait_for_dag(dag_id)
+            api.patch(f"/dags/{dag_id}", {"is_paused": False})
+        yield stack, api, cluster.dsn("scenario")
+    finally:
+        try:
+            if stack is not None:
+                stack.stop()
+        finally:
+            cluster.destroy()
+
+
+def _run(api: ApiClient, dsn: str, dag_id: str) -> tuple[float, list[dict[str, Any]], int]:
+    """Trigger ``dag_id``; its wall time (first task start to last task end), task instances, most REFRESHes."""
+    sampler = Sampler(dsn)
+    sampler.start()
+    run_id = api.post(f"/dags/{dag_id}/dagRuns", {"logical_date": None})["dag_run_id"]
+    try:
+        run = api.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)
+    finally:
+        sampler.stop.set()
+        sampler.join()
+    tasks = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100")["task_instances"]
+    assert run["state"] == "success", [(task["task_id"], task["state"]) for task in tasks]
+    starts = [datetime.fromisoformat(task["start_date"]) for task in tasks]
+    ends = [datetime.fromisoformat(task["end_date"]) for task in tasks]
+    return (max(ends) - min(starts)).total_seconds(), tasks, sampler.most
+
+
+def test_deferred_refreshes_free_the_worker_slots(celery_stack: tuple[AirflowStack, ApiClient, str]) -> None:
+    stack, api, dsn = celery_stack
+    on_workers, worker_tasks, most_on_workers = _run(api, dsn, "scale_on_workers")
+    deferred, deferred_tasks, most_deferred = _run(api, dsn, "scale_deferred")
+    print(
+        f"\n{VIEWS} refreshes of {SECONDS}s in a pool of 2 slots, CeleryExecutor with 2 workers: "
+        f"on the workers {on_workers:.1f}s (at most {most_on_workers} REFRESH at once), "
+        f"deferred {deferred:.1f}s (at most {most_deferred} at once)"
+    )
+
+    assert {task["state"] for task in worker_tasks + deferred_tasks} == {"success"}
+    assert most_on_workers <= 2, "the pool's 2 slots bound the refreshes on the workers"
+    assert on_workers >= VIEWS / 2 * SECONDS
+    assert most_deferred > 2, "deferred refreshes run together in the triggerer, beyond the pool's slots"
+    assert deferred < on_workers / 2
+    hostnames = {task["hostname"] for task in worker_tasks}
+    print(f"refreshes per worker: { {name: [t['hostname'] for t in worker_tasks].count(name) for name in hostnames} }")
+    assert hostnames == set(stack.workers), "both Celery workers ran refreshes"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        populated = conn.execute("SELECT count(*) FROM pg_matviews WHERE ispopulated").fetchone()
+        assert populated == (VIEWS,)
