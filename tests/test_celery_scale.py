@@ -7,10 +7,14 @@ task instances' start and end times and from ``pg_stat_activity`` sampled every 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import textwrap
 import threading
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -33,7 +37,7 @@ pytestmark = [
 ]
 
 DAGS = f"""
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.sdk import DAG
 
@@ -50,6 +54,11 @@ for deferrable in (True, False):
             RefreshMaterializedViewOperator(
                 task_id=f"slow_{{i}}", view=f"public.slow_{{i}}", deferrable=deferrable, pool="{POOL}", retries=0
             )
+
+with DAG("worker_lost", schedule=None, start_date=datetime(2024, 1, 1)):
+    RefreshMaterializedViewOperator(
+        task_id="refresh", view="public.long_view", retries=1, retry_delay=timedelta(seconds=1)
+    )
 """
 
 
@@ -89,15 +98,23 @@ def celery_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Air
                     "WHERE (SELECT pg_sleep(seconds)::text FROM refresh_delay) = ''"
                 )
             conn.execute("UPDATE refresh_delay SET seconds = %s", [SECONDS])
+            conn.execute("CREATE TABLE long_delay (seconds float8)")
+            conn.execute("INSERT INTO long_delay VALUES (0)")
+            conn.execute(
+                "CREATE MATERIALIZED VIEW long_view AS SELECT clock_timestamp() AS refreshed_at "
+                "WHERE (SELECT pg_sleep(seconds)::text FROM long_delay) = ''"
+            )
         dags = tmp_path_factory.mktemp("dags")
         (dags / "scale.py").write_text(textwrap.dedent(DAGS))
         stack = AirflowStack(
             cluster, dags, {"postgres_default": cluster.uri("scenario")}, executor="celery", triggerer=True
         )
+        # A task whose worker died is failed (and retried) once its heartbeat is this old.
+        stack.env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] = "15"
         stack.start()
         api = ApiClient(stack)
         api.post("/pools", {"name": POOL, "slots": 2, "include_deferred": False})
-        for dag_id in ("scale_deferred", "scale_on_workers"):
+        for dag_id in ("scale_deferred", "scale_on_workers", "worker_lost"):
             api.wait_for_dag(dag_id)
             api.patch(f"/dags/{dag_id}", {"is_paused": False})
         yield stack, api, cluster.dsn("scenario")
@@ -147,3 +164,55 @@ def test_deferred_refreshes_free_the_worker_slots(celery_stack: tuple[AirflowSta
     with psycopg.connect(dsn, autocommit=True) as conn:
         populated = conn.execute("SELECT count(*) FROM pg_matviews WHERE ispopulated").fetchone()
         assert populated == (VIEWS,)
+
+
+def test_worker_killed_mid_refresh(celery_stack: tuple[AirflowStack, ApiClient, str]) -> None:
+    """Last in the module: it leaves the stack with one worker."""
+    stack, api, dsn = celery_stack
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE long_delay SET seconds = 120")
+        before = conn.execute("SELECT refreshed_at FROM long_view").fetchone()
+        run_id = api.post("/dags/worker_lost/dagRuns", {"logical_date": None})["dag_run_id"]
+        task_path = f"/dags/worker_lost/dagRuns/{run_id}/taskInstances/refresh"
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while not _refresh_backends(conn) or not api.get(task_path).get("hostname"):
+            assert time.monotonic() < deadline, api.get(task_path)
+            time.sleep(0.5)
+        victim = api.get(task_path)["hostname"]
+        conn.execute("UPDATE long_delay SET seconds = 3")  # the retry's refresh is short
+        session = stack.processes[f"celery-{victim}"].pid
+        killed = time.monotonic()
+        for pid in _session_pids(session):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        while _refresh_backends(conn) or _advisory_locks(conn):
+            assert time.monotonic() - killed < 5, "the REFRESH or its lock outlived the killed worker by 5 s"
+            time.sleep(0.1)
+        print(f"\nworker {victim} SIGKILLed: REFRESH and lock gone {time.monotonic() - killed:.2f}s later")
+        run = api.wait_for_run("worker_lost", run_id, timeout=RUN_TIMEOUT)
+        task = api.get(task_path)
+        print(f"retried on {task['hostname']}, run {run['state']} {time.monotonic() - killed:.1f}s after the kill")
+        assert (run["state"], task["try_number"]) == ("success", 2)
+        assert task["hostname"] != victim and task["hostname"] in stack.workers
+        after = conn.execute("SELECT refreshed_at FROM long_view").fetchone()
+        assert before is not None and after is not None and after[0] > before[0], "the view holds the new data"
+
+
+def _refresh_backends(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
+    return conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'REFRESH MATERIALIZED VIEW%%'"
+    ).fetchall()
+
+
+def _advisory_locks(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _session_pids(session: int) -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[3]) == session:
+                pids.append(int(stat.parent.name))
+    return pids
