@@ -55,6 +55,10 @@ for deferrable in (True, False):
                 task_id=f"slow_{{i}}", view=f"public.slow_{{i}}", deferrable=deferrable, pool="{POOL}", retries=0
             )
 
+for worker in ("worker1", "worker2"):
+    with DAG(f"same_view_on_{{worker}}", schedule=None, start_date=datetime(2024, 1, 1)):
+        RefreshMaterializedViewOperator(task_id="refresh", view="public.slow_0", queue=worker, retries=0)
+
 with DAG("worker_lost", schedule=None, start_date=datetime(2024, 1, 1)):
     RefreshMaterializedViewOperator(
         task_id="refresh", view="public.long_view", retries=1, retry_delay=timedelta(seconds=1)
@@ -114,7 +118,13 @@ def celery_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Air
         stack.start()
         api = ApiClient(stack)
         api.post("/pools", {"name": POOL, "slots": 2, "include_deferred": False})
-        for dag_id in ("scale_deferred", "scale_on_workers", "worker_lost"):
+        for dag_id in (
+            "scale_deferred",
+            "scale_on_workers",
+            "same_view_on_worker1",
+            "same_view_on_worker2",
+            "worker_lost",
+        ):
             api.wait_for_dag(dag_id)
             api.patch(f"/dags/{dag_id}", {"is_paused": False})
         yield stack, api, cluster.dsn("scenario")
@@ -161,6 +171,39 @@ def test_deferred_refreshes_free_the_worker_slots(celery_stack: tuple[AirflowSta
     hostnames = {task["hostname"] for task in worker_tasks}
     print(f"refreshes per worker: { {name: [t['hostname'] for t in worker_tasks].count(name) for name in hostnames} }")
     assert hostnames == set(stack.workers), "both Celery workers ran refreshes"
+
+
+def test_one_view_on_two_workers_never_refreshes_twice_at_once(
+    celery_stack: tuple[AirflowStack, ApiClient, str],
+) -> None:
+    stack, api, dsn = celery_stack
+    sampler = Sampler(dsn)
+    sampler.start()
+    runs = {
+        worker: api.post(f"/dags/same_view_on_{worker}/dagRuns", {"logical_date": None}) for worker in stack.workers
+    }
+    try:
+        tasks = {}
+        for worker, run in runs.items():
+            dag_id = f"same_view_on_{worker}"
+            assert api.wait_for_run(dag_id, run["dag_run_id"], timeout=RUN_TIMEOUT)["state"] == "success"
+            tasks[worker] = api.get(f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances/refresh")
+    finally:
+        sampler.stop.set()
+        sampler.join()
+    spans = sorted(
+        (datetime.fromisoformat(task["start_date"]), datetime.fromisoformat(task["end_date"]), task["hostname"])
+        for task in tasks.values()
+    )
+    (first_start, first_end, first_host), (second_start, second_end, second_host) = spans
+    print(
+        f"\nslow_0 ({SECONDS}s) on {first_host} and {second_host}: tasks {first_start:%H:%M:%S}-{first_end:%H:%M:%S} "
+        f"and {second_start:%H:%M:%S}-{second_end:%H:%M:%S}, at most {sampler.most} REFRESH at once"
+    )
+    assert {first_host, second_host} == set(stack.workers)
+    assert second_start < first_end, "both tasks ran at once, so the second one waited for the lock"
+    assert sampler.most == 1, "the advisory lock let only one REFRESH of the view run at a time"
+    assert (max(first_end, second_end) - min(first_start, second_start)).total_seconds() >= 2 * SECONDS
 
 
 def test_worker_killed_mid_refresh(celery_stack: tuple[AirflowStack, ApiClient, str]) -> None:
