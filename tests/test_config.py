@@ -292,7 +292,8 @@ def test_an_empty_defaults_block_is_accepted(tmp_path: Path) -> None:
         ),
         (
             {"defaults": {"name": "public.a"}, "views": [{"name": "public.a"}]},
-            "defaults: name: unknown key; allowed keys are analyze, concurrently, conn_id, description, "
+            "defaults: name: unknown key; allowed keys are analyze, concurrently, conn_id, deferrable, "
+            "description, "
             "execution_timeout, lock_timeout, max_staleness, min_interval, on_change, on_failure, on_overlap, "
             "on_retry, on_stale, on_success, owner, poll_interval, pool, pool_slots, priority_weight, queue, retries, "
             "retry_delay, retry_exponential_backoff, schedule, skip_if_unchanged, tags, timezone",
@@ -300,8 +301,8 @@ def test_an_empty_defaults_block_is_accepted(tmp_path: Path) -> None:
         (
             {"views": [{"name": "public.a", "colour": "blue"}]},
             "views[0] (public.a): colour: unknown key; allowed keys are after, analyze, concurrently, conn_id, "
-            "dag_id, description, execution_timeout, lock_timeout, max_staleness, min_interval, name, on_change, "
-            "on_failure, on_overlap, on_retry, on_stale, on_success, owner, poll_interval, pool, pool_slots, "
+            "dag_id, deferrable, description, execution_timeout, lock_timeout, max_staleness, min_interval, name, "
+            "on_change, on_failure, on_overlap, on_retry, on_stale, on_success, owner, poll_interval, pool, pool_slots, "
             "priority_weight, queue, retries, retry_delay, retry_exponential_backoff, schedule, skip_if_unchanged, "
             "tags, timezone",
         ),
