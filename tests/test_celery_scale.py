@@ -32,6 +32,7 @@ POOL = "two_slots"
 RUN_TIMEOUT = 400
 
 pytestmark = [
+    pytest.mark.celery,
     pytest.mark.timeout(1200),
     pytest.mark.skipif(bool(celery_unavailable()), reason=str(celery_unavailable())),
 ]

@@ -181,6 +181,7 @@ def test_ctrl_c_with_the_output_pipe_gone_while_starting_airflow(tmp_path: Path)
             airflow.signal("group", signal.SIGKILL)
 
 
+@pytest.mark.celery
 def test_celery_executor_stack_leaves_nothing_behind(tmp_path: Path) -> None:
     if reason := celery_unavailable():
         pytest.skip(reason)
