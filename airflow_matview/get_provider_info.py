@@ -26,4 +26,10 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_matview.operators.refresh"],
             }
         ],
+        "triggers": [
+            {
+                "integration-name": "PostgreSQL materialized views",
+                "python-modules": ["airflow_matview.triggers.refresh"],
+            }
+        ],
     }
