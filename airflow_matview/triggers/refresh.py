@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_matview import exceptions
 from airflow_matview.compat import AirflowSkipException
-from airflow_matview.exceptions import MatviewConfigurationError, MatviewRefreshError
+from airflow_matview.exceptions import MatviewRefreshError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -34,10 +35,14 @@ if TYPE_CHECKING:
 # before the REFRESH statement reached the server would otherwise be lost.
 CANCEL_RETRY_SECONDS = 1.0
 CANCEL_WAIT_SECONDS = 30.0
-_ERRORS: dict[str, type[Exception]] = {
-    "configuration": MatviewConfigurationError,
-    "refresh": MatviewRefreshError,
-    "skip": AirflowSkipException,
+# The errors a refresh raises, by name: the event carries the name, and the task raises the same class again.
+_ERRORS: dict[str, type[BaseException]] = {
+    **{
+        name: value
+        for name, value in vars(exceptions).items()
+        if name.startswith("Matview") and isinstance(value, type) and issubclass(value, BaseException)
+    },
+    "AirflowSkipException": AirflowSkipException,
 }
 
 
@@ -59,7 +64,7 @@ def settings_to_kwargs(settings: RefreshSettings) -> dict[str, Any]:
     }
 
 
-def error_from_event(event: dict[str, Any]) -> Exception:
+def error_from_event(event: dict[str, Any]) -> BaseException:
     """The exception a failed deferred refresh raised in the triggerer, to raise again in the task."""
     return _ERRORS.get(event.get("error", ""), MatviewRefreshError)(event.get("message", "The refresh failed."))
 
@@ -98,7 +103,8 @@ class RefreshTrigger(BaseTrigger):
             try:
                 outcome = self._refresh()
             except BaseException as exc:  # never leave the trigger waiting for a thread that died
-                outcome = {"status": "error", "error": "refresh", "message": f"Refresh of {self.view} failed: {exc}"}
+                message = f"Refresh of {self.view} failed: {exc}"
+                outcome = {"status": "error", "error": "MatviewRefreshError", "message": message}
             with contextlib.suppress(RuntimeError):  # the loop is closed: the triggerer is gone, nobody waits
                 loop.call_soon_threadsafe(finish, outcome)
 
@@ -133,14 +139,11 @@ class RefreshTrigger(BaseTrigger):
             finally:
                 self._conn = None
                 conn.close()
-        except MatviewConfigurationError as exc:
-            return {"status": "error", "error": "configuration", "message": str(exc)}
-        except MatviewRefreshError as exc:
-            return {"status": "error", "error": "refresh", "message": str(exc)}
-        except AirflowSkipException as exc:
-            return {"status": "error", "error": "skip", "message": str(exc)}
+        except tuple(_ERRORS.values()) as exc:
+            return {"status": "error", "error": type(exc).__name__, "message": str(exc)}
         except Exception as exc:  # anything else still ends the task, with its cause, instead of hanging it
-            return {"status": "error", "error": "refresh", "message": f"Refresh of {view} ({label}) failed: {exc}"}
+            message = f"Refresh of {view} ({label}) failed: {exc}"
+            return {"status": "error", "error": "MatviewRefreshError", "message": message}
         return {
             "status": "success",
             "namespace": namespace,
