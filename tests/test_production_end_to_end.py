@@ -76,6 +76,7 @@ def _config() -> dict[str, Any]:
                 "name": "public.notify_broken",
                 "retries": 1,
                 "retry_delay": "1s",
+                "lock_timeout": "1s",
                 "on_retry": _notifier("retry@example.com"),
                 "on_failure": _notifier("failure@example.com"),
             },
@@ -97,7 +98,6 @@ SCENARIO = [
     "INSERT INTO divisor VALUES (1)",
     "CREATE MATERIALIZED VIEW notify_ok AS SELECT * FROM src",
     "CREATE MATERIALIZED VIEW notify_broken AS SELECT id / (SELECT d FROM divisor) AS x FROM src",
-    "UPDATE divisor SET d = 0",  # every refresh of notify_broken now fails: division by zero
     "CREATE MATERIALIZED VIEW stale_view AS SELECT * FROM src",
     # Each pooled refresh takes 3 s, so refreshes let through together overlap.
     *(f"CREATE MATERIALIZED VIEW {view} AS SELECT 1 AS x FROM pg_sleep(3) WITH NO DATA" for view in POOLED),
@@ -140,10 +140,18 @@ def _to(address: str) -> Any:
 
 
 def test_success_retry_and_failure_mails_name_view_connection_error_try_and_log(deployment: Deployment) -> None:
-    ok_dag, ok_run = deployment.trigger("notify_ok")
-    broken_dag, broken_run = deployment.trigger("notify_broken")
-    assert deployment.api.wait_for_run(ok_dag, ok_run, timeout=RUN_TIMEOUT)["state"] == "success"
-    assert deployment.api.wait_for_run(broken_dag, broken_run, timeout=RUN_TIMEOUT)["state"] == "failed"
+    # A session holding ACCESS EXCLUSIVE on a source makes every try of notify_broken time out on its lock: a
+    # failure that a retry may cure, so Airflow retries it (errors in the view's query are not retried).
+    blocker = deployment.connect()
+    try:
+        blocker.execute("BEGIN")
+        blocker.execute("LOCK TABLE divisor IN ACCESS EXCLUSIVE MODE")
+        ok_dag, ok_run = deployment.trigger("notify_ok")
+        broken_dag, broken_run = deployment.trigger("notify_broken")
+        assert deployment.api.wait_for_run(ok_dag, ok_run, timeout=RUN_TIMEOUT)["state"] == "success"
+        assert deployment.api.wait_for_run(broken_dag, broken_run, timeout=RUN_TIMEOUT)["state"] == "failed"
+    finally:
+        blocker.close()
 
     (success,) = deployment.sink.wait_for(_to("ok@example.com"))
     assert success.subject == "OK public.notify_ok try 1", "the config's Jinja subject, rendered by Airflow"
@@ -159,7 +167,7 @@ def test_success_retry_and_failure_mails_name_view_connection_error_try_and_log(
         assert mail.subject == f"[airflow-matview] public.notify_broken {what} (connection postgres_default)"
         assert f"Materialized view public.notify_broken {what}." in mail.body
         assert "Connection: postgres_default" in mail.body
-        assert "division by zero" in mail.body, mail.body
+        assert "Timed out after 1s (lock_timeout)" in mail.body, mail.body
         assert f"Try: {try_number} of 2" in mail.body
         assert f"Log: {log_base}/tasks/refresh?try_number={try_number}" in mail.body, mail.body
     print(f"failure mail:\n{failure.subject}\n{failure.body}")
