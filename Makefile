@@ -4,18 +4,20 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 AIRFLOW_VERSION ?= 3.3.2
+# Known-good pins for that Airflow minor (`make constraints` regenerates them), so installs are reproducible.
+CONSTRAINTS ?= constraints/airflow-$(word 1,$(subst ., ,$(AIRFLOW_VERSION))).$(word 2,$(subst ., ,$(AIRFLOW_VERSION))).txt
 # `make airflow EXECUTOR=celery` runs the CeleryExecutor (Redis and two workers) instead of the LocalExecutor.
 EXECUTOR ?= local
 AIRFLOW_PORT ?= 8080
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo airflow test lint chromium redis bench bench-onchange clean
+.PHONY: demo airflow test lint chromium redis postgresql bench bench-onchange clean constraints test-matrix test-matrix-ci
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]" "apache-airflow==$(AIRFLOW_VERSION)"
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e ".[dev]" "apache-airflow==$(AIRFLOW_VERSION)"
 	touch $@
 
 demo: $(BIN)/.installed
@@ -42,6 +44,17 @@ redis:
 	      || echo "apt-get could not install redis-server: the CeleryExecutor tests will be skipped"; \
 	  else echo "redis-server is missing and cannot be installed here: the CeleryExecutor tests will be skipped"; fi; }
 
+# PostgreSQL 15 is Debian's (16, 17 and 18 come from wheels in the dev extras); install it when we may,
+# without the "main" cluster Debian would start on port 5432.
+postgresql:
+	@test -x /usr/lib/postgresql/15/bin/initdb || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Debian's postgresql-15 for the tests on PostgreSQL 15..."; \
+	    mkdir -p /etc/postgresql-common && echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o Dpkg::Options::=--force-confold \
+	      postgresql-15 >/dev/null || echo "apt-get could not install postgresql-15: the tests on PostgreSQL 15 will not run"; \
+	  else echo "PostgreSQL 15 is missing and cannot be installed here: the tests on PostgreSQL 15 will not run"; fi; }
+
 bench: $(BIN)/.installed
 	$(BIN)/python -W ignore::Warning -m devtools.bench $(BENCH_ARGS)
 	$(BIN)/python -W ignore::Warning -m devtools.bench_fleet $(if $(findstring --quick,$(BENCH_ARGS)),--quick)
@@ -55,8 +68,28 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint chromium redis
+test: lint chromium redis postgresql
 	$(BIN)/pytest
 
+# The DAG-running tests (marker airflow_run) and one end-to-end test on other Airflow minors and Pythons, each in
+# its own venv (.venv-matrix/af<version>-py<python>) built with that minor's constraints. MATRIX lists
+# <airflow version>:<python>; a Python missing here is reported and skipped. MATVIEW_PG picks the server (17, a
+# wheel on every Python). test-matrix-ci is the part CI runs: each other minor once, oldest and newest Python.
+MATRIX ?= 3.1.8:python3.10 3.1.8:python3.11 3.1.8:python3.12 3.1.8:python3.13 \
+          3.2.2:python3.10 3.2.2:python3.11 3.2.2:python3.12 3.2.2:python3.13 \
+          3.3.2:python3.10 3.3.2:python3.12 3.3.2:python3.13
+MATRIX_CI ?= 3.1.8:python3.10 3.2.2:python3.13
+MATRIX_TESTS ?= -m airflow_run tests/test_end_to_end.py::test_scheduled_run_needs_no_trigger
+
+test-matrix:
+	$(PYTHON) -m devtools.matrix $(MATRIX) -- $(MATRIX_TESTS)
+
+test-matrix-ci:
+	$(PYTHON) -m devtools.matrix $(MATRIX_CI) -- $(MATRIX_TESTS)
+
+constraints: $(BIN)/.installed
+	$(BIN)/pip install --quiet uv
+	$(BIN)/python -m devtools.constraints
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-matrix .mypy_cache .pytest_cache .ruff_cache

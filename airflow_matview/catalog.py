@@ -192,7 +192,9 @@ def refresh_permission(conn: Connection, oid: int) -> RefreshPermission:
     row = conn.execute(_MAY_REFRESH, {"oid": oid}).fetchone()
     assert row is not None
     is_owner, owner, role, maintain = row
-    return RefreshPermission(allowed=bool(is_owner or maintain), owner=owner, role=role, by_maintain=bool(maintain))
+    # PostgreSQL 17+ grants MAINTAIN to the owner too: it is the reason only for a role that does not own the view.
+    by_maintain = bool(maintain) and not is_owner
+    return RefreshPermission(allowed=bool(is_owner or maintain), owner=owner, role=role, by_maintain=by_maintain)
 
 
 # The relations that hold rows among those read (views are walked through, indexes are not read).

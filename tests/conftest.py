@@ -29,10 +29,39 @@ os.environ.update(
     }
 )
 
-from devtools.pgcluster import PostgresCluster, available_bin_dirs  # noqa: E402
+from devtools.pgcluster import PostgresCluster, available_bin_dirs, missing_majors  # noqa: E402
 
 SERVERS = available_bin_dirs()
+MISSING_MAJORS = missing_majors(SERVERS)
+# MATVIEW_PG=17 (or 15,18...) runs the DB tests on those majors only, as `make test-matrix` does.
+if os.environ.get("MATVIEW_PG"):
+    _WANTED = set(os.environ["MATVIEW_PG"].split(","))
+    SERVERS = {label: path for label, path in SERVERS.items() if label.split("-")[0] in _WANTED}
 AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
+
+
+def pytest_report_header() -> list[str]:
+    lines = [f"PostgreSQL servers: {', '.join(sorted(SERVERS)) or 'none'}"]
+    lines += [
+        f"PostgreSQL {major} not found (from {source}): its tests do not run"
+        for major, source in MISSING_MAJORS.items()
+    ]
+    return lines
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # CI must not turn green because a server it should test against failed to install.
+    if os.environ.get("CI") and MISSING_MAJORS and not os.environ.get("MATVIEW_PG"):
+        missing = "; ".join(f"{major} (from {source})" for major, source in MISSING_MAJORS.items())
+        raise pytest.UsageError(f"CI tests every supported PostgreSQL major, and these are missing: {missing}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A test that needs Airflow's metadata DB runs DAGs (dag.test(), `airflow dags ...`): `make test-matrix` runs
+    # these on every supported Airflow minor (`-m airflow_run`).
+    for item in items:
+        if "airflow_db" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.airflow_run)
 
 
 @pytest.fixture(scope="session", params=sorted(SERVERS), ids=lambda label: f"pg{label}")

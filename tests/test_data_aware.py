@@ -234,10 +234,10 @@ def test_never_skips_a_view_that_uses_a_user_function(
     scenario.execute("CREATE TABLE orders (user_id int)")
     scenario.execute(
         "CREATE FUNCTION order_count(int) RETURNS bigint LANGUAGE sql STABLE "
-        "AS 'SELECT count(*) FROM orders WHERE user_id = $1'"
+        "AS 'SELECT count(*) FROM public.orders WHERE user_id = $1'"
     )
     scenario.execute(
-        "CREATE FUNCTION order_count(int, int) RETURNS bigint LANGUAGE sql STABLE AS 'SELECT order_count($1)'"
+        "CREATE FUNCTION order_count(int, int) RETURNS bigint LANGUAGE sql STABLE AS 'SELECT public.order_count($1)'"
     )
     scenario.execute("CREATE OPERATOR public.### (FUNCTION = order_count, LEFTARG = int, RIGHTARG = int)")
     scenario.execute(f"CREATE MATERIALIZED VIEW user_orders AS SELECT id, {uses} AS n FROM polls_user")
