@@ -99,7 +99,7 @@ def main(argv: list[str]) -> int:
         specs, pytest_args = argv[:split], argv[split + 1 :]
     else:
         specs, pytest_args = argv, ["-m", "airflow_run"]
-    cells = [Cell(*spec.split(":", 1)) for spec in specs]
+    cells = [Cell(airflow, python) for airflow, python in (spec.split(":", 1) for spec in specs)]
     ok = [run(cell, pytest_args) for cell in cells]
     print(f"\nAirflow matrix (PostgreSQL {PG_MAJOR}):")
     for cell in cells:
