@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow import __version__ as AIRFLOW_VERSION
+from packaging.version import Version
 
 try:  # Airflow 3.2+: the task SDK holds the exceptions a task raises
     from airflow.sdk.exceptions import (
@@ -60,6 +61,26 @@ except ImportError:  # an Airflow without event-driven scheduling: on_change is 
     AssetWatcher = None  # type: ignore[assignment,misc,unused-ignore]
     BaseEventTrigger = None  # type: ignore[assignment,misc,unused-ignore]
 
+
+def require(feature: str, minimum: str, installed: str = AIRFLOW_VERSION) -> str | None:
+    """Whether the installed Airflow is new enough for ``feature``: None if so, else the one line to show.
+
+    Config keys and operator arguments that only work on a newer Airflow call this at ``validate`` and at DAG parse
+    time, and report the message as a config problem (prefixed with the key) instead of failing with an ImportError
+    later, e.g. ``problem = require("on_change (AssetWatcher with a custom trigger)", "3.2")``.
+
+    :param feature: what the user asked for, as they would recognise it (a config key, an operator argument).
+    :param minimum: the first Airflow version that has it, e.g. ``"3.2"``.
+    :param installed: the Airflow version to judge (defaults to the installed one).
+    """
+    if Version(installed).release >= Version(minimum).release:
+        return None
+    return (
+        f"{feature} needs Apache Airflow {minimum} or newer, and this is Airflow {installed}: "
+        "upgrade Airflow (with its constraints file) or remove the setting"
+    )
+
+
 __all__ = [
     "AIRFLOW_VERSION",
     "DEADLINE_ALERTS_MISSING",
@@ -73,4 +94,5 @@ __all__ = [
     "BaseEventTrigger",
     "CronTriggerTimetable",
     "deadline_alert_model",
+    "require",
 ]

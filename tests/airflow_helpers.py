@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+try:  # Airflow 3.2+
+    from airflow.dag_processing.dagbag import DagBag
+except ImportError:  # Airflow 3.1
+    from airflow.models.dagbag import DagBag  # type: ignore[no-redef,attr-defined,unused-ignore]
+
 if TYPE_CHECKING:
     from airflow.models.dagrun import DagRun
     from airflow.sdk import DAG
+
+__all__ = ["DagBag", "asset_events", "dags_due_on_assets", "register", "run_dag", "task_result"]
 
 
 def register(*dags: DAG) -> None:

@@ -12,9 +12,9 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import yaml
-from airflow.dag_processing.dagbag import DagBag
 
 from airflow_matview.factory import build_dags
+from tests.airflow_helpers import DagBag
 from tests.conftest import AIRFLOW_BIN, REPO
 
 if TYPE_CHECKING:

@@ -6,10 +6,8 @@ import os
 import subprocess
 from typing import TYPE_CHECKING
 
-from airflow.dag_processing.dagbag import DagBag
-
 from devtools.scenario import FIRST_USERS, NEW_USERS, add_new_users, create_reference_scenario, view_rows
-from tests.airflow_helpers import run_dag, task_result
+from tests.airflow_helpers import DagBag, run_dag, task_result
 from tests.conftest import AIRFLOW_BIN, REPO
 
 if TYPE_CHECKING:
