@@ -79,7 +79,7 @@ MATRIX ?= 3.1.8:python3.10 3.1.8:python3.11 3.1.8:python3.12 3.1.8:python3.13 \
           3.2.2:python3.10 3.2.2:python3.11 3.2.2:python3.12 3.2.2:python3.13 \
           3.3.2:python3.10 3.3.2:python3.12 3.3.2:python3.13
 MATRIX_CI ?= 3.1.8:python3.10 3.2.2:python3.13
-MATRIX_TESTS ?= -m airflow_run tests/test_end_to_end.py::test_scheduled_run_needs_no_trigger
+MATRIX_TESTS ?= -m airflow_run
 
 test-matrix:
 	$(PYTHON) -m devtools.matrix $(MATRIX) -- $(MATRIX_TESTS)

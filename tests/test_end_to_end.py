@@ -185,6 +185,7 @@ def test_failed_refresh_states_its_cause_at_the_end_of_the_task_log(deployment: 
     print(f"last lines of the failed task's log state: {cause}")
 
 
+@pytest.mark.airflow_run  # the end-to-end test `make test-matrix` runs on every Airflow minor
 def test_scheduled_run_needs_no_trigger(deployment: Deployment) -> None:
     with deployment.connect() as conn:
         conn.execute("INSERT INTO polls_user (id, name, age) VALUES (100, 'yuki', 19)")
