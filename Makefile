@@ -44,15 +44,16 @@ redis:
 	      || echo "apt-get could not install redis-server: the CeleryExecutor tests will be skipped"; \
 	  else echo "redis-server is missing and cannot be installed here: the CeleryExecutor tests will be skipped"; fi; }
 
-# PostgreSQL 15 is Debian's (16, 17 and 18 come from wheels in the dev extras); install it when we may,
-# without the "main" cluster Debian would start on port 5432.
+# PostgreSQL 15 is Debian's (16, 17 and 18 come from wheels in the dev extras); install it when we may, and drop
+# the "main" cluster Debian creates and starts with it, unless one was there before (the tests start their own).
 postgresql:
 	@test -x /usr/lib/postgresql/15/bin/initdb || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "Installing Debian's postgresql-15 for the tests on PostgreSQL 15..."; \
-	    mkdir -p /etc/postgresql-common && echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o Dpkg::Options::=--force-confold \
-	      postgresql-15 >/dev/null || echo "apt-get could not install postgresql-15: the tests on PostgreSQL 15 will not run"; \
+	    had_main=$$(test -d /etc/postgresql/15/main && echo yes); \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null \
+	      && { [ -n "$$had_main" ] || pg_dropcluster --stop 15 main 2>/dev/null || true; } \
+	      || echo "apt-get could not install postgresql-15: the tests on PostgreSQL 15 will not run"; \
 	  else echo "PostgreSQL 15 is missing and cannot be installed here: the tests on PostgreSQL 15 will not run"; fi; }
 
 bench: $(BIN)/.installed
