@@ -78,6 +78,8 @@ def _plan_error(conn: Connection, oid: int, search_path: str | None) -> psycopg.
     """The error of planning the view's query (with ``search_path`` set first), in a rolled-back transaction."""
     try:
         with conn.transaction(force_rollback=True):
+            # Planning takes ACCESS SHARE locks: never queue behind a running plain refresh or DDL for long.
+            conn.execute("SET LOCAL lock_timeout = '2s'")
             if search_path is not None:
                 conn.execute(sql.SQL("SET LOCAL search_path = {}").format(sql.SQL(search_path)))
             # Read after setting the path, so that every name outside it comes back schema-qualified.
