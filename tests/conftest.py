@@ -56,12 +56,27 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"CI tests every supported PostgreSQL major, and these are missing: {missing}")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+# Tests marked one_server (and those that run a DAG in an `airflow` subprocess) check Airflow's side, not the
+# server's: they run on this server only, to keep `make test` within its time. MATVIEW_ALL_SERVERS=1 runs them on all.
+ONE_SERVER = "16-pgserver" if "16-pgserver" in SERVERS else next(iter(sorted(SERVERS)), None)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # A test that needs Airflow's metadata DB runs DAGs (dag.test(), `airflow dags ...`): `make test-matrix` runs
     # these on every supported Airflow minor (`-m airflow_run`).
+    keep, deselected = [], []
     for item in items:
-        if "airflow_db" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if "airflow_db" in fixtures:
             item.add_marker(pytest.mark.airflow_run)
+        if "slow_dag_run" in fixtures:
+            item.add_marker(pytest.mark.one_server)
+        server = getattr(getattr(item, "callspec", None), "params", {}).get("pg_server")
+        one_server = item.get_closest_marker("one_server") and not os.environ.get("MATVIEW_ALL_SERVERS")
+        (deselected if one_server and server not in (None, ONE_SERVER) else keep).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = keep
 
 
 @pytest.fixture(scope="session", params=sorted(SERVERS), ids=lambda label: f"pg{label}")

@@ -11,6 +11,7 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+import pytest
 import yaml
 
 from airflow_matview.factory import build_dags
@@ -19,8 +20,6 @@ from tests.conftest import AIRFLOW_BIN, REPO
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    import pytest
 
     from tests.conftest import Database
 
@@ -116,6 +115,7 @@ PARSE_PROBE = textwrap.dedent(
 )
 
 
+@pytest.mark.one_server
 def test_parsing_1000_views_touches_no_database(tmp_path: Path, database: Database) -> None:
     config = {"views": [{"name": f"public.view_{index:04d}"} for index in range(1000)]}
     folder = dags_folder(tmp_path, config)

@@ -6,6 +6,8 @@ import os
 import subprocess
 from typing import TYPE_CHECKING
 
+import pytest
+
 from devtools.scenario import FIRST_USERS, NEW_USERS, add_new_users, create_reference_scenario, view_rows
 from tests.airflow_helpers import DagBag, run_dag, task_result
 from tests.conftest import AIRFLOW_BIN, REPO
@@ -39,6 +41,7 @@ def test_view_shows_new_users_only_after_the_dag_runs(
     assert result["seconds"] > 0
 
 
+@pytest.mark.one_server
 def test_airflow_dags_test_cli_refreshes_the_view(
     pg: psycopg.Connection, postgres_default: Database, airflow_db: Path
 ) -> None:
