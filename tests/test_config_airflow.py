@@ -5,11 +5,9 @@ from __future__ import annotations
 import shutil
 from typing import TYPE_CHECKING
 
-from airflow.dag_processing.dagbag import DagBag
-
 from airflow_matview import config
 from airflow_matview.config import load_config
-from tests.airflow_helpers import register
+from tests.airflow_helpers import DagBag, register
 from tests.conftest import REPO
 
 if TYPE_CHECKING:
