@@ -17,6 +17,7 @@ import psycopg
 import pytest
 import yaml
 
+from airflow_matview.compat import DEADLINE_ALERTS_MISSING
 from devtools.airflow_stack import USERNAME, AirflowStack, ApiClient
 from devtools.pgcluster import embedded_cluster
 from devtools.scenario import add_new_users, create_reference_scenario, view_rows
@@ -73,10 +74,10 @@ def _deployment_config(dags: Path) -> None:
             "name": "public.budget_view",
             "schedule": "0 6 * * *",
             "timezone": "Europe/Paris",
-            "max_staleness": "1m",
-            "on_stale": [{"notifier": "logging.warning"}],
         },
     ]
+    if DEADLINE_ALERTS_MISSING is None:  # max_staleness needs Airflow 3.3+ (`make test-matrix` runs older ones)
+        config["views"][-1] |= {"max_staleness": "1m", "on_stale": [{"notifier": "logging.warning"}]}
     (dags / "matviews.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
