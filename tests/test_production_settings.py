@@ -421,9 +421,7 @@ def test_a_notifier_argument_yaml_reads_as_a_date_or_bytes_is_refused_with_the_q
 
 
 def test_edge_values_of_the_production_keys_that_validate_load_in_a_dagbag(tmp_path: Path, airflow_db: Path) -> None:
-    from airflow.dag_processing.dagbag import DagBag
-
-    from tests.airflow_helpers import register
+    from tests.airflow_helpers import DagBag, register
 
     stale = [{"notifier": "tests.recording_notifier.record_async", "label": "late"}, {"notifier": SMTP, "to": "x@y.z"}]
     config = {
