@@ -118,7 +118,7 @@ def test_a_view_dropped_and_created_again(database: Database, pg: psycopg.Connec
 
 def test_unwatchable_sources_say_why(database: Database, pg: psycopg.Connection) -> None:
     pg.execute("CREATE TABLE t (id int)")
-    pg.execute("CREATE FUNCTION n() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM t'")
+    pg.execute("CREATE FUNCTION n() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM public.t'")
     pg.execute("CREATE MATERIALIZED VIEW by_function AS SELECT n() AS n")
     pg.execute("CREATE SEQUENCE s")
     pg.execute("CREATE MATERIALIZED VIEW by_sequence AS SELECT last_value FROM s")
