@@ -27,6 +27,11 @@ except ImportError:  # Airflow 3.1
         AirflowTaskTimeout,
     )
 
+try:  # where a task's deferral is raised from moved separately from the other exceptions
+    from airflow.sdk.exceptions import TaskDeferred
+except ImportError:  # Airflow 3.1
+    from airflow.exceptions import TaskDeferred  # type: ignore[no-redef,attr-defined,unused-ignore]
+
 try:  # Airflow 3.2+
     from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
 except ImportError:  # Airflow 3.1
@@ -93,6 +98,7 @@ __all__ = [
     "AssetWatcher",
     "BaseEventTrigger",
     "CronTriggerTimetable",
+    "TaskDeferred",
     "deadline_alert_model",
     "require",
 ]

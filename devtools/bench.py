@@ -388,8 +388,7 @@ def read_stream(
 
 
 def bench_skip(report: Report, plan: Plan, dsn: str) -> None:
-    from airflow.sdk.exceptions import AirflowSkipException
-
+    from airflow_matview.compat import AirflowSkipException
     from airflow_matview.identifiers import parse_qualified_name
     from airflow_matview.refresh import RefreshSettings, refresh_materialized_view
 

@@ -13,10 +13,9 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_matview import RefreshMaterializedViewOperator
-from airflow_matview.compat import AirflowSkipException
+from airflow_matview.compat import AirflowSkipException, TaskDeferred
 from airflow_matview.exceptions import MatviewConfigurationError, MatviewQueryError, MatviewRefreshError
 from airflow_matview.locks import advisory_key
 from airflow_matview.operators.refresh import DEFER_TIMEOUT_GRACE
