@@ -69,8 +69,12 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Two pytest-xdist workers: most of the suite waits on servers and real Airflow stacks, so two processes keep both
+# cores busy (tests/conftest.py keeps the tests of one real-Airflow stack in one worker). PYTEST_ARGS= runs serially.
+PYTEST_ARGS ?= -n 2
+
 test: lint chromium redis postgresql
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The DAG-running tests (marker airflow_run) and one end-to-end test on other Airflow minors and Pythons, each in
 # its own venv (.venv-matrix/af<version>-py<python>) built with that minor's constraints. MATRIX lists

@@ -8,7 +8,7 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
@@ -59,6 +59,16 @@ def pytest_configure(config: pytest.Config) -> None:
 # Tests marked one_server (and those that run a DAG in an `airflow` subprocess) check Airflow's side, not the
 # server's: they run on this server only, to keep `make test` within its time. MATVIEW_ALL_SERVERS=1 runs them on all.
 ONE_SERVER = "16-pgserver" if "16-pgserver" in SERVERS else next(iter(sorted(SERVERS)), None)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under ``-n`` (``--dist load``, xdist's default), keep each module-scoped Airflow stack in one worker."""
+    if config.getvalue("dist") != "load":
+        return None
+    from tests.parallel import StackModulesTogether
+
+    return StackModulesTogether(config, log)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

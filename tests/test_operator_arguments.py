@@ -101,6 +101,7 @@ def test_a_templated_connection_uri_is_refused_at_run_time_and_never_repeated(sc
     assert "postgres_conn_id (rendered): this looks like a connection URI" in str(raised.value)
 
 
+@pytest.mark.one_server  # the Variable key Airflow accepts, not the server, is under test
 def test_skip_if_unchanged_on_a_non_ascii_view_name_under_airflow_dags_test(
     scenario: psycopg.Connection, database: Database, tmp_path: Path
 ) -> None:
