@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from airflow_matview.locks import advisory_key
 from airflow_matview.operators.refresh import DEFER_TIMEOUT_GRACE
 from airflow_matview.settings import RefreshSettings
 from airflow_matview.triggers.refresh import RefreshTrigger, error_from_event, settings_to_kwargs
+from devtools.pgcluster import free_port
 from devtools.scenario import add_new_users, create_reference_scenario
 from tests.conftest import REPO
 from tests.test_reliability import locks_on, make_slow_view, refresh_backends, wait_for
@@ -38,8 +40,8 @@ def scenario(pg: psycopg.Connection, postgres_default: Database) -> psycopg.Conn
     return pg
 
 
-def trigger(view: str, **settings: Any) -> RefreshTrigger:
-    return RefreshTrigger(view, "postgres_default", settings_to_kwargs(RefreshSettings(**settings)))
+def trigger(view: str, conn_id: str = "postgres_default", **settings: Any) -> RefreshTrigger:
+    return RefreshTrigger(view, conn_id, settings_to_kwargs(RefreshSettings(**settings)))
 
 
 async def first_event(refresh: RefreshTrigger) -> dict[str, Any]:
@@ -105,6 +107,65 @@ def test_deferred_errors_are_the_errors_of_a_refresh_on_a_worker(
 
     deferred = error_from_event(event)
     assert (type(deferred), str(deferred)) == (error, str(on_worker.value))
+
+
+@pytest.mark.parametrize(
+    ("case", "uri"),
+    [
+        ("not defined", None),
+        ("another type", "mysql://root:pw@127.0.0.1:3306/shop"),
+        ("no such database", "postgresql://postgres@127.0.0.1:{port}/no_such_db"),
+        ("nothing listening", "postgresql://postgres@127.0.0.1:{free}/postgres"),
+    ],
+)
+def test_deferred_connection_errors_are_the_errors_of_a_refresh_on_a_worker(
+    scenario: psycopg.Connection, database: Database, monkeypatch: pytest.MonkeyPatch, case: str, uri: str | None
+) -> None:
+    if uri is not None:
+        monkeypatch.setenv("AIRFLOW_CONN_TARGET", uri.format(port=database.server.port, free=free_port()))
+    view = "public.polls_user_matt_view"
+    with pytest.raises((MatviewConfigurationError, MatviewRefreshError)) as on_worker:
+        RefreshMaterializedViewOperator(task_id="refresh", view=view, postgres_conn_id="target").execute({})  # type: ignore[arg-type]
+
+    event = asyncio.run(first_event(trigger(view, "target")))
+
+    deferred = error_from_event(event)
+    assert (type(deferred), str(deferred)) == (type(on_worker.value), str(on_worker.value))
+    assert str(deferred).startswith("Cannot ")
+
+
+def test_deferred_refreshes_wait_in_the_event_loop_without_a_thread_each(scenario: psycopg.Connection) -> None:
+    """Many refreshes at once in one event loop, as in the triggerer: all run on the server, no thread is added."""
+    count = 8
+    make_slow_view(scenario, 0)
+    for number in range(count):
+        scenario.execute(
+            f"CREATE MATERIALIZED VIEW slow_{number} AS SELECT id, name FROM polls_user "
+            "WHERE (SELECT pg_sleep(seconds)::text FROM refresh_delay) = ''"
+        )
+        scenario.execute(f"CREATE UNIQUE INDEX ON slow_{number} (id)")
+    scenario.execute("UPDATE refresh_delay SET seconds = 2")
+
+    async def refresh_all() -> tuple[int, int, list[dict[str, Any]]]:
+        # One refresh first: what Airflow starts once per process to look connections up is there from now on.
+        await first_event(trigger("public.polls_user_matt_view"))
+        before = threading.active_count()
+        refreshes = [
+            asyncio.create_task(first_event(trigger(f"public.slow_{number}", application_name=f"deferred {number}")))
+            for number in range(count)
+        ]
+        deadline = time.monotonic() + 60
+        while len(refresh_backends(scenario)) < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert len(refresh_backends(scenario)) == count, "the refreshes did not all run at once"
+        during = threading.active_count()
+        return before, during, await asyncio.gather(*refreshes)
+
+    before, during, events = asyncio.run(refresh_all())
+    print(f"{count} deferred refreshes running at once: {before} threads before, {during} while they ran")
+    assert during == before
+    assert [event["status"] for event in events] == ["success"] * count
+    assert {event["result"]["mode"] for event in events} == {"concurrently"}
 
 
 def test_overlap_skip_is_a_skip_when_deferred(scenario: psycopg.Connection, database: Database) -> None:
