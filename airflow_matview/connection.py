@@ -80,13 +80,8 @@ async def aconnect(conn_id: str, purpose: str) -> psycopg.AsyncConnection:
     :param conn_id: the Airflow connection id.
     :param purpose: what the connection is for, for error messages, e.g. ``refresh public.sales``.
     """
-    from airflow.sdk import BaseHook
-
     try:
-        if hasattr(BaseHook, "aget_connection"):
-            airflow_connection = await BaseHook.aget_connection(conn_id)
-        else:  # Airflow before 3.2: the triggerer lets a trigger make this synchronous call
-            airflow_connection = BaseHook.get_connection(conn_id)
+        airflow_connection = await aget_airflow_connection(conn_id)
     except AirflowNotFoundException:
         raise _undefined(conn_id, purpose) from None
     _check_type(airflow_connection, conn_id, purpose)
@@ -98,6 +93,18 @@ async def aconnect(conn_id: str, purpose: str) -> psycopg.AsyncConnection:
     conn.row_factory = tuple_row
     await conn.set_isolation_level(IsolationLevel.READ_COMMITTED)
     return conn
+
+
+async def aget_airflow_connection(conn_id: str) -> AirflowConnection:
+    """The Airflow connection ``conn_id``, looked up from the event loop.
+
+    :raises AirflowNotFoundException: it is not defined.
+    """
+    from airflow.sdk import BaseHook
+
+    if hasattr(BaseHook, "aget_connection"):
+        return await BaseHook.aget_connection(conn_id)
+    return BaseHook.get_connection(conn_id)  # Airflow before 3.2: the triggerer lets a trigger make this call
 
 
 def hook_arguments(airflow_connection: AirflowConnection) -> dict[str, Any]:

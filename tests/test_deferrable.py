@@ -190,6 +190,9 @@ def test_cancelled_trigger_cancels_the_refresh_on_the_server(scenario: psycopg.C
         task.cancel()  # what the triggerer does when the task is marked failed, cleared or times out
         with pytest.raises(asyncio.CancelledError):
             await task
+        # Checked before the event loop ends (which would cancel whatever the trigger left running).
+        assert not refresh_backends(scenario), "the trigger ended before the REFRESH did"
+        assert locks_on(scenario, "slow_view") == 0, "the trigger ended before the REFRESH rolled back"
         return cancelled
 
     cancelled = asyncio.run(cancel_after_start())
