@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from airflow_matview.triggers.refresh import RefreshTrigger, error_from_event, s
 from devtools.pgcluster import free_port
 from devtools.scenario import add_new_users, create_reference_scenario
 from tests.conftest import REPO
+from tests.test_data_aware import publish_statistics, write
 from tests.test_reliability import locks_on, make_slow_view, refresh_backends, wait_for
 
 if TYPE_CHECKING:
@@ -166,6 +168,39 @@ def test_deferred_refreshes_wait_in_the_event_loop_without_a_thread_each(scenari
     assert during == before
     assert [event["status"] for event in events] == ["success"] * count
     assert {event["result"]["mode"] for event in events} == {"concurrently"}
+
+
+def test_skip_if_unchanged_decides_the_same_when_deferred(
+    scenario: psycopg.Connection, database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The skip and its message, after the wait for a session that just went idle to publish its statistics."""
+    from airflow_matview.connection import connect
+    from airflow_matview.identifiers import parse_qualified_name
+    from airflow_matview.refresh import refresh_materialized_view
+
+    view, label = "public.polls_user_matt_view", "connection 'postgres_default'"
+    publish_statistics(scenario)
+    with connect("postgres_default", "test") as conn:
+        first = refresh_materialized_view(conn, parse_qualified_name(view), RefreshSettings(), label)
+        baseline = refresh_materialized_view(
+            conn, parse_qualified_name(view), RefreshSettings(skip_if_unchanged=True), label
+        ).fingerprint
+        settings = {"skip_if_unchanged": True, "previous_fingerprint": baseline}
+        with pytest.raises(AirflowSkipException) as on_worker:
+            refresh_materialized_view(conn, parse_qualified_name(view), RefreshSettings(**settings), label)
+    assert first.fingerprint is None and baseline is not None
+
+    scenario.execute("SELECT 1")  # a session of the database goes idle now: the refresh waits before it decides
+    with caplog.at_level(logging.INFO, logger="airflow_matview.refresh"):
+        event = asyncio.run(first_event(trigger(view, **settings)))
+
+    deferred = error_from_event(event)
+    assert (type(deferred), str(deferred)) == (AirflowSkipException, str(on_worker.value))
+    assert "skip_if_unchanged: waiting" in caplog.text
+    write(database, "INSERT INTO polls_user VALUES (40, 'ivan', 41)")
+    event = asyncio.run(first_event(trigger(view, **settings)))
+    assert event["status"] == "success", event
+    assert event["result"]["fingerprint"] != baseline
 
 
 def test_overlap_skip_is_a_skip_when_deferred(scenario: psycopg.Connection, database: Database) -> None:
