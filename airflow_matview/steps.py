@@ -83,29 +83,35 @@ Steps: TypeAlias = "Generator[Step, Any, T]"
 
 
 def execute(statement: Statement, params: Sequence[Any] | Mapping[str, Any] | None = None) -> Steps[None]:
+    """Run ``statement`` for its effect."""
     yield Query(statement, params)
 
 
 def fetchone(statement: Statement, params: Sequence[Any] | Mapping[str, Any] | None = None) -> Steps[Row | None]:
+    """Run ``statement``; its first row, or ``None``."""
     row: Row | None = yield Query(statement, params, "one")
     return row
 
 
 def fetchall(statement: Statement, params: Sequence[Any] | Mapping[str, Any] | None = None) -> Steps[list[Row]]:
+    """Run ``statement``; all its rows."""
     rows: list[Row] = yield Query(statement, params, "all")
     return rows
 
 
 def sleep(seconds: float) -> Steps[None]:
+    """Wait ``seconds`` without holding the event loop."""
     yield Sleep(seconds)
 
 
 def in_transaction(steps: Steps[T]) -> Steps[T]:
+    """Run ``steps`` in one transaction (see :class:`Transaction`); what they return."""
     result: T = yield Transaction(steps)
     return result
 
 
 def connection_state() -> Steps[ConnectionState]:
+    """The connection's :class:`ConnectionState`."""
     state: ConnectionState = yield State()
     return state
 
