@@ -1,4 +1,8 @@
-"""Read what PostgreSQL's catalog knows about a materialized view. Every query here only reads."""
+"""Read what PostgreSQL's catalog knows about a materialized view. Every query here only reads.
+
+Each reader is a :func:`~airflow_matview.steps.step_function`: ``find_relation(conn, name)`` on a synchronous
+connection, or ``yield from find_relation.steps(name)`` inside other steps (the refresh, on either kind of connection).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_matview.identifiers import QualifiedName, quote_if_needed
+from airflow_matview.steps import fetchall, fetchone, step_function
 
 if TYPE_CHECKING:
-    from psycopg import Connection
+    from airflow_matview.steps import Steps
 
 RELKIND_NAMES = {
     "r": "a table",
@@ -74,29 +79,34 @@ class Relation:
         return "a materialized view" if self.relkind == "m" else RELKIND_NAMES.get(self.relkind, "not a view")
 
 
-def find_relation(conn: Connection, name: QualifiedName) -> Relation | None:
+@step_function
+def find_relation(name: QualifiedName) -> Steps[Relation | None]:
     """Look ``name`` up like PostgreSQL would: in its schema, or else along the ``search_path``."""
-    row = conn.execute(_FIND_RELATION, {"name": name.name, "schema": name.schema}).fetchone()
+    row = yield from fetchone(_FIND_RELATION, {"name": name.name, "schema": name.schema})
     if row is None:
         return None
     oid, schema, relname, relkind, populated = row
     return Relation(oid=oid, name=QualifiedName(schema, relname), relkind=relkind, populated=populated)
 
 
-def search_path(conn: Connection) -> list[str]:
+@step_function
+def search_path() -> Steps[list[str]]:
     """The schemas an unqualified name is looked up in, in order."""
-    row = conn.execute("SELECT pg_catalog.current_schemas(false)").fetchone()
+    row = yield from fetchone("SELECT pg_catalog.current_schemas(false)")
     return list(row[0]) if row else []
 
 
-def usable_unique_indexes(conn: Connection, oid: int) -> list[str]:
+@step_function
+def usable_unique_indexes(oid: int) -> Steps[list[str]]:
     """Names of the indexes that allow ``REFRESH MATERIALIZED VIEW CONCURRENTLY``."""
-    return [row[0] for row in conn.execute(_USABLE_UNIQUE_INDEXES, {"oid": oid})]
+    rows = yield from fetchall(_USABLE_UNIQUE_INDEXES, {"oid": oid})
+    return [row[0] for row in rows]
 
 
-def row_estimate(conn: Connection, oid: int) -> int | None:
+@step_function
+def row_estimate(oid: int) -> Steps[int | None]:
     """The planner's row count (``pg_class.reltuples``), or ``None`` when PostgreSQL has none yet."""
-    row = conn.execute(_ROW_ESTIMATE, {"oid": oid}).fetchone()
+    row = yield from fetchone(_ROW_ESTIMATE, {"oid": oid})
     return None if row is None or row[0] < 0 else int(row[0])
 
 
@@ -109,9 +119,10 @@ class RowCounters:
     deleted: int
 
 
-def row_counters(conn: Connection, oid: int) -> RowCounters:
+@step_function
+def row_counters(oid: int) -> Steps[RowCounters]:
     """Counters that track ``REFRESH ... CONCURRENTLY``, which applies its changes as row inserts and deletes."""
-    row = conn.execute(_ROW_COUNTERS, {"oid": oid}).fetchone()
+    row = yield from fetchone(_ROW_COUNTERS, {"oid": oid})
     assert row is not None
     return RowCounters(estimate=int(row[0]), inserted=int(row[1]), deleted=int(row[2]))
 
@@ -163,16 +174,19 @@ FROM pg_catalog.pg_class c WHERE c.oid = %(oid)s
 """
 
 
-def materialized_views(conn: Connection, schemas: list[str] | None = None) -> list[Relation]:
+@step_function
+def materialized_views(schemas: list[str] | None = None) -> Steps[list[Relation]]:
     """Every materialized view in the database (or in ``schemas``), by schema and name."""
-    rows = conn.execute(_MATVIEWS, {"schemas": schemas}).fetchall()
+    rows = yield from fetchall(_MATVIEWS, {"schemas": schemas})
     return [Relation(oid, QualifiedName(schema, name), kind, populated) for oid, schema, name, kind, populated in rows]
 
 
-def relations_read(conn: Connection, oids: list[int]) -> dict[int, list[Relation]]:
+@step_function
+def relations_read(oids: list[int]) -> Steps[dict[int, list[Relation]]]:
     """For each materialized view, the relations its query reads, directly or through plain views."""
     found: dict[int, list[Relation]] = {oid: [] for oid in oids}
-    for matview, oid, schema, name, kind in conn.execute(_RELATIONS_READ, {"oids": oids}):
+    rows = yield from fetchall(_RELATIONS_READ, {"oids": oids})
+    for matview, oid, schema, name, kind in rows:
         found[matview].append(Relation(oid, QualifiedName(schema, name), kind, True))
     return found
 
@@ -188,8 +202,9 @@ class RefreshPermission:
     by_maintain: bool
 
 
-def refresh_permission(conn: Connection, oid: int) -> RefreshPermission:
-    row = conn.execute(_MAY_REFRESH, {"oid": oid}).fetchone()
+@step_function
+def refresh_permission(oid: int) -> Steps[RefreshPermission]:
+    row = yield from fetchone(_MAY_REFRESH, {"oid": oid})
     assert row is not None
     is_owner, owner, role, maintain = row
     # PostgreSQL 17+ grants MAINTAIN to the owner too: it is the reason only for a role that does not own the view.
@@ -304,11 +319,12 @@ ORDER BY a.state_change
 """
 
 
-def unpublished_statistics(conn: Connection) -> tuple[float, list[str]]:
+@step_function
+def unpublished_statistics() -> Steps[tuple[float, list[str]]]:
     """How long to wait until every session of this database that went idle recently has published its counters,
     and those sessions (e.g. ``pid 42 ('etl')``); ``(0, [])`` when none did."""
     window = STATS_IDLE_INTERVAL + _STATS_MARGIN
-    rows = conn.execute(_UNPUBLISHED_STATISTICS, {"window": window}).fetchall()
+    rows = yield from fetchall(_UNPUBLISHED_STATISTICS, {"window": window})
     if not rows:
         return 0.0, []
     wait = max(0.0, window + max(float(age) for _, _, age in rows))
@@ -335,9 +351,10 @@ class RefreshFacts:
     temp_grant: str | None = None
 
 
-def refresh_facts(conn: Connection, oid: int) -> RefreshFacts | None:
+@step_function
+def refresh_facts(oid: int) -> Steps[RefreshFacts | None]:
     """What every refresh needs to know of the view ``oid``; ``None`` when it no longer exists."""
-    row = conn.execute(_REFRESH_FACTS, {"oid": oid, "oids": [oid]}).fetchone()
+    row = yield from fetchone(_REFRESH_FACTS, {"oid": oid, "oids": [oid]})
     if row is None:
         return None
     sources_json, indexes, populated, temp_grant, estimate, inserted, deleted = row
@@ -369,9 +386,10 @@ class ChangeSignals:
     writers: list[str]
 
 
-def change_signals(conn: Connection, oid: int, sources: list[Relation]) -> ChangeSignals:
+@step_function
+def change_signals(oid: int, sources: list[Relation]) -> Steps[ChangeSignals]:
     """The change signals of the view ``oid``, whose sources are ``sources`` (from :func:`refresh_facts`)."""
-    row = conn.execute(_CHANGE_SIGNALS, {"oid": oid, "oids": [oid]}).fetchone()
+    row = yield from fetchone(_CHANGE_SIGNALS, {"oid": oid, "oids": [oid]})
     assert row is not None
     signals_json, untrackable, rules_json, functions, epoch, track_counts, writers = row
     untracked_because = _untracked_because(sources, list(untrackable), list(functions), bool(track_counts))
@@ -513,9 +531,11 @@ class MissingPrivilege:
         return f"{who} lacks {self.privilege} on {self.on}{why}; fix: {self.grant}"
 
 
-def missing_privileges(conn: Connection, oid: int) -> list[MissingPrivilege]:
+@step_function
+def missing_privileges(oid: int) -> Steps[list[MissingPrivilege]]:
     """The privileges that refreshing the materialized view ``oid`` needs and its owner or the current role lacks."""
+    rows = yield from fetchall(_MISSING_PRIVILEGES, {"oid": oid})
     return [
         MissingPrivilege(role, privilege, on, bool(owner), bool(concurrently_only), grant)
-        for role, privilege, on, owner, concurrently_only, grant in conn.execute(_MISSING_PRIVILEGES, {"oid": oid})
+        for role, privilege, on, owner, concurrently_only, grant in rows
     ]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from airflow_matview.steps import execute, fetchall, fetchone, step_function
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from psycopg import Connection
+    from airflow_matview.steps import Steps
 
 # pg_advisory_xact_lock(bigint) keys are (namespace << 32) | view oid; pg_locks shows them as classid/objid.
 ADVISORY_NAMESPACE = 0x6D617476  # "matv"
@@ -34,24 +36,28 @@ def advisory_key(oid: int) -> int:
     return (ADVISORY_NAMESPACE << 32) | oid
 
 
-def wait_for_refresh_lock(conn: Connection, oid: int) -> None:
+@step_function
+def wait_for_refresh_lock(oid: int) -> Steps[None]:
     """Wait (up to ``lock_timeout``) until no other refresh of the view runs, then hold it out until commit."""
-    conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", [advisory_key(oid)])
+    yield from execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", [advisory_key(oid)])
 
 
-def try_refresh_lock(conn: Connection, oid: int) -> bool:
+@step_function
+def try_refresh_lock(oid: int) -> Steps[bool]:
     """Take the view's refresh lock if free; ``False`` when another refresh of the view is running."""
-    row = conn.execute("SELECT pg_catalog.pg_try_advisory_xact_lock(%s)", [advisory_key(oid)]).fetchone()
+    row = yield from fetchone("SELECT pg_catalog.pg_try_advisory_xact_lock(%s)", [advisory_key(oid)])
     return bool(row and row[0])
 
 
-def describe_refresh_holders(conn: Connection, oid: int) -> str:
+@step_function
+def describe_refresh_holders(oid: int) -> Steps[str]:
     """The sessions running a refresh of the view, as one line for an error message."""
-    rows = conn.execute(_ADVISORY_HOLDERS, {"namespace": ADVISORY_NAMESPACE, "oid": oid}).fetchall()
+    rows = yield from fetchall(_ADVISORY_HOLDERS, {"namespace": ADVISORY_NAMESPACE, "oid": oid})
     return _describe(rows) or "a session that has finished since"
 
 
-def describe_lock_holders(conn: Connection, oid: int, concurrently: bool, source_oids: Sequence[int] = ()) -> str:
+@step_function
+def describe_lock_holders(oid: int, concurrently: bool, source_oids: Sequence[int] = ()) -> Steps[str]:
     """The sessions holding a lock that the refresh's locks conflict with, on the view or on a table it reads.
 
     A plain refresh takes ACCESS EXCLUSIVE on the view, which every lock blocks; CONCURRENTLY takes EXCLUSIVE,
@@ -60,7 +66,7 @@ def describe_lock_holders(conn: Connection, oid: int, concurrently: bool, source
     """
     harmless = ["AccessShareLock"] if concurrently else []
     params = {"oid": oid, "harmless": harmless, "sources": list(source_oids)}
-    rows = conn.execute(_RELATION_HOLDERS, params).fetchall()
+    rows = yield from fetchall(_RELATION_HOLDERS, params)
     return _describe(rows) or "a session that has released its lock since"
 
 

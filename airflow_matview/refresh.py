@@ -1,16 +1,19 @@
-"""Refresh one materialized view over an open psycopg connection, with the checks that make it safe."""
+"""Refresh one materialized view over an open psycopg connection, with the checks that make it safe.
+
+The refresh is written once, as steps (see :mod:`airflow_matview.steps`): :func:`refresh_materialized_view` runs
+them on a synchronous connection (the operator on a worker), :func:`arefresh_materialized_view` on an asynchronous
+one (the deferred refresh in Airflow's triggerer), with the same checks, locks, results and errors.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import psycopg
-from psycopg import Connection, sql
-from psycopg.pq import TransactionStatus
+from psycopg import sql
 
 from airflow_matview import catalog, locks, pgerrors
 from airflow_matview.compat import AirflowSkipException
@@ -21,11 +24,13 @@ from airflow_matview.exceptions import (
     MatviewRefreshError,
 )
 from airflow_matview.settings import Concurrently, RefreshSettings, to_milliseconds
+from airflow_matview.steps import connection_state, execute, in_transaction, run, sleep, step_function
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from psycopg import AsyncConnection, Connection
 
     from airflow_matview.identifiers import QualifiedName
+    from airflow_matview.steps import Steps
 
 RefreshMode = Literal["concurrently", "blocking", "no_data"]
 
@@ -109,15 +114,16 @@ def choose_mode(
     return "blocking", f"plain refresh (blocks readers) because {obstacle}"
 
 
-def resolve_matview(conn: Connection, view: QualifiedName, connection_label: str) -> catalog.Relation:
+@step_function
+def resolve_matview(view: QualifiedName, connection_label: str) -> Steps[catalog.Relation]:
     """Find ``view`` in the catalog and check that it is a materialized view."""
-    relation = catalog.find_relation(conn, view)
+    relation = yield from catalog.find_relation.steps(view)
     if relation is None:
-        where = (
-            f"schema {view.schema!r}"
-            if view.schema is not None
-            else f"search_path schemas {', '.join(catalog.search_path(conn)) or '(none)'}"
-        )
+        if view.schema is not None:
+            where = f"schema {view.schema!r}"
+        else:
+            schemas = yield from catalog.search_path.steps()
+            where = f"search_path schemas {', '.join(schemas) or '(none)'}"
         raise MatviewConfigurationError(
             f"Materialized view {view} does not exist in the database of {connection_label} (looked in {where}). "
             "Check the view name (schema.name; quote names with capitals or spaces) and that the connection "
@@ -129,6 +135,16 @@ def resolve_matview(conn: Connection, view: QualifiedName, connection_label: str
             "so it cannot be refreshed. Name a materialized view (see pg_matviews)."
         )
     return relation
+
+
+@dataclass
+class _Progress:
+    """How far a refresh got, for the errors raised after its transaction was rolled back."""
+
+    stage: Literal["prepare", "overlap", "refresh"] = "prepare"
+    relation: catalog.Relation | None = None
+    facts: catalog.RefreshFacts | None = None
+    mode: RefreshMode = "blocking"
 
 
 def refresh_materialized_view(
@@ -150,62 +166,58 @@ def refresh_materialized_view(
     :raises MatviewRefreshError: the refresh failed but may succeed later (retried).
     :raises AirflowSkipException: another refresh is running and ``on_overlap`` is ``skip``.
     """
+    return run(conn, refresh_steps(view, settings, connection_label))
+
+
+async def arefresh_materialized_view(
+    conn: AsyncConnection,
+    view: QualifiedName,
+    settings: RefreshSettings | None = None,
+    connection_label: str = "the connection",
+) -> RefreshResult:
+    """:func:`refresh_materialized_view` on an asynchronous connection: the same steps, results and errors.
+
+    Cancelling the task that awaits it while a statement runs cancels the statement on the server and rolls the
+    transaction back.
+    """
+    from airflow_matview.steps import arun
+
+    return await arun(conn, refresh_steps(view, settings, connection_label))
+
+
+def refresh_steps(
+    view: QualifiedName, settings: RefreshSettings | None = None, connection_label: str = "the connection"
+) -> Steps[RefreshResult]:
+    """The steps of :func:`refresh_materialized_view`, for either kind of connection."""
     settings = settings or RefreshSettings()
     lock_timeout_ms = to_milliseconds(settings.lock_timeout, "lock_timeout")
     statement_timeout_ms = to_milliseconds(settings.statement_timeout, "statement_timeout")
-    relation: catalog.Relation | None = None
-    facts: catalog.RefreshFacts | None = None
-    signals: catalog.ChangeSignals | None = None
-    stage = "prepare"
-    mode: RefreshMode = "blocking"
+    progress = _Progress()
     try:
-        with conn.transaction(), _cancel_when_interrupted(conn):
-            _configure_session(conn, settings.application_name, lock_timeout_ms, statement_timeout_ms)
-            relation = resolve_matview(conn, view, connection_label)
-            check_permission(conn, relation, connection_label)
-            stage = "overlap"
-            _take_refresh_lock(conn, relation, settings, connection_label)
-            stage = "refresh"
-            facts = catalog.refresh_facts(conn, relation.oid)
-            if facts is None:
-                raise MatviewRefreshError(
-                    f"{relation.name} ({connection_label}) was dropped or recreated while this refresh waited for "
-                    "another one to finish; Airflow will retry and find it by name again."
+        return (
+            yield from in_transaction(
+                _refresh_in_transaction(
+                    view, settings, connection_label, lock_timeout_ms, statement_timeout_ms, progress
                 )
-            relation = replace(relation, populated=facts.populated)  # another refresh may have changed it
-            if settings.skip_if_unchanged and settings.with_data:
-                signals = _settled_change_signals(conn, relation, facts.sources, settings.previous_fingerprint)
-                _skip_if_unchanged(relation, facts.sources, signals, settings.previous_fingerprint, connection_label)
-            mode, reason = choose_mode(
-                relation,
-                facts.unique_indexes,
-                settings.concurrently,
-                settings.with_data,
-                connection_label,
-                facts.temp_grant,
             )
-            log.info("Refreshing %s (%s): %s.", relation.name, mode, reason)
-            counters_before = facts.counters if mode == "concurrently" else None
-            started = time.perf_counter()
-            conn.execute(refresh_statement(relation.name, mode))
-            seconds = time.perf_counter() - started
-            if settings.analyze and mode != "no_data":
-                conn.execute(sql.SQL("ANALYZE {}").format(identifier(relation.name)))
-            rows = _rows_after(conn, relation.oid, mode, settings.analyze, counters_before)
+        )
     except psycopg.errors.LockNotAvailable:
+        relation, facts = progress.relation, progress.facts
         assert relation is not None
         source_oids = [source.oid for source in facts.sources] if facts else []
         waited = f"{lock_timeout_ms / 1000:g}s"
-        if stage == "overlap":
+        if progress.stage == "overlap":
+            holders = yield from _holders(locks.describe_refresh_holders.steps(relation.oid))
             raise MatviewRefreshError(
                 f"Another refresh of {relation.name} ({connection_label}) was still running after lock_timeout "
-                f"({waited}): {_holders(conn, locks.describe_refresh_holders, relation.oid)}. "
-                "The view keeps its previous contents; Airflow will retry."
+                f"({waited}): {holders}. The view keeps its previous contents; Airflow will retry."
             ) from None
+        holders = yield from _holders(
+            locks.describe_lock_holders.steps(relation.oid, progress.mode == "concurrently", source_oids)
+        )
         raise MatviewRefreshError(
             f"Timed out after {waited} (lock_timeout) waiting for a lock on {relation.name} ({connection_label}) "
-            "or a table it reads; blocked by "
-            f"{_holders(conn, locks.describe_lock_holders, relation.oid, mode == 'concurrently', source_oids)}. "
+            f"or a table it reads; blocked by {holders}. "
             "The view keeps its previous contents; Airflow will retry. End or commit the blocking session, "
             "or raise lock_timeout."
         ) from None
@@ -221,9 +233,11 @@ def refresh_materialized_view(
             "back, so the view keeps its previous contents."
         ) from None
     except psycopg.errors.InsufficientPrivilege as exc:
-        raise _not_allowed(conn, view, relation, mode, connection_label, exc) from None
+        refused = yield from _not_allowed(view, progress.relation, progress.mode, connection_label, exc)
+        raise refused from None
     except psycopg.OperationalError as exc:
-        if exc.sqlstate is None or conn.broken or exc.sqlstate.startswith(("08", "57P")):
+        state = yield from connection_state()
+        if exc.sqlstate is None or state.broken or exc.sqlstate.startswith(("08", "57P")):
             raise MatviewRefreshError(
                 f"Lost the connection to PostgreSQL while refreshing {view} ({connection_label}): "
                 f"{pgerrors.describe(exc)}. The refresh was rolled back, so the view keeps its previous contents; "
@@ -232,6 +246,50 @@ def refresh_materialized_view(
         raise _refresh_failed(view, connection_label, exc) from None
     except psycopg.Error as exc:
         raise _refresh_failed(view, connection_label, exc) from None
+
+
+def _refresh_in_transaction(
+    view: QualifiedName,
+    settings: RefreshSettings,
+    connection_label: str,
+    lock_timeout_ms: int,
+    statement_timeout_ms: int,
+    progress: _Progress,
+) -> Steps[RefreshResult]:
+    yield from _configure_session(settings.application_name, lock_timeout_ms, statement_timeout_ms)
+    relation = progress.relation = yield from resolve_matview.steps(view, connection_label)
+    yield from check_permission.steps(relation, connection_label)
+    progress.stage = "overlap"
+    yield from _take_refresh_lock(relation, settings, connection_label)
+    progress.stage = "refresh"
+    facts = progress.facts = yield from catalog.refresh_facts.steps(relation.oid)
+    if facts is None:
+        raise MatviewRefreshError(
+            f"{relation.name} ({connection_label}) was dropped or recreated while this refresh waited for "
+            "another one to finish; Airflow will retry and find it by name again."
+        )
+    relation = progress.relation = replace(relation, populated=facts.populated)  # another refresh may have changed it
+    signals: catalog.ChangeSignals | None = None
+    if settings.skip_if_unchanged and settings.with_data:
+        signals = yield from _settled_change_signals(relation, facts.sources, settings.previous_fingerprint)
+        _skip_if_unchanged(relation, facts.sources, signals, settings.previous_fingerprint, connection_label)
+    mode, reason = choose_mode(
+        relation,
+        facts.unique_indexes,
+        settings.concurrently,
+        settings.with_data,
+        connection_label,
+        facts.temp_grant,
+    )
+    progress.mode = mode
+    log.info("Refreshing %s (%s): %s.", relation.name, mode, reason)
+    counters_before = facts.counters if mode == "concurrently" else None
+    started = time.perf_counter()
+    yield from execute(refresh_statement(relation.name, mode))
+    seconds = time.perf_counter() - started
+    if settings.analyze and mode != "no_data":
+        yield from execute(sql.SQL("ANALYZE {}").format(identifier(relation.name)))
+    rows = yield from _rows_after(relation.oid, mode, settings.analyze, counters_before)
     return RefreshResult(
         view=str(relation.name),
         mode=mode,
@@ -244,8 +302,8 @@ def refresh_materialized_view(
 
 
 def _settled_change_signals(
-    conn: Connection, relation: catalog.Relation, sources: list[catalog.Relation], previous: dict[str, Any] | None
-) -> catalog.ChangeSignals:
+    relation: catalog.Relation, sources: list[catalog.Relation], previous: dict[str, Any] | None
+) -> Steps[catalog.ChangeSignals]:
     """The change signals, read again after the statistics of recently committed transactions are published.
 
     A session publishes its counters when it goes idle, but at most once a second: what it commits within a second
@@ -253,10 +311,10 @@ def _settled_change_signals(
     the signals say "unchanged" and a session of this database went idle less than that ago, wait until its
     counters must be out, then read them again (the stats snapshot is per transaction, so it is cleared first).
     """
-    signals = catalog.change_signals(conn, relation.oid, sources)
+    signals = yield from catalog.change_signals.steps(relation.oid, sources)
     if signals.fingerprint is None or signals.writers or previous != signals.fingerprint or not relation.populated:
         return signals  # it refreshes whatever unpublished counters would say
-    wait, sessions = catalog.unpublished_statistics(conn)
+    wait, sessions = yield from catalog.unpublished_statistics.steps()
     if wait <= 0:
         return signals
     log.info(
@@ -266,9 +324,9 @@ def _settled_change_signals(
         ", ".join(sessions),
         catalog.STATS_IDLE_INTERVAL,
     )
-    time.sleep(wait)
-    conn.execute("SELECT pg_catalog.pg_stat_clear_snapshot()")
-    return catalog.change_signals(conn, relation.oid, sources)
+    yield from sleep(wait)
+    yield from execute("SELECT pg_catalog.pg_stat_clear_snapshot()")
+    return (yield from catalog.change_signals.steps(relation.oid, sources))
 
 
 def _skip_if_unchanged(
@@ -298,14 +356,16 @@ def _skip_if_unchanged(
     log.info("skip_if_unchanged: refreshing %s because %s.", relation.name, why)
 
 
-def check_permission(conn: Connection, relation: catalog.Relation, connection_label: str) -> None:
+@step_function
+def check_permission(relation: catalog.Relation, connection_label: str) -> Steps[None]:
     """Fail before taking any lock when the role may not refresh the view, naming the missing privilege."""
-    permission = catalog.refresh_permission(conn, relation.oid)
+    permission = yield from catalog.refresh_permission.steps(relation.oid)
     if permission.allowed:
         return
+    state = yield from connection_state()
     maintain = (
         f"GRANT MAINTAIN ON {relation.name} TO {permission.role}, or GRANT pg_maintain"
-        if conn.info.server_version >= 170000
+        if state.server_version >= 170000
         else "or, on PostgreSQL 17+, the MAINTAIN privilege"
     )
     raise MatviewConfigurationError(
@@ -315,9 +375,7 @@ def check_permission(conn: Connection, relation: catalog.Relation, connection_la
     )
 
 
-def _configure_session(
-    conn: Connection, application_name: str | None, lock_timeout_ms: int, statement_timeout_ms: int
-) -> None:
+def _configure_session(application_name: str | None, lock_timeout_ms: int, statement_timeout_ms: int) -> Steps[None]:
     """Set the session up in one round trip, as the transaction's first statement.
 
     ``lock_timeout`` and ``statement_timeout`` hold for this transaction only. ``application_name`` and
@@ -331,38 +389,34 @@ def _configure_session(
     ]
     if application_name:
         settings.append(("application_name", application_name[:63], False))
-    if conn.info.server_version >= 140000:
+    state = yield from connection_state()
+    if state.server_version >= 140000:
         settings.append(("client_connection_check_interval", "1s", False))
     calls = ", ".join("pg_catalog.set_config(%s, %s, %s)" for _ in settings)
-    conn.execute(f"SELECT {calls}", [value for setting in settings for value in setting])
+    yield from execute(f"SELECT {calls}", [value for setting in settings for value in setting])
 
 
-def _take_refresh_lock(
-    conn: Connection, relation: catalog.Relation, settings: RefreshSettings, connection_label: str
-) -> None:
+def _take_refresh_lock(relation: catalog.Relation, settings: RefreshSettings, connection_label: str) -> Steps[None]:
     if settings.on_overlap == "wait":
-        locks.wait_for_refresh_lock(conn, relation.oid)
+        yield from locks.wait_for_refresh_lock.steps(relation.oid)
         return
-    if locks.try_refresh_lock(conn, relation.oid):
+    if (yield from locks.try_refresh_lock.steps(relation.oid)):
         return
-    running = f"{relation.name} ({connection_label}) is already being refreshed by " + locks.describe_refresh_holders(
-        conn, relation.oid
-    )
+    holders = yield from locks.describe_refresh_holders.steps(relation.oid)
+    running = f"{relation.name} ({connection_label}) is already being refreshed by {holders}"
     if settings.on_overlap == "skip":
         raise AirflowSkipException(f"Skipped: {running} (on_overlap=skip).")
     raise MatviewOverlapError(f"{running}; on_overlap=fail, so this run fails (not retried). The view is untouched.")
 
 
-def _holders(conn: Connection, describe: Callable[..., str], *args: Any) -> str:
+def _holders(describe: Steps[str]) -> Steps[str]:
     try:
-        return describe(conn, *args)
+        return (yield from describe)
     except psycopg.Error:
         return "a session that could not be identified"
 
 
-def _rows_after(
-    conn: Connection, oid: int, mode: RefreshMode, analyzed: bool, before: catalog.RowCounters | None
-) -> int | None:
+def _rows_after(oid: int, mode: RefreshMode, analyzed: bool, before: catalog.RowCounters | None) -> Steps[int | None]:
     """The view's row count from the catalog, without counting rows.
 
     A plain refresh rebuilds the view's indexes, and ANALYZE samples it: both set ``reltuples``. CONCURRENTLY
@@ -372,8 +426,8 @@ def _rows_after(
     if mode == "no_data":
         return 0
     if before is None or analyzed or before.estimate < 0:
-        return catalog.row_estimate(conn, oid)
-    after = catalog.row_counters(conn, oid)
+        return (yield from catalog.row_estimate.steps(oid))
+    after = yield from catalog.row_counters.steps(oid)
     return max(0, before.estimate + (after.inserted - before.inserted) - (after.deleted - before.deleted))
 
 
@@ -405,40 +459,22 @@ def _refresh_failed(
 
 
 def _not_allowed(
-    conn: Connection,
     view: QualifiedName,
     relation: catalog.Relation | None,
     mode: RefreshMode,
     connection_label: str,
     exc: psycopg.Error,
-) -> MatviewConfigurationError:
+) -> Steps[MatviewConfigurationError]:
     """A refresh refused for want of a privilege (the right to refresh was checked before): name it, and its GRANT."""
     missing: list[catalog.MissingPrivilege] = []
-    if relation is not None and not conn.closed:
+    if relation is not None:
         try:
-            missing = [
-                privilege
-                for privilege in catalog.missing_privileges(conn, relation.oid)
-                if mode == "concurrently" or not privilege.concurrently_only
-            ]
-        except psycopg.Error:
-            missing = []
+            privileges = yield from catalog.missing_privileges.steps(relation.oid)
+        except psycopg.Error:  # e.g. the connection is closed
+            privileges = []
+        missing = [privilege for privilege in privileges if mode == "concurrently" or not privilege.concurrently_only]
     found = "; ".join(privilege.describe() for privilege in missing) or "see PostgreSQL's message"
     return MatviewConfigurationError(
         f"Cannot refresh {view} ({connection_label}): {pgerrors.describe(exc)}. Missing: {found}. "
         "Not retried: grant the privilege, then clear the task (`airflow-matview check` lists what is missing)."
     )
-
-
-@contextmanager
-def _cancel_when_interrupted(conn: Connection) -> Iterator[None]:
-    """When the worker interrupts a running statement (Airflow's execution_timeout, Ctrl-C), cancel it on the server
-    and close the connection, so that PostgreSQL rolls the refresh back now instead of finishing it for nobody."""
-    try:
-        yield
-    except BaseException:
-        if not conn.closed and conn.info.transaction_status == TransactionStatus.ACTIVE:  # a statement was cut off
-            with suppress(Exception):
-                conn.cancel_safe(timeout=5)
-            conn.close()
-        raise

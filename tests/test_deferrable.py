@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -21,8 +23,10 @@ from airflow_matview.locks import advisory_key
 from airflow_matview.operators.refresh import DEFER_TIMEOUT_GRACE
 from airflow_matview.settings import RefreshSettings
 from airflow_matview.triggers.refresh import RefreshTrigger, error_from_event, settings_to_kwargs
+from devtools.pgcluster import free_port
 from devtools.scenario import add_new_users, create_reference_scenario
 from tests.conftest import REPO
+from tests.test_data_aware import publish_statistics, write
 from tests.test_reliability import locks_on, make_slow_view, refresh_backends, wait_for
 
 if TYPE_CHECKING:
@@ -38,8 +42,8 @@ def scenario(pg: psycopg.Connection, postgres_default: Database) -> psycopg.Conn
     return pg
 
 
-def trigger(view: str, **settings: Any) -> RefreshTrigger:
-    return RefreshTrigger(view, "postgres_default", settings_to_kwargs(RefreshSettings(**settings)))
+def trigger(view: str, conn_id: str = "postgres_default", **settings: Any) -> RefreshTrigger:
+    return RefreshTrigger(view, conn_id, settings_to_kwargs(RefreshSettings(**settings)))
 
 
 async def first_event(refresh: RefreshTrigger) -> dict[str, Any]:
@@ -107,6 +111,98 @@ def test_deferred_errors_are_the_errors_of_a_refresh_on_a_worker(
     assert (type(deferred), str(deferred)) == (error, str(on_worker.value))
 
 
+@pytest.mark.parametrize(
+    ("case", "uri"),
+    [
+        ("not defined", None),
+        ("another type", "mysql://root:pw@127.0.0.1:3306/shop"),
+        ("no such database", "postgresql://postgres@127.0.0.1:{port}/no_such_db"),
+        ("nothing listening", "postgresql://postgres@127.0.0.1:{free}/postgres"),
+    ],
+)
+def test_deferred_connection_errors_are_the_errors_of_a_refresh_on_a_worker(
+    scenario: psycopg.Connection, database: Database, monkeypatch: pytest.MonkeyPatch, case: str, uri: str | None
+) -> None:
+    if uri is not None:
+        monkeypatch.setenv("AIRFLOW_CONN_TARGET", uri.format(port=database.server.port, free=free_port()))
+    view = "public.polls_user_matt_view"
+    with pytest.raises((MatviewConfigurationError, MatviewRefreshError)) as on_worker:
+        RefreshMaterializedViewOperator(task_id="refresh", view=view, postgres_conn_id="target").execute({})  # type: ignore[arg-type]
+
+    event = asyncio.run(first_event(trigger(view, "target")))
+
+    deferred = error_from_event(event)
+    assert (type(deferred), str(deferred)) == (type(on_worker.value), str(on_worker.value))
+    assert str(deferred).startswith("Cannot ")
+
+
+def test_deferred_refreshes_wait_in_the_event_loop_without_a_thread_each(scenario: psycopg.Connection) -> None:
+    """Many refreshes at once in one event loop, as in the triggerer: all run on the server, no thread is added."""
+    count = 8
+    make_slow_view(scenario, 0)
+    for number in range(count):
+        scenario.execute(
+            f"CREATE MATERIALIZED VIEW slow_{number} AS SELECT id, name FROM polls_user "
+            "WHERE (SELECT pg_sleep(seconds)::text FROM refresh_delay) = ''"
+        )
+        scenario.execute(f"CREATE UNIQUE INDEX ON slow_{number} (id)")
+    scenario.execute("UPDATE refresh_delay SET seconds = 2")
+
+    async def refresh_all() -> tuple[int, int, list[dict[str, Any]]]:
+        # One refresh first: what Airflow starts once per process to look connections up is there from now on.
+        await first_event(trigger("public.polls_user_matt_view"))
+        before = threading.active_count()
+        refreshes = [
+            asyncio.create_task(first_event(trigger(f"public.slow_{number}", application_name=f"deferred {number}")))
+            for number in range(count)
+        ]
+        deadline = time.monotonic() + 60
+        while len(refresh_backends(scenario)) < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert len(refresh_backends(scenario)) == count, "the refreshes did not all run at once"
+        during = threading.active_count()
+        return before, during, await asyncio.gather(*refreshes)
+
+    before, during, events = asyncio.run(refresh_all())
+    print(f"{count} deferred refreshes running at once: {before} threads before, {during} while they ran")
+    assert during == before
+    assert [event["status"] for event in events] == ["success"] * count
+    assert {event["result"]["mode"] for event in events} == {"concurrently"}
+
+
+def test_skip_if_unchanged_decides_the_same_when_deferred(
+    scenario: psycopg.Connection, database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The skip and its message, after the wait for a session that just went idle to publish its statistics."""
+    from airflow_matview.connection import connect
+    from airflow_matview.identifiers import parse_qualified_name
+    from airflow_matview.refresh import refresh_materialized_view
+
+    view, label = "public.polls_user_matt_view", "connection 'postgres_default'"
+    publish_statistics(scenario)
+    with connect("postgres_default", "test") as conn:
+        first = refresh_materialized_view(conn, parse_qualified_name(view), RefreshSettings(), label)
+        baseline = refresh_materialized_view(
+            conn, parse_qualified_name(view), RefreshSettings(skip_if_unchanged=True), label
+        ).fingerprint
+        settings = {"skip_if_unchanged": True, "previous_fingerprint": baseline}
+        with pytest.raises(AirflowSkipException) as on_worker:
+            refresh_materialized_view(conn, parse_qualified_name(view), RefreshSettings(**settings), label)
+    assert first.fingerprint is None and baseline is not None
+
+    scenario.execute("SELECT 1")  # a session of the database goes idle now: the refresh waits before it decides
+    with caplog.at_level(logging.INFO, logger="airflow_matview.refresh"):
+        event = asyncio.run(first_event(trigger(view, **settings)))
+
+    deferred = error_from_event(event)
+    assert (type(deferred), str(deferred)) == (AirflowSkipException, str(on_worker.value))
+    assert "skip_if_unchanged: waiting" in caplog.text
+    write(database, "INSERT INTO polls_user VALUES (40, 'ivan', 41)")
+    event = asyncio.run(first_event(trigger(view, **settings)))
+    assert event["status"] == "success", event
+    assert event["result"]["fingerprint"] != baseline
+
+
 def test_overlap_skip_is_a_skip_when_deferred(scenario: psycopg.Connection, database: Database) -> None:
     with database.connect() as holder, holder.transaction():
         oid = holder.execute("SELECT 'public.polls_user_matt_view'::regclass::oid").fetchone()[0]  # type: ignore[index]
@@ -129,6 +225,9 @@ def test_cancelled_trigger_cancels_the_refresh_on_the_server(scenario: psycopg.C
         task.cancel()  # what the triggerer does when the task is marked failed, cleared or times out
         with pytest.raises(asyncio.CancelledError):
             await task
+        # Checked before the event loop ends (which would cancel whatever the trigger left running).
+        assert not refresh_backends(scenario), "the trigger ended before the REFRESH did"
+        assert locks_on(scenario, "slow_view") == 0, "the trigger ended before the REFRESH rolled back"
         return cancelled
 
     cancelled = asyncio.run(cancel_after_start())

@@ -1,20 +1,19 @@
 """The trigger that runs a deferred refresh in Airflow's triggerer, so it holds no worker slot while it runs.
 
-It runs the very refresh the operator runs (:func:`airflow_matview.refresh.refresh_materialized_view`, with its
-catalog checks, advisory lock, ``lock_timeout``, ``statement_timeout``, ``application_name`` and
-``client_connection_check_interval``) on a connection of its own, in a thread of its own: the triggerer's event loop
-only awaits it, and thousands of waiting refreshes cost one idle thread and one connection each. Whatever ends the
-trigger early (the task marked failed or cleared, the trigger's timeout, the triggerer stopping) cancels the
-statement on the server, which rolls it back and releases its locks; a triggerer that dies outright drops the
-connection, which the server notices within a second (``client_connection_check_interval``). The outcome travels back
-to the worker as an event: the result, or the error's kind and message, which the operator raises again unchanged.
+It runs the very refresh the operator runs (the steps of :func:`airflow_matview.refresh.refresh_materialized_view`,
+with its catalog checks, advisory lock, ``lock_timeout``, ``statement_timeout``, ``application_name`` and
+``client_connection_check_interval``) on an asynchronous psycopg connection of its own, in the triggerer's event
+loop: no thread, and a waiting refresh costs one connection and a few kilobytes. Whatever ends the trigger early (the
+task marked failed or cleared, the trigger's timeout, the triggerer stopping) cancels the statement on the server,
+which rolls it back and releases its locks; a triggerer that dies outright drops the connection, which the server
+notices within a second (``client_connection_check_interval``). The outcome travels back to the worker as an event:
+the result, or the error's kind and message, which the operator raises again unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -31,9 +30,8 @@ if TYPE_CHECKING:
 
     from airflow_matview.settings import RefreshSettings
 
-# How often a cancelled refresh is cancelled again on the server until its thread has ended: a cancel sent just
-# before the REFRESH statement reached the server would otherwise be lost.
-CANCEL_RETRY_SECONDS = 1.0
+# How long a cancelled refresh may take to roll back before its connection is closed (the server then notices the
+# closed connection within a second and rolls back itself).
 CANCEL_WAIT_SECONDS = 30.0
 # The errors a refresh raises, by name: the event carries the name, and the task raises the same class again.
 _ERRORS: dict[str, type[BaseException]] = {
@@ -82,8 +80,7 @@ class RefreshTrigger(BaseTrigger):
         self.view = view
         self.postgres_conn_id = postgres_conn_id
         self.settings = settings
-        self._conn: psycopg.Connection | None = None
-        self._cancelled = threading.Event()
+        self._conn: psycopg.AsyncConnection | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -92,53 +89,35 @@ class RefreshTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[dict[str, Any]] = loop.create_future()
-
-        def finish(outcome: dict[str, Any]) -> None:
-            if not done.done():
-                done.set_result(outcome)
-
-        def work() -> None:
-            try:
-                outcome = self._refresh()
-            except BaseException as exc:  # never leave the trigger waiting for a thread that died
-                message = f"Refresh of {self.view} failed: {exc}"
-                outcome = {"status": "error", "error": "MatviewRefreshError", "message": message}
-            with contextlib.suppress(RuntimeError):  # the loop is closed: the triggerer is gone, nobody waits
-                loop.call_soon_threadsafe(finish, outcome)
-
-        thread = threading.Thread(target=work, name=f"refresh {self.view}", daemon=True)
-        thread.start()
+        # A task of its own, so that a cancelled trigger can cancel the statement on the server first, and then wait
+        # for the refresh to roll back before it lets the cancellation go on.
+        refresh = asyncio.create_task(self._refresh(), name=f"refresh {self.view}")
         try:
-            outcome = await asyncio.shield(done)
+            outcome = await asyncio.shield(refresh)
         except asyncio.CancelledError:
             self.log.warning("Refresh of %s stopped: cancelling it on the server.", self.view)
-            self._cancelled.set()
-            await self._cancel_until_ended(thread)
+            await self._stop(refresh)
             raise
         yield TriggerEvent(outcome)
 
-    def _refresh(self) -> dict[str, Any]:
-        """The refresh, on this thread's own connection; its result or its error as the event's payload."""
-        from airflow_matview.connection import connect
+    async def _refresh(self) -> dict[str, Any]:
+        """The refresh, on a connection of its own; its result or its error as the event's payload."""
+        from airflow_matview.connection import aconnect
         from airflow_matview.identifiers import parse_qualified_name
-        from airflow_matview.refresh import refresh_materialized_view
+        from airflow_matview.refresh import arefresh_materialized_view
         from airflow_matview.settings import RefreshSettings
 
         view = parse_qualified_name(self.view)
         label = f"connection {self.postgres_conn_id!r}"
         try:
-            conn = connect(self.postgres_conn_id, f"refresh {view}")
+            conn = await aconnect(self.postgres_conn_id, f"refresh {view}")
             self._conn = conn
             try:
-                if self._cancelled.is_set():
-                    raise MatviewRefreshError(f"The refresh of {view} ({label}) was cancelled before it started.")
                 namespace, database = f"postgres://{conn.info.host}:{conn.info.port}", conn.info.dbname
-                result = refresh_materialized_view(conn, view, RefreshSettings(**self.settings), label)
+                result = await arefresh_materialized_view(conn, view, RefreshSettings(**self.settings), label)
             finally:
                 self._conn = None
-                conn.close()
+                await conn.close()
         except tuple(_ERRORS.values()) as exc:
             return {"status": "error", "error": type(exc).__name__, "message": str(exc)}
         except Exception as exc:  # anything else still ends the task, with its cause, instead of hanging it
@@ -151,12 +130,18 @@ class RefreshTrigger(BaseTrigger):
             "result": {**result.as_dict(), "fingerprint": result.fingerprint},
         }
 
-    async def _cancel_until_ended(self, thread: threading.Thread) -> None:
-        """Cancel the running statement, again each second, until the refresh's thread has rolled back."""
-        deadline = asyncio.get_running_loop().time() + CANCEL_WAIT_SECONDS
-        while thread.is_alive() and asyncio.get_running_loop().time() < deadline:
-            conn = self._conn
-            if conn is not None and not conn.closed:
-                with contextlib.suppress(Exception):  # the server may be gone: nothing left to stop then
-                    await asyncio.to_thread(conn.cancel_safe, timeout=5)
-            await asyncio.to_thread(thread.join, CANCEL_RETRY_SECONDS)
+    async def _stop(self, refresh: asyncio.Task[dict[str, Any]]) -> None:
+        """Cancel the running statement on the server, then the refresh, and wait until it has rolled back."""
+        from psycopg.pq import TransactionStatus
+
+        conn = self._conn
+        if conn is not None and not conn.closed and conn.info.transaction_status == TransactionStatus.ACTIVE:
+            with contextlib.suppress(Exception):  # the server may be gone: nothing left to stop then
+                await conn.cancel_safe(timeout=5)
+        refresh.cancel()  # ends it at its next step; psycopg cancels a statement still running, and it rolls back
+        await asyncio.wait({refresh}, timeout=CANCEL_WAIT_SECONDS)
+        if not refresh.done():
+            if (conn := self._conn) is not None:
+                await conn.close()  # the server notices within a second, and rolls back
+        elif not refresh.cancelled():
+            refresh.exception()  # it ended otherwise; nobody waits for its outcome any more

@@ -365,24 +365,15 @@ async def _connect(conn_id: str) -> AsyncConnection:
     """An autocommit connection (a fresh snapshot per poll, never idle in a transaction) from an Airflow
     connection, with the same arguments as the postgres provider's ``PostgresHook.get_conn``."""
     import psycopg
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
-    from airflow.sdk import BaseHook
 
-    if hasattr(BaseHook, "aget_connection"):
-        connection = await BaseHook.aget_connection(conn_id)
-    else:  # Airflow before 3.2: the triggerer lets a trigger make this synchronous call
-        connection = BaseHook.get_connection(conn_id)
+    from airflow_matview.connection import aget_airflow_connection, hook_arguments
+
+    connection = await aget_airflow_connection(conn_id)
     arguments: dict[str, Any] = {
-        "host": connection.host,
-        "user": connection.login,
-        "password": connection.password,
-        "dbname": connection.schema,
-        "port": connection.port,
         "application_name": f"airflow-matview watcher ({conn_id})",
         "connect_timeout": 10,
+        **hook_arguments(connection),
     }
-    extras = connection.extra_dejson
-    arguments.update({name: value for name, value in extras.items() if name not in PostgresHook.ignored_extra_options})
     return await psycopg.AsyncConnection.connect(
         **{name: value for name, value in arguments.items() if value is not None}, autocommit=True
     )
