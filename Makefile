@@ -65,7 +65,7 @@ bench-onchange: $(BIN)/.installed
 	$(BIN)/python -W ignore::Warning -m devtools.bench_onchange $(BENCH_ARGS)
 
 # Throughput with 1 and 2 Celery workers, trigger-to-success latency and what bounds it, and 200 views from one
-# config in a pool, on the real CeleryExecutor stack (about 15 minutes; BENCH_ARGS=--quick: about 4).
+# config in a pool, on the real CeleryExecutor stack (about 12 minutes; BENCH_ARGS=--quick: about 3).
 bench-scale: $(BIN)/.installed redis
 	$(BIN)/python -W ignore::Warning -m devtools.bench_scale $(BENCH_ARGS)
 

@@ -16,6 +16,10 @@ copies of ``dags/matviews.py`` reading two config files. Measured, in one run of
    ``--pool`` slots created through the REST API, every DAG triggered at once, ``pg_stat_activity`` of the views'
    database sampled every 0.2 s. Each view's refresh sleeps ``--refresh-seconds`` so that the sampling can see
    the refreshes overlap.
+
+For what bounds them it also reads how long each Celery task held its worker slot (the workers' logs) and the CPU
+time of the stack's and PostgreSQL's processes (``/proc``). ``--min-heartbeat-interval`` sets the workers'
+``[workers] min_heartbeat_interval``, which bounds how long a slot stays held after its task ends.
 """
 
 from __future__ import annotations
@@ -565,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refresh-seconds", type=float, default=1.0, help="each refresh's sleep in that run")
     parser.add_argument(
         "--min-heartbeat-interval",
-        type=float,
+        type=int,
         help="[workers] min_heartbeat_interval for the workers (Airflow's default: 5 s), which also bounds how long a "
         "worker's supervisor may take to notice that a finished task's process exited",
     )
@@ -597,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
         # would otherwise take CPU from the runs measured (in production the dag-processor has its own machine).
         stack.env["AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL"] = "300"
         if args.min_heartbeat_interval is not None:
-            stack.env["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] = f"{args.min_heartbeat_interval:g}"
+            stack.env["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] = str(args.min_heartbeat_interval)
         heartbeat = stack.env.get("AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL", "5 (default)")
         about.append(f"CeleryExecutor, 2 workers x concurrency 2; [workers] min_heartbeat_interval = {heartbeat}")
         stack.start()
