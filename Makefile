@@ -12,7 +12,7 @@ AIRFLOW_PORT ?= 8080
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo airflow test lint chromium redis postgresql bench bench-onchange clean constraints test-matrix test-matrix-ci
+.PHONY: demo airflow test lint chromium redis postgresql bench bench-onchange bench-scale clean constraints test-matrix test-matrix-ci
 
 $(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,11 @@ bench: $(BIN)/.installed
 # on_change in a real Airflow against a * * * * * schedule (about 20 minutes; BENCH_ARGS=--quick: about 10).
 bench-onchange: $(BIN)/.installed
 	$(BIN)/python -W ignore::Warning -m devtools.bench_onchange $(BENCH_ARGS)
+
+# Throughput with 1 and 2 Celery workers, trigger-to-success latency and what bounds it, and 200 views from one
+# config in a pool, on the real CeleryExecutor stack (about 12 minutes; BENCH_ARGS=--quick: about 3).
+bench-scale: $(BIN)/.installed redis
+	$(BIN)/python -W ignore::Warning -m devtools.bench_scale $(BENCH_ARGS)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
