@@ -5,7 +5,8 @@ each, in a pool of 2 slots: one DAG refreshes on the workers, the other defers t
 task instances' start and end times and from ``pg_stat_activity`` sampled every 0.2 s.
 
 The views live in a PostgreSQL server of their own, apart from the one that holds Airflow's metadata database, as in
-a deployment: restarting the metadata database (``test_metadata_database_restart``) leaves the refreshes running.
+a deployment: restarting the metadata database (``test_metadata_database_restart_during_runs``) leaves the refreshes
+running.
 """
 
 from __future__ import annotations
