@@ -282,7 +282,7 @@ def test_metadata_database_restart_during_runs(celery_stack: tuple[AirflowStack,
     stack, api, dsn = celery_stack
     with psycopg.connect(dsn, autocommit=True) as conn:
         run_id, generation = _trigger_recovery(api, conn)
-        states = _wait_until_running_and_queued(api, conn, run_id)
+        states = _wait_until_running_and_queued(api, conn, run_id, first_done=True)
         logged = {name: _log_size(stack, name) for name in stack.processes}
         stopped = time.monotonic()
         stack.cluster.restart("fast", down=DB_DOWN)
@@ -321,13 +321,21 @@ def _recovery_tasks(api: ApiClient, run_id: str) -> list[dict[str, Any]]:
     return list(api.get(f"/dags/recovery/dagRuns/{run_id}/taskInstances?limit=100")["task_instances"])
 
 
-def _wait_until_running_and_queued(api: ApiClient, conn: psycopg.Connection, run_id: str) -> dict[str, int]:
-    """Task states once at least two refreshes run on the server and at least one slow task still waits."""
+def _wait_until_running_and_queued(
+    api: ApiClient, conn: psycopg.Connection, run_id: str, *, first_done: bool = False
+) -> dict[str, int]:
+    """Task states once at least two refreshes run on the server and at least one slow task still waits; with
+    ``first_done``, once the first refresh has succeeded, one still runs and one waits in the queue: the first
+    task's Celery job is about to end and its worker to take the next one."""
     deadline = time.monotonic() + RUN_TIMEOUT
     while True:
         states = [task["state"] for task in _recovery_tasks(api, run_id)]
         waiting = sum(state in (None, "scheduled", "queued") for state in states)
-        if states.count("running") >= 2 and waiting > 2 and len(_refresh_backends(conn)) >= 2:
+        if first_done:
+            ready = "success" in states and "running" in states and "queued" in states
+        else:
+            ready = states.count("running") >= 2 and waiting > 2 and len(_refresh_backends(conn)) >= 2
+        if ready:
             return {str(state): states.count(state) for state in sorted(set(states), key=str)}
         assert time.monotonic() < deadline, states
         time.sleep(0.3)
