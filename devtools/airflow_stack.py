@@ -191,8 +191,9 @@ class AirflowStack:
 
         :return: each one restarted, as ``name (exit code)``.
         """
-        restarted = [f"{name} (exit {self.processes[name].returncode})" for name in self.exited()]
-        for name in self.exited():
+        exited = self.exited()
+        restarted = [f"{name} (exit {self.processes[name].returncode})" for name in exited]
+        for name in exited:
             self.restart_component(name)
         return restarted
 
