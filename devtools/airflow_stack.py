@@ -168,13 +168,59 @@ class AirflowStack:
         migrated = self.airflow("db", "migrate")
         if migrated.returncode != 0:
             raise RuntimeError(f"airflow db migrate failed:\n{migrated.stdout[-3000:]}{migrated.stderr[-3000:]}")
-        for name, (command, env) in self.commands().items():
-            log = (self.logs / f"{name}.log").open("wb")
-            self._log_files.append(log)
-            self.processes[name] = subprocess.Popen(
-                command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        for name in self.commands():
+            self._spawn(name)
         self._wait_until_healthy(timeout)
+
+    def _spawn(self, name: str) -> None:
+        command, env = self.commands()[name]
+        log = (self.logs / f"{name}.log").open("ab")
+        self._log_files.append(log)
+        self.processes[name] = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def exited(self) -> list[str]:
+        """The processes of the stack that have exited (a supervisor such as systemd or Kubernetes would restart
+        them)."""
+        return [name for name, process in self.processes.items() if process.poll() is not None]
+
+    def restart_exited(self) -> list[str]:
+        """Start again every process of the stack that has exited, as a supervisor (systemd ``Restart=always``, a
+        Kubernetes pod's restart policy) does.
+
+        :return: each one restarted, as ``name (exit code)``.
+        """
+        exited = self.exited()
+        restarted = [f"{name} (exit {self.processes[name].returncode})" for name in exited]
+        for name in exited:
+            self.restart_component(name)
+        return restarted
+
+    def restart_component(self, name: str, signum: signal.Signals = signal.SIGTERM, timeout: float = 30) -> float:
+        """Stop one process of the stack as a supervisor does (``signum`` to every process of its session, SIGKILL
+        to what is left after ``timeout`` seconds), then start it again with the same command.
+
+        :param name: a key of :attr:`processes`, e.g. ``scheduler`` or ``celery-worker1``.
+        :param signum: the signal that stops it.
+        :param timeout: seconds to wait for the session to end before SIGKILL.
+        :return: the seconds its session took to end.
+        """
+        session = self.processes[name].pid
+        started = time.monotonic()
+        for pid in session_pids(session):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+        while pids := session_pids(session):
+            if time.monotonic() - started > timeout:
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            self.processes[name].poll()  # reaps the leader, which is our child
+            time.sleep(0.1)
+        ended = time.monotonic() - started
+        self._spawn(name)
+        return ended
 
     def _wait_until_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -267,6 +313,17 @@ class AirflowStack:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def session_pids(session: int) -> list[int]:
+    """The live pids (zombies left out) of one session."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == session and fields[0] != "Z":
+                pids.append(int(stat.parent.name))
+    return pids
 
 
 def _signal_group(process: subprocess.Popen[Any], signum: signal.Signals) -> None:

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,6 +152,17 @@ class PostgresCluster:
 
     def stop(self, mode: str = "fast") -> None:
         self._pg(["pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop"])
+
+    def restart(self, mode: str = "fast", down: float = 0) -> None:
+        """Stop the server (``fast``: every session is ended, open transactions roll back) and start it again on the
+        same port, as a restart for a minor upgrade or a configuration change does.
+
+        :param mode: ``pg_ctl``'s shutdown mode.
+        :param down: seconds to stay stopped (a slow shutdown checkpoint, a host reboot, a failover).
+        """
+        self.stop(mode)
+        time.sleep(down)
+        self.start()
 
     def destroy(self) -> None:
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):

@@ -3,6 +3,10 @@
 One stack for the module. Slow views (each refresh sleeps ``SECONDS``) are refreshed by two DAGs of ``VIEWS`` tasks
 each, in a pool of 2 slots: one DAG refreshes on the workers, the other defers to the triggerer. Measured from the
 task instances' start and end times and from ``pg_stat_activity`` sampled every 0.2 s.
+
+The views live in a PostgreSQL server of their own, apart from the one that holds Airflow's metadata database, as in
+a deployment: restarting the metadata database (``test_metadata_database_restart_during_runs``) leaves the refreshes
+running.
 """
 
 from __future__ import annotations
@@ -14,13 +18,12 @@ import textwrap
 import threading
 import time
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
 
-from devtools.airflow_stack import AirflowStack, ApiClient, celery_unavailable
+from devtools.airflow_stack import AirflowStack, ApiClient, celery_unavailable, session_pids
 from devtools.pgcluster import embedded_cluster
 
 if TYPE_CHECKING:
@@ -30,6 +33,11 @@ VIEWS = 8  # the issue's measure is 20 refreshes of 30 s; scaled down to keep th
 SECONDS = 10
 POOL = "two_slots"
 RUN_TIMEOUT = 400
+RECOVERY_VIEWS = 6  # more than the workers' 4 slots: some refreshes run, the others wait in the queue
+# Seconds the metadata database stays stopped: the scheduler notices within its loop's second; the task runners on
+# the workers retry their calls to the API server 5 times with a random backoff ([workers] execution_api_retries).
+DB_DOWN = 5
+RECOVERY_TIMEOUT = 240
 
 pytestmark = [
     pytest.mark.celery,
@@ -64,6 +72,22 @@ with DAG("worker_lost", schedule=None, start_date=datetime(2024, 1, 1)):
     RefreshMaterializedViewOperator(
         task_id="refresh", view="public.long_view", retries=1, retry_delay=timedelta(seconds=1)
     )
+
+with DAG("recovery", schedule=None, start_date=datetime(2024, 1, 1), max_active_tasks=64):
+    slow = [
+        RefreshMaterializedViewOperator(
+            task_id=f"slow_{{i}}", view=f"public.recovery_{{i}}", retries=2, retry_delay=timedelta(seconds=2)
+        )
+        for i in range({RECOVERY_VIEWS})
+    ]
+    for worker in ("worker1", "worker2"):  # scheduled after the slow ones: each worker runs a task after recovery
+        slow >> RefreshMaterializedViewOperator(
+            task_id=f"then_on_{{worker}}",
+            view=f"public.recovery_on_{{worker}}",
+            queue=worker,
+            retries=2,
+            retry_delay=timedelta(seconds=2),
+        )
 """
 
 
@@ -89,12 +113,14 @@ class Sampler(threading.Thread):
 
 @pytest.fixture(scope="module")
 def celery_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AirflowStack, ApiClient, str]]:
-    cluster = embedded_cluster()
+    cluster = embedded_cluster()  # Airflow's metadata database
+    views = embedded_cluster()
     stack: AirflowStack | None = None
     try:
         cluster.start()
-        cluster.create_database("scenario")
-        with psycopg.connect(cluster.dsn("scenario"), autocommit=True) as conn:
+        views.start()
+        views.create_database("scenario")
+        with psycopg.connect(views.dsn("scenario"), autocommit=True) as conn:
             conn.execute("CREATE TABLE refresh_delay (seconds float8)")
             conn.execute("INSERT INTO refresh_delay VALUES (0)")
             for i in range(VIEWS):
@@ -102,6 +128,15 @@ def celery_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Air
                     f"CREATE MATERIALIZED VIEW slow_{i} AS SELECT g AS id FROM generate_series(1, 3) g "
                     "WHERE (SELECT pg_sleep(seconds)::text FROM refresh_delay) = ''"
                 )
+            conn.execute("CREATE TABLE recovery_source (generation int)")
+            conn.execute("INSERT INTO recovery_source VALUES (0)")
+            for i in range(RECOVERY_VIEWS):
+                conn.execute(
+                    f"CREATE MATERIALIZED VIEW recovery_{i} AS SELECT generation FROM recovery_source "
+                    "WHERE (SELECT pg_sleep(seconds)::text FROM refresh_delay) = ''"
+                )
+            for worker in ("worker1", "worker2"):
+                conn.execute(f"CREATE MATERIALIZED VIEW recovery_on_{worker} AS SELECT generation FROM recovery_source")
             conn.execute("UPDATE refresh_delay SET seconds = %s", [SECONDS])
             conn.execute("CREATE TABLE long_delay (seconds float8)")
             conn.execute("INSERT INTO long_delay VALUES (0)")
@@ -112,10 +147,17 @@ def celery_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Air
         dags = tmp_path_factory.mktemp("dags")
         (dags / "scale.py").write_text(textwrap.dedent(DAGS))
         stack = AirflowStack(
-            cluster, dags, {"postgres_default": cluster.uri("scenario")}, executor="celery", triggerer=True
+            cluster, dags, {"postgres_default": views.uri("scenario")}, executor="celery", triggerer=True
         )
         # A task whose worker died is failed (and retried) once its heartbeat is this old.
         stack.env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] = "15"
+        # A Celery worker that takes a task while the metadata database is away loses it (it cannot record the
+        # task as started in Celery's result backend, which lives there), and the task instance stays queued. A new
+        # scheduler adopts the queued tasks of one that died (once its heartbeat is 30 s old) at its next orphan
+        # check, then requeues those queued for longer than the timeout. Airflow's defaults: 300 s and 600 s.
+        stack.env["AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL"] = "10"
+        stack.env["AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT"] = "60"
+        stack.env["AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL"] = "10"
         stack.start()
         api = ApiClient(stack)
         api.post("/pools", {"name": POOL, "slots": 2, "include_deferred": False})
@@ -125,16 +167,18 @@ def celery_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Air
             "same_view_on_worker1",
             "same_view_on_worker2",
             "worker_lost",
+            "recovery",
         ):
             api.wait_for_dag(dag_id)
             api.patch(f"/dags/{dag_id}", {"is_paused": False})
-        yield stack, api, cluster.dsn("scenario")
+        yield stack, api, views.dsn("scenario")
     finally:
         try:
             if stack is not None:
                 stack.stop()
         finally:
             cluster.destroy()
+            views.destroy()
 
 
 def _run(api: ApiClient, dsn: str, dag_id: str) -> tuple[float, list[dict[str, Any]], int]:
@@ -207,6 +251,167 @@ def test_one_view_on_two_workers_never_refreshes_twice_at_once(
     assert (max(first_end, second_end) - min(first_start, second_start)).total_seconds() >= 2 * SECONDS
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_scheduler_restart_during_runs(
+    celery_stack: tuple[AirflowStack, ApiClient, str], signum: signal.Signals
+) -> None:
+    """The scheduler's whole session stopped while refreshes run and others wait in the queue, then a new scheduler
+    started, as systemd or Kubernetes does on a redeploy (SIGTERM) or after an OOM kill (SIGKILL)."""
+    stack, api, dsn = celery_stack
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        run_id, generation = _trigger_recovery(api, conn)
+        states = _wait_until_running_and_queued(api, conn, run_id)
+        stopped = time.monotonic()
+        ended = stack.restart_component("scheduler", signum)
+        run = _wait_for_run(api, stack, run_id, None)
+        print(
+            f"\nscheduler {signum.name}ed with {states}: session ended in {ended:.1f}s, new scheduler started, "
+            f"run {run['state']} {time.monotonic() - stopped:.1f}s after the stop"
+        )
+        tasks = _assert_recovered(api, conn, run_id, run, generation)
+        assert {task["try_number"] for task in tasks} == {1}, "no refresh was reset or retried"
+
+
+def test_metadata_database_restart_during_runs(celery_stack: tuple[AirflowStack, ApiClient, str]) -> None:
+    """The PostgreSQL server of Airflow's metadata database stopped (``pg_ctl stop -m fast``: every connection
+    ended) for ``DB_DOWN`` seconds and started again on the same port, while refreshes run on the workers and others
+    wait in the queue. The views live in another server, so the refreshes go on; Airflow's components must
+    reconnect. A component that exits instead is restarted, as a supervisor (systemd ``Restart=always``, a
+    Kubernetes pod's restart policy) does, and reported: Airflow 3.3's scheduler, dag-processor and triggerer exit
+    on the first failed connection; the API server and the Celery workers ride the outage out."""
+    stack, api, dsn = celery_stack
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        run_id, generation = _trigger_recovery(api, conn)
+        states = _wait_until_running_and_queued(api, conn, run_id, first_done=True)
+        logged = {name: _log_size(stack, name) for name in stack.processes}
+        stopped = time.monotonic()
+        stack.cluster.restart("fast", down=DB_DOWN)
+        down = time.monotonic() - stopped
+        restarted: list[str] = []
+        run = _wait_for_run(api, stack, run_id, restarted)
+        finished = time.monotonic() - stopped
+        _wait_until_healthy(api, stack, restarted)
+        print(
+            f"\nmetadata database restarted in {down:.1f}s with {states}: run {run['state']} {finished:.1f}s after, "
+            f"all healthy {time.monotonic() - stopped:.1f}s after; "
+            f"restarted by the supervisor: {restarted or 'none'}"
+        )
+        tasks = _assert_recovered(api, conn, run_id, run, generation)
+        print(f"tries: { {task['task_id']: task['try_number'] for task in tasks} }")
+        noticed = {name: _errors_since(stack, name, size) for name, size in logged.items()}
+        print(f"database errors logged by: { {name: count for name, count in noticed.items() if count} }")
+        requeued = _lines_since(stack, "scheduler", logged["scheduler"], "Task stuck in queued; will try to requeue")
+        print(f"task instances lost by a worker during the outage and requeued: {requeued}")
+        assert noticed["scheduler"], "the scheduler met the lost database"
+        survivors = ("api-server", "redis", *(f"celery-{worker}" for worker in stack.workers))
+        assert not [name for name in restarted if name.split()[0] in survivors], "these reconnect by themselves"
+
+
+RECOVERY_TASKS = {f"slow_{i}" for i in range(RECOVERY_VIEWS)} | {"then_on_worker1", "then_on_worker2"}
+
+
+def _trigger_recovery(api: ApiClient, conn: psycopg.Connection) -> tuple[str, int]:
+    """A run of the ``recovery`` DAG after a new generation of the views' source data."""
+    row = conn.execute("UPDATE recovery_source SET generation = generation + 1 RETURNING generation").fetchone()
+    assert row is not None
+    return api.post("/dags/recovery/dagRuns", {"logical_date": None})["dag_run_id"], int(row[0])
+
+
+def _recovery_tasks(api: ApiClient, run_id: str) -> list[dict[str, Any]]:
+    return list(api.get(f"/dags/recovery/dagRuns/{run_id}/taskInstances?limit=100")["task_instances"])
+
+
+def _wait_until_running_and_queued(
+    api: ApiClient, conn: psycopg.Connection, run_id: str, *, first_done: bool = False
+) -> dict[str, int]:
+    """Task states once at least two refreshes run on the server and at least one slow task still waits; with
+    ``first_done``, once the first refresh has succeeded, one still runs and one waits in the queue: the first
+    task's Celery job is about to end and its worker to take the next one."""
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while True:
+        states = [task["state"] for task in _recovery_tasks(api, run_id)]
+        waiting = sum(state in (None, "scheduled", "queued") for state in states)
+        if first_done:
+            ready = "success" in states and "running" in states and "queued" in states
+        else:
+            ready = states.count("running") >= 2 and waiting > 2 and len(_refresh_backends(conn)) >= 2
+        if ready:
+            return {str(state): states.count(state) for state in sorted(set(states), key=str)}
+        assert time.monotonic() < deadline, states
+        time.sleep(0.3)
+
+
+def _wait_for_run(api: ApiClient, stack: AirflowStack, run_id: str, restarted: list[str] | None) -> dict[str, Any]:
+    """The finished run, riding out the API's errors while the metadata database is away. With ``restarted``,
+    restart every process of the stack that exits meanwhile and append it there; without, none may exit."""
+    deadline = time.monotonic() + RECOVERY_TIMEOUT
+    while True:
+        if restarted is not None:
+            restarted += stack.restart_exited()
+        else:
+            assert not stack.exited(), {name: stack.log(name) for name in stack.exited()}
+        with contextlib.suppress(RuntimeError, OSError, ValueError):
+            run = dict(api.get(f"/dags/recovery/dagRuns/{run_id}"))
+            if run["state"] in ("success", "failed"):
+                return run
+        if time.monotonic() > deadline:
+            tasks = [(task["task_id"], task["state"], task["try_number"]) for task in _recovery_tasks(api, run_id)]
+            raise AssertionError(f"run {run_id} not finished after {RECOVERY_TIMEOUT}s: {tasks}, restarted {restarted}")
+        time.sleep(1)
+
+
+def _wait_until_healthy(api: ApiClient, stack: AirflowStack, restarted: list[str]) -> None:
+    deadline = time.monotonic() + 120
+    health: Any = None
+    while time.monotonic() < deadline:
+        restarted += stack.restart_exited()
+        with contextlib.suppress(RuntimeError, OSError, ValueError):
+            health = api.get("/monitor/health")
+            if all(
+                (health.get(part) or {}).get("status") == "healthy"
+                for part in ("metadatabase", "scheduler", "triggerer", "dag_processor")
+            ):
+                return
+        time.sleep(1)
+    raise AssertionError(f"not healthy after the restart: {health}")
+
+
+def _log_size(stack: AirflowStack, name: str) -> int:
+    return (stack.logs / f"{name}.log").stat().st_size
+
+
+def _lines_since(stack: AirflowStack, name: str, offset: int, *needles: str) -> int:
+    """How many lines of a process's log since ``offset`` hold one of ``needles``."""
+    with (stack.logs / f"{name}.log").open("rb") as log:
+        log.seek(offset)
+        text = log.read().decode(errors="replace")
+    return sum(any(needle in line for needle in needles) for line in text.splitlines())
+
+
+def _errors_since(stack: AirflowStack, name: str, offset: int) -> int:
+    """How many lines of a process's log since ``offset`` tell of the lost database connection."""
+    return _lines_since(stack, name, offset, "OperationalError", "server closed the connection")
+
+
+def _assert_recovered(
+    api: ApiClient, conn: psycopg.Connection, run_id: str, run: dict[str, Any], generation: int
+) -> list[dict[str, Any]]:
+    tasks = _recovery_tasks(api, run_id)
+    assert run["state"] == "success", [(task["task_id"], task["state"], task["try_number"]) for task in tasks]
+    assert {task["task_id"]: task["state"] for task in tasks} == dict.fromkeys(RECOVERY_TASKS, "success")
+    unfinished = "&".join(f"state={state}" for state in ("running", "queued", "scheduled", "up_for_retry", "deferred"))
+    assert api.get(f"/dags/~/dagRuns/~/taskInstances?{unfinished}")["total_entries"] == 0
+    assert api.get("/dags/~/dagRuns?state=running&state=queued")["total_entries"] == 0
+    for worker in ("worker1", "worker2"):
+        task = next(task for task in tasks if task["task_id"] == f"then_on_{worker}")
+        assert task["hostname"] == worker, "each worker ran a task scheduled after the recovery"
+    views = [f"recovery_{i}" for i in range(RECOVERY_VIEWS)] + ["recovery_on_worker1", "recovery_on_worker2"]
+    held = {view: conn.execute(f"SELECT generation FROM {view}").fetchone() for view in views}
+    assert held == dict.fromkeys(views, (generation,)), "every view holds the new data"
+    assert not _refresh_backends(conn) and not _advisory_locks(conn), "no REFRESH or advisory lock is left"
+    return tasks
+
+
 def test_worker_killed_mid_refresh(celery_stack: tuple[AirflowStack, ApiClient, str]) -> None:
     """Last in the module: it leaves the stack with one worker."""
     stack, api, dsn = celery_stack
@@ -223,7 +428,7 @@ def test_worker_killed_mid_refresh(celery_stack: tuple[AirflowStack, ApiClient, 
         conn.execute("UPDATE long_delay SET seconds = 3")  # the retry's refresh is short
         session = stack.processes[f"celery-{victim}"].pid
         killed = time.monotonic()
-        for pid in _session_pids(session):
+        for pid in session_pids(session):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         while _refresh_backends(conn) or _advisory_locks(conn):
@@ -248,12 +453,3 @@ def _refresh_backends(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
 def _advisory_locks(conn: psycopg.Connection) -> int:
     row = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()
     return int(row[0]) if row else 0
-
-
-def _session_pids(session: int) -> list[int]:
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[3]) == session:
-                pids.append(int(stat.parent.name))
-    return pids
