@@ -201,8 +201,21 @@ class AirflowStack:
         return restarted
 
     def restart_component(self, name: str, signum: signal.Signals = signal.SIGTERM, timeout: float = 30) -> float:
-        """Stop one process of the stack as a supervisor does (``signum`` to every process of its session, SIGKILL
-        to what is left after ``timeout`` seconds), then start it again with the same command.
+        """Stop one process of the stack (:meth:`stop_component`), then start it again with the same command.
+
+        :return: the seconds its session took to end.
+        """
+        ended = self.stop_component(name, signum, timeout)
+        self._spawn(name)
+        return ended
+
+    def start_component(self, name: str) -> None:
+        """Start a process of the stack that was stopped, with its command and environment."""
+        self._spawn(name)
+
+    def stop_component(self, name: str, signum: signal.Signals = signal.SIGTERM, timeout: float = 30) -> float:
+        """Stop one process of the stack as a supervisor does: ``signum`` to every process of its session, SIGKILL
+        to what is left after ``timeout`` seconds.
 
         :param name: a key of :attr:`processes`, e.g. ``scheduler`` or ``celery-worker1``.
         :param signum: the signal that stops it.
@@ -221,9 +234,7 @@ class AirflowStack:
                         os.kill(pid, signal.SIGKILL)
             self.processes[name].poll()  # reaps the leader, which is our child
             time.sleep(0.1)
-        ended = time.monotonic() - started
-        self._spawn(name)
-        return ended
+        return time.monotonic() - started
 
     def _wait_until_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 from devtools.airflow_stack import AirflowStack, ApiClient, celery_unavailable, session_pids
-from devtools.pgcluster import embedded_cluster
+from tests.deployment import deployed
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -113,72 +113,57 @@ class Sampler(threading.Thread):
 
 @pytest.fixture(scope="module")
 def celery_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AirflowStack, ApiClient, str]]:
-    cluster = embedded_cluster()  # Airflow's metadata database
-    views = embedded_cluster()
-    stack: AirflowStack | None = None
-    try:
-        cluster.start()
-        views.start()
-        views.create_database("scenario")
-        with psycopg.connect(views.dsn("scenario"), autocommit=True) as conn:
-            conn.execute("CREATE TABLE refresh_delay (seconds float8)")
-            conn.execute("INSERT INTO refresh_delay VALUES (0)")
-            for i in range(VIEWS):
-                conn.execute(
-                    f"CREATE MATERIALIZED VIEW slow_{i} AS SELECT g AS id FROM generate_series(1, 3) g "
-                    "WHERE (SELECT pg_sleep(seconds)::text FROM refresh_delay) = ''"
-                )
-            conn.execute("CREATE TABLE recovery_source (generation int)")
-            conn.execute("INSERT INTO recovery_source VALUES (0)")
-            for i in range(RECOVERY_VIEWS):
-                conn.execute(
-                    f"CREATE MATERIALIZED VIEW recovery_{i} AS SELECT generation FROM recovery_source "
-                    "WHERE (SELECT pg_sleep(seconds)::text FROM refresh_delay) = ''"
-                )
-            for worker in ("worker1", "worker2"):
-                conn.execute(f"CREATE MATERIALIZED VIEW recovery_on_{worker} AS SELECT generation FROM recovery_source")
-            conn.execute("UPDATE refresh_delay SET seconds = %s", [SECONDS])
-            conn.execute("CREATE TABLE long_delay (seconds float8)")
-            conn.execute("INSERT INTO long_delay VALUES (0)")
+    def scenario(conn: psycopg.Connection) -> None:
+        conn.execute("CREATE TABLE refresh_delay (seconds float8)")
+        conn.execute("INSERT INTO refresh_delay VALUES (0)")
+        for i in range(VIEWS):
             conn.execute(
-                "CREATE MATERIALIZED VIEW long_view AS SELECT clock_timestamp() AS refreshed_at "
-                "WHERE (SELECT pg_sleep(seconds)::text FROM long_delay) = ''"
+                f"CREATE MATERIALIZED VIEW slow_{i} AS SELECT g AS id FROM generate_series(1, 3) g "
+                "WHERE (SELECT pg_sleep(seconds)::text FROM refresh_delay) = ''"
             )
-        dags = tmp_path_factory.mktemp("dags")
-        (dags / "scale.py").write_text(textwrap.dedent(DAGS))
-        stack = AirflowStack(
-            cluster, dags, {"postgres_default": views.uri("scenario")}, executor="celery", triggerer=True
+        conn.execute("CREATE TABLE recovery_source (generation int)")
+        conn.execute("INSERT INTO recovery_source VALUES (0)")
+        for i in range(RECOVERY_VIEWS):
+            conn.execute(
+                f"CREATE MATERIALIZED VIEW recovery_{i} AS SELECT generation FROM recovery_source "
+                "WHERE (SELECT pg_sleep(seconds)::text FROM refresh_delay) = ''"
+            )
+        for worker in ("worker1", "worker2"):
+            conn.execute(f"CREATE MATERIALIZED VIEW recovery_on_{worker} AS SELECT generation FROM recovery_source")
+        conn.execute("UPDATE refresh_delay SET seconds = %s", [SECONDS])
+        conn.execute("CREATE TABLE long_delay (seconds float8)")
+        conn.execute("INSERT INTO long_delay VALUES (0)")
+        conn.execute(
+            "CREATE MATERIALIZED VIEW long_view AS SELECT clock_timestamp() AS refreshed_at "
+            "WHERE (SELECT pg_sleep(seconds)::text FROM long_delay) = ''"
         )
+
+    dags = tmp_path_factory.mktemp("dags")
+    (dags / "scale.py").write_text(textwrap.dedent(DAGS))
+    dag_ids = ("scale_deferred", "scale_on_workers", "same_view_on_worker1", "same_view_on_worker2", "worker_lost")
+    env = {
         # A task whose worker died is failed (and retried) once its heartbeat is this old.
-        stack.env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] = "15"
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "15",
         # A Celery worker that takes a task while the metadata database is away loses it (it cannot record the
-        # task as started in Celery's result backend, which lives there), and the task instance stays queued. A new
-        # scheduler adopts the queued tasks of one that died (once its heartbeat is 30 s old) at its next orphan
-        # check, then requeues those queued for longer than the timeout. Airflow's defaults: 300 s and 600 s.
-        stack.env["AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL"] = "10"
-        stack.env["AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT"] = "60"
-        stack.env["AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL"] = "10"
-        stack.start()
-        api = ApiClient(stack)
-        api.post("/pools", {"name": POOL, "slots": 2, "include_deferred": False})
-        for dag_id in (
-            "scale_deferred",
-            "scale_on_workers",
-            "same_view_on_worker1",
-            "same_view_on_worker2",
-            "worker_lost",
-            "recovery",
-        ):
-            api.wait_for_dag(dag_id)
-            api.patch(f"/dags/{dag_id}", {"is_paused": False})
-        yield stack, api, views.dsn("scenario")
-    finally:
-        try:
-            if stack is not None:
-                stack.stop()
-        finally:
-            cluster.destroy()
-            views.destroy()
+        # task as started in Celery's result backend, which lives there), and the task instance stays queued. A
+        # new scheduler adopts the queued tasks of one that died (once its heartbeat is 30 s old) at its next
+        # orphan check, then requeues those queued for longer than the timeout. Airflow's defaults: 300 s and 600 s.
+        "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
+        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "60",
+        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "10",
+    }
+    with deployed(
+        dags,
+        scenario,
+        (*dag_ids, "recovery"),
+        env=env,
+        unpause=True,
+        metadata_server_of_its_own=True,  # the database restart test restarts Airflow's server, not the views'
+        executor="celery",
+        triggerer=True,
+    ) as up:
+        up.api.post("/pools", {"name": POOL, "slots": 2, "include_deferred": False})
+        yield up.stack, up.api, up.dsn
 
 
 def _run(api: ApiClient, dsn: str, dag_id: str) -> tuple[float, list[dict[str, Any]], int]:

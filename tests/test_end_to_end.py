@@ -7,23 +7,24 @@ once for this module and stopped (every process group) even when a test fails.
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-import psycopg
 import pytest
 import yaml
 
 from airflow_matview.compat import DEADLINE_ALERTS_MISSING
-from devtools.airflow_stack import USERNAME, AirflowStack, ApiClient
-from devtools.pgcluster import embedded_cluster
+from devtools.airflow_stack import USERNAME
 from devtools.scenario import add_new_users, create_reference_scenario, view_rows
+from tests.deployment import Deployment as BaseDeployment
+from tests.deployment import deployed, matviews_dags
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    import psycopg
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "artifacts"
@@ -38,22 +39,10 @@ RUN_TIMEOUT = 240  # seconds for a run to finish, on a loaded 2-core CI machine
 pytestmark = pytest.mark.timeout(600)
 
 
-class Deployment:
-    """The running stack, its API client and the scenario database."""
+class Deployment(BaseDeployment):
+    """The running stack, with the failed run a test leaves for the next ones."""
 
-    def __init__(self, stack: AirflowStack, api: ApiClient, dsn: str, started_in: float) -> None:
-        self.stack = stack
-        self.api = api
-        self.dsn = dsn
-        self.started_in = started_in
-        self.failed_run_id: str | None = None
-
-    def connect(self) -> psycopg.Connection:
-        return psycopg.connect(self.dsn, autocommit=True)
-
-    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-        run = self.api.post(f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
-        return str(run["dag_run_id"])
+    failed_run_id: str | None = None
 
     def task_instance(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return dict(self.api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/refresh"))
@@ -63,7 +52,7 @@ class Deployment:
         return dict(entry["value"])
 
 
-def _deployment_config(dags: Path) -> None:
+def _deployment_config() -> dict[str, Any]:
     """The shipped example config plus a view on a one-minute schedule and one that will be dropped."""
     config = yaml.safe_load((REPO / "dags" / "matviews.yaml").read_text())
     config["views"] += [
@@ -78,38 +67,21 @@ def _deployment_config(dags: Path) -> None:
     ]
     if DEADLINE_ALERTS_MISSING is None:  # max_staleness needs Airflow 3.3+ (`make test-matrix` runs older ones)
         config["views"][-1] |= {"max_staleness": "1m", "on_stale": [{"notifier": "logging.warning"}]}
-    (dags / "matviews.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return config
 
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    cluster = embedded_cluster()
-    stack: AirflowStack | None = None
-    try:
-        cluster.start()
-        cluster.create_database("scenario")
-        with psycopg.connect(cluster.dsn("scenario"), autocommit=True) as conn:
-            create_reference_scenario(conn)
-            conn.execute("CREATE MATERIALIZED VIEW young_users AS SELECT * FROM polls_user WHERE age < 25")
-            conn.execute("CREATE MATERIALIZED VIEW doomed_view AS SELECT * FROM polls_user")
-            conn.execute("CREATE TABLE steady_source AS SELECT g AS id FROM generate_series(1, 3) AS g")
-            conn.execute("CREATE MATERIALIZED VIEW steady_view AS SELECT id FROM steady_source")
-        dags = tmp_path_factory.mktemp("dags")
-        shutil.copy(REPO / "dags" / "matviews.py", dags / "matviews.py")
-        _deployment_config(dags)
-        stack = AirflowStack(cluster, dags, {"postgres_default": cluster.uri("scenario")})
-        started = time.monotonic()
-        stack.start()
-        api = ApiClient(stack)
-        for dag_id in (REFERENCE_DAG, MINUTELY_DAG, DOOMED_DAG, STEADY_DAG, BUDGET_DAG):
-            api.wait_for_dag(dag_id)
-        yield Deployment(stack, api, cluster.dsn("scenario"), time.monotonic() - started)
-    finally:
-        try:
-            if stack is not None:
-                stack.stop()
-        finally:
-            cluster.destroy()
+    def scenario(conn: psycopg.Connection) -> None:
+        create_reference_scenario(conn)
+        conn.execute("CREATE MATERIALIZED VIEW young_users AS SELECT * FROM polls_user WHERE age < 25")
+        conn.execute("CREATE MATERIALIZED VIEW doomed_view AS SELECT * FROM polls_user")
+        conn.execute("CREATE TABLE steady_source AS SELECT g AS id FROM generate_series(1, 3) AS g")
+        conn.execute("CREATE MATERIALIZED VIEW steady_view AS SELECT id FROM steady_source")
+
+    dags = matviews_dags(tmp_path_factory.mktemp("dags"), _deployment_config())
+    with deployed(dags, scenario, (REFERENCE_DAG, MINUTELY_DAG, DOOMED_DAG, STEADY_DAG, BUDGET_DAG)) as up:
+        yield Deployment(up.stack, up.api, up.dsn, up.started_in)
 
 
 def test_dag_processor_lists_one_dag_per_view(deployment: Deployment) -> None:

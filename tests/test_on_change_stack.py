@@ -4,26 +4,19 @@ the reference view when frank and grace are inserted, with no schedule and no ma
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import psycopg
 import pytest
-import yaml
 
-from devtools.airflow_stack import AIRFLOW_BIN, AirflowStack, ApiClient
-from devtools.pgcluster import embedded_cluster
 from devtools.scenario import add_new_users, create_reference_scenario, view_rows
+from tests.deployment import Deployment, deployed, matviews_dags
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-REPO = Path(__file__).resolve().parent.parent
+    import psycopg
+
 VIEW_DAG = "matview.public.polls_user_matt_view"
 CHAIN_DAG = "matview.public.polls_user_names"
 AUDIT_DAG = "matview.public.audit_count"
@@ -35,56 +28,30 @@ BOUND = 60
 pytestmark = pytest.mark.timeout(600)
 
 
-class Watched:
-    def __init__(self, stack: AirflowStack, api: ApiClient, dsn: str) -> None:
-        self.stack, self.api, self.dsn = stack, api, dsn
-
-    def connect(self) -> psycopg.Connection:
-        return psycopg.connect(self.dsn, autocommit=True)
-
-    def runs(self, dag_id: str) -> list[dict[str, Any]]:
-        return list(self.api.get(f"/dags/{dag_id}/dagRuns?order_by=run_after")["dag_runs"])
-
+class Watched(Deployment):
     def logs(self) -> str:
         return "\n".join(f"--- {name}\n{self.stack.log(name)}" for name in ("triggerer", "scheduler"))
 
 
 @pytest.fixture(scope="module")
 def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Watched]:
-    cluster = embedded_cluster()
-    stack: AirflowStack | None = None
-    try:
-        cluster.start()
-        cluster.create_database("scenario")
-        with psycopg.connect(cluster.dsn("scenario"), autocommit=True) as conn:
-            create_reference_scenario(conn)
-            conn.execute("CREATE MATERIALIZED VIEW polls_user_names AS SELECT name FROM polls_user_matt_view")
-            conn.execute("CREATE TABLE audit (id integer)")
-            conn.execute("CREATE MATERIALIZED VIEW audit_count AS SELECT count(*) AS n FROM audit")
-        dags = tmp_path_factory.mktemp("dags")
-        shutil.copy(REPO / "dags" / "matviews.py", dags / "matviews.py")
-        config = {
-            "defaults": {"on_change": True, "poll_interval": "1s", "min_interval": "1s", "retries": 0},
-            "views": [
-                {"name": "public.polls_user_matt_view"},
-                {"name": "public.polls_user_names", "after": ["public.polls_user_matt_view"], "on_change": False},
-                {"name": "public.audit_count"},
-            ],
-        }
-        (dags / "matviews.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        stack = AirflowStack(cluster, dags, {"postgres_default": cluster.uri("scenario")}, triggerer=True)
-        stack.start()
-        api = ApiClient(stack)
-        for dag_id in (VIEW_DAG, CHAIN_DAG, AUDIT_DAG):
-            api.wait_for_dag(dag_id)
-            api.patch(f"/dags/{dag_id}", {"is_paused": False})
-        yield Watched(stack, api, cluster.dsn("scenario"))
-    finally:
-        try:
-            if stack is not None:
-                stack.stop()
-        finally:
-            cluster.destroy()
+    def scenario(conn: psycopg.Connection) -> None:
+        create_reference_scenario(conn)
+        conn.execute("CREATE MATERIALIZED VIEW polls_user_names AS SELECT name FROM polls_user_matt_view")
+        conn.execute("CREATE TABLE audit (id integer)")
+        conn.execute("CREATE MATERIALIZED VIEW audit_count AS SELECT count(*) AS n FROM audit")
+
+    config = {
+        "defaults": {"on_change": True, "poll_interval": "1s", "min_interval": "1s", "retries": 0},
+        "views": [
+            {"name": "public.polls_user_matt_view"},
+            {"name": "public.polls_user_names", "after": ["public.polls_user_matt_view"], "on_change": False},
+            {"name": "public.audit_count"},
+        ],
+    }
+    dags = matviews_dags(tmp_path_factory.mktemp("dags"), config)
+    with deployed(dags, scenario, (VIEW_DAG, CHAIN_DAG, AUDIT_DAG), unpause=True, triggerer=True) as up:
+        yield Watched(up.stack, up.api, up.dsn, up.started_in)
 
 
 def _wait(condition: Any, timeout: float, what: str, watched: Watched) -> float:
@@ -142,23 +109,13 @@ def test_nothing_runs_while_nothing_changes(watched: Watched) -> None:
 
 
 def test_a_change_committed_while_the_triggerer_is_down_still_refreshes(watched: Watched) -> None:
-    triggerer = watched.stack.processes["triggerer"]
-    os.killpg(triggerer.pid, signal.SIGTERM)
-    triggerer.wait(timeout=60)
+    watched.stack.stop_component("triggerer")
     with watched.connect() as conn:
         _wait(lambda: _watchers(conn) == 0, 30, "the watcher's connection closed", watched)
         conn.execute("INSERT INTO audit VALUES (1), (2), (3)")
         time.sleep(2)
         assert watched.runs(AUDIT_DAG) == []
-        log = (watched.stack.logs / "triggerer.log").open("ab")
-        watched.stack._log_files.append(log)
-        watched.stack.processes["triggerer"] = subprocess.Popen(
-            [str(AIRFLOW_BIN), "triggerer"],
-            env=watched.stack.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        watched.stack.start_component("triggerer")
         restarted = time.monotonic()
         _wait(lambda: conn.execute("SELECT n FROM audit_count").fetchone() == (3,), 180, "the audit view", watched)
         print(f"triggerer restarted -> the change made while it was down shows: {time.monotonic() - restarted:.1f}s")

@@ -8,7 +8,6 @@ Notifiers mail a real SMTP server on loopback (aiosmtpd) through the SMTP provid
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -16,18 +15,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import psycopg
 import pytest
-import yaml
 
-from devtools.airflow_stack import AirflowStack, ApiClient
-from devtools.pgcluster import embedded_cluster
+from tests.deployment import Deployment as BaseDeployment
+from tests.deployment import deployed, matviews_dags
 from tests.smtp_sink import SmtpSink
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-REPO = Path(__file__).resolve().parent.parent
 CLI = Path(sys.executable).parent / "airflow-matview"
 SMTP = "airflow.providers.smtp.notifications.smtp.SmtpNotifier"
 POOL = "matview_pool"
@@ -42,22 +38,23 @@ RUN_TIMEOUT = 240
 pytestmark = pytest.mark.timeout(900)
 
 
-class Deployment:
-    def __init__(self, stack: AirflowStack, api: ApiClient, dsn: str, sink: SmtpSink, config: Path) -> None:
-        self.stack = stack
-        self.api = api
-        self.dsn = dsn
+class Deployment(BaseDeployment):
+    """The stack with an SMTP sink behind its ``smtp_sink`` connection.
+
+    :param sink: the SMTP server on loopback that receives the notifiers' mail.
+    :param config: the config file the DAGs read.
+    """
+
+    def __init__(self, up: BaseDeployment, sink: SmtpSink, config: Path) -> None:
+        super().__init__(up.stack, up.api, up.dsn, up.started_in)
         self.sink = sink
         self.config = config
 
-    def connect(self) -> psycopg.Connection:
-        return psycopg.connect(self.dsn, autocommit=True)
-
-    def trigger(self, view: str) -> tuple[str, str]:
+    def trigger_view(self, view: str) -> tuple[str, str]:
+        """Unpause and trigger the DAG of ``public.<view>``; its dag id and run id."""
         dag_id = f"matview.public.{view}"
         self.api.patch(f"/dags/{dag_id}", {"is_paused": False})
-        run = self.api.post(f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": {}})
-        return dag_id, str(run["dag_run_id"])
+        return dag_id, self.trigger(dag_id)
 
 
 def _notifier(to: str, **kwargs: Any) -> list[dict[str, Any]]:
@@ -106,33 +103,22 @@ SCENARIO = [
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    cluster = embedded_cluster()
-    stack: AirflowStack | None = None
-    with SmtpSink() as sink:
-        try:
-            cluster.start()
-            cluster.create_database("scenario")
-            with psycopg.connect(cluster.dsn("scenario"), autocommit=True) as conn:
-                for statement in SCENARIO:
-                    conn.execute(statement)
-            dags = tmp_path_factory.mktemp("dags")
-            shutil.copy(REPO / "dags" / "matviews.py", dags / "matviews.py")
-            (dags / "matviews.yaml").write_text(yaml.safe_dump(_config(), sort_keys=False))
-            connections = {"postgres_default": cluster.uri("scenario"), "smtp_sink": sink.uri}
-            stack = AirflowStack(cluster, dags, connections, triggerer=True)
-            stack.env["AIRFLOW__CORE__PARALLELISM"] = "4"  # more than the pool's 2 slots: the pool must cap
-            stack.start()
-            api = ApiClient(stack)
-            for view in ("notify_ok", "notify_broken", "stale_view", *POOLED):
-                api.wait_for_dag(f"matview.public.{view}")
-            assert api.get("/importErrors")["total_entries"] == 0
-            yield Deployment(stack, api, cluster.dsn("scenario"), sink, dags / "matviews.yaml")
-        finally:
-            try:
-                if stack is not None:
-                    stack.stop()
-            finally:
-                cluster.destroy()
+    dags = matviews_dags(tmp_path_factory.mktemp("dags"), _config())
+    dag_ids = [f"matview.public.{view}" for view in ("notify_ok", "notify_broken", "stale_view", *POOLED)]
+    # More executor slots than the pool's 2: the pool must cap.
+    with (
+        SmtpSink() as sink,
+        deployed(
+            dags,
+            SCENARIO,
+            dag_ids,
+            connections={"smtp_sink": sink.uri},
+            env={"AIRFLOW__CORE__PARALLELISM": "4"},
+            triggerer=True,
+        ) as up,
+    ):
+        assert up.api.get("/importErrors")["total_entries"] == 0
+        yield Deployment(up, sink, dags / "matviews.yaml")
 
 
 def _to(address: str) -> Any:
@@ -146,8 +132,8 @@ def test_success_retry_and_failure_mails_name_view_connection_error_try_and_log(
     try:
         blocker.execute("BEGIN")
         blocker.execute("LOCK TABLE divisor IN ACCESS EXCLUSIVE MODE")
-        ok_dag, ok_run = deployment.trigger("notify_ok")
-        broken_dag, broken_run = deployment.trigger("notify_broken")
+        ok_dag, ok_run = deployment.trigger_view("notify_ok")
+        broken_dag, broken_run = deployment.trigger_view("notify_broken")
         assert deployment.api.wait_for_run(ok_dag, ok_run, timeout=RUN_TIMEOUT)["state"] == "success"
         assert deployment.api.wait_for_run(broken_dag, broken_run, timeout=RUN_TIMEOUT)["state"] == "failed"
     finally:
@@ -179,7 +165,7 @@ def test_stale_view_alerts_once_within_the_bound_naming_view_and_lateness(deploy
         blocker.execute("BEGIN")
         # A reader's open transaction holds ACCESS SHARE on the view: the plain refresh waits for its lock.
         blocker.execute("SELECT count(*) FROM stale_view")
-        dag_id, run_id = deployment.trigger("stale_view")
+        dag_id, run_id = deployment.trigger_view("stale_view")
         run = deployment.api.get(f"/dags/{dag_id}/dagRuns/{run_id}")
         queued_at = _timestamp(run["queued_at"])
         deadline = queued_at + MAX_STALENESS
@@ -239,7 +225,7 @@ def test_a_two_slot_pool_never_runs_more_than_two_refreshes_at_once(deployment: 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        runs = [deployment.trigger(view) for view in POOLED]
+        runs = [deployment.trigger_view(view) for view in POOLED]
         states = [deployment.api.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)["state"] for dag_id, run_id in runs]
     finally:
         stop.set()
