@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import sys
@@ -55,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):  # a view name in an ASCII locale is escaped rather than a crash
             stream.reconfigure(errors="backslashreplace")
+    _airflow_logs_to_stderr()
     arguments = sys.argv[1:] if argv is None else list(argv)
     secrets = _secrets_of(arguments)
     args = _parser(secrets).parse_args(arguments)
@@ -92,6 +94,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # a bug of ours: still one line, never a traceback with a DSN in its locals
         _fail(f"airflow-matview {args.command}: internal error: {type(error).__name__}: {error}", secrets)
         return EXIT_INTERNAL
+
+
+def _airflow_logs_to_stderr() -> None:
+    """Airflow's log lines, errors only, on stderr: stdout holds only the command's output.
+
+    Airflow's logging writes to stdout from INFO up; the console script also sets Airflow's log level before Airflow
+    is imported (see :mod:`airflow_matview.cli_entry`), which quiets the loggers that bypass the standard library.
+    """
+    logging.getLogger().setLevel(logging.ERROR)
+    logging.getLogger("airflow").setLevel(logging.ERROR)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.__stdout__):
+            handler.setStream(sys.stderr)
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -371,6 +386,9 @@ def open_connection(conn_id: str | None, dsn: str | None) -> psycopg.Connection:
             raise CliError(f"cannot connect with --dsn: {_one_line(error)}", EXIT_CONNECT) from None
     from airflow_matview.connection import connect
 
+    # Look where `airflow connections get` looks: environment variables, secrets backends and the metadata database
+    # (outside a server process Airflow's SDK skips the database, and would call its connections "not defined").
+    os.environ["_AIRFLOW_PROCESS_CONTEXT"] = "server"
     try:
         conn = connect(conn_id or "postgres_default", "inspect the database")
     except (MatviewConfigurationError, MatviewRefreshError) as error:

@@ -21,7 +21,7 @@ from psycopg import sql
 from airflow_matview.config import load_config
 from devtools.pgcluster import free_port
 from devtools.scenario import create_reference_scenario
-from tests.conftest import REPO
+from tests.conftest import AIRFLOW_BIN, REPO
 
 if TYPE_CHECKING:
     import psycopg
@@ -494,3 +494,94 @@ def test_ctrl_c_while_the_command_starts_is_one_line_and_exit_130() -> None:
     assert process.returncode == 130, err
     assert err.strip() == "airflow-matview: interrupted"
     assert "Traceback" not in err
+
+
+# ------------------------------------------------------------------ Airflow connections: where they live, what is wrong
+
+UNREADABLE_CONNECTIONS = [
+    ("postgresql://app:Sup3rSecret@127.0.0.1:notaport/db", "its port is not a number"),
+    ("postgresql://app:Sup3r/Secret@127.0.0.1:5432/db", "its port is not a number (or its password holds an unencoded"),
+    ("postgresql://app:Sup3rSecret@127.0.0.1:99999/db", "its port is out of range (use 1 to 65535, e.g. 5432)"),
+    (
+        '{"conn_type": "postgres", "host": "127.0.0.1", "password": "Sup3rSecret",',
+        "it is not valid JSON (Expecting property name enclosed in double quotes at line 1 column 74)",
+    ),
+    ('{"conn_type": "postgres", "port": "Sup3rSecret"}', "its port is not a number"),
+    ('{"conn_type": "postgres", "pasword": "Sup3rSecret"}', "its JSON has the key 'pasword', which Airflow"),
+]
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    UNREADABLE_CONNECTIONS,
+    ids=["port-text", "unencoded-slash", "port-range", "broken-json", "json-port", "json-unknown-key"],
+)
+def test_check_says_a_connection_airflow_cannot_read_exists_and_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, reason: str
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", value)
+    config = tmp_path / "matviews.yaml"
+    config.write_text("views:\n  - name: public.a\n    conn_id: warehouse\n")
+    done = cli("check", str(config))
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == ""
+    assert "Sup3r" not in done.stdout and "Secret" not in done.stdout
+    lines = done.stdout.splitlines()
+    assert lines[0] == "PROBLEM public.a"
+    assert (
+        lines[1]
+        .strip()
+        .startswith(
+            "Cannot inspect the database: Airflow connection 'warehouse' exists (environment variable "
+            f"AIRFLOW_CONN_WAREHOUSE) but cannot be read: {reason}"
+        )
+    ), lines[1]
+    assert "Fix AIRFLOW_CONN_WAREHOUSE: a URI such as postgresql://USER:PASSWORD@HOST:5432/DB" in lines[1]
+    assert lines[2:] == ["0 of 1 view(s) can be refreshed as configured."]
+
+
+def test_check_finds_a_connection_made_with_airflow_connections_add(
+    pg: psycopg.Connection, database: Database, airflow_db: Path, tmp_path: Path
+) -> None:
+    """The README's step: `airflow connections add`, then `airflow-matview check` (a connection in the metadata DB)."""
+    create_reference_scenario(pg)
+    conn_id = f"added_{database.name}"
+    added = subprocess.run(
+        [str(AIRFLOW_BIN), "connections", "add", conn_id, "--conn-uri", database.uri],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+        timeout=120,
+    )
+    assert added.returncode == 0, added.stderr
+    config = tmp_path / "matviews.yaml"
+    config.write_text(f"views:\n  - name: public.polls_user_matt_view\n    conn_id: {conn_id}\n")
+    done = cli("check", str(config))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[0] == "OK      public.polls_user_matt_view"
+    done = cli("discover", "--conn-id", conn_id)
+    assert done.returncode == 0, done.stderr
+    assert f"conn_id: {conn_id}" in done.stdout
+
+
+def test_check_output_holds_only_its_own_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A short password makes Airflow log "Skipping masking for a secret as it's too short" to stdout: not here."""
+    port = free_port()
+    monkeypatch.setenv("AIRFLOW_CONN_SHORT", f"postgresql://app:p@127.0.0.1:{port}/x")
+    config = tmp_path / "matviews.yaml"
+    config.write_text("views:\n  - name: public.a\n    conn_id: short\n")
+    done = cli("check", str(config))
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == ""
+    lines = done.stdout.splitlines()
+    assert lines[0] == "PROBLEM public.a"
+    # the password "p" would be masked as a word, never inside one ("***ort")
+    assert (
+        lines[1]
+        .strip()
+        .startswith(
+            f"Cannot connect to PostgreSQL at 127.0.0.1:{port} to inspect the database (connection 'short'): "
+            f'connection to server at "127.0.0.1", port {port} failed: Connection refused'
+        )
+    ), lines[1]
+    assert lines[2:] == ["0 of 1 view(s) can be refreshed as configured."]
