@@ -24,7 +24,14 @@ from pydantic import ValidationError
 from airflow_matview import catalog, production, search_path
 from airflow_matview.config import MatviewConfigError, ViewConfig, ViewSettings, default_dag_id, load_config
 from airflow_matview.exceptions import MatviewConfigurationError, MatviewRefreshError
-from airflow_matview.identifiers import InvalidIdentifierError, QualifiedName, parse_qualified_name, quote_if_needed
+from airflow_matview.identifiers import (
+    InvalidIdentifierError,
+    QualifiedName,
+    control_character,
+    parse_qualified_name,
+    printable,
+    quote_if_needed,
+)
 from airflow_matview.refresh import choose_mode, resolve_matview
 
 if TYPE_CHECKING:
@@ -308,6 +315,7 @@ def run_discover(conn_id: str | None, dsn: str | None, schema_args: list[str] | 
         raise CliError(f"cannot read the catalog: {_one_line(error)}") from None
     finally:
         conn.close()
+    matviews = _leave_out_unprintable_names(matviews, reads)
     if not matviews:
         where = f"schema {', '.join(map(_shown, schemas))}" if schemas else "any schema"
         raise CliError(f"no materialized view in {where} of database {database}; nothing to write")
@@ -339,6 +347,28 @@ def run_discover(conn_id: str | None, dsn: str | None, schema_args: list[str] | 
         sys.stdout.write(text)
     sys.stdout.flush()
     return EXIT_OK
+
+
+def _leave_out_unprintable_names(
+    matviews: list[catalog.Relation], reads: dict[int, list[catalog.Relation]]
+) -> list[catalog.Relation]:
+    """The views whose names the config accepts; one line on stderr for each that it refuses (a control
+    character in a quoted name), naming the views whose ``after:`` leaves it out."""
+    kept = []
+    for matview in matviews:
+        char = control_character(str(matview.name))
+        if char is None:
+            kept.append(matview)
+            continue
+        shown = printable(str(matview.name))
+        users = sorted(printable(str(m.name)) for m in matviews if any(r.oid == matview.oid for r in reads[m.oid]))
+        _fail(
+            f"airflow-matview discover: left out {shown}: its name holds the control character {char!r}, which "
+            f"the config refuses; rename it (ALTER MATERIALIZED VIEW {shown} RENAME TO ...) and run discover again"
+            + (f" (the after: of {', '.join(users)} leaves it out)" if users else ""),
+            [],
+        )
+    return kept
 
 
 def _schema_name(text: str) -> str:

@@ -26,7 +26,14 @@ from pydantic import (
 
 from airflow_matview import production
 from airflow_matview.config_file import ConfigFileError, read_config_file, yaml_single_quoted
-from airflow_matview.identifiers import InvalidIdentifierError, QualifiedName, parse_qualified_name, quote_if_needed
+from airflow_matview.identifiers import (
+    InvalidIdentifierError,
+    QualifiedName,
+    control_character,
+    parse_qualified_name,
+    printable,
+    quote_if_needed,
+)
 from airflow_matview.notifiers import NotifierSpec, parse_notifiers
 from airflow_matview.settings import InvalidSettingError, parse_concurrently, parse_duration, parse_flag
 from airflow_matview.timezones import parse_timezone
@@ -336,6 +343,12 @@ def _cron_number(text: str, field: int) -> int | None:
 @functools.lru_cache(maxsize=65536)
 def _checked_name(name: str) -> str:
     """``name`` if it is ``schema.name`` as written in SQL; else ``ValueError`` with the spelling to use."""
+    if (char := control_character(name)) is not None:
+        raise ValueError(
+            f"{name!r} holds the control character {char!r}: PostgreSQL accepts it in a quoted name, but it would "
+            "break the listings, DAG docs and logs that show the name; rename the view in PostgreSQL "
+            "(ALTER MATERIALIZED VIEW ... RENAME TO ...) and write its new name here"
+        )
     try:
         qualified = _parse(name)
     except ValueError as exc:
@@ -405,7 +418,7 @@ def _describe(error: Mapping[str, Any], data: object) -> str:
         views = data.get("views") if isinstance(data, Mapping) else None
         raw = views[index] if isinstance(views, list) and index < len(views) else None
         name = raw.get("name") if isinstance(raw, Mapping) else None
-        where = f"views[{index}]" + (f" ({name})" if name else "")
+        where = f"views[{index}]" + (f" ({printable(str(name))})" if name else "")
         location = location[2:]
     elif location[:1] == ["defaults"]:
         where, location = "defaults", location[1:]

@@ -585,3 +585,40 @@ def test_check_output_holds_only_its_own_lines(tmp_path: Path, monkeypatch: pyte
         )
     ), lines[1]
     assert lines[2:] == ["0 of 1 view(s) can be refreshed as configured."]
+
+
+# ------------------------------------------------------------------------- names with control characters
+
+
+def test_validate_refuses_a_name_with_a_newline_on_one_line_per_problem(tmp_path: Path) -> None:
+    config = tmp_path / "matviews.yaml"
+    config.write_text('views:\n  - name: "public.\\"bad\\nname\\""\n    schedule: often\n')
+    done = cli("validate", str(config))
+    assert done.returncode == 1
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert lines[0] == f"Invalid matview config {config}: 2 problem(s):"
+    assert lines[1].startswith("  - views[0] (public.\"bad\\nname\"): schedule: 'often' is not a cron expression")
+    assert lines[2].startswith(
+        "  - views[0] (public.\"bad\\nname\"): name: 'public.\"bad\\nname\"' holds the control character '\\n': "
+    )
+    assert len(lines) == 3
+
+
+def test_discover_leaves_out_a_view_whose_name_holds_a_newline_and_says_so(
+    pg: psycopg.Connection, postgres_default: Database, tmp_path: Path
+) -> None:
+    create_reference_scenario(pg)
+    pg.execute('CREATE MATERIALIZED VIEW "two\nlines" AS SELECT 1 AS one')
+    pg.execute('CREATE MATERIALIZED VIEW built_on_it AS SELECT one FROM "two\nlines"')
+    done = cli("discover", "--conn-id", "postgres_default")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        "airflow-matview discover: left out public.\"two\\nlines\": its name holds the control character '\\n', "
+        'which the config refuses; rename it (ALTER MATERIALIZED VIEW public."two\\nlines" RENAME TO ...) and run '
+        "discover again (the after: of public.built_on_it leaves it out)"
+    ]
+    generated = tmp_path / "discovered.yaml"
+    generated.write_text(done.stdout)
+    views = {view.name: view.after for view in load_config(generated).views}
+    assert views == {"public.polls_user_matt_view": [], "public.built_on_it": []}

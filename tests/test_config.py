@@ -380,3 +380,33 @@ def test_croniter_reads_a_range_with_equal_ends_as_the_whole_field() -> None:
 
     assert croniter("0 3-3 * * *").expanded[1] == ["*"]
     assert croniter("0 3 * * *").expanded[1] == [3]
+
+
+@pytest.mark.parametrize(
+    ("name", "shown", "char"),
+    [
+        ('public."bad\nname"', 'public."bad\\nname"', "'\\n'"),
+        ('public."tab\there"', 'public."tab\\there"', "'\\t'"),
+        ('public."bell\x07"', 'public."bell\\x07"', "'\\x07'"),
+        ('"sch\x85ema".v', '"sch\\x85ema".v', "'\\x85'"),
+        ('public."evil\u202etxt.exe"', 'public."evil\\u202etxt.exe"', "'\\u202e'"),
+        ("bad\nname", "bad\\nname", "'\\n'"),
+    ],
+    ids=["newline", "tab", "bell", "c1-in-schema", "bidi-override", "unquoted"],
+)
+def test_a_name_with_a_control_character_is_refused_on_one_line(name: str, shown: str, char: str) -> None:
+    """PostgreSQL accepts these in quoted names; the config refuses them, and its message shows them escaped."""
+    config = {"views": [{"name": "public.a"}, {"name": "public.b", "after": [name]}, {"name": name}]}
+    with pytest.raises(MatviewConfigError) as raised:
+        load_config(config)
+    expected = (
+        f"holds the control character {char}: PostgreSQL accepts it in a quoted name, but it would break the "
+        "listings, DAG docs and logs that show the name; rename the view in PostgreSQL (ALTER MATERIALIZED VIEW ... "
+        "RENAME TO ...) and write its new name here"
+    )
+    assert raised.value.problems == [
+        f"views[1] (public.b): after: {name!r} {expected}",
+        f"views[2] ({shown}): name: {name!r} {expected}",
+    ]
+    for line in str(raised.value).splitlines()[1:]:
+        assert line.startswith("  - views["), line

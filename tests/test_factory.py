@@ -138,3 +138,16 @@ def test_parsing_1000_views_touches_no_database(tmp_path: Path, database: Databa
     assert log.read_text().count(f"database={database.name}") == connections_before
     print(f"1000 views: parsed in {parse_seconds}s ({wall:.2f}s with interpreter start)")
     assert float(parse_seconds) < 10
+
+
+def test_a_name_with_a_newline_is_one_import_error_line_and_no_dag(tmp_path: Path) -> None:
+    config = yaml.safe_dump({"views": [{"name": "public.good"}, {"name": 'public."bad\nname"'}]})
+    bag = DagBag(dag_folder=str(dags_folder(tmp_path, config)))
+    assert bag.dag_ids == []
+    ((_path, error),) = bag.import_errors.items()
+    problems = [line for line in error.splitlines() if line.startswith("  - ")]
+    assert problems == [
+        "  - views[1] (public.\"bad\\nname\"): name: 'public.\"bad\\nname\"' holds the control character '\\n': "
+        "PostgreSQL accepts it in a quoted name, but it would break the listings, DAG docs and logs that show the "
+        "name; rename the view in PostgreSQL (ALTER MATERIALIZED VIEW ... RENAME TO ...) and write its new name here"
+    ], error
