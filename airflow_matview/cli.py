@@ -41,6 +41,8 @@ EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_CONNECT = 0, 1, 2, 3
 EXIT_INTERRUPTED, EXIT_BROKEN_PIPE, EXIT_INTERNAL = 130, 141, 70
 # How long to wait for a server to answer, unless the DSN, the connection's extras or PGCONNECT_TIMEOUT say otherwise.
 CONNECT_TIMEOUT_SECONDS = 10
+# The widest description `validate` shows; a longer one ends with an ellipsis.
+DESCRIPTION_WIDTH = 40
 _QUOTED = re.compile(r'"([^"]*)"')
 # A password in an argument libpq cannot parse: postgresql://user:PASSWORD@host, password=PASSWORD
 _URI_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^:/@]*:([^@/]*)@")
@@ -191,11 +193,20 @@ def _secrets_of(arguments: Sequence[str]) -> list[str]:
 def run_validate(path: str) -> int:
     views = load_config(path).views
     print(f"{path}: OK, {len(views)} DAG(s)")
-    _print_table(
-        ["DAG ID", "VIEW", "SCHEDULE", "CONNECTION", "SETTINGS"],
-        [[v.resolved_dag_id, str(v.view), _schedule_text(v), v.conn_id, production.summary(v)] for v in views],
-    )
+    header = ["DAG ID", "VIEW", "SCHEDULE", "CONNECTION", "SETTINGS"]
+    rows = [[v.resolved_dag_id, str(v.view), _schedule_text(v), v.conn_id, production.summary(v)] for v in views]
+    if any(view.description for view in views):  # the last column, only when some view has one
+        header.append("DESCRIPTION")
+        for row, view in zip(rows, views, strict=True):
+            row.append(_cell(view.description or "-", DESCRIPTION_WIDTH))
+    _print_table(header, rows)
     return EXIT_OK
+
+
+def _cell(text: str, width: int) -> str:
+    """``text`` on one line (its line breaks as spaces), cut to ``width`` characters with an ellipsis."""
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1].rstrip() + "\u2026"
 
 
 def _schedule_text(view: ViewConfig) -> str:

@@ -166,7 +166,8 @@ def _doc(view: ViewConfig, asset: Asset) -> str:
         schedule = " or ".join(events) + (f", and on `{view.schedule}`" if view.schedule else "")
     return (
         f"Refreshes the materialized view `{view.view}` through the Airflow connection `{view.conn_id}`.\n\n"
-        f"- schedule: {schedule}\n"
+        + (f"{view.description}\n\n" if view.description else "")
+        + f"- schedule: {schedule}\n"
         f"- concurrently: `{view.concurrently}`, analyze: `{view.analyze}`, lock timeout: `{view.lock_timeout}`, "
         f"skip if unchanged: `{view.skip_if_unchanged}`\n"
         f"- emits the asset `{asset.uri}` after each successful refresh\n"

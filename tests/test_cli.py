@@ -622,3 +622,17 @@ def test_discover_leaves_out_a_view_whose_name_holds_a_newline_and_says_so(
     generated.write_text(done.stdout)
     views = {view.name: view.after for view in load_config(generated).views}
     assert views == {"public.polls_user_matt_view": [], "public.built_on_it": []}
+
+
+def test_validate_shows_descriptions_on_one_line_cut_to_40_characters(tmp_path: Path) -> None:
+    config = tmp_path / "matviews.yaml"
+    config.write_text(
+        "views:\n  - name: public.a\n    description: Sales per shop, for the morning report of the regional managers\n"
+        "  - name: public.b\n  - name: public.c\n    description: |\n      two\n      lines\n"
+    )
+    done = cli("validate", str(config))
+    assert done.returncode == 0, done.stderr
+    rows = [re.split(r"\s{2,}", line) for line in done.stdout.splitlines()[1:]]
+    assert rows[0] == ["DAG ID", "VIEW", "SCHEDULE", "CONNECTION", "SETTINGS", "DESCRIPTION"]
+    assert [row[-1] for row in rows[1:]] == ["Sales per shop, for the morning report\u2026", "-", "two lines"]
+    assert len(rows[1][-1]) <= 40  # cli.DESCRIPTION_WIDTH

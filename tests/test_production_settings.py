@@ -486,3 +486,16 @@ def test_a_url_written_as_the_notifier_is_refused_without_repeating_it() -> None
         f"credential) {fix}",
         f"views[0] (public.a): on_success: item 1: notifier: 'tests.recording_notifier.' {fix}",
     ]
+
+
+def test_the_description_leads_the_dag_doc_and_may_not_hold_control_characters() -> None:
+    dag = build_dags({"views": [{"name": "public.sales", "description": "Sales per shop,\nfor the morning report"}]})[
+        "matview.public.sales"
+    ]
+    assert (dag.doc_md or "").split("\n\n")[1] == "Sales per shop,\nfor the morning report"
+    plain = build_dags({"views": [{"name": "public.x"}]})["matview.public.x"].doc_md or ""
+    assert plain.split("\n\n")[1].startswith("- schedule: `@daily`")
+    assert problems_of({"views": [{"name": "public.a", "description": "bell\x07 and tab\tok"}]}) == [
+        "views[0] (public.a): description: 'bell\\x07 and tab\\tok' holds the control character '\\x07', which would "
+        "garble the listings that show it; remove it (line breaks and tabs are fine)"
+    ]
