@@ -5,6 +5,7 @@ Reading it touches no database, network, Airflow connection or Variable: it is s
 
 from __future__ import annotations
 
+import difflib
 import functools
 import re
 from collections.abc import Mapping
@@ -78,7 +79,7 @@ def _whole_number(value: object) -> object:
     """A count: an int, or its digits as text (as a duration may be ``"90"``); never a bool or a fraction."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().isdecimal():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdecimal():
         return int(value.strip())
     raise ValueError(f"{value!r} is not a whole number; use 0, 1, 2, ...")
 
@@ -133,6 +134,11 @@ class ViewSettings(BaseModel):
     @field_validator("schedule")
     @classmethod
     def _valid_schedule(cls, schedule: str | None) -> str | None:
+        if schedule is not None and (char := control_character(schedule)) is not None:
+            raise ValueError(
+                f"{schedule!r} holds the control character {char!r} (a YAML block scalar, schedule: |, ends with a "
+                f"line break); write it on one line: {yaml_single_quoted(' '.join(schedule.split()))}"
+            )
         if schedule is None or schedule in SCHEDULE_PRESETS or schedule == "@annually":
             return schedule
         return _valid_cron(schedule)
@@ -143,6 +149,8 @@ class ViewSettings(BaseModel):
         for tag in tags:
             if not tag.strip():
                 raise ValueError("a tag is empty; remove it or give it a name")
+            if (char := control_character(tag)) is not None:
+                raise ValueError(f"{tag[:20]!r} holds the control character {char!r}; write each tag on one line")
             if len(tag) > TAG_MAX_LEN:
                 raise ValueError(f"{tag[:20]!r}... is {len(tag)} characters; Airflow allows at most {TAG_MAX_LEN}")
         return tags
@@ -152,6 +160,8 @@ class ViewSettings(BaseModel):
     def _valid_owner(cls, owner: str) -> str:
         if not owner.strip():
             raise ValueError("is empty; name the team or person who looks after these DAGs, or leave it out")
+        if (char := control_character(owner)) is not None:
+            raise ValueError(f"{owner[:20]!r} holds the control character {char!r}; write the owner on one line")
         if len(owner) > OWNER_MAX_LEN:
             raise ValueError(f"is {len(owner)} characters; Airflow allows at most {OWNER_MAX_LEN}")
         return owner
@@ -427,7 +437,9 @@ def _describe(error: Mapping[str, Any], data: object) -> str:
     if error["type"] == "extra_forbidden":
         levels: dict[str, type[BaseModel]] = {"file": MatviewConfig, "defaults": ViewSettings}
         level = levels.get(where, ViewConfig)
-        message = f"unknown key; allowed keys {'at the top level ' if where == 'file' else ''}are "
+        close = difflib.get_close_matches(str(location[-1]), list(level.model_fields), n=1) if location else []
+        message = "unknown key; " + (f"did you mean {close[0]}? " if close else "")
+        message += f"allowed keys {'at the top level ' if where == 'file' else ''}are "
         message += ", ".join(sorted(level.model_fields))
     elif error["type"] == "too_short" and key == "views":
         message = "no views configured; list at least one under 'views:'"

@@ -67,7 +67,7 @@ def _whole_number(value: object) -> int | None:
     """The counts' typing rule (as for ``retries``): an int or its digits as text; never a bool or a fraction."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,12}\s*", value):
+    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]{1,12}\s*", value):
         return int(value)
     return None
 

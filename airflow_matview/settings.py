@@ -21,7 +21,7 @@ class InvalidSettingError(ValueError):
 
 # One set of rules for every flag and duration, whether it comes from the config file, an operator argument,
 # a rendered template or a trigger-form param: a config key and an operator argument never disagree.
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 DURATION_HELP = "use 500ms, 30s, 5m, 1h, 1d or a number of seconds"
 # PostgreSQL's timeouts are int4 milliseconds (about 24.8 days); a longer one is as good as that.

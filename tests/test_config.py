@@ -288,7 +288,7 @@ def test_an_empty_defaults_block_is_accepted(tmp_path: Path) -> None:
     [
         (
             {"view": [], "views": [{"name": "public.a"}]},
-            "file: view: unknown key; allowed keys at the top level are defaults, views",
+            "file: view: unknown key; did you mean views? allowed keys at the top level are defaults, views",
         ),
         (
             {"defaults": {"name": "public.a"}, "views": [{"name": "public.a"}]},
@@ -410,3 +410,25 @@ def test_a_name_with_a_control_character_is_refused_on_one_line(name: str, shown
     ]
     for line in str(raised.value).splitlines()[1:]:
         assert line.startswith("  - views["), line
+
+
+@pytest.mark.parametrize(
+    ("view", "expected"),
+    [
+        ({"retries": "\u0661\u0662"}, "retries: '\u0661\u0662' is not a whole number; use 0, 1, 2, ..."),
+        ({"lock_timeout": "\uff15s"}, "lock_timeout: '\uff15s' is not a duration; use 500ms, 30s, 5m, 1h, 1d or a"),
+        ({"pool_slots": "\uff12"}, "pool_slots: '\uff12' is not allowed"),
+        (
+            {"schedule": "0 2 * * *\n"},
+            "schedule: '0 2 * * *\\n' holds the control character '\\n' (a YAML block scalar, schedule: |, ends with "
+            "a line break); write it on one line: '0 2 * * *'",
+        ),
+        ({"tags": ["a\nb"]}, "tags: 'a\\nb' holds the control character '\\n'; write each tag on one line"),
+        ({"owner": "me\tyou"}, "owner: 'me\\tyou' holds the control character '\\t'; write the owner on one line"),
+        ({"schedul": "@daily"}, "schedul: unknown key; did you mean schedule? allowed keys are after,"),
+    ],
+    ids=["non-ascii-digits", "fullwidth-duration", "fullwidth-count", "cron-line-break", "tag", "owner", "typo"],
+)
+def test_values_that_would_be_misread_or_break_a_line_are_refused(view: dict[str, Any], expected: str) -> None:
+    (problem,) = problems_of({"views": [{"name": "public.a", **view}]})
+    assert problem.startswith(f"views[0] (public.a): {expected}"), problem
