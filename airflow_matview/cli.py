@@ -106,16 +106,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _airflow_logs_to_stderr() -> None:
-    """Airflow's log lines, errors only, on stderr: stdout holds only the command's output.
+    """Airflow's log lines, errors only, one line each, on stderr: stdout holds only the command's output.
 
-    Airflow's logging writes to stdout from INFO up; the console script also sets Airflow's log level before Airflow
-    is imported (see :mod:`airflow_matview.cli_entry`), which quiets the loggers that bypass the standard library.
+    Airflow's logging writes to stdout from INFO up, with tracebacks; the console script also sets Airflow's log
+    level before Airflow is imported (see :mod:`airflow_matview.cli_entry`), which quiets the loggers that bypass
+    the standard library.
     """
     logging.getLogger().setLevel(logging.ERROR)
     logging.getLogger("airflow").setLevel(logging.ERROR)
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.__stdout__):
             handler.setStream(sys.stderr)
+        handler.addFilter(_without_traceback)
+
+
+def _without_traceback(record: logging.LogRecord) -> bool:
+    record.exc_info, record.exc_text, record.stack_info = None, None, None
+    return True
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -431,7 +438,7 @@ def open_connection(conn_id: str | None, dsn: str | None) -> psycopg.Connection:
     # (outside a server process Airflow's SDK skips the database, and would call its connections "not defined").
     os.environ["_AIRFLOW_PROCESS_CONTEXT"] = "server"
     try:
-        conn = connect(conn_id or "postgres_default", "inspect the database")
+        conn = connect(conn_id or "postgres_default", "inspect the database", in_task=False)
     except (MatviewConfigurationError, MatviewRefreshError) as error:
         raise CliError(str(error), EXIT_CONNECT) from None
     except Exception as error:  # the hook's own errors: an unparsable connection URI, a wrong conn_type, ...

@@ -50,6 +50,9 @@ def setup(pg: psycopg.Connection, postgres_default: Database, monkeypatch: pytes
     pg.execute("INSERT INTO ratios VALUES (2, 0)")
     monkeypatch.setenv("AIRFLOW_CONN_NOWHERE", f"postgresql://postgres@127.0.0.1:{closed_port()}/postgres")
     monkeypatch.setenv("AIRFLOW_CONN_UNREADABLE", "postgresql://app:Sup3r/Secret@127.0.0.1:5432/postgres")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_BAD_EXTRAS", '{"conn_type": "postgres", "host": "127.0.0.1", "extra": "sslmode=x"}'
+    )
     return pg
 
 
@@ -92,6 +95,13 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         "AIRFLOW_CONN_UNREADABLE) but cannot be read: its port is not a number (or its password holds an unencoded "
         "/ or @, which cuts the URI short). Fix AIRFLOW_CONN_UNREADABLE: a URI such as "
         "postgresql://USER:PASSWORD@HOST:5432/DB",
+    ),
+    (
+        "extras not JSON",
+        lambda: refresh(postgres_conn_id="bad_extras"),
+        MatviewConfigurationError,
+        "Cannot refresh polls_user_matt_view: the extras of Airflow connection 'bad_extras' are not valid JSON "
+        "(Expecting value at line 1 column 1), and Airflow would ignore them all (sslmode, options, ...).",
     ),
     (
         "server down",

@@ -636,3 +636,52 @@ def test_validate_shows_descriptions_on_one_line_cut_to_40_characters(tmp_path: 
     assert rows[0] == ["DAG ID", "VIEW", "SCHEDULE", "CONNECTION", "SETTINGS", "DESCRIPTION"]
     assert [row[-1] for row in rows[1:]] == ["Sales per shop, for the morning report\u2026", "-", "two lines"]
     assert len(rows[1][-1]) <= 40  # cli.DESCRIPTION_WIDTH
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (
+            '{"conn_type": "postgres", "host": "127.0.0.1", "port": 1, "extra": "{\\"sslmode\\": require"}',
+            "Cannot inspect the database: the extras of Airflow connection 'x' are not valid JSON (Expecting value at "
+            "line 1 column 13), and Airflow would ignore them all (sslmode, options, ...). Write them as a JSON "
+            'object, e.g. {"sslmode": "require"}.',
+        ),
+        (
+            '{"conn_type": "postgres", "host": "127.0.0.1", "port": 1, "extra": "[\\"require\\"]"}',
+            "Cannot inspect the database: the extras of Airflow connection 'x' are a JSON list, not an object,",
+        ),
+        (
+            "postgresql://app:Sup3rSecret@127.0.0.1:0/db",
+            "Cannot connect to PostgreSQL at 127.0.0.1:0 to inspect the database (connection 'x'): connection is "
+            'bad: invalid port number: "0". The connection\'s port is not valid (use 1 to 65535, e.g. 5432): fix the '
+            "Airflow connection 'x' (or the server).",
+        ),
+        (
+            "warehouse.example",
+            "Cannot inspect the database: Airflow connection 'x' has no connection type (is it a URI such as "
+            "postgresql://USER:PASSWORD@HOST:5432/DB?). Give it the type 'postgres'.",
+        ),
+        (
+            "postgresql://app:Sup3rSecret@127.0.0.1:{port}/db",
+            "Connection refused Is the server running on that host and accepting TCP/IP connections? Check that the "
+            "server is up and reachable from here.",
+        ),
+    ],
+    ids=["extras-not-json", "extras-a-list", "port-zero", "no-type", "refused"],
+)
+def test_check_says_what_is_wrong_with_a_connection_airflow_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, expected: str
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_X", value.replace("{port}", str(free_port())))
+    config = tmp_path / "matviews.yaml"
+    config.write_text("views:\n  - name: public.a\n    conn_id: x\n")
+    done = cli("check", str(config))
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "Sup3r" not in done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "PROBLEM public.a"
+    assert expected in lines[1], lines[1]
+    assert "Airflow will retry" not in lines[1] and "clear the task" not in lines[1]
+    assert len(done.stderr.splitlines()) <= 1, done.stderr  # Airflow's own error about the extras: one line
