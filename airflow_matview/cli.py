@@ -77,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise CliError(
                     f"--{option.replace('_', '-')} is empty (an unset shell variable?); give a value", EXIT_USAGE
                 )
+        if getattr(args, "config", None) == "":  # `validate "$CONFIG"` with CONFIG unset: not the current directory
+            raise CliError("the config file argument is empty (an unset shell variable?); give a path", EXIT_USAGE)
         if getattr(args, "conn_id", None):
             _check_conn_id(args.conn_id)
         if args.command == "validate":
@@ -393,7 +395,7 @@ def _schema_name(text: str) -> str:
     try:
         parsed = parse_qualified_name(text)
     except InvalidIdentifierError as error:
-        raise CliError(f"--schema: {error}", EXIT_USAGE) from None
+        raise CliError(f"--schema: {str(error).replace('view name', 'schema name')}", EXIT_USAGE) from None
     if parsed.schema is not None:
         raise CliError(f"--schema {text!r} is a dotted name; give one schema per --schema", EXIT_USAGE)
     return parsed.name

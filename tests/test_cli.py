@@ -685,3 +685,18 @@ def test_check_says_what_is_wrong_with_a_connection_airflow_reads(
     assert expected in lines[1], lines[1]
     assert "Airflow will retry" not in lines[1] and "clear the task" not in lines[1]
     assert len(done.stderr.splitlines()) <= 1, done.stderr  # Airflow's own error about the extras: one line
+
+
+@pytest.mark.parametrize("command", ["validate", "check"])
+def test_an_empty_config_argument_is_a_wrong_argument_not_the_current_directory(command: str) -> None:
+    done = cli(command, "")
+    assert assert_one_clean_line(done, 2) == (
+        f"airflow-matview {command}: the config file argument is empty (an unset shell variable?); give a path"
+    )
+
+
+def test_a_bad_schema_argument_is_called_a_schema_name() -> None:
+    done = cli("discover", "--conn-id", "postgres_default", "--schema", "a\nb")
+    assert assert_one_clean_line(done, 2).startswith(
+        "airflow-matview discover: --schema: 'a\\nb' is not a valid schema name: unexpected '\\n' at position 2."
+    )
