@@ -700,3 +700,16 @@ def test_a_bad_schema_argument_is_called_a_schema_name() -> None:
     assert assert_one_clean_line(done, 2).startswith(
         "airflow-matview discover: --schema: 'a\\nb' is not a valid schema name: unexpected '\\n' at position 2."
     )
+
+
+def test_check_says_a_connection_variable_is_empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", "")
+    config = tmp_path / "matviews.yaml"
+    config.write_text("views:\n  - name: public.a\n    conn_id: warehouse\n")
+    done = cli("check", str(config))
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.splitlines()[1].strip() == (
+        "Cannot inspect the database: Airflow connection 'warehouse' is the environment variable "
+        "AIRFLOW_CONN_WAREHOUSE, which is empty (a variable set from an unset one?). Give it a URI such as "
+        "postgresql://USER:PASSWORD@HOST:5432/DB."
+    )
