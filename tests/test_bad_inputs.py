@@ -264,3 +264,21 @@ def test_an_unreadable_connection_fails_the_task_with_the_reason_under_airflow_d
         "double quotes at line 1 column"
     ) in " ".join(output.split()), output[-4000:]
     assert "isn't defined" not in output and "is not defined" not in output
+
+
+def test_the_change_watcher_says_a_connection_airflow_cannot_read_exists_and_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The triggerer's watcher (on_change) logs this reason, not "The conn_id isn't defined"."""
+    import asyncio
+
+    from airflow_matview.triggers.source_changes import _connect
+
+    monkeypatch.setenv("AIRFLOW_CONN_WATCHED", "postgresql://app:Sup3rSecret@127.0.0.1:notaport/db")
+    with pytest.raises(MatviewConfigurationError) as raised:
+        asyncio.run(_connect("watched"))
+    assert str(raised.value).startswith(
+        "Airflow connection 'watched' exists (environment variable AIRFLOW_CONN_WATCHED) but cannot be read: its "
+        "port is not a number"
+    )
+    assert "Sup3r" not in str(raised.value)
