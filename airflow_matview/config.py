@@ -402,7 +402,7 @@ def load_config(source: str | Path | Mapping[str, Any]) -> MatviewConfig:
 
     :raises MatviewConfigError: listing every problem, each naming the file, the view and the key.
     """
-    label = "<dict>" if isinstance(source, Mapping) else str(source)
+    label = "<dict>" if isinstance(source, Mapping) else printable(str(source))
     if isinstance(source, Mapping):
         data: object = source
     else:

@@ -713,3 +713,13 @@ def test_check_says_a_connection_variable_is_empty(tmp_path: Path, monkeypatch: 
         "AIRFLOW_CONN_WAREHOUSE, which is empty (a variable set from an unset one?). Give it a URI such as "
         "postgresql://USER:PASSWORD@HOST:5432/DB."
     )
+
+
+def test_a_config_path_with_a_newline_is_shown_escaped(tmp_path: Path) -> None:
+    path = tmp_path / "a\nb.yaml"
+    done = cli("validate", str(path))
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"Invalid matview config {tmp_path}/a\\nb.yaml: 1 problem(s):",
+        "  - cannot read the file: No such file or directory",
+    ]
