@@ -80,6 +80,8 @@ def _whole_number(value: object) -> object:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().isascii() and value.strip().isdecimal():
+        if len(value.strip()) > 12:  # far above any limit, and below Python's limit on converting digits
+            raise ValueError(f"{value.strip()[:20]!r}... is too large; use 0, 1, 2, ...")
         return int(value.strip())
     raise ValueError(f"{value!r} is not a whole number; use 0, 1, 2, ...")
 
@@ -455,6 +457,8 @@ def _describe(error: Mapping[str, Any], data: object) -> str:
     elif error["type"] == "string_type" and isinstance(error.get("input"), bool | int | float):
         kind = "a boolean" if isinstance(error["input"], bool) else "a number"
         message = f"YAML reads this value unquoted as {kind}, {error['input']!r}; quote it to keep it as text"
+    elif error["type"] == "time_delta_type" and error.get("input") is None:
+        message = "is empty (null); write a duration such as 5m, or leave the key out for its default"
     elif error["type"] == "string_type" and error.get("input") is None:
         message = "is empty (null); write a value, " + (
             "or remove the item"

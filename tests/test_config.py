@@ -432,3 +432,18 @@ def test_a_name_with_a_control_character_is_refused_on_one_line(name: str, shown
 def test_values_that_would_be_misread_or_break_a_line_are_refused(view: dict[str, Any], expected: str) -> None:
     (problem,) = problems_of({"views": [{"name": "public.a", **view}]})
     assert problem.startswith(f"views[0] (public.a): {expected}"), problem
+
+
+@pytest.mark.parametrize(
+    ("view", "expected"),
+    [
+        ({"retry_delay": 10**400}, "retry_delay: 1000000000000000000000000000000000000000... is out of range; use at"),
+        ({"retries": "9" * 5000}, "retries: '99999999999999999999'... is too large; use 0, 1, 2, ..."),
+        ({"retry_delay": None}, "retry_delay: is empty (null); write a duration such as 5m, or leave the key out"),
+    ],
+    ids=["huge-duration", "huge-count-text", "null-duration"],
+)
+def test_huge_and_empty_values_get_a_short_clear_line(view: dict[str, Any], expected: str) -> None:
+    (problem,) = problems_of({"views": [{"name": "public.a", **view}]})
+    assert problem.startswith(f"views[0] (public.a): {expected}"), problem
+    assert len(problem) < 200
