@@ -135,7 +135,7 @@ def hook_arguments(airflow_connection: AirflowConnection) -> dict[str, Any]:
 
 
 def _undefined(conn_id: str, purpose: str, *, local_only: bool = False) -> MatviewConfigurationError:
-    """Airflow found no connection ``conn_id``: one it cannot read is named as such (see :func:`unreadable_connection`)."""
+    """Airflow found no connection ``conn_id``; one it cannot read is named as such (:func:`unreadable_connection`)."""
     if unreadable := unreadable_connection(conn_id, local_only=local_only):
         return MatviewConfigurationError(f"Cannot {purpose}: Airflow connection {conn_id!r} {unreadable}")
     return MatviewConfigurationError(
