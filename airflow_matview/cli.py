@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import sys
@@ -23,7 +24,14 @@ from pydantic import ValidationError
 from airflow_matview import catalog, production, search_path
 from airflow_matview.config import MatviewConfigError, ViewConfig, ViewSettings, default_dag_id, load_config
 from airflow_matview.exceptions import MatviewConfigurationError, MatviewRefreshError
-from airflow_matview.identifiers import InvalidIdentifierError, QualifiedName, parse_qualified_name, quote_if_needed
+from airflow_matview.identifiers import (
+    InvalidIdentifierError,
+    QualifiedName,
+    control_character,
+    parse_qualified_name,
+    printable,
+    quote_if_needed,
+)
 from airflow_matview.refresh import choose_mode, resolve_matview
 
 if TYPE_CHECKING:
@@ -33,6 +41,8 @@ EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_CONNECT = 0, 1, 2, 3
 EXIT_INTERRUPTED, EXIT_BROKEN_PIPE, EXIT_INTERNAL = 130, 141, 70
 # How long to wait for a server to answer, unless the DSN, the connection's extras or PGCONNECT_TIMEOUT say otherwise.
 CONNECT_TIMEOUT_SECONDS = 10
+# The widest description `validate` shows; a longer one ends with an ellipsis.
+DESCRIPTION_WIDTH = 40
 _QUOTED = re.compile(r'"([^"]*)"')
 # A password in an argument libpq cannot parse: postgresql://user:PASSWORD@host, password=PASSWORD
 _URI_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^:/@]*:([^@/]*)@")
@@ -55,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):  # a view name in an ASCII locale is escaped rather than a crash
             stream.reconfigure(errors="backslashreplace")
+    _airflow_logs_to_stderr()
     arguments = sys.argv[1:] if argv is None else list(argv)
     secrets = _secrets_of(arguments)
     args = _parser(secrets).parse_args(arguments)
@@ -66,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise CliError(
                     f"--{option.replace('_', '-')} is empty (an unset shell variable?); give a value", EXIT_USAGE
                 )
+        if getattr(args, "config", None) == "":  # `validate "$CONFIG"` with CONFIG unset: not the current directory
+            raise CliError("the config file argument is empty (an unset shell variable?); give a path", EXIT_USAGE)
         if getattr(args, "conn_id", None):
             _check_conn_id(args.conn_id)
         if args.command == "validate":
@@ -92,6 +105,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # a bug of ours: still one line, never a traceback with a DSN in its locals
         _fail(f"airflow-matview {args.command}: internal error: {type(error).__name__}: {error}", secrets)
         return EXIT_INTERNAL
+
+
+def _airflow_logs_to_stderr() -> None:
+    """Airflow's log lines, errors only, one line each, on stderr: stdout holds only the command's output.
+
+    Airflow's logging writes to stdout from INFO up, with tracebacks; the console script also sets Airflow's log
+    level before Airflow is imported (see :mod:`airflow_matview.cli_entry`), which quiets the loggers that bypass
+    the standard library.
+    """
+    logging.getLogger().setLevel(logging.ERROR)
+    logging.getLogger("airflow").setLevel(logging.ERROR)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.__stdout__):
+            handler.setStream(sys.stderr)
+        handler.addFilter(_without_traceback)
+
+
+def _without_traceback(record: logging.LogRecord) -> bool:
+    record.exc_info, record.exc_text, record.stack_info = None, None, None
+    return True
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -169,11 +202,20 @@ def _secrets_of(arguments: Sequence[str]) -> list[str]:
 def run_validate(path: str) -> int:
     views = load_config(path).views
     print(f"{path}: OK, {len(views)} DAG(s)")
-    _print_table(
-        ["DAG ID", "VIEW", "SCHEDULE", "CONNECTION", "SETTINGS"],
-        [[v.resolved_dag_id, str(v.view), _schedule_text(v), v.conn_id, production.summary(v)] for v in views],
-    )
+    header = ["DAG ID", "VIEW", "SCHEDULE", "CONNECTION", "SETTINGS"]
+    rows = [[v.resolved_dag_id, str(v.view), _schedule_text(v), v.conn_id, production.summary(v)] for v in views]
+    if any(view.description for view in views):  # the last column, only when some view has one
+        header.append("DESCRIPTION")
+        for row, view in zip(rows, views, strict=True):
+            row.append(_cell(view.description or "-", DESCRIPTION_WIDTH))
+    _print_table(header, rows)
     return EXIT_OK
+
+
+def _cell(text: str, width: int) -> str:
+    """``text`` on one line (its line breaks as spaces), cut to ``width`` characters with an ellipsis."""
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1].rstrip() + "\u2026"
 
 
 def _schedule_text(view: ViewConfig) -> str:
@@ -293,6 +335,7 @@ def run_discover(conn_id: str | None, dsn: str | None, schema_args: list[str] | 
         raise CliError(f"cannot read the catalog: {_one_line(error)}") from None
     finally:
         conn.close()
+    matviews = _leave_out_unprintable_names(matviews, reads)
     if not matviews:
         where = f"schema {', '.join(map(_shown, schemas))}" if schemas else "any schema"
         raise CliError(f"no materialized view in {where} of database {database}; nothing to write")
@@ -326,11 +369,33 @@ def run_discover(conn_id: str | None, dsn: str | None, schema_args: list[str] | 
     return EXIT_OK
 
 
+def _leave_out_unprintable_names(
+    matviews: list[catalog.Relation], reads: dict[int, list[catalog.Relation]]
+) -> list[catalog.Relation]:
+    """The views whose names the config accepts; one line on stderr for each that it refuses (a control
+    character in a quoted name), naming the views whose ``after:`` leaves it out."""
+    kept = []
+    for matview in matviews:
+        char = control_character(str(matview.name))
+        if char is None:
+            kept.append(matview)
+            continue
+        shown = printable(str(matview.name))
+        users = sorted(printable(str(m.name)) for m in matviews if any(r.oid == matview.oid for r in reads[m.oid]))
+        _fail(
+            f"airflow-matview discover: left out {shown}: its name holds the control character {char!r}, which "
+            f"the config refuses; rename it (ALTER MATERIALIZED VIEW {shown} RENAME TO ...) and run discover again"
+            + (f" (the after: of {', '.join(users)} leaves it out)" if users else ""),
+            [],
+        )
+    return kept
+
+
 def _schema_name(text: str) -> str:
     try:
         parsed = parse_qualified_name(text)
     except InvalidIdentifierError as error:
-        raise CliError(f"--schema: {error}", EXIT_USAGE) from None
+        raise CliError(f"--schema: {str(error).replace('view name', 'schema name')}", EXIT_USAGE) from None
     if parsed.schema is not None:
         raise CliError(f"--schema {text!r} is a dotted name; give one schema per --schema", EXIT_USAGE)
     return parsed.name
@@ -371,8 +436,11 @@ def open_connection(conn_id: str | None, dsn: str | None) -> psycopg.Connection:
             raise CliError(f"cannot connect with --dsn: {_one_line(error)}", EXIT_CONNECT) from None
     from airflow_matview.connection import connect
 
+    # Look where `airflow connections get` looks: environment variables, secrets backends and the metadata database
+    # (outside a server process Airflow's SDK skips the database, and would call its connections "not defined").
+    os.environ["_AIRFLOW_PROCESS_CONTEXT"] = "server"
     try:
-        conn = connect(conn_id or "postgres_default", "inspect the database")
+        conn = connect(conn_id or "postgres_default", "inspect the database", in_task=False)
     except (MatviewConfigurationError, MatviewRefreshError) as error:
         raise CliError(str(error), EXIT_CONNECT) from None
     except Exception as error:  # the hook's own errors: an unparsable connection URI, a wrong conn_type, ...

@@ -5,6 +5,7 @@ Reading it touches no database, network, Airflow connection or Variable: it is s
 
 from __future__ import annotations
 
+import difflib
 import functools
 import re
 from collections.abc import Mapping
@@ -26,7 +27,14 @@ from pydantic import (
 
 from airflow_matview import production
 from airflow_matview.config_file import ConfigFileError, read_config_file, yaml_single_quoted
-from airflow_matview.identifiers import InvalidIdentifierError, QualifiedName, parse_qualified_name, quote_if_needed
+from airflow_matview.identifiers import (
+    InvalidIdentifierError,
+    QualifiedName,
+    control_character,
+    parse_qualified_name,
+    printable,
+    quote_if_needed,
+)
 from airflow_matview.notifiers import NotifierSpec, parse_notifiers
 from airflow_matview.settings import InvalidSettingError, parse_concurrently, parse_duration, parse_flag
 from airflow_matview.timezones import parse_timezone
@@ -71,7 +79,9 @@ def _whole_number(value: object) -> object:
     """A count: an int, or its digits as text (as a duration may be ``"90"``); never a bool or a fraction."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().isdecimal():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdecimal():
+        if len(value.strip()) > 12:  # far above any limit, and below Python's limit on converting digits
+            raise ValueError(f"{value.strip()[:20]!r}... is too large; use 0, 1, 2, ...")
         return int(value.strip())
     raise ValueError(f"{value!r} is not a whole number; use 0, 1, 2, ...")
 
@@ -126,6 +136,11 @@ class ViewSettings(BaseModel):
     @field_validator("schedule")
     @classmethod
     def _valid_schedule(cls, schedule: str | None) -> str | None:
+        if schedule is not None and (char := control_character(schedule)) is not None:
+            raise ValueError(
+                f"{schedule!r} holds the control character {char!r} (a YAML block scalar, schedule: |, ends with a "
+                f"line break); write it on one line: {yaml_single_quoted(' '.join(schedule.split()))}"
+            )
         if schedule is None or schedule in SCHEDULE_PRESETS or schedule == "@annually":
             return schedule
         return _valid_cron(schedule)
@@ -136,6 +151,8 @@ class ViewSettings(BaseModel):
         for tag in tags:
             if not tag.strip():
                 raise ValueError("a tag is empty; remove it or give it a name")
+            if (char := control_character(tag)) is not None:
+                raise ValueError(f"{tag[:20]!r} holds the control character {char!r}; write each tag on one line")
             if len(tag) > TAG_MAX_LEN:
                 raise ValueError(f"{tag[:20]!r}... is {len(tag)} characters; Airflow allows at most {TAG_MAX_LEN}")
         return tags
@@ -145,6 +162,8 @@ class ViewSettings(BaseModel):
     def _valid_owner(cls, owner: str) -> str:
         if not owner.strip():
             raise ValueError("is empty; name the team or person who looks after these DAGs, or leave it out")
+        if (char := control_character(owner)) is not None:
+            raise ValueError(f"{owner[:20]!r} holds the control character {char!r}; write the owner on one line")
         if len(owner) > OWNER_MAX_LEN:
             raise ValueError(f"is {len(owner)} characters; Airflow allows at most {OWNER_MAX_LEN}")
         return owner
@@ -336,6 +355,12 @@ def _cron_number(text: str, field: int) -> int | None:
 @functools.lru_cache(maxsize=65536)
 def _checked_name(name: str) -> str:
     """``name`` if it is ``schema.name`` as written in SQL; else ``ValueError`` with the spelling to use."""
+    if (char := control_character(name)) is not None:
+        raise ValueError(
+            f"{name!r} holds the control character {char!r}: PostgreSQL accepts it in a quoted name, but it would "
+            "break the listings, DAG docs and logs that show the name; rename the view in PostgreSQL "
+            "(ALTER MATERIALIZED VIEW ... RENAME TO ...) and write its new name here"
+        )
     try:
         qualified = _parse(name)
     except ValueError as exc:
@@ -379,7 +404,7 @@ def load_config(source: str | Path | Mapping[str, Any]) -> MatviewConfig:
 
     :raises MatviewConfigError: listing every problem, each naming the file, the view and the key.
     """
-    label = "<dict>" if isinstance(source, Mapping) else str(source)
+    label = "<dict>" if isinstance(source, Mapping) else printable(str(source))
     if isinstance(source, Mapping):
         data: object = source
     else:
@@ -405,7 +430,7 @@ def _describe(error: Mapping[str, Any], data: object) -> str:
         views = data.get("views") if isinstance(data, Mapping) else None
         raw = views[index] if isinstance(views, list) and index < len(views) else None
         name = raw.get("name") if isinstance(raw, Mapping) else None
-        where = f"views[{index}]" + (f" ({name})" if name else "")
+        where = f"views[{index}]" + (f" ({printable(str(name))})" if name else "")
         location = location[2:]
     elif location[:1] == ["defaults"]:
         where, location = "defaults", location[1:]
@@ -414,7 +439,9 @@ def _describe(error: Mapping[str, Any], data: object) -> str:
     if error["type"] == "extra_forbidden":
         levels: dict[str, type[BaseModel]] = {"file": MatviewConfig, "defaults": ViewSettings}
         level = levels.get(where, ViewConfig)
-        message = f"unknown key; allowed keys {'at the top level ' if where == 'file' else ''}are "
+        close = difflib.get_close_matches(str(location[-1]), list(level.model_fields), n=1) if location else []
+        message = "unknown key; " + (f"did you mean {close[0]}? " if close else "")
+        message += f"allowed keys {'at the top level ' if where == 'file' else ''}are "
         message += ", ".join(sorted(level.model_fields))
     elif error["type"] == "too_short" and key == "views":
         message = "no views configured; list at least one under 'views:'"
@@ -430,6 +457,8 @@ def _describe(error: Mapping[str, Any], data: object) -> str:
     elif error["type"] == "string_type" and isinstance(error.get("input"), bool | int | float):
         kind = "a boolean" if isinstance(error["input"], bool) else "a number"
         message = f"YAML reads this value unquoted as {kind}, {error['input']!r}; quote it to keep it as text"
+    elif error["type"] == "time_delta_type" and error.get("input") is None:
+        message = "is empty (null); write a duration such as 5m, or leave the key out for its default"
     elif error["type"] == "string_type" and error.get("input") is None:
         message = "is empty (null); write a value, " + (
             "or remove the item"

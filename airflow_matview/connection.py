@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
 from copy import deepcopy
 from typing import TYPE_CHECKING, Any
 
@@ -39,14 +42,17 @@ _PERMANENT_FAILURES = (
     ("no password supplied", "the server asks for a password and the connection has none"),
     ("invalid connection option", "the connection's extras hold an option libpq does not know"),
     ("invalid sslmode value", "the connection's sslmode extra is not valid"),
+    ("invalid port number", "the connection's port is not valid (use 1 to 65535, e.g. 5432)"),
+    ("invalid integer value", "an extra of the connection that takes a number has another value"),
 )
 
 
-def connect(conn_id: str, purpose: str) -> psycopg.Connection:
+def connect(conn_id: str, purpose: str, *, in_task: bool = True) -> psycopg.Connection:
     """Connect through the postgres provider's :class:`PostgresHook`.
 
     :param conn_id: the Airflow connection id.
     :param purpose: what the connection is for, for error messages, e.g. ``refresh public.sales``.
+    :param in_task: whether a task connects (its messages speak of retries and clearing the task), or a command.
     :raises MatviewConfigurationError: the connection is not defined, is not a PostgreSQL connection, or the server
         refuses it for good (wrong password, no such database or role); retrying will not help.
     :raises MatviewRefreshError: the server cannot be reached now (a retry may succeed).
@@ -60,7 +66,7 @@ def connect(conn_id: str, purpose: str) -> psycopg.Connection:
     try:
         conn = hook.get_conn()
     except psycopg.OperationalError as exc:
-        raise _connect_failed(exc, airflow_connection, conn_id, purpose) from None
+        raise _connect_failed(exc, airflow_connection, conn_id, purpose, in_task) from None
     if not isinstance(conn, psycopg.Connection):
         conn.close()
         raise MatviewConfigurationError(
@@ -83,7 +89,7 @@ async def aconnect(conn_id: str, purpose: str) -> psycopg.AsyncConnection:
     try:
         airflow_connection = await aget_airflow_connection(conn_id)
     except AirflowNotFoundException:
-        raise _undefined(conn_id, purpose) from None
+        raise _undefined(conn_id, purpose, local_only=True) from None
     _check_type(airflow_connection, conn_id, purpose)
     try:
         conn = await psycopg.AsyncConnection.connect(**hook_arguments(airflow_connection))
@@ -128,7 +134,10 @@ def hook_arguments(airflow_connection: AirflowConnection) -> dict[str, Any]:
     return arguments
 
 
-def _undefined(conn_id: str, purpose: str) -> MatviewConfigurationError:
+def _undefined(conn_id: str, purpose: str, *, local_only: bool = False) -> MatviewConfigurationError:
+    """Airflow found no connection ``conn_id``; one it cannot read is named as such (:func:`unreadable_connection`)."""
+    if unreadable := unreadable_connection(conn_id, local_only=local_only):
+        return MatviewConfigurationError(f"Cannot {purpose}: Airflow connection {conn_id!r} {unreadable}")
     return MatviewConfigurationError(
         f"Cannot {purpose}: Airflow connection {conn_id!r} is not defined. Create it in the UI "
         f"(Admin > Connections), with `airflow connections add {conn_id} --conn-uri "
@@ -137,20 +146,32 @@ def _undefined(conn_id: str, purpose: str) -> MatviewConfigurationError:
 
 
 def _check_type(airflow_connection: Any, conn_id: str, purpose: str) -> None:
+    """A PostgreSQL connection, whose extras Airflow can read (it would silently drop extras that are not JSON)."""
     conn_type = airflow_connection.conn_type or ""
+    if not conn_type:
+        raise MatviewConfigurationError(
+            f"Cannot {purpose}: Airflow connection {conn_id!r} has no connection type (is it a URI such as "
+            f"{_URI_FORM}?). Give it the type 'postgres'."
+        )
     if conn_type.lower() not in POSTGRES_CONN_TYPES:
         raise MatviewConfigurationError(
-            f"Cannot {purpose}: Airflow connection {conn_id!r} is of type {conn_type or '(none)'!r}, not a PostgreSQL "
+            f"Cannot {purpose}: Airflow connection {conn_id!r} is of type {conn_type!r}, not a PostgreSQL "
             "connection. Point postgres_conn_id (conn_id: in the config) at a connection of type 'postgres' "
             "(a postgresql:// URI)."
+        )
+    if problem := _extras_problem(airflow_connection.extra):
+        raise MatviewConfigurationError(
+            f"Cannot {purpose}: the extras of Airflow connection {conn_id!r} {problem}, and Airflow would ignore "
+            'them all (sslmode, options, ...). Write them as a JSON object, e.g. {"sslmode": "require"}.'
         )
 
 
 def _connect_failed(
-    exc: psycopg.OperationalError, airflow_connection: Any, conn_id: str, purpose: str
+    exc: psycopg.OperationalError, airflow_connection: Any, conn_id: str, purpose: str, in_task: bool = True
 ) -> MatviewConfigurationError | MatviewRefreshError:
     """A refused connection: not retried when every try would fail the same way, else retried."""
-    where = f"{airflow_connection.host or 'localhost'}:{airflow_connection.port or 5432}"
+    port = airflow_connection.port
+    where = f"{airflow_connection.host or 'localhost'}:{5432 if port is None else port}"
     cause = describe_connect_failure(exc, airflow_connection.password)
     permanent = None
     if not any(marker in cause for marker in _TRANSIENT_FAILURES):
@@ -158,10 +179,108 @@ def _connect_failed(
     if permanent is not None:
         return MatviewConfigurationError(
             f"Cannot connect to PostgreSQL at {where} to {purpose} (connection {conn_id!r}): {sentence(cause)} "
-            f"{permanent[0].upper()}{permanent[1:]}: fix the Airflow connection {conn_id!r} (or the server), "
-            "then clear the task. Not retried: every try would fail the same way."
+            f"{permanent[0].upper()}{permanent[1:]}: fix the Airflow connection {conn_id!r} (or the server)"
+            + (", then clear the task. Not retried: every try would fail the same way." if in_task else ".")
         )
     return MatviewRefreshError(
         f"Cannot connect to PostgreSQL at {where} to {purpose} (connection {conn_id!r}): {sentence(cause)} "
-        "Check that the server is up and reachable from the worker; Airflow will retry."
+        + (
+            "Check that the server is up and reachable from the worker; Airflow will retry."
+            if in_task
+            else "Check that the server is up and reachable from here."
+        )
     )
+
+
+# Airflow's reasons for refusing a connection it found, in words that repeat no part of it (a URI's "port" may be
+# the tail of a password holding an unencoded / or @).
+_PORT_NOT_A_NUMBER = re.compile(r"port could not be cast to integer|expected integer value for `port`", re.IGNORECASE)
+_PORT_OUT_OF_RANGE = re.compile(r"port out of range", re.IGNORECASE)
+_UNKNOWN_FIELD = re.compile(r"unexpected keyword argument '(\w{1,40})'")
+_QUOTED_TEXT = re.compile(r"'[^']*'|\"[^\"]*\"|`[^`]*`")
+_URI_FORM = "postgresql://USER:PASSWORD@HOST:5432/DB"
+_JSON_FORM = (
+    '{"conn_type": "postgres", "host": "HOST", "port": 5432, "login": "USER", "password": "...", "schema": "DB"}'
+)
+
+
+def unreadable_connection(conn_id: str, *, local_only: bool = False) -> str | None:
+    """Why a connection that a secrets backend holds cannot be read, as the end of a sentence naming it, with the
+    fix; ``None`` when no backend holds it.
+
+    Airflow's lookup skips a backend that fails to read a connection (a URI whose port is not a number, JSON that
+    does not parse) and then says the connection "isn't defined"; this asks each backend again to tell the two apart.
+    The message never repeats the connection's value, which may hold a password.
+
+    :param conn_id: the Airflow connection id that Airflow reported as not defined.
+    :param local_only: ask only the environment variables (in the triggerer's event loop, where asking a backend
+        that calls the API server would block).
+    """
+    variable = f"AIRFLOW_CONN_{conn_id.upper()}"
+    if variable in os.environ and not os.environ[variable].strip():  # Airflow skips it as if it were not set
+        return (
+            f"is the environment variable {variable}, which is empty (a variable set from an unset one?). "
+            f"Give it a URI such as {_URI_FORM}."
+        )
+    try:
+        from airflow.sdk.execution_time.supervisor import ensure_secrets_backend_loaded
+    except ImportError:  # pragma: no cover - every supported Airflow has it
+        return None
+    unreadable_database = None
+    for backend in ensure_secrets_backend_loaded():
+        if local_only and type(backend).__name__ != "EnvironmentVariablesBackend":
+            continue
+        try:
+            backend.get_connection(conn_id=conn_id)
+        except AirflowNotFoundException:
+            continue
+        except Exception as error:
+            kind = type(backend).__name__
+            if kind == "MetastoreBackend":  # the database is unreadable, not the connection
+                unreadable_database = _QUOTED_TEXT.sub("(hidden)", " ".join(str(getattr(error, "orig", error)).split()))
+                continue
+            if kind == "EnvironmentVariablesBackend":
+                return (
+                    f"exists (environment variable {variable}) but cannot be read: {_reason(error)}. "
+                    f"Fix {variable}: a URI such as {_URI_FORM} (percent-encode / : @ in the password, "
+                    f"e.g. / as %2F) or JSON such as {_JSON_FORM}."
+                )
+            return (
+                f"exists (secrets backend {kind}) but cannot be read: {_reason(error)}. "
+                "Fix the connection where that backend keeps it."
+            )
+    if unreadable_database:
+        return (
+            "is not defined in the environment or a secrets backend, and Airflow's metadata database, which holds "
+            f"the connections made with `airflow connections add` or the UI, cannot be read ({unreadable_database}). "
+            "Point AIRFLOW_HOME or AIRFLOW__DATABASE__SQL_ALCHEMY_CONN at the Airflow installation's database, or "
+            f"define the connection as the environment variable AIRFLOW_CONN_{conn_id.upper()}."
+        )
+    return None
+
+
+def _extras_problem(extra: str | None) -> str | None:
+    """Why a connection's extras are not a JSON object, which Airflow would read as no extras at all."""
+    if not extra:
+        return None
+    try:
+        extras = json.loads(extra)
+    except json.JSONDecodeError as error:
+        return f"are not valid JSON ({error.msg} at line {error.lineno} column {error.colno})"
+    return None if isinstance(extras, dict) else f"are a JSON {type(extras).__name__}, not an object"
+
+
+def _reason(error: Exception) -> str:
+    text = " ".join(str(error).split())
+    if _PORT_NOT_A_NUMBER.search(text):
+        return "its port is not a number (or its password holds an unencoded / or @, which cuts the URI short)"
+    if _PORT_OUT_OF_RANGE.search(text):
+        return "its port is out of range (use 1 to 65535, e.g. 5432)"
+    if isinstance(error, json.JSONDecodeError):
+        return f"it is not valid JSON ({error.msg} at line {error.lineno} column {error.colno})"
+    if isinstance(error, TypeError) and (field := _UNKNOWN_FIELD.search(text)):
+        return (
+            f"its JSON has the key {field.group(1)!r}, which Airflow connections do not have (use conn_type, host, "
+            "port, login, password, schema, extra, description)"
+        )
+    return f"{type(error).__name__}: {_QUOTED_TEXT.sub('(hidden)', text)}"

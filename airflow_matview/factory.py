@@ -28,8 +28,12 @@ if TYPE_CHECKING:
     from airflow.sdk.definitions.deadline import DeadlineAlert
 
 START_DATE = datetime(2024, 1, 1, tzinfo=timezone.utc)
-# The trigger form's choices; JSON booleans too, as the REST API and `airflow dags trigger -c` send them.
-CONCURRENTLY_CHOICES = ["auto", "true", "false", True, False]
+# The trigger form's `concurrently`: a text field suggesting each choice once. Not a select: its choices are the
+# schema's enum, which would list true and false twice, as text (what the form sends) and as the JSON booleans the
+# REST API and `airflow dags trigger -c` may send. The schema takes the three texts and the two booleans; anything
+# else is refused when the run is triggered.
+CONCURRENTLY_CHOICES = ["auto", "true", "false"]
+CONCURRENTLY_PATTERN = "^(auto|true|false)$"
 
 
 def build_dags(config: str | Path | Mapping[str, Any]) -> dict[str, DAG]:
@@ -96,7 +100,8 @@ def build_dag(view: ViewConfig, upstream: list[Asset] | None = None) -> DAG:
             "concurrently": Param(
                 concurrently,
                 type=["string", "boolean"],
-                enum=CONCURRENTLY_CHOICES,
+                examples=CONCURRENTLY_CHOICES,
+                pattern=CONCURRENTLY_PATTERN,
                 description="auto: CONCURRENTLY when the view allows it; true: require it; false: plain refresh.",
             ),
             "analyze": Param(view.analyze, type="boolean", description="Run ANALYZE on the view afterwards."),
@@ -161,7 +166,8 @@ def _doc(view: ViewConfig, asset: Asset) -> str:
         schedule = " or ".join(events) + (f", and on `{view.schedule}`" if view.schedule else "")
     return (
         f"Refreshes the materialized view `{view.view}` through the Airflow connection `{view.conn_id}`.\n\n"
-        f"- schedule: {schedule}\n"
+        + (f"{view.description}\n\n" if view.description else "")
+        + f"- schedule: {schedule}\n"
         f"- concurrently: `{view.concurrently}`, analyze: `{view.analyze}`, lock timeout: `{view.lock_timeout}`, "
         f"skip if unchanged: `{view.skip_if_unchanged}`\n"
         f"- emits the asset `{asset.uri}` after each successful refresh\n"

@@ -10,6 +10,9 @@ MAX_IDENTIFIER_BYTES = 63
 # than a \x80-\uffff range, which costs 8 ms to compile on every import (every DAG-file parse).
 _UNQUOTED = re.compile(r"(?:[A-Za-z_]|[^\x00-\x7f])(?:[A-Za-z0-9_$]|[^\x00-\x7f])*")
 _BARE_SAFE = re.compile(r"[a-z_][a-z0-9_$]*")
+# What would break a line of output or reorder what a terminal shows: C0 and C1 controls, DEL, the line and
+# paragraph separators and the bidirectional marks and overrides. PostgreSQL accepts all of them in quoted names.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 
 
 class InvalidIdentifierError(ValueError):
@@ -37,6 +40,17 @@ def quote_if_needed(identifier: str) -> str:
     if _BARE_SAFE.fullmatch(identifier):
         return identifier
     return '"' + identifier.replace('"', '""') + '"'
+
+
+def control_character(text: str) -> str | None:
+    """The first character of ``text`` that would break a line of output or reorder it, if any."""
+    match = _CONTROL.search(text)
+    return match.group() if match else None
+
+
+def printable(text: str) -> str:
+    """``text`` with each such character written as its escape (``\\n``, ``\\x07``, ``\\u202e``), for messages."""
+    return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def parse_qualified_name(text: str) -> QualifiedName:

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 # foreign data wrappers (HV: the foreign server). Every other class is about the query, the data, the privileges
 # or the definitions, and fails again until someone changes them.
 TRANSIENT_CLASSES = ("08", "40", "53", "55", "57", "58", "XX", "HV")
+# A password this long is masked wherever it appears in a message; a shorter one only as a whole word.
+_MASK_ANYWHERE = 5
 
 
 def is_transient(exc: psycopg.Error) -> bool:
@@ -42,8 +44,10 @@ def describe_connect_failure(exc: BaseException, secret: str | None = None) -> s
     """
     text = _one_line(str(exc)).rstrip(".")
     text = re.sub(r"^connection failed:\s*", "", text)
-    if secret:
+    if secret and len(secret) >= _MASK_ANYWHERE:
         text = text.replace(secret, "***")
+    elif secret:  # a short password only as a whole word: "p" must not turn "port" into "***ort"
+        text = re.sub(rf"(?<![^\W_]){re.escape(secret)}(?![^\W_])", "***", text)
     return text
 
 

@@ -9,6 +9,7 @@ import re
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from airflow_matview.identifiers import control_character
 from airflow_matview.settings import InvalidSettingError, parse_duration
 from airflow_matview.staleness import check_supported, format_seconds
 
@@ -66,13 +67,18 @@ def _whole_number(value: object) -> int | None:
     """The counts' typing rule (as for ``retries``): an int or its digits as text; never a bool or a fraction."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,12}\s*", value):
+    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]{1,12}\s*", value):
         return int(value)
     return None
 
 
 def parse_description(value: object) -> str | None:
-    """Free text shown next to the DAG in the UI."""
+    """Free text shown next to the DAG in the UI and in its doc; it may span lines."""
+    if isinstance(value, str) and (char := control_character(re.sub(r"[\t\n\r]", " ", value))) is not None:
+        raise ValueError(
+            f"{value[:40]!r}{'...' if len(value) > 40 else ''} holds the control character {char!r}, which would "
+            "garble the listings that show it; remove it (line breaks and tabs are fine)"
+        )
     if value is None or (isinstance(value, str) and len(value) <= 1000):
         return value
     if isinstance(value, str):

@@ -21,7 +21,7 @@ class InvalidSettingError(ValueError):
 
 # One set of rules for every flag and duration, whether it comes from the config file, an operator argument,
 # a rendered template or a trigger-form param: a config key and an operator argument never disagree.
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 DURATION_HELP = "use 500ms, 30s, 5m, 1h, 1d or a number of seconds"
 # PostgreSQL's timeouts are int4 milliseconds (about 24.8 days); a longer one is as good as that.
@@ -71,13 +71,14 @@ def parse_duration(value: object, name: str, *, positive: bool = False) -> timed
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
+        seconds = float(value) if abs(value) < 1e300 else float("inf")  # float() of a huge int overflows
     elif isinstance(value, str) and (match := _DURATION.fullmatch(value.strip().lower())):
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
     else:
         raise InvalidSettingError(f"{value!r} is not a duration; {DURATION_HELP}")
     if seconds != seconds or seconds in (float("inf"), float("-inf")) or abs(seconds) > 10 * 365 * 86400:
-        raise InvalidSettingError(f"{value!r} is out of range; use at most 3650d")
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+        raise InvalidSettingError(f"{shown} is out of range; use at most 3650d")
     if seconds < 0:
         raise InvalidSettingError(f"{value!r} is negative; durations must be 0 or more")
     if positive and seconds < 0.001:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import subprocess
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -13,9 +16,11 @@ from airflow_matview import RefreshMaterializedViewOperator
 from airflow_matview.config import MatviewConfigError, load_config
 from airflow_matview.exceptions import MatviewConfigurationError, MatviewQueryError, MatviewRefreshError
 from devtools.scenario import add_new_users, create_reference_scenario
+from tests.conftest import AIRFLOW_BIN, REPO
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from pathlib import Path
 
     from tests.conftest import Database
 
@@ -44,6 +49,10 @@ def setup(pg: psycopg.Connection, postgres_default: Database, monkeypatch: pytes
     pg.execute("CREATE MATERIALIZED VIEW inverse AS SELECT id, 1 / d AS q FROM ratios")
     pg.execute("INSERT INTO ratios VALUES (2, 0)")
     monkeypatch.setenv("AIRFLOW_CONN_NOWHERE", f"postgresql://postgres@127.0.0.1:{closed_port()}/postgres")
+    monkeypatch.setenv("AIRFLOW_CONN_UNREADABLE", "postgresql://app:Sup3r/Secret@127.0.0.1:5432/postgres")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_BAD_EXTRAS", '{"conn_type": "postgres", "host": "127.0.0.1", "extra": "sslmode=x"}'
+    )
     return pg
 
 
@@ -77,6 +86,22 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         lambda: refresh(postgres_conn_id="warehouse"),
         MatviewConfigurationError,
         "Airflow connection 'warehouse' is not defined",
+    ),
+    (
+        "unreadable connection",
+        lambda: refresh(postgres_conn_id="unreadable"),
+        MatviewConfigurationError,
+        "Cannot refresh polls_user_matt_view: Airflow connection 'unreadable' exists (environment variable "
+        "AIRFLOW_CONN_UNREADABLE) but cannot be read: its port is not a number (or its password holds an unencoded "
+        "/ or @, which cuts the URI short). Fix AIRFLOW_CONN_UNREADABLE: a URI such as "
+        "postgresql://USER:PASSWORD@HOST:5432/DB",
+    ),
+    (
+        "extras not JSON",
+        lambda: refresh(postgres_conn_id="bad_extras"),
+        MatviewConfigurationError,
+        "Cannot refresh polls_user_matt_view: the extras of Airflow connection 'bad_extras' are not valid JSON "
+        "(Expecting value at line 1 column 1), and Airflow would ignore them all (sslmode, options, ...).",
     ),
     (
         "server down",
@@ -163,6 +188,7 @@ def test_bad_input_gets_a_clear_error(
     with pytest.raises(error) as raised:
         action()
     assert message in str(raised.value)
+    assert "Sup3r" not in str(raised.value) and "Secret" not in str(raised.value)
     assert setup.execute("SELECT count(*) FROM polls_user").fetchone() == (7,)
     assert setup.execute("SELECT count(*) FROM polls_user_matt_view").fetchone() == (5,)
 
@@ -209,3 +235,50 @@ def test_least_privilege_setup_from_the_readme(
         pg.execute(f"DROP OWNED BY {owner}, {airflow_role} CASCADE")
         pg.execute(f"DROP ROLE IF EXISTS {airflow_role}")
         pg.execute(f"DROP ROLE IF EXISTS {owner}")
+
+
+def test_an_unreadable_connection_fails_the_task_with_the_reason_under_airflow_dags_test(
+    airflow_db: Path, tmp_path: Path
+) -> None:
+    """At refresh time, in a real task run: the task log says what is wrong with the connection, not "not defined"."""
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    shutil.copy(REPO / "dags" / "matviews.py", folder)
+    dag_id = f"unreadable_{uuid.uuid4().hex[:8]}"
+    (folder / "matviews.yaml").write_text(
+        f"views:\n  - name: public.v\n    dag_id: {dag_id}\n    conn_id: unreadable\n    retries: 0\n"
+    )
+    env = {
+        **os.environ,
+        "AIRFLOW__CORE__DAGS_FOLDER": str(folder),
+        "AIRFLOW_CONN_UNREADABLE": '{"conn_type": "postgres", "host": "127.0.0.1", "password": "Sup3rSecret",',
+    }
+    done = subprocess.run(
+        [str(AIRFLOW_BIN), "dags", "test", dag_id], env=env, capture_output=True, text=True, timeout=300
+    )
+    output = done.stdout + done.stderr
+    assert "Sup3rSecret" not in output
+    assert (
+        "Cannot refresh public.v: Airflow connection 'unreadable' exists (environment variable "
+        "AIRFLOW_CONN_UNREADABLE) but cannot be read: it is not valid JSON (Expecting property name enclosed in "
+        "double quotes at line 1 column"
+    ) in " ".join(output.split()), output[-4000:]
+    assert "isn't defined" not in output and "is not defined" not in output
+
+
+def test_the_change_watcher_says_a_connection_airflow_cannot_read_exists_and_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The triggerer's watcher (on_change) logs this reason, not "The conn_id isn't defined"."""
+    import asyncio
+
+    from airflow_matview.triggers.source_changes import _connect
+
+    monkeypatch.setenv("AIRFLOW_CONN_WATCHED", "postgresql://app:Sup3rSecret@127.0.0.1:notaport/db")
+    with pytest.raises(MatviewConfigurationError) as raised:
+        asyncio.run(_connect("watched"))
+    assert str(raised.value).startswith(
+        "Airflow connection 'watched' exists (environment variable AIRFLOW_CONN_WATCHED) but cannot be read: its "
+        "port is not a number"
+    )
+    assert "Sup3r" not in str(raised.value)

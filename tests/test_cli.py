@@ -21,7 +21,7 @@ from psycopg import sql
 from airflow_matview.config import load_config
 from devtools.pgcluster import free_port
 from devtools.scenario import create_reference_scenario
-from tests.conftest import REPO
+from tests.conftest import AIRFLOW_BIN, REPO
 
 if TYPE_CHECKING:
     import psycopg
@@ -494,3 +494,232 @@ def test_ctrl_c_while_the_command_starts_is_one_line_and_exit_130() -> None:
     assert process.returncode == 130, err
     assert err.strip() == "airflow-matview: interrupted"
     assert "Traceback" not in err
+
+
+# ------------------------------------------------------------------ Airflow connections: where they live, what is wrong
+
+UNREADABLE_CONNECTIONS = [
+    ("postgresql://app:Sup3rSecret@127.0.0.1:notaport/db", "its port is not a number"),
+    ("postgresql://app:Sup3r/Secret@127.0.0.1:5432/db", "its port is not a number (or its password holds an unencoded"),
+    ("postgresql://app:Sup3rSecret@127.0.0.1:99999/db", "its port is out of range (use 1 to 65535, e.g. 5432)"),
+    (
+        '{"conn_type": "postgres", "host": "127.0.0.1", "password": "Sup3rSecret",',
+        "it is not valid JSON (Expecting property name enclosed in double quotes at line 1 column 74)",
+    ),
+    ('{"conn_type": "postgres", "port": "Sup3rSecret"}', "its port is not a number"),
+    ('{"conn_type": "postgres", "pasword": "Sup3rSecret"}', "its JSON has the key 'pasword', which Airflow"),
+]
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    UNREADABLE_CONNECTIONS,
+    ids=["port-text", "unencoded-slash", "port-range", "broken-json", "json-port", "json-unknown-key"],
+)
+def test_check_says_a_connection_airflow_cannot_read_exists_and_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, reason: str
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", value)
+    config = tmp_path / "matviews.yaml"
+    config.write_text("views:\n  - name: public.a\n    conn_id: warehouse\n")
+    done = cli("check", str(config))
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == ""
+    assert "Sup3r" not in done.stdout and "Secret" not in done.stdout
+    lines = done.stdout.splitlines()
+    assert lines[0] == "PROBLEM public.a"
+    assert (
+        lines[1]
+        .strip()
+        .startswith(
+            "Cannot inspect the database: Airflow connection 'warehouse' exists (environment variable "
+            f"AIRFLOW_CONN_WAREHOUSE) but cannot be read: {reason}"
+        )
+    ), lines[1]
+    assert "Fix AIRFLOW_CONN_WAREHOUSE: a URI such as postgresql://USER:PASSWORD@HOST:5432/DB" in lines[1]
+    assert lines[2:] == ["0 of 1 view(s) can be refreshed as configured."]
+
+
+def test_check_finds_a_connection_made_with_airflow_connections_add(
+    pg: psycopg.Connection, database: Database, airflow_db: Path, tmp_path: Path
+) -> None:
+    """The README's step: `airflow connections add`, then `airflow-matview check` (a connection in the metadata DB)."""
+    create_reference_scenario(pg)
+    conn_id = f"added_{database.name}"
+    added = subprocess.run(
+        [str(AIRFLOW_BIN), "connections", "add", conn_id, "--conn-uri", database.uri],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+        timeout=120,
+    )
+    assert added.returncode == 0, added.stderr
+    config = tmp_path / "matviews.yaml"
+    config.write_text(f"views:\n  - name: public.polls_user_matt_view\n    conn_id: {conn_id}\n")
+    done = cli("check", str(config))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[0] == "OK      public.polls_user_matt_view"
+    done = cli("discover", "--conn-id", conn_id)
+    assert done.returncode == 0, done.stderr
+    assert f"conn_id: {conn_id}" in done.stdout
+
+
+def test_check_output_holds_only_its_own_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A short password makes Airflow log "Skipping masking for a secret as it's too short" to stdout: not here."""
+    port = free_port()
+    monkeypatch.setenv("AIRFLOW_CONN_SHORT", f"postgresql://app:p@127.0.0.1:{port}/x")
+    config = tmp_path / "matviews.yaml"
+    config.write_text("views:\n  - name: public.a\n    conn_id: short\n")
+    done = cli("check", str(config))
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == ""
+    lines = done.stdout.splitlines()
+    assert lines[0] == "PROBLEM public.a"
+    # the password "p" would be masked as a word, never inside one ("***ort")
+    assert (
+        lines[1]
+        .strip()
+        .startswith(
+            f"Cannot connect to PostgreSQL at 127.0.0.1:{port} to inspect the database (connection 'short'): "
+            f'connection to server at "127.0.0.1", port {port} failed: Connection refused'
+        )
+    ), lines[1]
+    assert lines[2:] == ["0 of 1 view(s) can be refreshed as configured."]
+
+
+# ------------------------------------------------------------------------- names with control characters
+
+
+def test_validate_refuses_a_name_with_a_newline_on_one_line_per_problem(tmp_path: Path) -> None:
+    config = tmp_path / "matviews.yaml"
+    config.write_text('views:\n  - name: "public.\\"bad\\nname\\""\n    schedule: often\n')
+    done = cli("validate", str(config))
+    assert done.returncode == 1
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert lines[0] == f"Invalid matview config {config}: 2 problem(s):"
+    assert lines[1].startswith("  - views[0] (public.\"bad\\nname\"): schedule: 'often' is not a cron expression")
+    assert lines[2].startswith(
+        "  - views[0] (public.\"bad\\nname\"): name: 'public.\"bad\\nname\"' holds the control character '\\n': "
+    )
+    assert len(lines) == 3
+
+
+def test_discover_leaves_out_a_view_whose_name_holds_a_newline_and_says_so(
+    pg: psycopg.Connection, postgres_default: Database, tmp_path: Path
+) -> None:
+    create_reference_scenario(pg)
+    pg.execute('CREATE MATERIALIZED VIEW "two\nlines" AS SELECT 1 AS one')
+    pg.execute('CREATE MATERIALIZED VIEW built_on_it AS SELECT one FROM "two\nlines"')
+    done = cli("discover", "--conn-id", "postgres_default")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        "airflow-matview discover: left out public.\"two\\nlines\": its name holds the control character '\\n', "
+        'which the config refuses; rename it (ALTER MATERIALIZED VIEW public."two\\nlines" RENAME TO ...) and run '
+        "discover again (the after: of public.built_on_it leaves it out)"
+    ]
+    generated = tmp_path / "discovered.yaml"
+    generated.write_text(done.stdout)
+    views = {view.name: view.after for view in load_config(generated).views}
+    assert views == {"public.polls_user_matt_view": [], "public.built_on_it": []}
+
+
+def test_validate_shows_descriptions_on_one_line_cut_to_40_characters(tmp_path: Path) -> None:
+    config = tmp_path / "matviews.yaml"
+    config.write_text(
+        "views:\n  - name: public.a\n    description: Sales per shop, for the morning report of the regional managers\n"
+        "  - name: public.b\n  - name: public.c\n    description: |\n      two\n      lines\n"
+    )
+    done = cli("validate", str(config))
+    assert done.returncode == 0, done.stderr
+    rows = [re.split(r"\s{2,}", line) for line in done.stdout.splitlines()[1:]]
+    assert rows[0] == ["DAG ID", "VIEW", "SCHEDULE", "CONNECTION", "SETTINGS", "DESCRIPTION"]
+    assert [row[-1] for row in rows[1:]] == ["Sales per shop, for the morning report\u2026", "-", "two lines"]
+    assert len(rows[1][-1]) <= 40  # cli.DESCRIPTION_WIDTH
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (
+            '{"conn_type": "postgres", "host": "127.0.0.1", "port": 1, "extra": "{\\"sslmode\\": require"}',
+            "Cannot inspect the database: the extras of Airflow connection 'x' are not valid JSON (Expecting value at "
+            "line 1 column 13), and Airflow would ignore them all (sslmode, options, ...). Write them as a JSON "
+            'object, e.g. {"sslmode": "require"}.',
+        ),
+        (
+            '{"conn_type": "postgres", "host": "127.0.0.1", "port": 1, "extra": "[\\"require\\"]"}',
+            "Cannot inspect the database: the extras of Airflow connection 'x' are a JSON list, not an object,",
+        ),
+        (
+            "postgresql://app:Sup3rSecret@127.0.0.1:0/db",
+            "Cannot connect to PostgreSQL at 127.0.0.1:0 to inspect the database (connection 'x'): connection is "
+            'bad: invalid port number: "0". The connection\'s port is not valid (use 1 to 65535, e.g. 5432): fix the '
+            "Airflow connection 'x' (or the server).",
+        ),
+        (
+            "warehouse.example",
+            "Cannot inspect the database: Airflow connection 'x' has no connection type (is it a URI such as "
+            "postgresql://USER:PASSWORD@HOST:5432/DB?). Give it the type 'postgres'.",
+        ),
+        (
+            "postgresql://app:Sup3rSecret@127.0.0.1:{port}/db",
+            "Connection refused Is the server running on that host and accepting TCP/IP connections? Check that the "
+            "server is up and reachable from here.",
+        ),
+    ],
+    ids=["extras-not-json", "extras-a-list", "port-zero", "no-type", "refused"],
+)
+def test_check_says_what_is_wrong_with_a_connection_airflow_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, expected: str
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_X", value.replace("{port}", str(free_port())))
+    config = tmp_path / "matviews.yaml"
+    config.write_text("views:\n  - name: public.a\n    conn_id: x\n")
+    done = cli("check", str(config))
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "Sup3r" not in done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "PROBLEM public.a"
+    assert expected in lines[1], lines[1]
+    assert "Airflow will retry" not in lines[1] and "clear the task" not in lines[1]
+    assert len(done.stderr.splitlines()) <= 1, done.stderr  # Airflow's own error about the extras: one line
+
+
+@pytest.mark.parametrize("command", ["validate", "check"])
+def test_an_empty_config_argument_is_a_wrong_argument_not_the_current_directory(command: str) -> None:
+    done = cli(command, "")
+    assert assert_one_clean_line(done, 2) == (
+        f"airflow-matview {command}: the config file argument is empty (an unset shell variable?); give a path"
+    )
+
+
+def test_a_bad_schema_argument_is_called_a_schema_name() -> None:
+    done = cli("discover", "--conn-id", "postgres_default", "--schema", "a\nb")
+    assert assert_one_clean_line(done, 2).startswith(
+        "airflow-matview discover: --schema: 'a\\nb' is not a valid schema name: unexpected '\\n' at position 2."
+    )
+
+
+def test_check_says_a_connection_variable_is_empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", "")
+    config = tmp_path / "matviews.yaml"
+    config.write_text("views:\n  - name: public.a\n    conn_id: warehouse\n")
+    done = cli("check", str(config))
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.splitlines()[1].strip() == (
+        "Cannot inspect the database: Airflow connection 'warehouse' is the environment variable "
+        "AIRFLOW_CONN_WAREHOUSE, which is empty (a variable set from an unset one?). Give it a URI such as "
+        "postgresql://USER:PASSWORD@HOST:5432/DB."
+    )
+
+
+def test_a_config_path_with_a_newline_is_shown_escaped(tmp_path: Path) -> None:
+    path = tmp_path / "a\nb.yaml"
+    done = cli("validate", str(path))
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"Invalid matview config {tmp_path}/a\\nb.yaml: 1 problem(s):",
+        "  - cannot read the file: No such file or directory",
+    ]

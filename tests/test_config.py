@@ -288,7 +288,7 @@ def test_an_empty_defaults_block_is_accepted(tmp_path: Path) -> None:
     [
         (
             {"view": [], "views": [{"name": "public.a"}]},
-            "file: view: unknown key; allowed keys at the top level are defaults, views",
+            "file: view: unknown key; did you mean views? allowed keys at the top level are defaults, views",
         ),
         (
             {"defaults": {"name": "public.a"}, "views": [{"name": "public.a"}]},
@@ -380,3 +380,70 @@ def test_croniter_reads_a_range_with_equal_ends_as_the_whole_field() -> None:
 
     assert croniter("0 3-3 * * *").expanded[1] == ["*"]
     assert croniter("0 3 * * *").expanded[1] == [3]
+
+
+@pytest.mark.parametrize(
+    ("name", "shown", "char"),
+    [
+        ('public."bad\nname"', 'public."bad\\nname"', "'\\n'"),
+        ('public."tab\there"', 'public."tab\\there"', "'\\t'"),
+        ('public."bell\x07"', 'public."bell\\x07"', "'\\x07'"),
+        ('"sch\x85ema".v', '"sch\\x85ema".v', "'\\x85'"),
+        ('public."evil\u202etxt.exe"', 'public."evil\\u202etxt.exe"', "'\\u202e'"),
+        ("bad\nname", "bad\\nname", "'\\n'"),
+    ],
+    ids=["newline", "tab", "bell", "c1-in-schema", "bidi-override", "unquoted"],
+)
+def test_a_name_with_a_control_character_is_refused_on_one_line(name: str, shown: str, char: str) -> None:
+    """PostgreSQL accepts these in quoted names; the config refuses them, and its message shows them escaped."""
+    config = {"views": [{"name": "public.a"}, {"name": "public.b", "after": [name]}, {"name": name}]}
+    with pytest.raises(MatviewConfigError) as raised:
+        load_config(config)
+    expected = (
+        f"holds the control character {char}: PostgreSQL accepts it in a quoted name, but it would break the "
+        "listings, DAG docs and logs that show the name; rename the view in PostgreSQL (ALTER MATERIALIZED VIEW ... "
+        "RENAME TO ...) and write its new name here"
+    )
+    assert raised.value.problems == [
+        f"views[1] (public.b): after: {name!r} {expected}",
+        f"views[2] ({shown}): name: {name!r} {expected}",
+    ]
+    for line in str(raised.value).splitlines()[1:]:
+        assert line.startswith("  - views["), line
+
+
+@pytest.mark.parametrize(
+    ("view", "expected"),
+    [
+        ({"retries": "\u0661\u0662"}, "retries: '\u0661\u0662' is not a whole number; use 0, 1, 2, ..."),
+        ({"lock_timeout": "\uff15s"}, "lock_timeout: '\uff15s' is not a duration; use 500ms, 30s, 5m, 1h, 1d or a"),
+        ({"pool_slots": "\uff12"}, "pool_slots: '\uff12' is not allowed"),
+        (
+            {"schedule": "0 2 * * *\n"},
+            "schedule: '0 2 * * *\\n' holds the control character '\\n' (a YAML block scalar, schedule: |, ends with "
+            "a line break); write it on one line: '0 2 * * *'",
+        ),
+        ({"tags": ["a\nb"]}, "tags: 'a\\nb' holds the control character '\\n'; write each tag on one line"),
+        ({"owner": "me\tyou"}, "owner: 'me\\tyou' holds the control character '\\t'; write the owner on one line"),
+        ({"schedul": "@daily"}, "schedul: unknown key; did you mean schedule? allowed keys are after,"),
+    ],
+    ids=["non-ascii-digits", "fullwidth-duration", "fullwidth-count", "cron-line-break", "tag", "owner", "typo"],
+)
+def test_values_that_would_be_misread_or_break_a_line_are_refused(view: dict[str, Any], expected: str) -> None:
+    (problem,) = problems_of({"views": [{"name": "public.a", **view}]})
+    assert problem.startswith(f"views[0] (public.a): {expected}"), problem
+
+
+@pytest.mark.parametrize(
+    ("view", "expected"),
+    [
+        ({"retry_delay": 10**400}, "retry_delay: 1000000000000000000000000000000000000000... is out of range; use at"),
+        ({"retries": "9" * 5000}, "retries: '99999999999999999999'... is too large; use 0, 1, 2, ..."),
+        ({"retry_delay": None}, "retry_delay: is empty (null); write a duration such as 5m, or leave the key out"),
+    ],
+    ids=["huge-duration", "huge-count-text", "null-duration"],
+)
+def test_huge_and_empty_values_get_a_short_clear_line(view: dict[str, Any], expected: str) -> None:
+    (problem,) = problems_of({"views": [{"name": "public.a", **view}]})
+    assert problem.startswith(f"views[0] (public.a): {expected}"), problem
+    assert len(problem) < 200

@@ -219,8 +219,11 @@ def test_trigger_from_the_ui_in_a_real_browser(deployment: Deployment, page: Any
     page.goto(f"{url}/dags/{REFERENCE_DAG}")
     page.get_by_role("button", name="Trigger Dag").click()
     form = page.get_by_role("dialog")
-    form.get_by_role("combobox").click()
-    page.get_by_role("option", name="false", exact=True).first.click()  # the text "false" (JSON false follows)
+    concurrently = form.locator("#element_concurrently")
+    assert concurrently.input_value() == "auto"
+    suggestions = form.locator("datalist#list_concurrently option")
+    assert suggestions.evaluate_all("options => options.map(option => option.value)") == ["auto", "true", "false"]
+    concurrently.fill("false")
     form.locator("label").filter(has=page.locator("input[type=checkbox]")).first.click()
     form.get_by_role("button", name="Trigger").click()
 

@@ -15,11 +15,14 @@ import pytest
 import yaml
 
 from airflow_matview.factory import build_dags
+from devtools.scenario import create_reference_scenario
 from tests.airflow_helpers import DagBag
 from tests.conftest import AIRFLOW_BIN, REPO
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    import psycopg
 
     from tests.conftest import Database
 
@@ -138,3 +141,63 @@ def test_parsing_1000_views_touches_no_database(tmp_path: Path, database: Databa
     assert log.read_text().count(f"database={database.name}") == connections_before
     print(f"1000 views: parsed in {parse_seconds}s ({wall:.2f}s with interpreter start)")
     assert float(parse_seconds) < 10
+
+
+def test_a_name_with_a_newline_is_one_import_error_line_and_no_dag(tmp_path: Path) -> None:
+    config = yaml.safe_dump({"views": [{"name": "public.good"}, {"name": 'public."bad\nname"'}]})
+    bag = DagBag(dag_folder=str(dags_folder(tmp_path, config)))
+    assert bag.dag_ids == []
+    ((_path, error),) = bag.import_errors.items()
+    problems = [line for line in error.splitlines() if line.startswith("  - ")]
+    assert problems == [
+        "  - views[1] (public.\"bad\\nname\"): name: 'public.\"bad\\nname\"' holds the control character '\\n': "
+        "PostgreSQL accepts it in a quoted name, but it would break the listings, DAG docs and logs that show the "
+        "name; rename the view in PostgreSQL (ALTER MATERIALIZED VIEW ... RENAME TO ...) and write its new name here"
+    ], error
+
+
+def test_the_trigger_forms_concurrently_suggests_each_choice_once_and_takes_json_booleans() -> None:
+    """The form renders the serialized schema: a text field with the suggestions auto/true/false (a select would
+    list its enum, true and false twice); triggering validates the run's conf against the same schema."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    dag = build_dags({"views": [{"name": "public.v", "concurrently": False}]})["matview.public.v"]
+    served = DagSerialization.from_dict(DagSerialization.to_dict(dag))
+    param = served.params.get_param("concurrently")
+    assert param.value == "false"
+    assert "enum" not in param.schema
+    assert param.schema["examples"] == ["auto", "true", "false"]
+    for value in ("auto", "true", "false", True, False):
+        assert served.params.deep_merge({"concurrently": value}).validate()["concurrently"] == value
+    for value, reason in [
+        ("maybe", "'maybe' does not match '^(auto|true|false)$'"),
+        ("TRUE", "'TRUE' does not match '^(auto|true|false)$'"),
+        (1, "1 is not of type 'string', 'boolean'"),
+        (None, "None is not of type 'string', 'boolean'"),
+    ]:
+        with pytest.raises(Exception, match="Invalid input for param concurrently") as raised:
+            served.params.deep_merge({"concurrently": value}).validate()
+        assert reason in str(raised.value)
+
+
+@pytest.mark.one_server
+def test_airflow_dags_test_with_json_false_runs_a_plain_refresh(
+    pg: psycopg.Connection, database: Database, airflow_db: Path, tmp_path: Path
+) -> None:
+    create_reference_scenario(pg)
+    dag_id = f"form_{database.name}"
+    folder = dags_folder(tmp_path, {"views": [{"name": "public.polls_user_matt_view", "dag_id": dag_id}]})
+    env = {**os.environ, "AIRFLOW__CORE__DAGS_FOLDER": str(folder), "AIRFLOW_CONN_POSTGRES_DEFAULT": database.uri}
+
+    def dags_test(conf: str) -> subprocess.CompletedProcess[str]:
+        command = [str(AIRFLOW_BIN), "dags", "test", dag_id, "-c", conf]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+    done = dags_test('{"concurrently": false}')
+    output = done.stdout + done.stderr
+    assert "state=success" in output, output[-4000:]
+    assert "Refreshing public.polls_user_matt_view (blocking): concurrently=False." in output, output[-4000:]
+    done = dags_test('{"concurrently": "maybe"}')
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "Invalid input for param concurrently: 'maybe' does not match '^(auto|true|false)$'" in output

@@ -4,6 +4,7 @@ DAG and task get, and when Airflow's own timetable code runs a local-time cron a
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -189,11 +190,12 @@ def test_validate_shows_the_settings_in_its_table(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     header, first, second = lines[lines.index(next(line for line in lines if line.startswith("DAG ID"))) :]
-    assert header.split()[-1] == "SETTINGS"
+    assert header.split()[-2:] == ["SETTINGS", "DESCRIPTION"]
     assert first.endswith(
         "tz=Europe/Berlin pool=pg_mainx2 priority=7 queue=refreshes stale>2h notify=failure:1,retry:1,success:1,stale:1"
+        "  Nightly sales rollup"
     )
-    assert second.endswith("postgres_default  -")
+    assert re.split(r"\s{2,}", second)[-3:] == ["postgres_default", "-", "-"]
 
 
 def _next_runs(dag: DAG, start: datetime, count: int) -> list[str]:
@@ -485,4 +487,17 @@ def test_a_url_written_as_the_notifier_is_refused_without_repeating_it() -> None
         f"views[0] (public.a): on_failure: item 1: notifier: this value (not repeated here, as it may hold a "
         f"credential) {fix}",
         f"views[0] (public.a): on_success: item 1: notifier: 'tests.recording_notifier.' {fix}",
+    ]
+
+
+def test_the_description_leads_the_dag_doc_and_may_not_hold_control_characters() -> None:
+    dag = build_dags({"views": [{"name": "public.sales", "description": "Sales per shop,\nfor the morning report"}]})[
+        "matview.public.sales"
+    ]
+    assert (dag.doc_md or "").split("\n\n")[1] == "Sales per shop,\nfor the morning report"
+    plain = build_dags({"views": [{"name": "public.x"}]})["matview.public.x"].doc_md or ""
+    assert plain.split("\n\n")[1].startswith("- schedule: `@daily`")
+    assert problems_of({"views": [{"name": "public.a", "description": "bell\x07 and tab\tok"}]}) == [
+        "views[0] (public.a): description: 'bell\\x07 and tab\\tok' holds the control character '\\x07', which would "
+        "garble the listings that show it; remove it (line breaks and tabs are fine)"
     ]

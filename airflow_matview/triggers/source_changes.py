@@ -366,9 +366,17 @@ async def _connect(conn_id: str) -> AsyncConnection:
     connection, with the same arguments as the postgres provider's ``PostgresHook.get_conn``."""
     import psycopg
 
-    from airflow_matview.connection import aget_airflow_connection, hook_arguments
+    from airflow_matview.compat import AirflowNotFoundException
+    from airflow_matview.connection import aget_airflow_connection, hook_arguments, unreadable_connection
+    from airflow_matview.exceptions import MatviewConfigurationError
 
-    connection = await aget_airflow_connection(conn_id)
+    try:
+        connection = await aget_airflow_connection(conn_id)
+    except AirflowNotFoundException:
+        # Environment variables only: no call that would block the triggerer's event loop.
+        if unreadable := unreadable_connection(conn_id, local_only=True):  # not "isn't defined" when it is
+            raise MatviewConfigurationError(f"Airflow connection {conn_id!r} {unreadable}") from None
+        raise
     arguments: dict[str, Any] = {
         "application_name": f"airflow-matview watcher ({conn_id})",
         "connect_timeout": 10,
