@@ -95,9 +95,10 @@ test-matrix:
 	$(PYTHON) -m devtools.matrix $(MATRIX) -- $(MATRIX_TESTS)
 
 # CI's share: one test of each kind (dag.test, `airflow dags test`, the DagBag and `airflow dags` CLI, an asset
-# event, a failing task, the moved names, a scheduled run in a real scheduler), to stay within CI's time.
+# event, a failing task, the moved names, a scheduled run in a real scheduler, the fleet page's queries on the
+# metadata DB, every production key in a DagBag), to stay within CI's time.
 MATRIX_CI_TESTS ?= -m airflow_run -k "reference_scenario or test_compat or cli_lists or emits_an_asset_event \
-                   or fails_the_airflow_task or scheduled_run_needs_no_trigger"
+                   or fails_the_airflow_task or scheduled_run_needs_no_trigger or test_fleet or edge_values"
 
 test-matrix-ci:
 	$(PYTHON) -m devtools.matrix $(MATRIX_CI) -- $(MATRIX_CI_TESTS)

@@ -58,6 +58,18 @@ def deadline_alert_model() -> Any:
     return DeadlineAlert
 
 
+def asset_watcher_asset_id() -> Any:
+    """The column that lists the assets with a watcher (an ``AssetWatcher`` in a DAG): ``asset_watcher.asset_id``
+    on Airflow 3.2+, ``asset_trigger.asset_id`` on Airflow 3.1. Imported on call, as :func:`deadline_alert_model`."""
+    try:
+        from airflow.models.asset import AssetWatcherModel
+    except ImportError:  # Airflow 3.1
+        from airflow.models.asset import asset_trigger_association_table  # type: ignore[attr-defined]
+
+        return asset_trigger_association_table.c.asset_id
+    return AssetWatcherModel.asset_id
+
+
 # Refresh on change needs event-driven scheduling (a trigger that fires Asset events from the triggerer).
 try:
     from airflow.sdk import AssetWatcher
@@ -99,6 +111,7 @@ __all__ = [
     "BaseEventTrigger",
     "CronTriggerTimetable",
     "TaskDeferred",
+    "asset_watcher_asset_id",
     "deadline_alert_model",
     "require",
 ]

@@ -15,9 +15,9 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from sqlalchemy import Numeric, and_, case, cast, func, select
+from sqlalchemy import JSON, Numeric, and_, case, cast, func, select, type_coerce
 
-from airflow_matview.compat import deadline_alert_model
+from airflow_matview.compat import asset_watcher_asset_id, deadline_alert_model
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -91,7 +91,6 @@ def load_fleet(
     from airflow.models.asset import (
         AssetEvent,
         AssetModel,
-        AssetWatcherModel,
         DagScheduleAssetReference,
         TaskOutletAssetReference,
     )
@@ -143,7 +142,8 @@ def load_fleet(
 
     after: dict[str, list[str]] = defaultdict(list)
     on_change: set[str] = set()
-    watched = select(AssetWatcherModel.asset_id).where(AssetWatcherModel.asset_id == AssetModel.id).exists()
+    watcher_asset_id = asset_watcher_asset_id()
+    watched = select(watcher_asset_id).where(watcher_asset_id == AssetModel.id).exists()
     for dag_id, uri, has_watcher in db.execute(
         select(DagScheduleAssetReference.dag_id, AssetModel.uri, watched)
         .join(AssetModel, AssetModel.id == DagScheduleAssetReference.asset_id)
@@ -240,11 +240,13 @@ def load_fleet(
         )
     }
 
+    # As JSON whatever the column's declared type (a JSONField on Airflow 3.1, which has no JSON operators).
+    serialized = type_coerce(SerializedDagModel._data, JSON)
     latest_version = (
         select(
             SerializedDagModel.id,
             SerializedDagModel.dag_id,
-            SerializedDagModel._data["dag"]["timetable"].label("timetable"),
+            serialized["dag"]["timetable"].label("timetable"),
             func.row_number()
             .over(partition_by=SerializedDagModel.dag_id, order_by=SerializedDagModel.created_at.desc())
             .label("rank"),
@@ -266,7 +268,7 @@ def load_fleet(
             .where(alerts.serialized_dag_id.in_(latest_ids))
         )
     else:  # Airflow 3.1: the alerts are inside the serialized DAG
-        query = select(SerializedDagModel.dag_id, SerializedDagModel._data["dag"]["deadline"]).where(
+        query = select(SerializedDagModel.dag_id, serialized["dag"]["deadline"]).where(
             SerializedDagModel.id.in_(latest_ids)
         )
     for dag_id, interval in db.execute(query):
