@@ -1,29 +1,73 @@
-"""The Airflow Asset that stands for a materialized view's contents: updated by every successful refresh."""
+"""The two Airflow Assets of a view, built and read in one place.
+
+- ``matview://<conn_id>/<schema>/<name>`` stands for the view's contents: every successful refresh updates it, so
+  views listed in ``after:`` and any other DAG can be scheduled on it, and the fleet page finds views through it.
+- ``matview-sources://<conn_id>/<schema>/<name>`` stands for the view's sources: its ``AssetWatcher`` runs
+  :class:`~airflow_matview.triggers.source_changes.SourceChangesTrigger` in the triggerer, whose events (which
+  sources changed) start the DAG of an ``on_change`` view.
+
+Each part is percent-encoded. Building them touches no database or Connection, so it is cheap at parse time.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
-from airflow.sdk import Asset
+from airflow.sdk import Asset, AssetWatcher
+
+from airflow_matview.database.identifiers import QualifiedName
 
 if TYPE_CHECKING:
-    from airflow_matview.identifiers import QualifiedName
+    from airflow_matview.config import ViewSettings
 
 SCHEME = "matview"
+SOURCES_SCHEME = "matview-sources"
+
+
+def _uri(scheme: str, conn_id: str, view: QualifiedName) -> str:
+    if view.schema is None:
+        raise ValueError(f"the asset of {view} needs a schema-qualified name")
+    return f"{scheme}://" + "/".join(quote(part, safe="") for part in (conn_id, view.schema, view.name))
 
 
 def matview_asset_uri(conn_id: str, view: QualifiedName) -> str:
-    """``matview://<conn_id>/<schema>/<name>``, each part percent-encoded.
-
-    Built from names only (no database or Connection access), so it is stable and cheap at parse time.
-    """
-    if view.schema is None:
-        raise ValueError(f"the asset of {view} needs a schema-qualified name")
-    parts = (conn_id, view.schema, view.name)
-    return f"{SCHEME}://" + "/".join(quote(part, safe="") for part in parts)
+    """``matview://<conn_id>/<schema>/<name>``, each part percent-encoded."""
+    return _uri(SCHEME, conn_id, view)
 
 
 def matview_asset(conn_id: str, view: QualifiedName) -> Asset:
     """The Asset for ``view`` reached through Airflow connection ``conn_id``; other DAGs may schedule on it."""
     return Asset(uri=matview_asset_uri(conn_id, view), group="matview")
+
+
+def parse_matview_uri(uri: str) -> tuple[str, QualifiedName] | None:
+    """``(conn_id, view)`` of a ``matview://`` URI; ``None`` for a URI that is not one of ours (another scheme, or
+    not exactly three non-empty parts, as another team's ``matview://team-b/exports`` may be)."""
+    if not uri.startswith(f"{SCHEME}://"):
+        return None
+    parts = [unquote(part) for part in uri[len(SCHEME) + 3 :].split("/")]
+    if len(parts) != 3 or not all(parts):
+        return None
+    conn_id, schema, name = parts
+    return conn_id, QualifiedName(schema, name)
+
+
+def sources_asset(conn_id: str, view: QualifiedName, settings: ViewSettings) -> Asset:
+    """The asset whose watcher fires when ``view``'s sources change; a DAG scheduled on it refreshes the view.
+
+    :param conn_id: the Airflow connection of the view's database.
+    :param view: the view, schema-qualified.
+    :param settings: its ``poll_interval`` and ``min_interval``.
+    """
+    from airflow_matview.triggers.source_changes import SourceChangesTrigger
+
+    uri = _uri(SOURCES_SCHEME, conn_id, view)
+    trigger = SourceChangesTrigger(
+        conn_id=conn_id,
+        view=str(view),
+        poll_interval=settings.poll_interval.total_seconds(),
+        min_interval=settings.min_interval.total_seconds(),
+    )
+    watcher = AssetWatcher(name=f"{conn_id}.{view}.sources", trigger=trigger)
+    return Asset(uri=uri, name=uri, group="matview", watchers=[watcher])

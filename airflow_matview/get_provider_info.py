@@ -23,13 +23,16 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "PostgreSQL materialized views",
-                "python-modules": ["airflow_matview.operators.refresh"],
+                "python-modules": ["airflow_matview.operators.materialized_view"],
             }
         ],
         "triggers": [
             {
                 "integration-name": "PostgreSQL materialized views",
-                "python-modules": ["airflow_matview.triggers.refresh"],
+                "python-modules": [
+                    "airflow_matview.triggers.deferred_refresh",
+                    "airflow_matview.triggers.source_changes",
+                ],
             }
         ],
     }

@@ -202,7 +202,7 @@ PHASES = {  # a piece of each statement the operator sends, and the phase it bel
 
 def profile_operator(view: str, repeats: int) -> dict[str, float]:
     """Median seconds per phase of a plain refresh by the operator: the connection, each statement, the rest."""
-    import airflow_matview.connection as connection_module
+    import airflow_matview.connections as connection_module
     from airflow_matview import RefreshMaterializedViewOperator
 
     operator = RefreshMaterializedViewOperator(task_id="refresh", view=view, concurrently=False)
@@ -259,8 +259,8 @@ def profile_operator(view: str, repeats: int) -> dict[str, float]:
 
 def catalog_reads_on_fresh_connection(dsn: str, view: str) -> float:
     """What the operator reads from the catalog before a refresh, timed on a new session (as every task has)."""
-    from airflow_matview import catalog
-    from airflow_matview.identifiers import parse_qualified_name
+    from airflow_matview.database import catalog
+    from airflow_matview.database.identifiers import parse_qualified_name
 
     with psycopg.connect(dsn) as conn:
         started = time.perf_counter()
@@ -388,9 +388,9 @@ def read_stream(
 
 
 def bench_skip(report: Report, plan: Plan, dsn: str) -> None:
-    from airflow_matview.compat import AirflowSkipException
-    from airflow_matview.identifiers import parse_qualified_name
-    from airflow_matview.refresh import RefreshSettings, refresh_materialized_view
+    from airflow_matview.database.identifiers import parse_qualified_name
+    from airflow_matview.database.refresh import RefreshSettings, refresh_materialized_view
+    from airflow_matview.version_compat import AirflowSkipException
 
     view = parse_qualified_name(LARGE)
     label = "benchmark connection"

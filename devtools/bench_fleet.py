@@ -79,7 +79,7 @@ def _bench(views: int, runs: int, repeat: int) -> int:
     from airflow.utils.session import create_session
     from sqlalchemy import text
 
-    from airflow_matview.fleet import as_json, load_fleet
+    from airflow_matview.fleet.records import as_json, load_fleet
     from devtools.fleet_seed import fleet_config, seed_fleet
 
     started = time.monotonic()
@@ -151,7 +151,7 @@ def _statement_timer() -> list[float]:
 def _serve() -> tuple[subprocess.Popen[bytes], str, str]:
     """Airflow's api-server (one worker) on loopback with the plugin; returns the process, the page's URL and a JWT
     from ``POST /auth/token``."""
-    from airflow_matview.plugins.fleet import URL_PREFIX
+    from airflow_matview.fleet.app import URL_PREFIX
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"

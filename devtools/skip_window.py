@@ -18,11 +18,11 @@ from unittest import mock
 
 import psycopg
 
-from airflow_matview import catalog
-from airflow_matview.compat import AirflowSkipException
-from airflow_matview.identifiers import QualifiedName
-from airflow_matview.refresh import refresh_materialized_view
-from airflow_matview.settings import RefreshSettings
+from airflow_matview.database import refresh
+from airflow_matview.database.identifiers import QualifiedName
+from airflow_matview.database.refresh import refresh_materialized_view
+from airflow_matview.database.refresh_settings import RefreshSettings
+from airflow_matview.version_compat import AirflowSkipException
 from devtools.pgcluster import embedded_cluster
 
 VIEW = QualifiedName("public", "totals")
@@ -80,7 +80,7 @@ def main() -> None:
                     if waits:
                         results.append(trial(dsn, conn, key, measure_delay=False))
                     else:
-                        with mock.patch.object(catalog, "unpublished_statistics", return_value=(0.0, [])):
+                        with mock.patch.object(refresh, "unpublished_statistics", return_value=(0.0, [])):
                             results.append(trial(dsn, conn, key, measure_delay=True))
                 wrong = sum(skipped for skipped, _, _ in results)
                 checks = [check for _, check, _ in results]

@@ -13,8 +13,8 @@ import psycopg
 import pytest
 
 from airflow_matview import RefreshMaterializedViewOperator
-from airflow_matview.config import MatviewConfigError, load_config
-from airflow_matview.exceptions import MatviewConfigurationError, MatviewQueryError, MatviewRefreshError
+from airflow_matview.config import InvalidConfigFileError, load_config
+from airflow_matview.exceptions import MatviewQueryError, MatviewRefreshError, MatviewSetupError
 from devtools.scenario import add_new_users, create_reference_scenario
 from tests.conftest import AIRFLOW_BIN, REPO
 
@@ -72,25 +72,25 @@ def config_error(config: dict[str, Any]) -> Callable[[], Any]:
 
 
 CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
-    ("digit first", lambda: refresh("1bad"), MatviewConfigurationError, "'1bad' is not a valid view name"),
-    ("injection", lambda: refresh("x; DROP TABLE polls_user"), MatviewConfigurationError, "unexpected ';'"),
-    ("three parts", lambda: refresh("a.b.c"), MatviewConfigurationError, "it has 3 dotted parts"),
-    ("unclosed quote", lambda: refresh('"abc'), MatviewConfigurationError, "a double quote is never closed"),
-    ("too long", lambda: refresh("v" * 70), MatviewConfigurationError, "63-byte identifier limit"),
-    ("missing view", lambda: refresh("public.nope"), MatviewConfigurationError, "public.nope does not exist"),
-    ("a table", lambda: refresh("polls_user"), MatviewConfigurationError, "is a table, not a materialized view"),
-    ("a view", lambda: refresh("plain_view"), MatviewConfigurationError, "is a plain view, not a materialized"),
-    ("a sequence", lambda: refresh("a_sequence"), MatviewConfigurationError, "is a sequence, not a materialized"),
+    ("digit first", lambda: refresh("1bad"), MatviewSetupError, "'1bad' is not a valid view name"),
+    ("injection", lambda: refresh("x; DROP TABLE polls_user"), MatviewSetupError, "unexpected ';'"),
+    ("three parts", lambda: refresh("a.b.c"), MatviewSetupError, "it has 3 dotted parts"),
+    ("unclosed quote", lambda: refresh('"abc'), MatviewSetupError, "a double quote is never closed"),
+    ("too long", lambda: refresh("v" * 70), MatviewSetupError, "63-byte identifier limit"),
+    ("missing view", lambda: refresh("public.nope"), MatviewSetupError, "public.nope does not exist"),
+    ("a table", lambda: refresh("polls_user"), MatviewSetupError, "is a table, not a materialized view"),
+    ("a view", lambda: refresh("plain_view"), MatviewSetupError, "is a plain view, not a materialized"),
+    ("a sequence", lambda: refresh("a_sequence"), MatviewSetupError, "is a sequence, not a materialized"),
     (
         "unknown connection",
         lambda: refresh(postgres_conn_id="warehouse"),
-        MatviewConfigurationError,
+        MatviewSetupError,
         "Airflow connection 'warehouse' is not defined",
     ),
     (
         "unreadable connection",
         lambda: refresh(postgres_conn_id="unreadable"),
-        MatviewConfigurationError,
+        MatviewSetupError,
         "Cannot refresh polls_user_matt_view: Airflow connection 'unreadable' exists (environment variable "
         "AIRFLOW_CONN_UNREADABLE) but cannot be read: its port is not a number (or its password holds an unencoded "
         "/ or @, which cuts the URI short). Fix AIRFLOW_CONN_UNREADABLE: a URI such as "
@@ -99,7 +99,7 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
     (
         "extras not JSON",
         lambda: refresh(postgres_conn_id="bad_extras"),
-        MatviewConfigurationError,
+        MatviewSetupError,
         "Cannot refresh polls_user_matt_view: the extras of Airflow connection 'bad_extras' are not valid JSON "
         "(Expecting value at line 1 column 1), and Airflow would ignore them all (sslmode, options, ...).",
     ),
@@ -112,46 +112,46 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
     (
         "concurrently value",
         lambda: refresh(concurrently="maybe"),
-        MatviewConfigurationError,
+        MatviewSetupError,
         "concurrently: 'maybe' is not allowed; use auto, true or false.",
     ),
     (
         "analyze value",
         lambda: refresh(analyze="perhaps"),
-        MatviewConfigurationError,
+        MatviewSetupError,
         "Cannot refresh polls_user_matt_view (connection 'postgres_default'): analyze: 'perhaps' is not allowed; "
         "use true or false.",
     ),
     (
         "skip_if_unchanged value",
         lambda: refresh(skip_if_unchanged="sometimes"),
-        MatviewConfigurationError,
+        MatviewSetupError,
         "Cannot refresh polls_user_matt_view (connection 'postgres_default'): skip_if_unchanged: 'sometimes' is "
         "not allowed; use true or false.",
     ),
     (
         "negative lock_timeout",
         lambda: refresh(lock_timeout=-1),
-        MatviewConfigurationError,
+        MatviewSetupError,
         "lock_timeout: -1 is negative",
     ),
-    ("on_overlap value", lambda: refresh(on_overlap="queue"), MatviewConfigurationError, "on_overlap must be 'wait'"),
+    ("on_overlap value", lambda: refresh(on_overlap="queue"), MatviewSetupError, "on_overlap must be 'wait'"),
     (
         "no unique index",
         lambda: refresh("no_index", concurrently=True),
-        MatviewConfigurationError,
+        MatviewSetupError,
         "CREATE UNIQUE INDEX ON public.no_index (<key columns>)",
     ),
     (
         "unpopulated view",
         lambda: refresh("unpopulated", concurrently=True),
-        MatviewConfigurationError,
+        MatviewSetupError,
         "it is not populated (it was created or last refreshed WITH NO DATA)",
     ),
     (
         "no data + concurrently",
         lambda: refresh(with_data=False, concurrently=True),
-        MatviewConfigurationError,
+        MatviewSetupError,
         "CONCURRENTLY WITH NO DATA: PostgreSQL does not allow the two together",
     ),
     (
@@ -163,19 +163,19 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
     (
         "config: bad cron",
         config_error({"views": [{"name": "public.v", "schedule": "*/5 * *"}]}),
-        MatviewConfigError,
+        InvalidConfigFileError,
         "views[0] (public.v): schedule: '*/5 * *' is not a cron expression or preset",
     ),
     (
         "config: URI as conn_id",
         config_error({"views": [{"name": "public.v", "conn_id": "postgresql://u:pw@h/db"}]}),
-        MatviewConfigError,
+        InvalidConfigFileError,
         "looks like a connection URI",
     ),
     (
         "config: bad on_overlap",
         config_error({"views": [{"name": "public.v", "on_overlap": "queue"}]}),
-        MatviewConfigError,
+        InvalidConfigFileError,
         "views[0] (public.v): on_overlap: Input should be 'wait', 'skip' or 'fail'",
     ),
 ]
@@ -197,7 +197,7 @@ def test_a_role_that_may_not_refresh_is_told_which_privilege_is_missing(
     setup: psycopg.Connection, stranger: str
 ) -> None:
     setup.execute(f"GRANT SELECT ON polls_user_matt_view TO {stranger}")
-    with pytest.raises(MatviewConfigurationError) as raised:
+    with pytest.raises(MatviewSetupError) as raised:
         refresh(postgres_conn_id="stranger")
     major = setup.info.server_version // 10000
     missing = (
@@ -275,7 +275,7 @@ def test_the_change_watcher_says_a_connection_airflow_cannot_read_exists_and_why
     from airflow_matview.triggers.source_changes import _connect
 
     monkeypatch.setenv("AIRFLOW_CONN_WATCHED", "postgresql://app:Sup3rSecret@127.0.0.1:notaport/db")
-    with pytest.raises(MatviewConfigurationError) as raised:
+    with pytest.raises(MatviewSetupError) as raised:
         asyncio.run(_connect("watched"))
     assert str(raised.value).startswith(
         "Airflow connection 'watched' exists (environment variable AIRFLOW_CONN_WATCHED) but cannot be read: its "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import airflow
 import pytest
 
-from airflow_matview import compat
+from airflow_matview import version_compat as compat
 
 pytestmark = pytest.mark.airflow_run  # `make test-matrix` runs these on every supported Airflow minor
 

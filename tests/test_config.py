@@ -7,15 +7,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_matview.config import MatviewConfigError, default_dag_id, load_config
-from airflow_matview.identifiers import QualifiedName
+from airflow_matview.config import InvalidConfigFileError, default_dag_id, load_config
+from airflow_matview.database.identifiers import QualifiedName
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 
 def problems_of(config: dict[str, Any] | str | Path) -> list[str]:
-    with pytest.raises(MatviewConfigError) as error:
+    with pytest.raises(InvalidConfigFileError) as error:
         load_config(config)
     return error.value.problems
 
@@ -174,7 +174,7 @@ def test_a_cycle_names_every_view_in_it() -> None:
 def test_the_file_is_named_in_every_error(tmp_path: Path) -> None:
     path = tmp_path / "matviews.yaml"
     path.write_text("views:\n  - name: public.a\n    schedule: sometimes\n")
-    with pytest.raises(MatviewConfigError) as error:
+    with pytest.raises(InvalidConfigFileError) as error:
         load_config(path)
     assert str(error.value).startswith(f"Invalid matview config {path}: 1 problem(s):\n  - views[0] (public.a):")
 
@@ -397,7 +397,7 @@ def test_croniter_reads_a_range_with_equal_ends_as_the_whole_field() -> None:
 def test_a_name_with_a_control_character_is_refused_on_one_line(name: str, shown: str, char: str) -> None:
     """PostgreSQL accepts these in quoted names; the config refuses them, and its message shows them escaped."""
     config = {"views": [{"name": "public.a"}, {"name": "public.b", "after": [name]}, {"name": name}]}
-    with pytest.raises(MatviewConfigError) as raised:
+    with pytest.raises(InvalidConfigFileError) as raised:
         load_config(config)
     expected = (
         f"holds the control character {char}: PostgreSQL accepts it in a quoted name, but it would break the "

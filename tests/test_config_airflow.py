@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from typing import TYPE_CHECKING
 
-from airflow_matview import config
+from airflow_matview.config import fields as config
 from airflow_matview.config import load_config
 from tests.airflow_helpers import DagBag, register
 from tests.conftest import REPO

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from airflow_matview.config import MatviewConfigError, load_config
+from airflow_matview.config import InvalidConfigFileError, load_config
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -22,7 +22,7 @@ def problems_in(tmp_path: Path, text: str | bytes) -> list[str]:
         path.write_bytes(text)
     else:
         path.write_text(text, encoding="utf-8")
-    with pytest.raises(MatviewConfigError) as error:
+    with pytest.raises(InvalidConfigFileError) as error:
         load_config(path)
     assert str(error.value).startswith(f"Invalid matview config {path}: ")
     return error.value.problems
@@ -68,7 +68,7 @@ def test_merge_keys_may_be_overridden_without_a_duplicate_error(tmp_path: Path) 
         "common: &common {retries: 1, schedule: '@hourly'}\n"
         "views:\n  - <<: *common\n    name: public.a\n    retries: 4\n  - <<: *common\n    name: public.b\n"
     )
-    with pytest.raises(MatviewConfigError) as error:  # 'common' is not a config key, but nothing is a duplicate
+    with pytest.raises(InvalidConfigFileError) as error:  # 'common' is not a config key, but nothing is a duplicate
         load_config(path)
     assert error.value.problems[0].startswith("file: common: unknown key; allowed keys at the top level are")
     path.write_text(
@@ -124,11 +124,13 @@ def test_a_file_that_is_not_utf8_is_named_with_the_line_of_the_first_bad_byte(tm
 def test_the_file_is_read_as_utf8_whatever_the_locale(tmp_path: Path) -> None:
     path = tmp_path / "matviews.yaml"
     path.write_text("# caf\u00e9 views\nviews:\n  - name: public.caf\u00e9\n", encoding="utf-8")
-    # Without UTF-8 mode and locale coercion, Python's default encoding under LC_ALL=C is ASCII.
-    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    # Without UTF-8 mode, Python's default encoding follows the locale: ASCII once LC_CTYPE is C. Airflow itself (which
+    # the package imports) reads its own files in that encoding, so the locale turns to C after the import.
+    env = {**os.environ, "LC_ALL": "C.UTF-8", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
     env.pop("PYTHONIOENCODING", None)
     script = (
-        "import sys; from airflow_matview.config import load_config; "
+        "import locale, sys; from airflow_matview.config import load_config; "
+        "locale.setlocale(locale.LC_ALL, 'C'); assert locale.getpreferredencoding(False) == 'ANSI_X3.4-1968'; "
         "print(ascii([view.view.name for view in load_config(sys.argv[1]).views]))"
     )
     done = subprocess.run(

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from airflow_matview.assets import matview_asset_uri
+from airflow_matview.database.identifiers import QualifiedName
 from airflow_matview.factory import build_dags
-from airflow_matview.identifiers import QualifiedName
 from devtools.scenario import FIRST_USERS, NEW_USERS, add_new_users, create_reference_scenario, view_rows
 from tests.airflow_helpers import asset_events, dags_due_on_assets, register, run_dag, task_result
 
@@ -189,7 +189,7 @@ def test_never_skips_when_the_server_does_not_count_changes(
     scenario.execute(f'ALTER DATABASE "{database.name}" SET track_counts = off')
     write(database, "INSERT INTO polls_user VALUES (8, 'heidi', 70)")  # invisible to the counters now
 
-    with caplog.at_level(logging.INFO, logger="airflow_matview.refresh"):
+    with caplog.at_level(logging.INFO, logger="airflow_matview.database.refresh"):
         assert dag.run()[0] == "success"
     assert scenario.execute("SELECT count(*) FROM polls_user_matt_view").fetchone() == (8,)
     assert "track_counts is off" in caplog.text
@@ -204,8 +204,8 @@ def test_never_skips_when_the_server_does_not_count_changes(
 def fingerprint_record(view: str) -> str | None:
     from airflow.models.variable import Variable
 
-    from airflow_matview.identifiers import parse_qualified_name
-    from airflow_matview.operators.refresh import fingerprint_key
+    from airflow_matview.database.identifiers import parse_qualified_name
+    from airflow_matview.operators.materialized_view import fingerprint_key
 
     return Variable.get(fingerprint_key("postgres_default", parse_qualified_name(view)), default_var=None)
 
@@ -263,8 +263,8 @@ def test_never_skips_a_view_that_uses_a_user_function(
 def test_a_run_that_empties_the_view_is_never_skipped(scenario: psycopg.Connection, database: Database) -> None:
     import psycopg
 
-    from airflow_matview.identifiers import parse_qualified_name
-    from airflow_matview.refresh import RefreshSettings, refresh_materialized_view
+    from airflow_matview.database.identifiers import parse_qualified_name
+    from airflow_matview.database.refresh import RefreshSettings, refresh_materialized_view
 
     view = parse_qualified_name("public.polls_user_matt_view")
     with psycopg.connect(database.dsn) as conn:
@@ -286,14 +286,15 @@ def test_never_skips_while_a_session_is_writing_to_a_source(
         etl.execute("SET application_name = 'nightly-etl'")
         etl.execute("BEGIN")
         etl.execute("UPDATE polls_user SET age = age WHERE id = 1")  # holds ROW EXCLUSIVE until it ends
-        with caplog.at_level(logging.INFO, logger="airflow_matview.refresh"):
+        with caplog.at_level(logging.INFO, logger="airflow_matview.database.refresh"):
             assert dag.run()[0] == "success"
         assert "('nightly-etl') on polls_user" in caplog.text
         etl.execute("ROLLBACK")
 
 
 def test_a_foreign_partition_makes_changes_unseeable(scenario: psycopg.Connection) -> None:
-    from airflow_matview import catalog
+    from airflow_matview.database import catalog
+    from airflow_matview.database.change_signals import read_change_signals
 
     scenario.execute("CREATE FOREIGN DATA WRAPPER nowhere")
     scenario.execute("CREATE SERVER remote FOREIGN DATA WRAPPER nowhere")
@@ -304,7 +305,7 @@ def test_a_foreign_partition_makes_changes_unseeable(scenario: psycopg.Connectio
     oid = scenario.execute("SELECT 'event_count'::regclass::oid").fetchone()[0]  # type: ignore[index]
 
     facts = catalog.refresh_facts(scenario, oid)
-    signals = catalog.change_signals(scenario, oid, facts.sources)
+    signals = read_change_signals(scenario, [oid])[oid]
 
     assert [str(source.name) for source in facts.sources] == ["public.events"]
     assert signals.fingerprint is None
@@ -358,9 +359,9 @@ def test_waits_for_the_counters_of_an_etl_session_that_stays_open(
     scenario: psycopg.Connection, database: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A commit within a second of the session's last report reaches the counters only ~10 s later: no skip then."""
-    from airflow_matview.identifiers import QualifiedName
-    from airflow_matview.refresh import refresh_materialized_view
-    from airflow_matview.settings import RefreshSettings
+    from airflow_matview.database.identifiers import QualifiedName
+    from airflow_matview.database.refresh import refresh_materialized_view
+    from airflow_matview.database.refresh_settings import RefreshSettings
 
     view = QualifiedName("public", "polls_user_matt_view")
     with database.connect(application_name="nightly-etl") as etl, database.connect() as conn:
@@ -370,7 +371,7 @@ def test_waits_for_the_counters_of_an_etl_session_that_stays_open(
         etl.execute("INSERT INTO polls_user VALUES (8, 'heidi', 70)")  # held back: reported < 1 s ago
         settings = RefreshSettings(skip_if_unchanged=True, previous_fingerprint=recorded)
         started = time.monotonic()
-        with caplog.at_level(logging.INFO, logger="airflow_matview.refresh"):
+        with caplog.at_level(logging.INFO, logger="airflow_matview.database.refresh"):
             refresh_materialized_view(conn, view, settings)
         assert scenario.execute("SELECT count(*) FROM polls_user_matt_view").fetchone() == (8,)
         assert time.monotonic() - started < 12

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from airflow_matview import RefreshMaterializedViewOperator
-from airflow_matview.compat import AirflowSkipException, TaskDeferred
-from airflow_matview.exceptions import MatviewConfigurationError, MatviewQueryError, MatviewRefreshError
-from airflow_matview.locks import advisory_key
-from airflow_matview.operators.refresh import DEFER_TIMEOUT_GRACE
-from airflow_matview.settings import RefreshSettings
-from airflow_matview.triggers.refresh import RefreshTrigger, error_from_event, settings_to_kwargs
+from airflow_matview.database.locks import advisory_key
+from airflow_matview.database.refresh_settings import RefreshSettings
+from airflow_matview.exceptions import MatviewQueryError, MatviewRefreshError, MatviewSetupError
+from airflow_matview.operators.materialized_view import DEFER_TIMEOUT_GRACE
+from airflow_matview.triggers.deferred_refresh import RefreshTrigger, error_from_event, settings_to_kwargs
+from airflow_matview.version_compat import AirflowSkipException, TaskDeferred
 from devtools.pgcluster import free_port
 from devtools.scenario import add_new_users, create_reference_scenario
 from tests.conftest import REPO
@@ -55,7 +55,7 @@ async def first_event(refresh: RefreshTrigger) -> dict[str, Any]:
 def test_trigger_survives_serialization(scenario: psycopg.Connection) -> None:
     original = trigger("public.polls_user_matt_view", lock_timeout=timedelta(seconds=5), statement_timeout=90)
     classpath, kwargs = original.serialize()
-    assert classpath == "airflow_matview.triggers.refresh.RefreshTrigger"
+    assert classpath == "airflow_matview.triggers.deferred_refresh.RefreshTrigger"
     rebuilt = RefreshTrigger(**kwargs)
     assert rebuilt.serialize() == (classpath, kwargs)
     assert RefreshSettings(**kwargs["settings"]).lock_timeout == 5.0
@@ -90,8 +90,8 @@ def test_deferred_refresh_returns_what_a_refresh_on_a_worker_returns(scenario: p
 @pytest.mark.parametrize(
     ("view", "settings", "error"),
     [
-        ("public.missing_view", {}, MatviewConfigurationError),
-        ("public.polls_user_matt_view", {"concurrently": True, "with_data": False}, MatviewConfigurationError),
+        ("public.missing_view", {}, MatviewSetupError),
+        ("public.polls_user_matt_view", {"concurrently": True, "with_data": False}, MatviewSetupError),
         ("quotients", {}, MatviewQueryError),
     ],
 )
@@ -126,7 +126,7 @@ def test_deferred_connection_errors_are_the_errors_of_a_refresh_on_a_worker(
     if uri is not None:
         monkeypatch.setenv("AIRFLOW_CONN_TARGET", uri.format(port=database.server.port, free=free_port()))
     view = "public.polls_user_matt_view"
-    with pytest.raises((MatviewConfigurationError, MatviewRefreshError)) as on_worker:
+    with pytest.raises((MatviewSetupError, MatviewRefreshError)) as on_worker:
         RefreshMaterializedViewOperator(task_id="refresh", view=view, postgres_conn_id="target").execute({})  # type: ignore[arg-type]
 
     event = asyncio.run(first_event(trigger(view, "target")))
@@ -174,9 +174,9 @@ def test_skip_if_unchanged_decides_the_same_when_deferred(
     scenario: psycopg.Connection, database: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The skip and its message, after the wait for a session that just went idle to publish its statistics."""
-    from airflow_matview.connection import connect
-    from airflow_matview.identifiers import parse_qualified_name
-    from airflow_matview.refresh import refresh_materialized_view
+    from airflow_matview.connections import connect
+    from airflow_matview.database.identifiers import parse_qualified_name
+    from airflow_matview.database.refresh import refresh_materialized_view
 
     view, label = "public.polls_user_matt_view", "connection 'postgres_default'"
     publish_statistics(scenario)
@@ -191,7 +191,7 @@ def test_skip_if_unchanged_decides_the_same_when_deferred(
             refresh_materialized_view(conn, parse_qualified_name(view), RefreshSettings(**settings), label)
     assert first.fingerprint is None and baseline is not None
 
-    with database.connect() as idle, caplog.at_level(logging.INFO, logger="airflow_matview.refresh"):
+    with database.connect() as idle, caplog.at_level(logging.INFO, logger="airflow_matview.database.refresh"):
         idle.execute("SELECT 1")  # a session of the database goes idle now: the refresh waits before it decides
         event = asyncio.run(first_event(trigger(view, **settings)))
 
@@ -252,8 +252,8 @@ def test_killed_triggerer_leaves_no_refresh_and_no_lock(scenario: psycopg.Connec
     script = textwrap.dedent(
         """
         import asyncio
-        from airflow_matview.settings import RefreshSettings
-        from airflow_matview.triggers.refresh import RefreshTrigger, settings_to_kwargs
+        from airflow_matview.database.refresh_settings import RefreshSettings
+        from airflow_matview.triggers.deferred_refresh import RefreshTrigger, settings_to_kwargs
 
         async def main():
             trigger = RefreshTrigger("public.slow_view", "postgres_default", settings_to_kwargs(RefreshSettings()))

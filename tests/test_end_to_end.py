@@ -15,7 +15,7 @@ from urllib.parse import unquote
 import pytest
 import yaml
 
-from airflow_matview.compat import DEADLINE_ALERTS_MISSING
+from airflow_matview.version_compat import DEADLINE_ALERTS_MISSING
 from devtools.airflow_stack import USERNAME
 from devtools.scenario import add_new_users, create_reference_scenario, view_rows
 from tests.deployment import Deployment as BaseDeployment

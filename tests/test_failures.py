@@ -11,17 +11,17 @@ import psycopg
 import pytest
 
 from airflow_matview import RefreshMaterializedViewOperator
-from airflow_matview.cli import check_view
-from airflow_matview.compat import AirflowFailException
+from airflow_matview.cli.check import check_view
 from airflow_matview.config import load_config
+from airflow_matview.database.locks import advisory_key
 from airflow_matview.exceptions import (
-    MatviewConfigurationError,
     MatviewOverlapError,
     MatviewQueryError,
     MatviewRefreshError,
+    MatviewSetupError,
 )
 from airflow_matview.factory import build_dags
-from airflow_matview.locks import advisory_key
+from airflow_matview.version_compat import AirflowFailException
 from devtools.scenario import add_new_users, create_reference_scenario
 from tests.airflow_helpers import run_dag
 
@@ -104,7 +104,7 @@ def test_an_owner_without_temporary_falls_back_to_a_plain_refresh_with_auto_and_
     assert grant in result["reason"]
     assert count(scenario, "polls_user_matt_view") == 7
 
-    with pytest.raises(MatviewConfigurationError) as raised:
+    with pytest.raises(MatviewSetupError) as raised:
         refresh(postgres_conn_id="refresher", concurrently=True)
     assert str(raised.value) == (
         f"Cannot refresh public.polls_user_matt_view (connection 'refresher') CONCURRENTLY: its owner may not create "
@@ -141,7 +141,7 @@ def test_an_owner_without_select_on_a_source_is_named_with_the_grant_that_fixes_
     assert not ok
     assert lines[-1] == f"privilege: {missing}"
 
-    with pytest.raises(MatviewConfigurationError) as raised:
+    with pytest.raises(MatviewSetupError) as raised:
         refresh("mixed", postgres_conn_id="refresher")
     assert str(raised.value) == (
         "Cannot refresh mixed (connection 'refresher'): permission denied for table Q1 Totals. "
@@ -232,7 +232,7 @@ def test_a_wrong_password_fails_at_once_and_never_shows_the_password(
     monkeypatch.setenv(
         "AIRFLOW_CONN_WRONG", f"postgresql://{password_role}:wrong-secret-42@127.0.0.1:{port}/{database.name}"
     )
-    with pytest.raises(MatviewConfigurationError) as raised:
+    with pytest.raises(MatviewSetupError) as raised:
         refresh(postgres_conn_id="wrong")
     message = str(raised.value)
     assert message.startswith(
@@ -255,7 +255,7 @@ def test_a_connection_that_can_never_work_fails_at_once(
     scenario: psycopg.Connection, database: Database, monkeypatch: pytest.MonkeyPatch, case: str, uri: str, fix: str
 ) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_BROKEN", uri.format(port=database.server.port))
-    with pytest.raises(MatviewConfigurationError) as raised:
+    with pytest.raises(MatviewSetupError) as raised:
         refresh(postgres_conn_id="broken")
     assert f"127.0.0.1:{database.server.port}" in str(raised.value)
     assert fix in str(raised.value)
@@ -266,7 +266,7 @@ def test_a_connection_of_another_type_is_refused_before_connecting(
     scenario: psycopg.Connection, monkeypatch: pytest.MonkeyPatch, uri: str
 ) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_OTHER", uri)
-    with pytest.raises(MatviewConfigurationError) as raised:
+    with pytest.raises(MatviewSetupError) as raised:
         refresh(postgres_conn_id="other")
     kind = uri.split(":", 1)[0]
     assert str(raised.value).startswith(

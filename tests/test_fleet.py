@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_matview.compat import DEADLINE_ALERTS_MISSING
-from airflow_matview.fleet import _intervals, max_staleness_of, timezone_of
+from airflow_matview.fleet.records import _intervals, max_staleness_of, timezone_of
+from airflow_matview.version_compat import DEADLINE_ALERTS_MISSING
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -54,7 +54,7 @@ def fleet(airflow_db: Path) -> Iterator[tuple[TestClient, SimpleAuthManager]]:
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from airflow_matview.plugins.fleet import URL_PREFIX, app
+    from airflow_matview.fleet.app import URL_PREFIX, app
     from devtools.fleet_seed import seed_fleet
 
     config = {

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_matview.identifiers import InvalidIdentifierError, QualifiedName, parse_qualified_name
+from airflow_matview.database.identifiers import QualifiedName, parse_qualified_name
+from airflow_matview.exceptions import InvalidIdentifierError
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 
-from airflow_matview.config import MatviewConfigError, load_config
+from airflow_matview.config import InvalidConfigFileError, load_config
+from airflow_matview.database.change_signals import describe_changes
 from airflow_matview.factory import build_dags
-from airflow_matview.triggers.source_changes import SourceChangesTrigger, ViewState, describe_changes, poll_views
+from airflow_matview.triggers.source_changes import SourceChangesTrigger, ViewState, poll_views
 from devtools.pgcluster import embedded_cluster
 from devtools.scenario import VIEW, add_new_users, create_reference_scenario
 
@@ -82,7 +83,7 @@ def test_on_change_combines_with_schedule_and_after() -> None:
     ],
 )
 def test_bad_on_change_settings_are_one_clear_line(view: dict[str, object], message: str) -> None:
-    with pytest.raises(MatviewConfigError) as error:
+    with pytest.raises(InvalidConfigFileError) as error:
         load_config(_config(**view))
     (problem,) = error.value.problems
     assert problem.startswith(f"views[0] ({VIEW}): ") and message in problem, problem
@@ -101,7 +102,7 @@ def test_a_poll_names_the_sources_that_changed(database: Database, pg: psycopg.C
     with database.connect() as writer:  # the writer's counters reach the statistics when its session ends
         add_new_users(writer)
     after = asyncio.run(_poll(database, [VIEW]))[VIEW]
-    assert describe_changes(before.fingerprint, after) == ["public.polls_user"]
+    assert describe_changes(before.fingerprint, after.fingerprint, after.source_names) == ["public.polls_user"]
 
 
 def test_a_view_dropped_and_created_again(database: Database, pg: psycopg.Connection) -> None:
@@ -113,7 +114,9 @@ def test_a_view_dropped_and_created_again(database: Database, pg: psycopg.Connec
     assert gone.fingerprint is None and gone.problem is not None and "does not exist" in gone.problem
     pg.execute("CREATE MATERIALIZED VIEW polls_user_matt_view AS SELECT * FROM polls_user WHERE age >= 30")
     again = asyncio.run(_poll(database, [VIEW]))[VIEW]
-    assert describe_changes(before.fingerprint, again) == ["the view was dropped and created again"]
+    assert describe_changes(before.fingerprint, again.fingerprint, again.source_names) == [
+        "the view was dropped and created again"
+    ]
 
 
 def test_unwatchable_sources_say_why(database: Database, pg: psycopg.Connection) -> None:

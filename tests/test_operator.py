@@ -12,7 +12,7 @@ import pytest
 from airflow.sdk import DAG
 
 from airflow_matview import RefreshMaterializedViewOperator
-from airflow_matview.exceptions import MatviewConfigurationError, MatviewQueryError, MatviewRefreshError
+from airflow_matview.exceptions import MatviewQueryError, MatviewRefreshError, MatviewSetupError
 from devtools.scenario import FIRST_USERS, NEW_USERS, add_new_users, create_reference_scenario, view_rows
 from tests.airflow_helpers import run_dag, task_result
 
@@ -71,7 +71,7 @@ def test_auto_uses_plain_refresh_for_a_view_created_with_no_data(scenario: psyco
 
 def test_concurrently_true_without_unique_index_fails_and_says_how_to_fix(scenario: psycopg.Connection) -> None:
     scenario.execute("DROP INDEX polls_user_matt_view_id")
-    with pytest.raises(MatviewConfigurationError) as error:
+    with pytest.raises(MatviewSetupError) as error:
         refresh(concurrently=True)
     message = str(error.value)
     assert "Cannot refresh public.polls_user_matt_view (connection 'postgres_default') CONCURRENTLY" in message
@@ -81,7 +81,7 @@ def test_concurrently_true_without_unique_index_fails_and_says_how_to_fix(scenar
 
 def test_concurrently_true_on_an_unpopulated_view_says_to_populate_it(scenario: psycopg.Connection) -> None:
     scenario.execute("REFRESH MATERIALIZED VIEW polls_user_matt_view WITH NO DATA")
-    with pytest.raises(MatviewConfigurationError, match=r"not populated.*Run one plain refresh first"):
+    with pytest.raises(MatviewSetupError, match=r"not populated.*Run one plain refresh first"):
         refresh(concurrently=True)
 
 
@@ -92,7 +92,7 @@ def test_concurrently_false_and_with_no_data_modes(scenario: psycopg.Connection)
     result = refresh(with_data=False)
     assert (result["mode"], result["rows"]) == ("no_data", 0)
     assert not is_populated(scenario, "polls_user_matt_view")
-    with pytest.raises(MatviewConfigurationError, match="PostgreSQL does not allow the two together"):
+    with pytest.raises(MatviewSetupError, match="PostgreSQL does not allow the two together"):
         refresh(with_data=False, concurrently=True)
 
 
@@ -202,7 +202,7 @@ def test_a_failed_refresh_fails_the_airflow_task(
 )
 def test_bad_targets_fail_before_any_refresh(scenario: psycopg.Connection, view: str, message: str) -> None:
     scenario.execute("CREATE VIEW plain_view AS SELECT 1 AS one")
-    with pytest.raises(MatviewConfigurationError) as error:
+    with pytest.raises(MatviewSetupError) as error:
         refresh(view)
     assert message in str(error.value)
     assert "connection 'postgres_default'" in str(error.value)
@@ -210,7 +210,7 @@ def test_bad_targets_fail_before_any_refresh(scenario: psycopg.Connection, view:
 
 
 def test_unknown_connection_is_named_with_how_to_create_it(scenario: psycopg.Connection) -> None:
-    with pytest.raises(MatviewConfigurationError) as error:
+    with pytest.raises(MatviewSetupError) as error:
         refresh(postgres_conn_id="warehouse")
     assert str(error.value).startswith(
         "Cannot refresh polls_user_matt_view: Airflow connection 'warehouse' is not defined."
@@ -249,7 +249,7 @@ def test_capitals_spaces_and_quotes_in_schema_and_view(pg: psycopg.Connection, p
     "view", ["x; DROP TABLE polls_user", '"x; DROP TABLE polls_user"', 'x"; DROP TABLE polls_user; --']
 )
 def test_injection_attempts_neither_execute_nor_hide_the_error(scenario: psycopg.Connection, view: str) -> None:
-    with pytest.raises(MatviewConfigurationError, match=r"not a valid view name|does not exist"):
+    with pytest.raises(MatviewSetupError, match=r"not a valid view name|does not exist"):
         refresh(view)
     assert scenario.execute("SELECT count(*) FROM polls_user").fetchone() == (7,)
 

@@ -14,7 +14,7 @@ import yaml
 from airflow.sdk import DAG, Param
 
 from airflow_matview import RefreshMaterializedViewOperator
-from airflow_matview.exceptions import MatviewConfigurationError
+from airflow_matview.exceptions import MatviewSetupError
 from airflow_matview.factory import build_dags
 from devtools.scenario import add_new_users, create_reference_scenario
 from tests.airflow_helpers import run_dag, task_result
@@ -52,7 +52,7 @@ def test_text_durations_and_flags_read_as_in_the_config() -> None:
         ("with_data", 1, "with_data: 1 is not allowed; use true or false."),
         ("analyze", "yes", "analyze: 'yes' is not allowed; use true or false."),
     ]:
-        with pytest.raises(MatviewConfigurationError) as raised:
+        with pytest.raises(MatviewSetupError) as raised:
             operator(**{key: value})
         assert str(raised.value).startswith(
             f"Cannot refresh public.polls_user_matt_view (connection 'postgres_default'): {expected}"
@@ -85,7 +85,7 @@ def test_the_concurrently_param_accepts_json_booleans(scenario: psycopg.Connecti
 
 def test_a_connection_uri_is_refused_and_never_repeated() -> None:
     for conn_id in (SECRET_URI, "host=db.example password=hunter2-secret", "admin:hunter2-secret@db.example"):
-        with pytest.raises(MatviewConfigurationError) as raised:
+        with pytest.raises(MatviewSetupError) as raised:
             operator(postgres_conn_id=conn_id)
         assert "hunter2" not in str(raised.value)
         assert "looks like a connection URI or DSN (not repeated here, as it may hold a password)" in str(raised.value)
@@ -95,7 +95,7 @@ def test_a_templated_connection_uri_is_refused_at_run_time_and_never_repeated(sc
     task = operator(postgres_conn_id="{{ params.conn }}")
     assert task.outlets == []  # no asset for a templated connection: nothing to leak into the UI
     task.postgres_conn_id = SECRET_URI  # as rendered from a param
-    with pytest.raises(MatviewConfigurationError) as raised:
+    with pytest.raises(MatviewSetupError) as raised:
         task.execute({})  # type: ignore[arg-type]
     assert "hunter2" not in str(raised.value)
     assert "postgres_conn_id (rendered): this looks like a connection URI" in str(raised.value)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from airflow_matview import RefreshMaterializedViewOperator
-from airflow_matview.exceptions import MatviewConfigurationError
+from airflow_matview.exceptions import MatviewSetupError
 from devtools.scenario import add_new_users, create_reference_scenario
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ def test_a_role_with_neither_is_refused_by_check_and_refresh(
     assert f"PROBLEM {VIEW}" in done.stdout, done.stdout + done.stderr
     assert f"permission: role {role} may not refresh it: only the owner (postgres) may" in done.stdout
     add_new_users(pg)
-    with pytest.raises(MatviewConfigurationError, match=f"GRANT MAINTAIN ON {VIEW} TO {role}, or GRANT pg_maintain"):
+    with pytest.raises(MatviewSetupError, match=f"GRANT MAINTAIN ON {VIEW} TO {role}, or GRANT pg_maintain"):
         refresh("refresher")
     assert pg.execute(f"SELECT count(*) FROM {VIEW}").fetchone() == (5,)
 

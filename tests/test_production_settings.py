@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
-from airflow_matview.compat import DEADLINE_ALERTS_MISSING
-from airflow_matview.config import MatviewConfigError, load_config
+from airflow_matview.config import InvalidConfigFileError, load_config
 from airflow_matview.factory import build_dags
+from airflow_matview.version_compat import DEADLINE_ALERTS_MISSING
 from tests.test_factory import PARSE_PROBE, dags_folder
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ ALL_KEYS: dict[str, Any] = {
 
 
 def problems_of(config: dict[str, Any]) -> list[str]:
-    with pytest.raises(MatviewConfigError) as raised:
+    with pytest.raises(InvalidConfigFileError) as raised:
         load_config(config)
     return raised.value.problems
 
@@ -134,7 +134,7 @@ def test_max_staleness_without_anyone_to_tell_is_an_error() -> None:
 def test_max_staleness_on_an_airflow_without_usable_deadline_alerts_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     # Airflow 3.1/3.2 cannot be installed next to 3.3: the version check's message is what compat computes there.
     monkeypatch.setattr(
-        "airflow_matview.compat.DEADLINE_ALERTS_MISSING",
+        "airflow_matview.config.fields.DEADLINE_ALERTS_MISSING",
         "needs Airflow 3.3 or newer (Deadline Alerts); this is Airflow 3.1.8: remove max_staleness or upgrade Airflow",
     )
     config = {"views": [{"name": "public.a", "max_staleness": "1h", "on_failure": ALL_KEYS["on_failure"]}]}
@@ -170,7 +170,7 @@ def test_the_dag_and_task_get_the_settings_and_the_doc_says_so() -> None:
     assert [repr(cb) for cb in task.on_retry_callback] == [f"TaskNotifier(retry, {SMTP})"]
     (alert,) = dag.deadline
     assert alert.interval == timedelta(hours=2)
-    assert alert.callback.path == "airflow_matview.staleness.notify_stale"
+    assert alert.callback.path == "airflow_matview.alerting.staleness.notify_stale"
     assert alert.callback.kwargs["notifiers"] == ALL_KEYS["on_stale"]
     doc = dag.doc_md or ""
     assert "- cron times are Europe/Berlin local time" in doc
@@ -358,7 +358,7 @@ def test_notifiers_that_would_fail_when_the_event_happens_are_config_errors() ->
 )
 def test_a_credential_inside_a_notifier_argument_is_refused_and_not_repeated(key: str, value: object) -> None:
     notifier = {"notifier": "tests.recording_notifier.record", "label": "x", key: value}
-    with pytest.raises(MatviewConfigError) as raised:
+    with pytest.raises(InvalidConfigFileError) as raised:
         load_config({"views": [{"name": "public.a", "on_failure": [notifier]}]})
     assert raised.value.problems == [
         f"views[0] (public.a): on_failure: item 1: tests.recording_notifier.record: {key} would put a credential "
@@ -369,7 +369,7 @@ def test_a_credential_inside_a_notifier_argument_is_refused_and_not_repeated(key
 
 
 def test_a_coroutine_function_notifier_is_awaited_for_a_task_event() -> None:
-    from airflow_matview.notifiers import TaskNotifier
+    from airflow_matview.alerting.notify import TaskNotifier
 
     view = load_config(
         {
@@ -415,7 +415,7 @@ def test_a_notifier_argument_yaml_reads_as_a_date_or_bytes_is_refused_with_the_q
         "    on_stale: [{notifier: tests.recording_notifier.record, label: 2026-11-26, logo: !!binary aGk=}]\n",
         encoding="utf-8",
     )
-    with pytest.raises(MatviewConfigError) as raised:
+    with pytest.raises(InvalidConfigFileError) as raised:
         load_config(path)
     assert raised.value.problems == [
         "views[0] (public.a): on_stale: item 1: tests.recording_notifier.record: logo: YAML reads this as a "

@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from airflow_matview import RefreshMaterializedViewOperator
-from airflow_matview.compat import AirflowSkipException
+from airflow_matview.database.locks import advisory_key
 from airflow_matview.exceptions import MatviewOverlapError, MatviewRefreshError
-from airflow_matview.locks import advisory_key
+from airflow_matview.version_compat import AirflowSkipException
 from devtools.pgcluster import PostgresCluster
 from devtools.scenario import FIRST_USERS, NEW_USERS, add_new_users, create_reference_scenario, view_rows
 from tests.conftest import AIRFLOW_BIN, REPO

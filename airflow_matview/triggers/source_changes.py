@@ -3,9 +3,9 @@
 Every watched view on one Airflow connection (and one poll interval) shares one poll loop and one database
 connection (Airflow 3.3's shared streams): each poll is two catalog queries, whatever the number of views: one
 resolves the views' names, one reads the change signals of all their sources (the same signals as
-``skip_if_unchanged``, see :mod:`airflow_matview.catalog`). Each trigger then compares its own view's signals with
-its baseline: the signals when it last fired, kept in Airflow's asset state store, so that a change committed
-while the triggerer was down still fires after a restart. Nothing is installed on the user's tables.
+``skip_if_unchanged``, see :mod:`airflow_matview.database.change_signals`). Each trigger then compares its own
+view's signals with its baseline: the signals when it last fired, kept in Airflow's asset state store, so that a
+change committed while the triggerer was down still fires after a restart. Nothing is installed on the user's tables.
 
 This module is imported at DAG-parse time (the DAG's ``AssetWatcher`` holds a trigger instance), so psycopg and
 everything that talks to a database are imported only inside the triggerer's coroutines.
@@ -20,15 +20,22 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_matview.catalog import _READS, Relation, _untracked_because
-from airflow_matview.compat import BaseEventTrigger
-from airflow_matview.identifiers import QualifiedName, parse_qualified_name
+from airflow.triggers.base import BaseEventTrigger
+
+from airflow_matview.database import catalog
+from airflow_matview.database.change_signals import describe_changes, read_change_signals
+from airflow_matview.database.identifiers import parse_qualified_name
+from airflow_matview.database.steps import arun
+from airflow_matview.text import error_line
+from airflow_matview.version_compat import HAS_SHARED_TRIGGER_STREAMS
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Hashable
 
     from airflow.triggers.base import TriggerEvent
     from psycopg import AsyncConnection
+
+    from airflow_matview.database.steps import Steps
 
 log = logging.getLogger(__name__)
 
@@ -38,94 +45,18 @@ FIRED_AT_KEY = "airflow_matview.on_change.fired_at"
 # After a failed poll: wait 1 s, 2 s, 4 s, ... up to this long before trying again.
 MAX_BACKOFF_SECONDS = 60.0
 
-# The materialized views among the watched names (a view dropped and recreated gets a new oid: resolved every poll).
-_RESOLVE = """
-SELECT w.name, c.oid, c.relkind
-FROM ROWS FROM (pg_catalog.unnest(%(schemas)s::text[]), pg_catalog.unnest(%(names)s::text[]),
-               pg_catalog.unnest(%(labels)s::text[])) AS w(schema, relname, name)
-JOIN pg_catalog.pg_namespace n ON n.nspname = w.schema
-JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = w.relname
-"""
-
-# The change signals of every watched view's sources in one statement: catalog._READS walks the views' reads
-# (through plain views) for all of them at once, and each row below is one view's signals, as skip_if_unchanged
-# reads them for one view: per source and per partition or inheritance child, relfilenode and the cumulative
-# insert/update/delete counters; the versions of the plain views in between; what makes the signals blind.
-_WATCH_SIGNALS = (
-    _READS
-    + """,
-sources AS (
-    SELECT DISTINCT reads.matview, c.oid
-    FROM reads JOIN pg_catalog.pg_class c ON c.oid = reads.relation AND c.relkind NOT IN ('v', 'i', 'I')
-),
-tree(matview, oid) AS (
-    SELECT sources.matview, sources.oid FROM sources
-  UNION
-    SELECT tree.matview, i.inhrelid FROM tree JOIN pg_catalog.pg_inherits i ON i.inhparent = tree.oid
-),
-rules AS (
-    SELECT ruled.matview, r.oid, r.ev_class, r.xmin::text::bigint AS version
-    FROM (SELECT m.oid AS matview, m.oid AS relation FROM pg_catalog.unnest(%(oids)s::oid[]) AS m(oid)
-          UNION
-          SELECT reads.matview, reads.relation FROM reads
-          JOIN pg_catalog.pg_class c ON c.oid = reads.relation AND c.relkind = 'v') AS ruled
-    JOIN pg_catalog.pg_rewrite r ON r.ev_class = ruled.relation
-)
-SELECT m.oid,
-       signals.sources,
-       COALESCE(signals.untrackable, '{}'),
-       definitions.versions,
-       COALESCE(functions.names, '{}'),
-       pg_catalog.json_build_array(pg_catalog.pg_postmaster_start_time()::text,
-                                   (SELECT pg_catalog.pg_stat_get_db_stat_reset_time(d.oid)::text
-                                    FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())),
-       pg_catalog.current_setting('track_counts')::boolean
-FROM pg_catalog.unnest(%(oids)s::oid[]) AS m(oid)
-LEFT JOIN (
-    SELECT tree.matview,
-           pg_catalog.json_agg(pg_catalog.json_build_array(c.oid, n.nspname, c.relname, c.relfilenode,
-                                                           pg_catalog.pg_stat_get_tuples_inserted(c.oid),
-                                                           pg_catalog.pg_stat_get_tuples_updated(c.oid),
-                                                           pg_catalog.pg_stat_get_tuples_deleted(c.oid))
-                               ORDER BY c.oid) AS sources,
-           pg_catalog.array_agg(c.oid::regclass::text ORDER BY c.oid)
-               FILTER (WHERE c.relkind NOT IN ('r', 'p', 'm')) AS untrackable
-    FROM tree
-    JOIN pg_catalog.pg_class c ON c.oid = tree.oid
-    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-    GROUP BY tree.matview
-) AS signals ON signals.matview = m.oid
-LEFT JOIN (
-    SELECT rules.matview,
-           pg_catalog.json_agg(pg_catalog.json_build_array(rules.ev_class, rules.version) ORDER BY rules.ev_class)
-               FILTER (WHERE rules.ev_class <> rules.matview) AS versions
-    FROM rules GROUP BY rules.matview
-) AS definitions ON definitions.matview = m.oid
-LEFT JOIN (
-    SELECT rules.matview,
-           pg_catalog.array_agg(DISTINCT pg_catalog.pg_describe_object(d.refclassid, d.refobjid, 0)) AS names
-    FROM rules
-    JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = rules.oid
-    WHERE d.refclassid IN ('pg_catalog.pg_proc'::regclass, 'pg_catalog.pg_operator'::regclass,
-                           'pg_catalog.pg_cast'::regclass)
-      AND d.refobjid >= 16384
-    GROUP BY rules.matview
-) AS functions ON functions.matview = m.oid
-"""
-)
-
 
 @dataclass(frozen=True)
 class ViewState:
     """What one poll saw of one watched view.
 
     :param fingerprint: its sources' change signals (JSON-ready), or ``None`` when they cannot be watched.
-    :param names: the display names of its sources by oid (as text), to say which ones changed.
+    :param source_names: the display names of its sources by oid (as text), to say which ones changed.
     :param problem: why the view cannot be watched now (missing, not a materialized view, blind signals).
     """
 
     fingerprint: dict[str, Any] | None
-    names: dict[str, str]
+    source_names: dict[str, str]
     problem: str | None = None
 
 
@@ -137,7 +68,7 @@ _WATCHED: dict[Hashable, Counter[str]] = {}
 _LAST_FIRED: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = {}
 
 
-class SourceChangesTrigger(BaseEventTrigger):  # type: ignore[misc,valid-type,unused-ignore]
+class SourceChangesTrigger(BaseEventTrigger):
     """Fire when the sources of a materialized view change (for an ``AssetWatcher``).
 
     :param conn_id: the Airflow connection to the view's database.
@@ -218,7 +149,7 @@ class SourceChangesTrigger(BaseEventTrigger):  # type: ignore[misc,valid-type,un
                 await self._store(BASELINE_KEY, baseline)
                 self.log.info("airflow-matview: recorded the change signals of %s as its baseline", self.view)
                 continue
-            changes = describe_changes(baseline, state)
+            changes = describe_changes(baseline, state.fingerprint, state.source_names)
             if not changes or time.time() - fired_at < self.min_interval:
                 continue
             fired_at = time.time()
@@ -230,23 +161,23 @@ class SourceChangesTrigger(BaseEventTrigger):  # type: ignore[misc,valid-type,un
             await self._store(FIRED_AT_KEY, fired_at)
 
     async def _stored(self, key: str) -> Any:
-        store = getattr(self, "asset_state_store", None)
+        store = self.asset_state_store if HAS_SHARED_TRIGGER_STREAMS else None
         if store is None:
             return None
         try:
             return await store.aget(key)
         except Exception as exc:  # no stored baseline: the first poll records one
-            self.log.warning("airflow-matview: cannot read %s of %s: %s", key, self.view, _one_line(exc))
+            self.log.warning("airflow-matview: cannot read %s of %s: %s", key, self.view, error_line(exc))
             return None
 
     async def _store(self, key: str, value: Any) -> None:
-        store = getattr(self, "asset_state_store", None)
+        store = self.asset_state_store if HAS_SHARED_TRIGGER_STREAMS else None
         if store is None:
             return
         try:
             await store.aset(key, value)
         except Exception as exc:  # the next poll still works; only a restart would not know
-            self.log.warning("airflow-matview: cannot store %s of %s: %s", key, self.view, _one_line(exc))
+            self.log.warning("airflow-matview: cannot store %s of %s: %s", key, self.view, error_line(exc))
 
 
 async def _poll(conn_id: str, poll_interval: float, watched: Counter[str]) -> AsyncIterator[dict[str, ViewState]]:
@@ -286,7 +217,7 @@ async def _poll(conn_id: str, poll_interval: float, watched: Counter[str]) -> As
                         "up to %.0f s, and saying nothing more until it works again",
                         len(names),
                         conn_id,
-                        _one_line(exc),
+                        error_line(exc),
                         MAX_BACKOFF_SECONDS,
                     )
                 await asyncio.sleep(backoff)
@@ -300,93 +231,40 @@ async def _poll(conn_id: str, poll_interval: float, watched: Counter[str]) -> As
 
 async def poll_views(conn: AsyncConnection, names: list[str]) -> dict[str, ViewState]:
     """One poll: the change signals of the views ``names`` (``schema.name`` as in SQL), in two queries."""
+    return await arun(conn, poll_steps(names))
+
+
+def poll_steps(names: list[str]) -> Steps[dict[str, ViewState]]:
+    """The steps of :func:`poll_views`: find the views by name, then read their change signals."""
     parsed = {name: parse_qualified_name(name) for name in names}
-    cursor = await conn.execute(
-        _RESOLVE,
-        {
-            "schemas": [qualified.schema for qualified in parsed.values()],
-            "names": [qualified.name for qualified in parsed.values()],
-            "labels": list(parsed),
-        },
-    )
-    found = {name: (int(oid), relkind) for name, oid, relkind in await cursor.fetchall()}
+    found = yield from catalog.find_relations.steps(list(parsed.values()))
     states: dict[str, ViewState] = {}
     oids: dict[int, str] = {}
-    for name in names:
-        if name not in found:
+    for name, qualified in parsed.items():
+        relation = found.get(qualified)
+        if relation is None:
             states[name] = ViewState(None, {}, "it does not exist (yet); watching for it to be created")
-        elif found[name][1] != "m":
+        elif relation.relkind != "m":
             states[name] = ViewState(None, {}, "it is not a materialized view")
         else:
-            oids[found[name][0]] = name
-    if not oids:
-        return states
-    cursor = await conn.execute(_WATCH_SIGNALS, {"oids": list(oids)})
-    for oid, sources, untrackable, definitions, functions, epoch, track_counts in await cursor.fetchall():
-        relations = [
-            Relation(int(source[0]), QualifiedName(source[1], source[2]), "r", True) for source in sources or []
-        ]
-        why = _untracked_because(relations, list(untrackable), list(functions), bool(track_counts))
-        name = oids[int(oid)]
-        if why is not None:
-            states[name] = ViewState(None, {}, f"{why}; it refreshes on its schedule only")
-            continue
-        states[name] = ViewState(
-            fingerprint={
-                "view": int(oid),
-                "sources": {str(source[0]): [int(value) for value in source[3:]] for source in sources},
-                "definitions": definitions or [],
-                "statistics_since": epoch,
-            },
-            names={str(relation.oid): str(relation.name) for relation in relations},
-        )
+            oids[relation.oid] = name
+    if oids:
+        signals = yield from read_change_signals.steps(list(oids))
+        for oid, seen in signals.items():
+            problem = None if seen.fingerprint else f"{seen.untracked_because}; it refreshes on its schedule only"
+            states[oids[oid]] = ViewState(seen.fingerprint, seen.source_names, problem)
     return states
-
-
-def describe_changes(baseline: dict[str, Any], state: ViewState) -> list[str]:
-    """What differs between the baseline and this poll: the changed sources by name, or why all count as changed."""
-    current = state.fingerprint
-    assert current is not None
-    if baseline.get("view") != current["view"]:
-        return ["the view was dropped and created again"]
-    changes = [
-        state.names.get(oid, oid)
-        for oid in sorted(set(baseline.get("sources", {})) | set(current["sources"]))
-        if baseline.get("sources", {}).get(oid) != current["sources"].get(oid)
-    ]
-    if baseline.get("definitions") != current["definitions"]:
-        changes.append("a plain view in between was redefined")
-    if baseline.get("statistics_since") != current["statistics_since"]:
-        changes.append("the server's statistics restarted (server restart or pg_stat_reset)")
-    return changes
 
 
 async def _connect(conn_id: str) -> AsyncConnection:
     """An autocommit connection (a fresh snapshot per poll, never idle in a transaction) from an Airflow
-    connection, with the same arguments as the postgres provider's ``PostgresHook.get_conn``."""
-    import psycopg
+    connection, as the refresh's own (:func:`airflow_matview.connections.aconnect`)."""
+    from airflow_matview.connections import aconnect
 
-    from airflow_matview.compat import AirflowNotFoundException
-    from airflow_matview.connection import aget_airflow_connection, hook_arguments, unreadable_connection
-    from airflow_matview.exceptions import MatviewConfigurationError
-
-    try:
-        connection = await aget_airflow_connection(conn_id)
-    except AirflowNotFoundException:
-        # Environment variables only: no call that would block the triggerer's event loop.
-        if unreadable := unreadable_connection(conn_id, local_only=True):  # not "isn't defined" when it is
-            raise MatviewConfigurationError(f"Airflow connection {conn_id!r} {unreadable}") from None
-        raise
-    arguments: dict[str, Any] = {
-        "application_name": f"airflow-matview watcher ({conn_id})",
-        "connect_timeout": 10,
-        **hook_arguments(connection),
-    }
-    return await psycopg.AsyncConnection.connect(
-        **{name: value for name, value in arguments.items() if value is not None}, autocommit=True
+    return await aconnect(
+        conn_id,
+        "watch the sources of materialized views",
+        autocommit=True,
+        application_name=f"airflow-matview watcher ({conn_id})",
+        connect_timeout=10,
     )
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[-1] if lines else ''}"

@@ -1,0 +1,122 @@
+"""The ``max_staleness`` key: an Airflow Deadline Alert per view's DAG, whose callback runs in the triggerer.
+
+The deadline is ``max_staleness`` after each run was queued (``DeadlineReference.DAGRUN_QUEUED_AT``): a run that has
+not succeeded by then (failing tries, a refresh waiting for a lock, a task waiting for a pool slot or a worker) makes
+the scheduler queue :func:`notify_stale` once for that run; a run that succeeds in time removes its deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from airflow_matview.alerting.notify import acall, describe
+from airflow_matview.config.notifier_specs import NotifierSpec
+from airflow_matview.text import format_seconds
+
+if TYPE_CHECKING:
+    from airflow.sdk.definitions.deadline import DeadlineAlert
+
+log = logging.getLogger(__name__)
+
+
+def deadline_alert(
+    *, view: str, conn_id: str, dag_id: str, max_staleness: timedelta, notifiers: tuple[NotifierSpec, ...]
+) -> DeadlineAlert:
+    """The DAG's Deadline Alert: :func:`notify_stale` in the triggerer, ``max_staleness`` after a run was queued."""
+    from airflow.sdk.definitions.callback import AsyncCallback
+    from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
+
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=max_staleness,
+        callback=AsyncCallback(
+            notify_stale,
+            kwargs={
+                "view": view,
+                "conn_id": conn_id,
+                "dag_id": dag_id,
+                "max_staleness_seconds": max_staleness.total_seconds(),
+                "notifiers": [spec.as_dict() for spec in notifiers],
+            },
+        ),
+        name=f"max_staleness {format_seconds(max_staleness.total_seconds())}",
+    )
+
+
+async def notify_stale(
+    *,
+    view: str,
+    conn_id: str,
+    dag_id: str,
+    max_staleness_seconds: float,
+    notifiers: list[dict[str, Any]],
+    context: dict[str, Any] | None = None,
+) -> str:
+    """Called by Airflow's triggerer once per run that missed its deadline: tell every ``on_stale`` notifier.
+
+    :param context: what the scheduler sends: the run (``dag_run``) and the deadline (``deadline``).
+    :return: a one-line summary, kept by Airflow as the callback's result.
+    """
+    context = dict(context or {})
+    run = context.get("dag_run") or {}
+    now = datetime.now(timezone.utc)
+    queued_at = _datetime(run.get("queued_at")) or now
+    deadline = _datetime((context.get("deadline") or {}).get("deadline_time"))
+    deadline = deadline or queued_at + timedelta(seconds=max_staleness_seconds)
+    run_id = run.get("dag_run_id") or run.get("run_id")
+    facts = describe(
+        "stale",
+        view,
+        conn_id,
+        context,
+        dag_id=dag_id,
+        run_id=run_id,
+        due_at=queued_at.isoformat(timespec="seconds"),
+        stale_for=format_seconds((now - queued_at).total_seconds()),
+        stale_seconds=round((now - queued_at).total_seconds(), 1),
+        late_by=format_seconds((now - deadline).total_seconds()),
+        late_seconds=round((now - deadline).total_seconds(), 1),
+        max_staleness=format_seconds(max_staleness_seconds),
+        run_state=run.get("state"),
+        log_url=_run_url(dag_id, run_id),
+    )
+    context["matview"] = facts
+    failures = []
+    for item in notifiers:
+        spec = NotifierSpec(item["notifier"], {k: v for k, v in item.items() if k != "notifier"})
+        try:
+            await acall(spec, context)
+        except Exception as error:  # one broken notifier must not silence the others
+            log.exception("on_stale notifier %s failed for %s", spec.path, view)
+            failures.append(f"{spec.path}: {error}")
+    summary = f"{view} stale for {facts['stale_for']} ({facts['late_by']} past max_staleness)"
+    if failures:
+        raise RuntimeError(f"{summary}; notifiers failed: {'; '.join(failures)}")
+    return summary
+
+
+def _datetime(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, str) and value:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, timezone.utc)
+    return None
+
+
+def _run_url(dag_id: str, run_id: str | None) -> str | None:
+    if not run_id:
+        return None
+    from urllib.parse import quote
+
+    from airflow.configuration import conf
+
+    base = conf.get("api", "base_url", fallback="http://localhost:8080/")
+    return f"{base.rstrip('/')}/dags/{dag_id}/runs/{quote(run_id)}"

@@ -1,0 +1,1 @@
+"""The ``airflow-matview`` command: ``validate``, ``check`` and ``discover`` (see :mod:`.main`)."""

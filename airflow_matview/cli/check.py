@@ -1,0 +1,146 @@
+"""``airflow-matview check``: whether each view of a config file can be refreshed as configured, asked of the live
+database (and of Airflow's pools)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import psycopg
+
+from airflow_matview.cli.connect import dsn_options, open_connection
+from airflow_matview.cli.output import EXIT_OK, EXIT_PROBLEMS
+from airflow_matview.config import ViewConfig, load_config
+from airflow_matview.database import catalog, search_path
+from airflow_matview.database.refresh import choose_mode, resolve_matview
+from airflow_matview.exceptions import CliError, MatviewRefreshError, MatviewSetupError
+from airflow_matview.text import one_line
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+
+def run_check(path: str, conn_id: str | None, dsn: str | None) -> int:
+    views = load_config(path).views
+    if dsn:
+        dsn_options(dsn)  # a malformed --dsn is a wrong argument, not a problem of each view
+    problems = 0
+    pool_problems = _pool_problems(views)
+    connections: dict[str, psycopg.Connection | CliError] = {}
+    try:
+        for view in views:
+            key = "--dsn" if dsn else conn_id or view.conn_id
+            label = "--dsn" if dsn else f"connection {key!r}"
+            if key not in connections:
+                try:
+                    connections[key] = open_connection(None if dsn else key, dsn)
+                except CliError as error:
+                    connections[key] = error
+            conn = connections[key]
+            if isinstance(conn, CliError):
+                ok, lines = False, [str(conn)]
+            else:
+                try:
+                    ok, lines = check_view(conn, view, label)
+                except (psycopg.Error, MatviewRefreshError, MatviewSetupError) as error:
+                    ok, lines = False, [f"cannot check it through {label}: {one_line(error)}"]
+                    if conn.closed or conn.broken:
+                        connections[key] = CliError(f"cannot check it: {label} was lost: {one_line(error)}")
+            if view.resolved_dag_id in pool_problems:
+                fatal, line = pool_problems[view.resolved_dag_id]
+                ok, lines = ok and not fatal, [*lines, line]
+            problems += not ok
+            print(f"{'OK     ' if ok else 'PROBLEM'} {view.view}")
+            for line in lines:
+                print(f"        {line}")
+    finally:
+        for conn in connections.values():
+            if isinstance(conn, psycopg.Connection):
+                conn.close()
+    print(f"{len(views) - problems} of {len(views)} view(s) can be refreshed as configured.")
+    return EXIT_PROBLEMS if problems else EXIT_OK
+
+
+def _pool_problems(views: list[ViewConfig]) -> dict[str, tuple[bool, str]]:
+    """Per DAG id, whether its pool stops it and what to say: a missing pool is a problem; pools that cannot be
+    read (no Airflow metadata database here) are a note."""
+    if not any(view.pool for view in views):
+        return {}
+    try:
+        existing = airflow_pools()
+    except RuntimeError as error:
+        return {view.resolved_dag_id: (False, f"pool: not checked: {error}") for view in views if view.pool}
+    return {dag_id: (True, line) for dag_id, line in missing_pools(views, existing).items()}
+
+
+def check_view(conn: psycopg.Connection, view: ViewConfig, label: str) -> tuple[bool, list[str]]:
+    """Whether ``view`` can be refreshed as configured, and what to say about it.
+
+    Checks what a run would meet: the view, the mode (with the owner's TEMPORARY privilege, which CONCURRENTLY
+    needs), the connecting role's right to refresh it, and the privileges PostgreSQL checks as the view's owner
+    when it runs the view's query (SELECT on what it reads, EXECUTE on the functions it calls).
+    """
+    try:
+        relation = resolve_matview(conn, view.view, label)
+        indexes = catalog.usable_unique_indexes(conn, relation.oid)
+        missing = catalog.missing_privileges(conn, relation.oid)
+        temp_grant = next((m.grant for m in missing if m.privilege == "TEMPORARY"), None)
+        mode, reason = choose_mode(relation, indexes, view.concurrently, True, label, temp_grant)
+    except MatviewSetupError as error:
+        return False, [str(error)]
+    lines = [f"refresh: {mode} ({reason})"]
+    permission = catalog.refresh_permission(conn, relation.oid)
+    if permission.by_maintain:
+        lines.append(f"permission: role {permission.role} holds MAINTAIN on the view")
+    elif permission.allowed:
+        lines.append(f"permission: role {permission.role} owns the view (owner {permission.owner})")
+    else:
+        lines.append(
+            f"permission: role {permission.role} may not refresh it: only the owner ({permission.owner}) may, "
+            "or on PostgreSQL 17+ a role granted MAINTAIN "
+            f"(GRANT MAINTAIN ON {relation.name} TO {permission.role})"
+        )
+    blocking = [m for m in missing if mode == "concurrently" or not m.concurrently_only]
+    lines.extend(f"privilege: {m.describe()}" for m in blocking)
+    path_ok, path_lines = search_path.describe(
+        search_path.restricted_search_path_problems(conn, relation.oid), conn.info.server_version // 10000
+    )
+    return permission.allowed and not blocking and path_ok, lines + path_lines
+
+
+def missing_pools(views: Iterable[ViewConfig], existing: dict[str, int]) -> dict[str, str]:
+    """Per DAG id, why its pool cannot run it: the pool is missing, or has fewer slots than the task takes.
+
+    :param existing: Airflow's pools, name -> slots.
+    """
+    problems: dict[str, str] = {}
+    for view in views:
+        if view.pool is None:
+            continue
+        if view.pool not in existing:
+            problems[view.resolved_dag_id] = (
+                f"pool: {view.pool!r} does not exist in Airflow, which never starts a task whose pool is missing; "
+                f"create it: airflow pools set {view.pool} 2 'matview refreshes' (or Admin -> Pools)"
+            )
+        elif 0 <= existing[view.pool] < view.pool_slots:
+            problems[view.resolved_dag_id] = (
+                f"pool: {view.pool!r} has {existing[view.pool]} slot(s), fewer than this view's pool_slots "
+                f"({view.pool_slots}): the task can never start; add slots or lower pool_slots"
+            )
+    return problems
+
+
+def airflow_pools() -> dict[str, int]:
+    """Airflow's pools (name -> slots, -1 for unlimited), read from its metadata database (not at parse time).
+
+    :raises RuntimeError: when the metadata database cannot be read.
+    """
+    try:
+        from airflow.models.pool import Pool
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        with create_session() as session:
+            return {str(name): int(slots) for name, slots in session.execute(select(Pool.pool, Pool.slots))}
+    except Exception as error:
+        first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        raise RuntimeError(f"cannot read Airflow's pools ({type(error).__name__}: {first_line})") from None

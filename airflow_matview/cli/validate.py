@@ -1,0 +1,68 @@
+"""``airflow-matview validate``: read a config file without a database and list the DAGs it makes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from airflow_matview.cli.output import EXIT_OK, print_table
+from airflow_matview.config import load_config
+from airflow_matview.text import cell, format_seconds
+
+if TYPE_CHECKING:
+    from airflow_matview.config import ViewConfig
+
+# The widest description `validate` shows; a longer one ends with an ellipsis.
+DESCRIPTION_WIDTH = 40
+
+
+def run_validate(path: str) -> int:
+    views = load_config(path).views
+    print(f"{path}: OK, {len(views)} DAG(s)")
+    header = ["DAG ID", "VIEW", "SCHEDULE", "CONNECTION", "SETTINGS"]
+    rows = [[v.resolved_dag_id, str(v.view), schedule_text(v), v.conn_id, settings_summary(v)] for v in views]
+    if any(view.description for view in views):  # the last column, only when some view has one
+        header.append("DESCRIPTION")
+        for row, view in zip(rows, views, strict=True):
+            row.append(cell(view.description or "-", DESCRIPTION_WIDTH))
+    print_table(header, rows)
+    return EXIT_OK
+
+
+def schedule_text(view: ViewConfig) -> str:
+    """What starts the view's DAG: ``after public.a + on change + 0 3 * * *``, or ``(manual)``."""
+    parts = [
+        "after " + ", ".join(str(name) for name in view.upstream) if view.after else None,
+        "on change" if view.on_change else None,
+        view.schedule,
+    ]
+    return " + ".join(part for part in parts if part) or "(manual)"
+
+
+def settings_summary(view: ViewConfig) -> str:
+    """The non-default production settings in one short cell, for ``airflow-matview validate``."""
+    parts = []
+    if view.timezone != "UTC":
+        parts.append(f"tz={view.timezone}")
+    if view.pool:
+        parts.append(f"pool={view.pool}" + (f"x{view.pool_slots}" if view.pool_slots != 1 else ""))
+    elif view.pool_slots != 1:
+        parts.append(f"slots={view.pool_slots}")
+    if view.priority_weight != 1:
+        parts.append(f"priority={view.priority_weight}")
+    if view.queue:
+        parts.append(f"queue={view.queue}")
+    if view.max_staleness is not None:
+        parts.append(f"stale>{format_seconds(view.max_staleness.total_seconds())}")
+    alerts = [
+        f"{event}:{len(specs)}"
+        for event, specs in (
+            ("failure", view.on_failure),
+            ("retry", view.on_retry),
+            ("success", view.on_success),
+            ("stale", view.stale_notifiers if view.max_staleness is not None else ()),
+        )
+        if specs
+    ]
+    if alerts:
+        parts.append("notify=" + ",".join(alerts))
+    return " ".join(parts) or "-"

@@ -1,0 +1,224 @@
+"""Whether a materialized view's sources changed: one query and one fingerprint, for one view or thousands.
+
+``skip_if_unchanged`` (one view, inside its refresh) and ``on_change`` (every watched view of a connection, from the
+triggerer) read the same signals with the same statement, :func:`read_change_signals`:
+
+- per source that holds rows, with its inheritance children and partitions: ``relfilenode`` (changes on TRUNCATE,
+  VACUUM FULL, CLUSTER, a plain REFRESH) and the statistics system's cumulative insert/update/delete counters;
+- the versions of the plain views in between (``xmin`` of their rules changes on CREATE OR REPLACE VIEW);
+- when the counters last started from zero (server start, ``pg_stat_reset``);
+- what makes the signals blind: sources that hold no counters (foreign tables, sequences), user-defined functions,
+  operators and casts in the rules (they may read anything), ``track_counts`` off;
+- on request, the other sessions writing to a source now (what they commit reaches the counters when they go idle).
+
+A view's :attr:`ChangeSignals.fingerprint` is equal at two moments when none of this changed in between.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from airflow_matview.database.catalog import READS
+from airflow_matview.database.identifiers import QualifiedName
+from airflow_matview.database.steps import fetchall, step_function
+
+if TYPE_CHECKING:
+    from airflow_matview.database.steps import Steps
+
+#: Bumped when the fingerprint's shape changes: a fingerprint of another version never equals a new one.
+FINGERPRINT_VERSION = 2
+
+# PostgreSQL's PGSTAT_IDLE_INTERVAL (15 to 18): the longest a session that went idle keeps its counters to itself,
+# plus a margin for the report itself.
+STATS_IDLE_INTERVAL = 10.0
+_STATS_MARGIN = 0.5
+
+_CHANGE_SIGNALS = (
+    READS
+    + """,
+sources AS (
+    SELECT DISTINCT reads.matview, c.oid
+    FROM reads JOIN pg_catalog.pg_class c ON c.oid = reads.relation AND c.relkind NOT IN ('v', 'i', 'I')
+),
+tree(matview, oid) AS (
+    SELECT sources.matview, sources.oid FROM sources
+  UNION
+    SELECT tree.matview, i.inhrelid FROM tree JOIN pg_catalog.pg_inherits i ON i.inhparent = tree.oid
+),
+rules AS (
+    SELECT ruled.matview, r.oid, r.ev_class, r.xmin::text::bigint AS version
+    FROM (SELECT m.oid AS matview, m.oid AS relation FROM pg_catalog.unnest(%(oids)s::oid[]) AS m(oid)
+          UNION
+          SELECT reads.matview, reads.relation FROM reads
+          JOIN pg_catalog.pg_class c ON c.oid = reads.relation AND c.relkind = 'v') AS ruled
+    JOIN pg_catalog.pg_rewrite r ON r.ev_class = ruled.relation
+)
+SELECT m.oid,
+       signals.sources,
+       COALESCE(signals.untrackable, '{}'),
+       definitions.versions,
+       COALESCE(functions.names, '{}'),
+       pg_catalog.json_build_array(pg_catalog.pg_postmaster_start_time()::text,
+                                   (SELECT pg_catalog.pg_stat_get_db_stat_reset_time(d.oid)::text
+                                    FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())),
+       pg_catalog.current_setting('track_counts')::boolean,
+       ARRAY(SELECT DISTINCT pg_catalog.format('pid %%s (%%L) on %%s', l.pid, a.application_name,
+                                               l.relation::regclass)
+             FROM pg_catalog.pg_locks l
+             JOIN tree ON tree.oid = l.relation AND tree.matview = m.oid
+             JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+             WHERE %(writers)s AND l.granted AND l.pid <> pg_catalog.pg_backend_pid()
+               AND l.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'))
+FROM pg_catalog.unnest(%(oids)s::oid[]) AS m(oid)
+LEFT JOIN (
+    SELECT tree.matview,
+           pg_catalog.json_agg(pg_catalog.json_build_array(c.oid, n.nspname, c.relname, c.relfilenode,
+                                                           pg_catalog.pg_stat_get_tuples_inserted(c.oid),
+                                                           pg_catalog.pg_stat_get_tuples_updated(c.oid),
+                                                           pg_catalog.pg_stat_get_tuples_deleted(c.oid))
+                               ORDER BY c.oid) AS sources,
+           pg_catalog.array_agg(c.oid::regclass::text ORDER BY c.oid)
+               FILTER (WHERE c.relkind NOT IN ('r', 'p', 'm')) AS untrackable
+    FROM tree
+    JOIN pg_catalog.pg_class c ON c.oid = tree.oid
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    GROUP BY tree.matview
+) AS signals ON signals.matview = m.oid
+LEFT JOIN (
+    SELECT rules.matview,
+           pg_catalog.json_agg(pg_catalog.json_build_array(rules.ev_class, rules.version) ORDER BY rules.ev_class)
+               FILTER (WHERE rules.ev_class <> rules.matview) AS versions
+    FROM rules GROUP BY rules.matview
+) AS definitions ON definitions.matview = m.oid
+LEFT JOIN (
+    SELECT rules.matview,
+           pg_catalog.array_agg(DISTINCT pg_catalog.pg_describe_object(d.refclassid, d.refobjid, 0)) AS names
+    FROM rules
+    JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = rules.oid
+    WHERE d.refclassid IN ('pg_catalog.pg_proc'::regclass, 'pg_catalog.pg_operator'::regclass,
+                           'pg_catalog.pg_cast'::regclass)
+      AND d.refobjid >= 16384
+    GROUP BY rules.matview
+) AS functions ON functions.matview = m.oid
+"""
+)
+
+_UNPUBLISHED_STATISTICS = """
+SELECT a.pid, a.application_name,
+       EXTRACT(epoch FROM a.state_change - pg_catalog.clock_timestamp())::float8
+FROM pg_catalog.pg_stat_activity a
+WHERE a.datname = pg_catalog.current_database() AND a.backend_type = 'client backend'
+  AND a.pid <> pg_catalog.pg_backend_pid() AND a.state = 'idle'
+  AND a.state_change > pg_catalog.clock_timestamp() - %(window)s * interval '1 second'
+ORDER BY a.state_change
+"""
+
+
+@dataclass(frozen=True)
+class ChangeSignals:
+    """What tells whether one view's sources changed.
+
+    :param fingerprint: a JSON-ready value that changes whenever a committed change to a source's rows reaches the
+        statistics system, or a plain view in between is redefined; ``None`` when changes cannot be seen (see
+        ``untracked_because``), so that nobody relies on it.
+    :param untracked_because: why the fingerprint cannot be trusted, or ``None``.
+    :param writers: other sessions holding a write lock on a source now, e.g. ``pid 42 ('etl') on public.t``
+        (read only when asked for).
+    :param source_names: the display names of the sources by oid (as text), to say which ones changed.
+    """
+
+    fingerprint: dict[str, Any] | None
+    untracked_because: str | None
+    writers: list[str] = field(default_factory=list)
+    source_names: dict[str, str] = field(default_factory=dict)
+
+
+@step_function
+def read_change_signals(oids: list[int], *, writers: bool = False) -> Steps[dict[int, ChangeSignals]]:
+    """The change signals of the materialized views ``oids``, in one statement.
+
+    :param oids: the views' ``pg_class`` oids.
+    :param writers: also list the sessions writing to a source now (the refresh asks; the watcher does not).
+    """
+    rows = yield from fetchall(_CHANGE_SIGNALS, {"oids": list(oids), "writers": writers})
+    return {int(row[0]): _signals(*row) for row in rows}
+
+
+def _signals(
+    oid: int,
+    sources: list[list[Any]] | None,
+    untrackable: list[str],
+    definitions: list[Any] | None,
+    functions: list[str],
+    statistics_since: list[Any],
+    track_counts: bool,
+    writers: list[str],
+) -> ChangeSignals:
+    names = {str(source[0]): _display_name(source[1], source[2]) for source in sources or []}
+    why = untracked_because(bool(sources), list(untrackable), list(functions), bool(track_counts))
+    fingerprint = None
+    if why is None:
+        fingerprint = {
+            "version": FINGERPRINT_VERSION,
+            "view": int(oid),
+            "sources": {str(source[0]): [int(value) for value in source[3:]] for source in sources or []},
+            "definitions": definitions or [],
+            "statistics_since": statistics_since,
+        }
+    return ChangeSignals(fingerprint, why, list(writers), names)
+
+
+def _display_name(schema: str, name: str) -> str:
+    return str(QualifiedName(schema, name))
+
+
+def untracked_because(
+    has_sources: bool, untrackable: list[str], functions: list[str], track_counts: bool
+) -> str | None:
+    """Why a view's change signals cannot be trusted, or ``None`` when they can."""
+    if not track_counts:
+        return "track_counts is off, so the server counts no row changes"
+    if untrackable:
+        return f"{', '.join(untrackable)} cannot be tracked (a foreign table or a sequence)"
+    if functions:
+        return f"it uses {', '.join(functions)}, which may read tables the catalog does not show"
+    if not has_sources:
+        return "it reads no table whose changes could be seen"
+    return None
+
+
+def describe_changes(
+    baseline: dict[str, Any], current: dict[str, Any], source_names: dict[str, str] | None = None
+) -> list[str]:
+    """What differs between a recorded fingerprint and the current one: the changed sources by name, or why all
+    count as changed; empty when nothing did.
+
+    :param baseline: a fingerprint recorded earlier.
+    :param current: :attr:`ChangeSignals.fingerprint` now.
+    :param source_names: :attr:`ChangeSignals.source_names`, to name the sources.
+    """
+    names = source_names or {}
+    if baseline.get("version") != current["version"]:
+        return ["the change signals were recorded by another version of airflow-matview"]
+    if baseline.get("view") != current["view"]:
+        return ["the view was dropped and created again"]
+    before, after = baseline.get("sources", {}), current["sources"]
+    changes = [names.get(oid, oid) for oid in sorted(set(before) | set(after)) if before.get(oid) != after.get(oid)]
+    if baseline.get("definitions") != current["definitions"]:
+        changes.append("a plain view in between was redefined")
+    if baseline.get("statistics_since") != current["statistics_since"]:
+        changes.append("the server's statistics restarted (server restart or pg_stat_reset)")
+    return changes
+
+
+@step_function
+def unpublished_statistics() -> Steps[tuple[float, list[str]]]:
+    """How long to wait until every session of this database that went idle recently has published its counters,
+    and those sessions (e.g. ``pid 42 ('etl')``); ``(0, [])`` when none did."""
+    window = STATS_IDLE_INTERVAL + _STATS_MARGIN
+    rows = yield from fetchall(_UNPUBLISHED_STATISTICS, {"window": window})
+    if not rows:
+        return 0.0, []
+    wait = max(0.0, window + max(float(age) for _, _, age in rows))
+    return min(wait, window), [f"pid {pid} ({application or ''!r})" for pid, application, _ in rows]

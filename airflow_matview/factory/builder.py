@@ -1,0 +1,154 @@
+"""Build one scheduled Airflow DAG per materialized view listed in a config file.
+
+Building touches no database, network, Airflow connection or Variable, so a DAG file that calls
+:func:`build_dags` parses in milliseconds. When Airflow runs a task it sets the parsing context, and only
+that task's DAG is built.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import DAG, Asset, AssetAny, Param, get_parsing_context
+
+from airflow_matview.alerting.notify import callbacks
+from airflow_matview.assets import matview_asset, sources_asset
+from airflow_matview.config import ViewConfig, load_config
+from airflow_matview.factory.dag_doc import dag_doc
+from airflow_matview.operators.materialized_view import RefreshMaterializedViewOperator
+from airflow_matview.version_compat import AssetOrTimeSchedule, CronTriggerTimetable
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+    from airflow.sdk.definitions.asset import BaseAsset
+    from airflow.sdk.definitions.deadline import DeadlineAlert
+
+START_DATE = datetime(2024, 1, 1, tzinfo=timezone.utc)
+# The trigger form's `concurrently`: a text field suggesting each choice once. Not a select: its choices are the
+# schema's enum, which would list true and false twice, as text (what the form sends) and as the JSON booleans the
+# REST API and `airflow dags trigger -c` may send. The schema takes the three texts and the two booleans; anything
+# else is refused when the run is triggered.
+CONCURRENTLY_CHOICES = ["auto", "true", "false"]
+CONCURRENTLY_PATTERN = "^(auto|true|false)$"
+
+
+def build_dags(config: str | Path | Mapping[str, Any]) -> dict[str, DAG]:
+    """One DAG per configured view, keyed by DAG id.
+
+    :param config: the path of a YAML config file, or the config as a mapping.
+    :raises MatviewConfigError: when the config is invalid; no DAG is built then.
+    """
+    views = load_config(config).views
+    wanted = get_parsing_context().dag_id
+    if wanted is not None and any(view.resolved_dag_id == wanted for view in views):
+        views = [view for view in views if view.resolved_dag_id == wanted]
+    return {
+        view.resolved_dag_id: build_dag(view, [matview_asset(conn_id, name) for conn_id, name in view.upstream_keys])
+        for view in views
+    }
+
+
+def build_dag(view: ViewConfig, upstream: list[Asset] | None = None) -> DAG:
+    """The DAG that refreshes one view: task ``refresh``, no catch-up, one run at a time.
+
+    :param view: the view's settings.
+    :param upstream: the assets of the views named in its ``after:``.
+    """
+    concurrently = "auto" if view.concurrently == "auto" else str(view.concurrently).lower()
+    asset = matview_asset(view.conn_id, view.view)
+    dag = DAG(
+        dag_id=view.resolved_dag_id,
+        schedule=_schedule(view, upstream or []),
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        tags=sorted({"matview", *view.tags}),
+        doc_md=dag_doc(view, asset.uri),
+        description=view.description,
+        deadline=_staleness_alert(view),
+        default_args={
+            "owner": view.owner,
+            "retries": view.retries,
+            "retry_delay": view.retry_delay,
+            "retry_exponential_backoff": view.retry_exponential_backoff,
+            "execution_timeout": view.execution_timeout,
+        },
+    )
+    RefreshMaterializedViewOperator(
+        task_id="refresh",
+        dag=dag,
+        view=view.name,
+        postgres_conn_id=view.conn_id,
+        concurrently="{{ params.concurrently }}",
+        analyze="{{ params.analyze }}",
+        lock_timeout=view.lock_timeout,
+        on_overlap=view.on_overlap,
+        skip_if_unchanged=view.skip_if_unchanged,
+        deferrable=view.deferrable,
+        outlets=[asset],
+        **_task_placement(view),
+    )
+    # The trigger form's params, added last rather than as DAG(params=...): DAG() validates each Param's JSON
+    # schema and every task deep-copies the DAG's params, which took most of the parse time of a large config.
+    # These two are valid by construction, and at run time Airflow merges the DAG's params with the task's.
+    dag.params.update(
+        {
+            "concurrently": Param(
+                concurrently,
+                type=["string", "boolean"],
+                examples=CONCURRENTLY_CHOICES,
+                pattern=CONCURRENTLY_PATTERN,
+                description="auto: CONCURRENTLY when the view allows it; true: require it; false: plain refresh.",
+            ),
+            "analyze": Param(view.analyze, type="boolean", description="Run ANALYZE on the view afterwards."),
+        }
+    )
+    return dag
+
+
+def _schedule(
+    view: ViewConfig, upstream: list[Asset]
+) -> str | BaseAsset | CronTriggerTimetable | AssetOrTimeSchedule | None:
+    """The cron or preset (in the view's timezone); with ``after:``, a refresh of any upstream view; with
+    ``on_change``, a change of its sources; or any of these."""
+    if view.on_change:
+        upstream = [*upstream, sources_asset(view.conn_id, view.view, view)]
+    if not upstream:
+        if view.timezone == "UTC" or view.schedule in (None, "@once", "@continuous"):
+            return view.schedule
+        return CronTriggerTimetable(view.schedule, timezone=view.timezone)
+    condition = AssetAny(*upstream)
+    if view.schedule is None:
+        return condition
+    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(view.schedule, timezone=view.timezone), assets=condition)
+
+
+def _task_placement(view: ViewConfig) -> dict[str, Any]:
+    """Pool, queue, priority and notifier callbacks of the refresh task; Airflow's defaults where not configured."""
+    kwargs: dict[str, Any] = {"pool_slots": view.pool_slots, "priority_weight": view.priority_weight}
+    if view.pool:
+        kwargs["pool"] = view.pool
+    if view.queue:
+        kwargs["queue"] = view.queue
+    for event in ("failure", "retry", "success"):
+        specs = getattr(view, f"on_{event}")
+        if specs:
+            kwargs[f"on_{event}_callback"] = callbacks(event, specs, str(view.view), view.conn_id)
+    return kwargs
+
+
+def _staleness_alert(view: ViewConfig) -> DeadlineAlert | None:
+    if view.max_staleness is None:
+        return None
+    from airflow_matview.alerting.staleness import deadline_alert
+
+    return deadline_alert(
+        view=str(view.view),
+        conn_id=view.conn_id,
+        dag_id=view.resolved_dag_id,
+        max_staleness=view.max_staleness,
+        notifiers=view.stale_notifiers,
+    )

@@ -1,0 +1,102 @@
+"""The DAG's documentation (``doc_md``), shown in the Airflow UI: what the DAG refreshes, when, and how."""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+from airflow_matview.text import format_seconds
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from airflow_matview.config import ViewConfig
+
+
+def dag_doc(view: ViewConfig, asset_uri: str) -> str:
+    """The Markdown doc of ``view``'s DAG.
+
+    :param view: the view's settings.
+    :param asset_uri: the asset its refresh updates.
+    """
+    return (
+        f"Refreshes the materialized view `{view.view}` through the Airflow connection `{view.conn_id}`.\n\n"
+        + (f"{view.description}\n\n" if view.description else "")
+        + f"- schedule: {_schedule(view)}\n"
+        f"- concurrently: `{view.concurrently}`, analyze: `{view.analyze}`, lock timeout: `{view.lock_timeout}`, "
+        f"skip if unchanged: `{view.skip_if_unchanged}`\n"
+        f"- emits the asset `{asset_uri}` after each successful refresh\n"
+        f"- retries: {view.retries} every `{view.retry_delay}`; execution timeout: `{view.execution_timeout}`\n"
+        + "".join(f"{line}\n" for line in production_lines(view))
+        + "\nTrigger with parameters to override `concurrently` or `analyze` for one run."
+    )
+
+
+def _schedule(view: ViewConfig) -> str:
+    schedule = f"`{view.schedule}`" if view.schedule else "manual runs only (trigger it from the UI)"
+    if not (view.after or view.on_change):
+        return schedule
+    events = [f"after each refresh of {', '.join(f'`{name}`' for name in view.upstream)}"] if view.after else []
+    if view.on_change:
+        events.append(
+            f"when its sources change (polled every {view.poll_interval}, at most one run per {view.min_interval})"
+        )
+    return " or ".join(events) + (f", and on `{view.schedule}`" if view.schedule else "")
+
+
+def production_lines(view: ViewConfig) -> tuple[str, ...]:
+    """Markdown bullet lines for the production keys (the same for every view that shares its settings: cached)."""
+    return _production_lines(
+        view.timezone,
+        view.pool,
+        view.pool_slots,
+        view.queue,
+        view.priority_weight,
+        tuple(tuple(spec.path for spec in specs) for specs in (view.on_failure, view.on_retry, view.on_success)),
+        None if view.max_staleness is None else view.max_staleness.total_seconds(),
+        tuple(spec.path for spec in view.stale_notifiers),
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _production_lines(
+    zone: str,
+    pool: str | None,
+    pool_slots: int,
+    queue: str | None,
+    priority_weight: int,
+    paths: tuple[tuple[str, ...], ...],
+    max_staleness: float | None,
+    stale_paths: tuple[str, ...],
+) -> tuple[str, ...]:
+    lines = [f"- cron times are {zone} local time" + _dst_note(zone)]
+    if pool:
+        lines.append(
+            f"- runs in the Airflow pool `{pool}` ({pool_slots} slot(s)); **the pool must exist** "
+            f"(Admin -> Pools, or `airflow pools set {pool} 2 'refreshes'`), otherwise Airflow never starts "
+            "the task; `airflow-matview check` reports a missing pool"
+        )
+    if queue or priority_weight != 1:
+        lines.append(f"- queue: `{queue or 'default'}`, priority weight: {priority_weight}")
+    for event, event_paths in zip(("failure", "retry", "success"), paths, strict=True):
+        if event_paths:
+            lines.append(f"- on {event}: {_paths(event_paths)}")
+    if max_staleness is not None:
+        lines.append(
+            f"- max staleness: `{format_seconds(max_staleness)}` after a run is queued "
+            f"(Deadline Alert, run by the triggerer), then: {_paths(stale_paths)}"
+        )
+    return tuple(lines)
+
+
+def _dst_note(zone: str) -> str:
+    if zone == "UTC":
+        return ""
+    return (
+        " (a time skipped when clocks go forward runs later by the size of the jump, "
+        "a time repeated when they go back runs once, at its second occurrence)"
+    )
+
+
+def _paths(paths: Iterable[str]) -> str:
+    return ", ".join(f"`{path}`" for path in paths)

@@ -1,3 +1,0 @@
-"""Airflow plugins shipped with airflow-matview (registered through the ``airflow.plugins`` entry point)."""
-
-from __future__ import annotations

@@ -1,0 +1,128 @@
+"""The one place that knows which Airflow 3 minor is installed, in the way Airflow's own providers do it.
+
+``AIRFLOW_V_3_2_PLUS`` and ``AIRFLOW_V_3_3_PLUS`` say which minor this is; every name that moved between the
+minors is imported here, by those booleans, and every feature that needs a newer minor is decided here. Other
+modules import these names and never check a version, ``hasattr`` or ``ImportError`` of their own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow import __version__ as AIRFLOW_VERSION
+from packaging.version import Version
+
+
+def get_base_airflow_version_tuple() -> tuple[int, int, int]:
+    """``(major, minor, micro)`` of the installed Airflow, without pre-release or local parts."""
+    version = Version(AIRFLOW_VERSION)
+    return version.major, version.minor, version.micro
+
+
+AIRFLOW_V_3_2_PLUS: bool = get_base_airflow_version_tuple() >= (3, 2, 0)
+AIRFLOW_V_3_3_PLUS: bool = get_base_airflow_version_tuple() >= (3, 3, 0)
+
+if AIRFLOW_V_3_2_PLUS:  # the task SDK holds the exceptions a task raises, and the schedules
+    from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
+    from airflow.sdk.exceptions import (
+        AirflowException,
+        AirflowFailException,
+        AirflowNotFoundException,
+        AirflowSkipException,
+        AirflowTaskTimeout,
+        TaskDeferred,
+    )
+else:  # Airflow 3.1
+    from airflow.exceptions import (  # type: ignore[no-redef,attr-defined,unused-ignore]
+        AirflowException,
+        AirflowFailException,
+        AirflowNotFoundException,
+        AirflowSkipException,
+        AirflowTaskTimeout,
+        TaskDeferred,
+    )
+    from airflow.timetables.assets import AssetOrTimeSchedule  # type: ignore[no-redef,assignment,unused-ignore]
+    from airflow.timetables.trigger import CronTriggerTimetable  # type: ignore[no-redef,assignment,unused-ignore]
+
+#: Deadline Alerts as ``max_staleness`` uses them: an AsyncCallback that gets the run in its context.
+HAS_DEADLINE_ALERTS = AIRFLOW_V_3_3_PLUS
+#: ``BaseHook.aget_connection``: a connection looked up from the triggerer's event loop without blocking it.
+HAS_ASYNC_CONNECTION_LOOKUP = AIRFLOW_V_3_2_PLUS
+#: Shared trigger streams and the asset state store: one poll per connection for every watched view, and a
+#: baseline that survives a triggerer restart.
+HAS_SHARED_TRIGGER_STREAMS = AIRFLOW_V_3_3_PLUS
+#: Refresh on change: an ``AssetWatcher`` running a custom ``BaseEventTrigger`` (every supported minor has them).
+HAS_EVENT_DRIVEN_SCHEDULING = True
+
+
+def require(feature: str, minimum: str, installed: str = AIRFLOW_VERSION) -> str | None:
+    """Whether the installed Airflow is new enough for ``feature``: None if so, else the one line to show.
+
+    Config keys and operator arguments that only work on a newer Airflow call this at ``validate`` and at DAG parse
+    time, and report the message as a config problem (prefixed with the key) instead of failing with an ImportError
+    later, e.g. ``problem = require("max_staleness (Deadline Alerts)", "3.3")``.
+
+    :param feature: what the user asked for, as they would recognise it (a config key, an operator argument).
+    :param minimum: the first Airflow version that has it, e.g. ``"3.2"``.
+    :param installed: the Airflow version to judge (defaults to the installed one).
+    """
+    if Version(installed).release >= Version(minimum).release:
+        return None
+    return (
+        f"{feature} needs Apache Airflow {minimum} or newer, and this is Airflow {installed}: "
+        "upgrade Airflow (with its constraints file) or remove the setting"
+    )
+
+
+#: Why ``max_staleness`` cannot work here, or None.
+DEADLINE_ALERTS_MISSING = (
+    None
+    if HAS_DEADLINE_ALERTS
+    else f"needs Airflow 3.3 or newer (Deadline Alerts); this is Airflow {AIRFLOW_VERSION}: "
+    "remove max_staleness or upgrade Airflow"
+)
+
+
+def deadline_alert_model() -> Any:
+    """Airflow 3.2+'s ``deadline_alert`` table (one row per Deadline Alert of a serialized DAG), or ``None`` on
+    Airflow 3.1, which keeps the alerts inside the serialized DAG. Imported on call: the ORM is no parse-time cost."""
+    if not AIRFLOW_V_3_2_PLUS:
+        return None
+    from airflow.models.deadline_alert import DeadlineAlert
+
+    return DeadlineAlert
+
+
+def asset_watcher_asset_id() -> Any:
+    """The column that lists the assets with a watcher (an ``AssetWatcher`` in a DAG): ``asset_watcher.asset_id``
+    on Airflow 3.2+, ``asset_trigger.asset_id`` on Airflow 3.1. Imported on call, as :func:`deadline_alert_model`."""
+    if AIRFLOW_V_3_2_PLUS:
+        from airflow.models.asset import AssetWatcherModel
+
+        return AssetWatcherModel.asset_id
+    from airflow.models.asset import asset_trigger_association_table  # type: ignore[attr-defined,unused-ignore]
+
+    return asset_trigger_association_table.c.asset_id
+
+
+__all__ = [
+    "AIRFLOW_VERSION",
+    "AIRFLOW_V_3_2_PLUS",
+    "AIRFLOW_V_3_3_PLUS",
+    "DEADLINE_ALERTS_MISSING",
+    "HAS_ASYNC_CONNECTION_LOOKUP",
+    "HAS_DEADLINE_ALERTS",
+    "HAS_EVENT_DRIVEN_SCHEDULING",
+    "HAS_SHARED_TRIGGER_STREAMS",
+    "AirflowException",
+    "AirflowFailException",
+    "AirflowNotFoundException",
+    "AirflowSkipException",
+    "AirflowTaskTimeout",
+    "AssetOrTimeSchedule",
+    "CronTriggerTimetable",
+    "TaskDeferred",
+    "asset_watcher_asset_id",
+    "deadline_alert_model",
+    "require",
+]
