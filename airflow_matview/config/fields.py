@@ -465,3 +465,11 @@ def check_dag_id(dag_id: str | None) -> str | None:
 def default_dag_id(view: QualifiedName) -> str:
     """``matview.<schema>.<name>``, with every character outside ``[A-Za-z0-9_.-]`` replaced by ``_``."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"matview.{view.schema}.{view.name}")
+
+
+def flag_set(value: object) -> bool:
+    """Whether a flag is true; a bad value is reported by its own key's validation."""
+    try:
+        return parse_flag(value, "flag")
+    except InvalidSettingError:
+        return False

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, model_validator
 
-from airflow_matview.config import fields, rules
+from airflow_matview.config import fields
 from airflow_matview.config.notifier_specs import NotifierSpec, parse_notifiers
+from airflow_matview.version_compat import AIRFLOW_VERSION, HAS_EVENT_DRIVEN_SCHEDULING
 
 if TYPE_CHECKING:
     from airflow_matview.database.identifiers import QualifiedName
@@ -86,7 +87,24 @@ class ViewConfig(ViewSettings):
 
     @model_validator(mode="after")
     def _keys_combine(self) -> ViewConfig:
-        rules.check_keys_combine(self)
+        """Refuse keys of one view (its defaults merged in) that cannot work together or here."""
+        if self.after and self.schedule in ("@once", "@continuous"):
+            raise ValueError(f"schedule: {self.schedule} cannot be combined with after:; use a cron expression or null")
+        if self.on_change:
+            if not HAS_EVENT_DRIVEN_SCHEDULING:
+                raise ValueError(
+                    f"on_change: Airflow {AIRFLOW_VERSION} has no event-driven scheduling (AssetWatcher, "
+                    "BaseEventTrigger); use a schedule, or upgrade Airflow"
+                )
+            if self.schedule in ("@once", "@continuous"):
+                raise ValueError(
+                    f"schedule: {self.schedule} cannot be combined with on_change; use a cron expression or null"
+                )
+        if self.max_staleness is not None and not self.stale_notifiers:
+            raise ValueError(
+                "max_staleness: no notifier would be told when the view is stale; list them under on_stale "
+                "(or on_failure, which on_stale defaults to)"
+            )
         return self
 
     @property
@@ -145,6 +163,6 @@ def _with_defaults(defaults: Mapping[str, Any], view: Mapping[str, Any]) -> dict
     merged = {**defaults, **view}
     if view.get("after") and "schedule" not in view:
         merged["schedule"] = None  # a view with after: runs when its upstream views refresh, unless told otherwise
-    if rules.flag_set(merged.get("on_change")) and "schedule" not in view and "schedule" not in defaults:
+    if fields.flag_set(merged.get("on_change")) and "schedule" not in view and "schedule" not in defaults:
         merged["schedule"] = None  # likewise, a view with on_change: true runs when its sources change
     return merged

@@ -1,51 +1,14 @@
-"""The config's rules that span keys or views: keys that must go together (``after:`` and ``on_change`` with a
-schedule, ``max_staleness`` with notifiers), what this Airflow supports, and the file as a whole (each view listed
-once, distinct DAG ids, ``after:`` naming listed views, no cycle)."""
+"""The config's rules for the file as a whole: each view listed once, distinct DAG ids, ``after:`` naming listed
+views, no cycle, no ``on_stale`` that nothing calls. (The rules of one view's keys together are its model's.)"""
 
 from __future__ import annotations
 
 from graphlib import CycleError, TopologicalSorter
 from typing import TYPE_CHECKING
 
-from airflow_matview.config.fields import parse_flag
-from airflow_matview.exceptions import InvalidSettingError
-from airflow_matview.version_compat import AIRFLOW_VERSION, HAS_EVENT_DRIVEN_SCHEDULING
-
 if TYPE_CHECKING:
     from airflow_matview.config.model import MatviewConfig, ViewConfig, ViewSettings
     from airflow_matview.database.identifiers import QualifiedName
-
-
-def flag_set(value: object) -> bool:
-    """Whether a flag is true; a bad value is reported by its own key's validation."""
-    try:
-        return parse_flag(value, "flag")
-    except InvalidSettingError:
-        return False
-
-
-def check_keys_combine(view: ViewConfig) -> None:
-    """Refuse keys of one view (its defaults merged in) that cannot work together or here.
-
-    :raises ValueError: with what to do instead (the config prefixes the view).
-    """
-    if view.after and view.schedule in ("@once", "@continuous"):
-        raise ValueError(f"schedule: {view.schedule} cannot be combined with after:; use a cron expression or null")
-    if view.on_change:
-        if not HAS_EVENT_DRIVEN_SCHEDULING:
-            raise ValueError(
-                f"on_change: Airflow {AIRFLOW_VERSION} has no event-driven scheduling (AssetWatcher, "
-                "BaseEventTrigger); use a schedule, or upgrade Airflow"
-            )
-        if view.schedule in ("@once", "@continuous"):
-            raise ValueError(
-                f"schedule: {view.schedule} cannot be combined with on_change; use a cron expression or null"
-            )
-    if view.max_staleness is not None and not view.stale_notifiers:
-        raise ValueError(
-            "max_staleness: no notifier would be told when the view is stale; list them under on_stale "
-            "(or on_failure, which on_stale defaults to)"
-        )
 
 
 def file_problems(config: MatviewConfig) -> list[str]:
