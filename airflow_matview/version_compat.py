@@ -24,25 +24,18 @@ AIRFLOW_V_3_3_PLUS: bool = get_base_airflow_version_tuple() >= (3, 3, 0)
 
 if AIRFLOW_V_3_2_PLUS:  # the task SDK holds the exceptions a task raises, and the schedules
     from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
-    from airflow.sdk.exceptions import (
-        AirflowException,
-        AirflowFailException,
-        AirflowNotFoundException,
-        AirflowSkipException,
-        AirflowTaskTimeout,
-        TaskDeferred,
-    )
+    from airflow.sdk import exceptions as _task_exceptions
 else:  # Airflow 3.1
-    from airflow.exceptions import (  # type: ignore[no-redef,attr-defined,unused-ignore]
-        AirflowException,
-        AirflowFailException,
-        AirflowNotFoundException,
-        AirflowSkipException,
-        AirflowTaskTimeout,
-        TaskDeferred,
-    )
+    from airflow import exceptions as _task_exceptions  # type: ignore[no-redef,unused-ignore]
     from airflow.timetables.assets import AssetOrTimeSchedule  # type: ignore[no-redef,assignment,unused-ignore]
     from airflow.timetables.trigger import CronTriggerTimetable  # type: ignore[no-redef,assignment,unused-ignore]
+
+AirflowException = _task_exceptions.AirflowException
+AirflowFailException = _task_exceptions.AirflowFailException
+AirflowNotFoundException = _task_exceptions.AirflowNotFoundException
+AirflowSkipException = _task_exceptions.AirflowSkipException
+AirflowTaskTimeout = _task_exceptions.AirflowTaskTimeout
+TaskDeferred = _task_exceptions.TaskDeferred
 
 #: Deadline Alerts as ``max_staleness`` uses them: an AsyncCallback that gets the run in its context.
 HAS_DEADLINE_ALERTS = AIRFLOW_V_3_3_PLUS

@@ -79,7 +79,7 @@ def _bench(views: int, runs: int, repeat: int) -> int:
     from airflow.utils.session import create_session
     from sqlalchemy import text
 
-    from airflow_matview.fleet.records import as_json, load_fleet
+    from airflow_matview.fleet.overview import as_json, load_fleet
     from devtools.fleet_seed import fleet_config, seed_fleet
 
     started = time.monotonic()

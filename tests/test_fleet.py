@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_matview.fleet.records import _intervals, max_staleness_of, timezone_of
+from airflow_matview.fleet.overview import max_staleness_of, timezone_of
+from airflow_matview.fleet.records import _serialized_intervals as _intervals
 from airflow_matview.version_compat import DEADLINE_ALERTS_MISSING
 
 if TYPE_CHECKING:

@@ -421,10 +421,7 @@ def parse_schedule(schedule: str | None) -> str | None:
 def check_tags(tags: list[str]) -> list[str]:
     """DAG tags Airflow accepts and the UI shows on one line."""
     for tag in tags:
-        if not tag.strip():
-            raise ValueError("a tag is empty; remove it or give it a name")
-        if (char := control_character(tag)) is not None:
-            raise ValueError(f"{tag[:20]!r} holds the control character {char!r}; write each tag on one line")
+        _check_label(tag, "a tag is empty; remove it or give it a name", "write each tag on one line")
         if len(tag) > TAG_MAX_LEN:
             raise ValueError(f"{tag[:20]!r}... is {len(tag)} characters; Airflow allows at most {TAG_MAX_LEN}")
     return tags
@@ -432,13 +429,22 @@ def check_tags(tags: list[str]) -> list[str]:
 
 def check_owner(owner: str) -> str:
     """The DAG's owner: who looks after it, on one line."""
-    if not owner.strip():
-        raise ValueError("is empty; name the team or person who looks after these DAGs, or leave it out")
-    if (char := control_character(owner)) is not None:
-        raise ValueError(f"{owner[:20]!r} holds the control character {char!r}; write the owner on one line")
+    _check_label(
+        owner,
+        "is empty; name the team or person who looks after these DAGs, or leave it out",
+        "write the owner on one line",
+    )
     if len(owner) > OWNER_MAX_LEN:
         raise ValueError(f"is {len(owner)} characters; Airflow allows at most {OWNER_MAX_LEN}")
     return owner
+
+
+def _check_label(text: str, if_empty: str, if_garbled: str) -> None:
+    """A short label the UI shows on one line: not blank, no control character."""
+    if not text.strip():
+        raise ValueError(if_empty)
+    if (char := control_character(text)) is not None:
+        raise ValueError(f"{text[:20]!r} holds the control character {char!r}; {if_garbled}")
 
 
 def check_conn_id(conn_id: str) -> str:

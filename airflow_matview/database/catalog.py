@@ -7,7 +7,7 @@ connection, or ``yield from find_relation.steps(name)`` inside other steps (the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow_matview.database.identifiers import QualifiedName, quote_if_needed
 from airflow_matview.database.steps import fetchall, fetchone, step_function
@@ -149,9 +149,15 @@ class RowCounters:
 @step_function
 def row_counters(oid: int) -> Steps[RowCounters]:
     """Counters that track ``REFRESH ... CONCURRENTLY``, which applies its changes as row inserts and deletes."""
-    row = yield from fetchone(_ROW_COUNTERS, {"oid": oid})
+    estimate, inserted, deleted = yield from _the_row(_ROW_COUNTERS, {"oid": oid})
+    return RowCounters(estimate=int(estimate), inserted=int(inserted), deleted=int(deleted))
+
+
+def _the_row(statement: str, params: dict[str, Any]) -> Steps[tuple[Any, ...]]:
+    """The one row ``statement`` returns for a relation that exists (the caller holds a lock on it)."""
+    row = yield from fetchone(statement, params)
     assert row is not None
-    return RowCounters(estimate=int(row[0]), inserted=int(row[1]), deleted=int(row[2]))
+    return row
 
 
 # Relations materialized views read, walking through plain views (their rewrite rules' dependencies).
@@ -231,9 +237,7 @@ class RefreshPermission:
 
 @step_function
 def refresh_permission(oid: int) -> Steps[RefreshPermission]:
-    row = yield from fetchone(_MAY_REFRESH, {"oid": oid})
-    assert row is not None
-    is_owner, owner, role, maintain = row
+    is_owner, owner, role, maintain = yield from _the_row(_MAY_REFRESH, {"oid": oid})
     # PostgreSQL 17+ grants MAINTAIN to the owner too: it is the reason only for a role that does not own the view.
     by_maintain = bool(maintain) and not is_owner
     return RefreshPermission(allowed=bool(is_owner or maintain), owner=owner, role=role, by_maintain=by_maintain)

@@ -213,25 +213,7 @@ def refresh_steps(
             )
         )
     except psycopg.errors.LockNotAvailable:
-        relation, facts = progress.relation, progress.facts
-        assert relation is not None
-        source_oids = [source.oid for source in facts.sources] if facts else []
-        waited = f"{lock_timeout_ms / 1000:g}s"
-        if progress.stage == "overlap":
-            holders = yield from _holders(locks.describe_refresh_holders.steps(relation.oid))
-            raise MatviewRefreshError(
-                f"Another refresh of {relation.name} ({connection_label}) was still running after lock_timeout "
-                f"({waited}): {holders}. The view keeps its previous contents; Airflow will retry."
-            ) from None
-        holders = yield from _holders(
-            locks.describe_lock_holders.steps(relation.oid, progress.mode == "concurrently", source_oids)
-        )
-        raise MatviewRefreshError(
-            f"Timed out after {waited} (lock_timeout) waiting for a lock on {relation.name} ({connection_label}) "
-            f"or a table it reads; blocked by {holders}. "
-            "The view keeps its previous contents; Airflow will retry. End or commit the blocking session, "
-            "or raise lock_timeout."
-        ) from None
+        raise (yield from _lock_timed_out(progress, lock_timeout_ms, connection_label)) from None
     except psycopg.errors.QueryCanceled as exc:
         why = (
             f"exceeded its execution_timeout ({statement_timeout_ms / 1000:g}s, enforced by the server as "
@@ -309,6 +291,29 @@ def _refresh_in_transaction(
         rows=rows,
         sources=[str(source.name) for source in facts.sources],
         fingerprint=signals.fingerprint if signals else None,
+    )
+
+
+def _lock_timed_out(progress: _Progress, lock_timeout_ms: int, connection_label: str) -> Steps[MatviewRefreshError]:
+    """The error for a lock not granted within ``lock_timeout``, naming the sessions that hold it."""
+    relation, facts = progress.relation, progress.facts
+    assert relation is not None
+    waited = f"{lock_timeout_ms / 1000:g}s"
+    if progress.stage == "overlap":
+        holders = yield from _holders(locks.describe_refresh_holders.steps(relation.oid))
+        return MatviewRefreshError(
+            f"Another refresh of {relation.name} ({connection_label}) was still running after lock_timeout "
+            f"({waited}): {holders}. The view keeps its previous contents; Airflow will retry."
+        )
+    source_oids = [source.oid for source in facts.sources] if facts else []
+    holders = yield from _holders(
+        locks.describe_lock_holders.steps(relation.oid, progress.mode == "concurrently", source_oids)
+    )
+    return MatviewRefreshError(
+        f"Timed out after {waited} (lock_timeout) waiting for a lock on {relation.name} ({connection_label}) "
+        f"or a table it reads; blocked by {holders}. "
+        "The view keeps its previous contents; Airflow will retry. End or commit the blocking session, "
+        "or raise lock_timeout."
     )
 
 

@@ -3,7 +3,7 @@
 A FastAPI app mounted by Airflow's api-server under :data:`URL_PREFIX`, plus a nav entry (an external view the UI
 shows in a frame). Both routes authenticate like Airflow's own API (the ``Authorization: Bearer`` header, or the
 UI's ``_token`` cookie) and list only the views whose DAG the user may read. Data comes from Airflow's metadata
-database only (see :mod:`airflow_matview.fleet.records`).
+database only (see :mod:`airflow_matview.fleet.overview`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from airflow_matview.fleet.records import as_json, load_fleet
+from airflow_matview.fleet.overview import as_json, load_fleet
 
 URL_PREFIX = "/matview-fleet"
 JSON_PATH = "/api/views"

@@ -1,106 +1,68 @@
-"""The fleet overview's data: every view this provider refreshes, read from Airflow's metadata database only.
+"""The fleet overview's records, read from Airflow's metadata database: one query per kind of record, for all views.
 
 A view is found through its DAG's task outlet: the refresh task declares the ``matview://<conn_id>/<schema>/<name>``
 asset (see :mod:`airflow_matview.assets`), so the view and its connection come from the asset URI, and the
-api-server never connects to a user database. Each kind of record is read with one query for all views (DAGs,
-tags, schedule references, recent task instances, task-instance aggregates, the last asset event, the latest
-serialized DAG), so the cost grows with the number of rows read, not with one round trip per view.
+api-server never connects to a user database. Each reader takes the DAGs wanted and returns a mapping by DAG id, so
+the cost grows with the number of rows read, not with one round trip per view.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections import defaultdict
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
 from sqlalchemy import JSON, Numeric, and_, case, cast, func, select, type_coerce
 
+from airflow_matview.assets import SCHEME, parse_matview_uri
 from airflow_matview.version_compat import asset_watcher_asset_id, deadline_alert_model
 
 if TYPE_CHECKING:
     from collections.abc import Collection
+    from datetime import datetime
 
-    from sqlalchemy.orm import Session
-    from sqlalchemy.sql import Select
+    from sqlalchemy.engine import Connection, Row
+    from sqlalchemy.sql import Select, Subquery
 
-ASSET_PREFIX = "matview://"
+ASSET_PREFIX = f"{SCHEME}://"
 RECENT_RUNS = 20
 FAILED_STATES = frozenset({"failed", "upstream_failed"})
-STATUSES = ("fresh", "stale", "failing", "paused")
 
 
-@dataclasses.dataclass
-class FleetView:
-    """One row of the fleet overview; every time is ISO 8601 in UTC, every age and duration in seconds."""
+@dataclass
+class Outlets:
+    """The refresh task of each view's DAG (its first task, by task_id, that emits a ``matview://`` asset).
 
-    view: str
-    conn_id: str
-    dag_id: str
-    task_id: str
-    tags: list[str]
-    paused: bool
-    schedule: str
-    timezone: str | None
-    after: list[str]
-    on_change: bool
-    next_run: str | None
-    last_success: str | None
-    last_success_age: float | None
-    fresh_as_of: str | None
-    staleness: float | None
-    last_state: str | None
-    last_run_start: str | None
-    mode: str | None
-    rows: int | None
-    duration: float | None
-    refresh_seconds: float | None
-    recent_states: list[str | None]
-    recent_seconds: list[float | None]
-    skipped_runs: int
-    failed_runs: int
-    max_staleness: float | None
-    breached: bool
-    status: str
+    :param rows: per DAG id: the asset (``id``, ``uri``), ``task_id`` and the DAG's ``is_paused``,
+        ``timetable_summary`` and ``next_dagrun_create_after``.
+    :param views: per DAG id, ``(conn_id, "schema.name")`` read from the asset URI.
+    :param unreadable: how many ``matview://`` outlets are not ours to read (not three parts), and were left out.
+    """
+
+    rows: dict[str, Row[Any]] = field(default_factory=dict)
+    views: dict[str, tuple[str, str]] = field(default_factory=dict)
+    unreadable: int = 0
 
 
-def view_of_uri(uri: str) -> tuple[str, str]:
-    """``(conn_id, "schema.name")`` of a ``matview://`` asset URI."""
-    conn_id, schema, name = (unquote(part) for part in uri[len(ASSET_PREFIX) :].split("/", 2))
-    return conn_id, f"{schema}.{name}"
+@dataclass
+class RecentRuns:
+    """The latest :data:`RECENT_RUNS` tries of each refresh task, oldest first, and when the latest one started."""
+
+    states: dict[str, list[str | None]] = field(default_factory=dict)
+    seconds: dict[str, list[float | None]] = field(default_factory=dict)
+    last_start: dict[str, datetime] = field(default_factory=dict)
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if value else None
-
-
-def _restrict(query: Select, column: Any, dag_ids: Collection[str] | None) -> Select:
+def _restrict(query: Any, column: Any, dag_ids: Collection[str] | None) -> Any:
     return query if dag_ids is None else query.where(column.in_(dag_ids))
 
 
-def load_fleet(
-    session: Session, dag_ids: Collection[str] | None = None, now: datetime | None = None
-) -> list[FleetView]:
-    """Every refreshed view whose DAG is in ``dag_ids`` (all when ``None``), sorted by view name.
+def read_outlets(db: Connection, dag_ids: Collection[str] | None) -> Outlets:
+    """Every DAG that refreshes a view, among ``dag_ids`` (all when ``None``), with its refresh task's asset."""
+    from airflow.models.asset import AssetModel, TaskOutletAssetReference
+    from airflow.models.dag import DagModel
 
-    :param session: a session on Airflow's metadata database.
-    :param dag_ids: the DAGs the user may read (from the auth manager); ``None`` for no restriction.
-    :param now: the time ages are measured from (default: the current time).
-    """
-    from airflow.models.asset import (
-        AssetEvent,
-        AssetModel,
-        DagScheduleAssetReference,
-        TaskOutletAssetReference,
-    )
-    from airflow.models.dag import DagModel, DagTag
-    from airflow.models.serialized_dag import SerializedDagModel
-    from airflow.models.taskinstance import TaskInstance
-
-    now = now or datetime.now(timezone.utc)
-    db = session.connection()  # Core rows: the ORM's row loading cost more than some of the queries
-    outlets = _restrict(
+    query = (
         select(
             AssetModel.id,
             AssetModel.uri,
@@ -112,33 +74,52 @@ def load_fleet(
         )
         .join(AssetModel, AssetModel.id == TaskOutletAssetReference.asset_id)
         .join(DagModel, DagModel.dag_id == TaskOutletAssetReference.dag_id)
-        .where(AssetModel.uri.startswith(ASSET_PREFIX), DagModel.is_stale.is_(False)),
-        TaskOutletAssetReference.dag_id,
-        dag_ids,
+        .where(AssetModel.uri.startswith(ASSET_PREFIX), DagModel.is_stale.is_(False))
     )
-    rows = db.execute(outlets).all()
-    if not rows:
-        return []
-    # One view per DAG, as the factory builds them: the first task (by task_id) that emits a matview:// asset.
-    outlet: dict[str, Any] = {}
-    for row in sorted(rows, key=lambda r: (r.dag_id, r.task_id)):
-        outlet.setdefault(row.dag_id, row)
-    wanted = list(outlet)
-    refresh = (
+    outlets = Outlets()
+    for row in sorted(db.execute(_restrict(query, TaskOutletAssetReference.dag_id, dag_ids)), key=_by_task):
+        parsed = parse_matview_uri(row.uri)
+        if parsed is None:
+            outlets.unreadable += 1
+        elif row.dag_id not in outlets.rows:
+            outlets.rows[row.dag_id] = row
+            outlets.views[row.dag_id] = (parsed[0], f"{parsed[1].schema}.{parsed[1].name}")
+    return outlets
+
+
+def _by_task(row: Row[Any]) -> tuple[str, str]:
+    return row.dag_id, row.task_id
+
+
+def refresh_tasks(dag_ids: Collection[str] | None) -> Subquery:
+    """The ``(dag_id, task_id)`` of each view's refresh task, to join task instances on."""
+    from airflow.models.asset import AssetModel, TaskOutletAssetReference
+
+    query = (
         select(TaskOutletAssetReference.dag_id, func.min(TaskOutletAssetReference.task_id).label("task_id"))
         .join(AssetModel, AssetModel.id == TaskOutletAssetReference.asset_id)
         .where(AssetModel.uri.startswith(ASSET_PREFIX))
         .group_by(TaskOutletAssetReference.dag_id)
     )
-    refresh = _restrict(refresh, TaskOutletAssetReference.dag_id, dag_ids)
-    refresh_tasks = refresh.subquery()
-    names = {row.uri: view_of_uri(row.uri) for row in rows}
+    return _restrict(query, TaskOutletAssetReference.dag_id, dag_ids).subquery()
+
+
+def read_tags(db: Connection, wanted: Collection[str]) -> dict[str, list[str]]:
+    """Each DAG's tags, by name."""
+    from airflow.models.dag import DagTag
 
     tags: dict[str, list[str]] = defaultdict(list)
     for dag_id, name in db.execute(
         select(DagTag.dag_id, DagTag.name).where(DagTag.dag_id.in_(wanted)).order_by(DagTag.name)
     ):
         tags[dag_id].append(name)
+    return tags
+
+
+def read_schedule_assets(db: Connection, wanted: Collection[str]) -> tuple[dict[str, list[str]], set[str]]:
+    """Each DAG's ``after:`` views (the ``matview://`` assets it is scheduled on), and the DAGs scheduled on a
+    watched asset (``on_change``)."""
+    from airflow.models.asset import AssetModel, DagScheduleAssetReference
 
     after: dict[str, list[str]] = defaultdict(list)
     on_change: set[str] = set()
@@ -152,14 +133,22 @@ def load_fleet(
     ):
         if has_watcher:
             on_change.add(dag_id)
-        elif uri.startswith(ASSET_PREFIX):
-            after[dag_id].append((names.get(uri) or view_of_uri(uri))[1])
+        elif (parsed := parse_matview_uri(uri)) is not None:
+            after[dag_id].append(f"{parsed[1].schema}.{parsed[1].name}")
+    return after, on_change
 
-    ti_join = and_(
-        TaskInstance.dag_id == refresh_tasks.c.dag_id,
-        TaskInstance.task_id == refresh_tasks.c.task_id,
-    )
-    # Latest first by start (a task not started yet is the latest); no join to dag_run, which cost more than the rest.
+
+def _task_instances_of(tasks: Subquery) -> Any:
+    from airflow.models.taskinstance import TaskInstance
+
+    return and_(TaskInstance.dag_id == tasks.c.dag_id, TaskInstance.task_id == tasks.c.task_id)
+
+
+def read_recent_runs(db: Connection, tasks: Subquery) -> RecentRuns:
+    """The latest tries of each refresh task (latest first by start: a task not started yet is the latest; no join
+    to dag_run, which cost more than the rest)."""
+    from airflow.models.taskinstance import TaskInstance
+
     latest_first = (TaskInstance.start_date.desc().nulls_first(), TaskInstance.id.desc())
     ranked = (
         select(
@@ -169,80 +158,100 @@ def load_fleet(
             TaskInstance.start_date,
             func.row_number().over(partition_by=TaskInstance.dag_id, order_by=latest_first).label("rank"),
         )
-        .join(refresh_tasks, ti_join)
+        .join(tasks, _task_instances_of(tasks))
         .where(TaskInstance.map_index == -1)
         .subquery()
     )
-    recent_states: dict[str, list[str | None]] = defaultdict(list)
-    recent_seconds: dict[str, list[float | None]] = defaultdict(list)
-    last_run_start: dict[str, datetime] = {}
-    recent_rows = ranked.c.rank <= RECENT_RUNS
-    first_start = func.max(case((ranked.c.rank == 1, ranked.c.start_date)))
-    if db.dialect.name == "postgresql":  # one row per view, the arrays built by the server
-        from sqlalchemy.dialects.postgresql import aggregate_order_by
+    recent = RecentRuns()
+    rows = _recent_rows_postgres(db, ranked) if db.dialect.name == "postgresql" else _recent_rows(db, ranked)
+    for dag_id, states, seconds, started in rows:
+        recent.states[dag_id], recent.seconds[dag_id] = states, seconds
+        if started is not None:
+            recent.last_start[dag_id] = started
+    return recent
 
-        oldest_first = ranked.c.rank.desc()
-        for dag_id, states, durations, started in db.execute(
-            select(
-                ranked.c.dag_id,
-                func.array_agg(aggregate_order_by(ranked.c.state, oldest_first)),
-                func.array_agg(aggregate_order_by(func.round(cast(ranked.c.duration, Numeric), 3), oldest_first)),
-                first_start,
-            )
-            .where(recent_rows)
-            .group_by(ranked.c.dag_id)
-        ):
-            recent_states[dag_id] = states
-            recent_seconds[dag_id] = [None if value is None else float(value) for value in durations]
-            if started is not None:
-                last_run_start[dag_id] = started
-    else:
-        for dag_id, state, seconds, started in db.execute(
-            select(ranked.c.dag_id, ranked.c.state, ranked.c.duration, case((ranked.c.rank == 1, ranked.c.start_date)))
-            .where(recent_rows)
-            .order_by(ranked.c.dag_id, ranked.c.rank.desc())
-        ):
-            recent_states[dag_id].append(state)
-            recent_seconds[dag_id].append(None if seconds is None else round(seconds, 3))
-            if started is not None:
-                last_run_start[dag_id] = started
 
-    def _when(state: str, column: Any) -> Any:
-        return func.max(case((TaskInstance.state == state, column)))
+def _recent_rows_postgres(db: Connection, ranked: Subquery) -> list[tuple[str, list[Any], list[Any], Any]]:
+    """One row per view, the arrays built by the server."""
+    from sqlalchemy.dialects.postgresql import aggregate_order_by
 
-    def _count(states: Collection[str]) -> Any:
+    oldest_first = ranked.c.rank.desc()
+    query = (
+        select(
+            ranked.c.dag_id,
+            func.array_agg(aggregate_order_by(ranked.c.state, oldest_first)),
+            func.array_agg(aggregate_order_by(func.round(cast(ranked.c.duration, Numeric), 3), oldest_first)),
+            func.max(case((ranked.c.rank == 1, ranked.c.start_date))),
+        )
+        .where(ranked.c.rank <= RECENT_RUNS)
+        .group_by(ranked.c.dag_id)
+    )
+    return [
+        (dag_id, list(states), [None if value is None else float(value) for value in durations], started)
+        for dag_id, states, durations, started in db.execute(query)
+    ]
+
+
+def _recent_rows(db: Connection, ranked: Subquery) -> list[tuple[str, list[Any], list[Any], Any]]:
+    """The same rows from a database without ordered array aggregates (SQLite, MySQL)."""
+    grouped: dict[str, tuple[list[Any], list[Any], list[Any]]] = {}
+    query = (
+        select(ranked.c.dag_id, ranked.c.state, ranked.c.duration, case((ranked.c.rank == 1, ranked.c.start_date)))
+        .where(ranked.c.rank <= RECENT_RUNS)
+        .order_by(ranked.c.dag_id, ranked.c.rank.desc())
+    )
+    for dag_id, state, seconds, started in db.execute(query):
+        states, durations, starts = grouped.setdefault(dag_id, ([], [], []))
+        states.append(state)
+        durations.append(None if seconds is None else round(seconds, 3))
+        starts.append(started)
+    return [(dag_id, s, d, next((t for t in t_ if t), None)) for dag_id, (s, d, t_) in grouped.items()]
+
+
+def read_totals(db: Connection, tasks: Subquery) -> dict[str, Row[Any]]:
+    """Per refresh task: when it last succeeded and was last skipped, and how many tries were skipped and failed."""
+    from airflow.models.taskinstance import TaskInstance
+
+    def when(state: str) -> Any:
+        return func.max(case((TaskInstance.state == state, TaskInstance.end_date)))
+
+    def count(states: Collection[str]) -> Any:
         return func.count(case((TaskInstance.state.in_(states), 1)))
 
-    totals = {
-        row.dag_id: row
-        for row in db.execute(
-            select(
-                TaskInstance.dag_id,
-                _when("success", TaskInstance.end_date).label("last_success"),
-                _when("skipped", TaskInstance.end_date).label("last_skip"),
-                _count(["skipped"]).label("skipped"),
-                _count(FAILED_STATES).label("failed"),
-            )
-            .join(refresh_tasks, ti_join)
-            .group_by(TaskInstance.dag_id)
+    query = (
+        select(
+            TaskInstance.dag_id,
+            when("success").label("last_success"),
+            when("skipped").label("last_skip"),
+            count(["skipped"]).label("skipped"),
+            count(FAILED_STATES).label("failed"),
+        )
+        .join(tasks, _task_instances_of(tasks))
+        .group_by(TaskInstance.dag_id)
+    )
+    return {row.dag_id: row for row in db.execute(query)}
+
+
+def read_last_events(db: Connection, asset_ids: Collection[int]) -> dict[int, dict[str, Any]]:
+    """The ``extra`` of each asset's latest event (what the last refresh reported: rows, seconds, mode)."""
+    from airflow.models.asset import AssetEvent
+
+    last_ids = select(func.max(AssetEvent.id)).where(AssetEvent.asset_id.in_(asset_ids)).group_by(AssetEvent.asset_id)
+    return {
+        asset_id: extra if isinstance(extra, dict) else {}
+        for asset_id, extra in db.execute(
+            select(AssetEvent.asset_id, AssetEvent.extra).where(AssetEvent.id.in_(last_ids))
         )
     }
 
-    last_event_ids = (
-        select(func.max(AssetEvent.id))
-        .where(AssetEvent.asset_id.in_([row.id for row in outlet.values()]))
-        .group_by(AssetEvent.asset_id)
-    )
-    events = {
-        asset_id: extra if isinstance(extra, dict) else {}
-        for asset_id, extra in db.execute(
-            select(AssetEvent.asset_id, AssetEvent.extra).where(AssetEvent.id.in_(last_event_ids))
-        )
-    }
+
+def _latest_serialized(wanted: Collection[str]) -> tuple[Select[Any], Any]:
+    """The latest serialized version of each DAG (its id, dag_id and timetable), and its JSON column."""
+    from airflow.models.serialized_dag import SerializedDagModel
 
     # As JSON whatever the column's declared type (a JSONField on Airflow 3.1, which has no JSON operators).
     serialized = type_coerce(SerializedDagModel._data, JSON)
-    latest_version = (
+    versions = (
         select(
             SerializedDagModel.id,
             SerializedDagModel.dag_id,
@@ -254,12 +263,22 @@ def load_fleet(
         .where(SerializedDagModel.dag_id.in_(wanted))
         .subquery()
     )
-    latest = select(latest_version.c.id, latest_version.c.dag_id, latest_version.c.timetable).where(
-        latest_version.c.rank == 1
-    )
-    timetables = {row.dag_id: row.timetable for row in db.execute(latest)}
-    deadlines: dict[str, list[Any]] = defaultdict(list)
-    latest_ids = latest.with_only_columns(latest_version.c.id)
+    latest = select(versions.c.id, versions.c.dag_id, versions.c.timetable).where(versions.c.rank == 1)
+    return latest, serialized
+
+
+def read_timetables(db: Connection, wanted: Collection[str]) -> dict[str, Any]:
+    """Each DAG's serialized timetable, from its latest serialized version."""
+    latest, _ = _latest_serialized(wanted)
+    return {row.dag_id: row.timetable for row in db.execute(latest)}
+
+
+def read_deadline_intervals(db: Connection, wanted: Collection[str]) -> dict[str, list[Any]]:
+    """The intervals of each DAG's Deadline Alerts (``max_staleness``), as Airflow stores them."""
+    from airflow.models.serialized_dag import SerializedDagModel
+
+    latest, serialized = _latest_serialized(wanted)
+    latest_ids = latest.with_only_columns(latest.selected_columns.id)
     alerts = deadline_alert_model()
     if alerts is not None:
         query = (
@@ -271,109 +290,13 @@ def load_fleet(
         query = select(SerializedDagModel.dag_id, serialized["dag"]["deadline"]).where(
             SerializedDagModel.id.in_(latest_ids)
         )
+    intervals: dict[str, list[Any]] = defaultdict(list)
     for dag_id, interval in db.execute(query):
-        deadlines[dag_id].extend(_intervals(interval) if alerts is None else [interval])
-
-    views = []
-    for dag_id, row in outlet.items():
-        conn_id, view = names[row.uri]
-        total = totals.get(dag_id)
-        states = recent_states.get(dag_id, [])
-        durations = recent_seconds.get(dag_id, [])
-        event = events.get(row.id, {})
-        last_success = total.last_success if total else None
-        fresh_as_of = max((t for t in (last_success, total.last_skip if total else None) if t), default=None)
-        staleness = round((now - fresh_as_of).total_seconds(), 1) if fresh_as_of else None
-        budget = max_staleness_of(deadlines.get(dag_id, []))
-        breached = budget is not None and (staleness is None or staleness > budget)
-        last_state = states[-1] if states else None
-        last_duration = next(
-            (d for st, d in zip(reversed(states), reversed(durations), strict=True) if st == "success"), None
-        )
-        views.append(
-            FleetView(
-                view=view,
-                conn_id=conn_id,
-                dag_id=dag_id,
-                task_id=row.task_id,
-                tags=tags.get(dag_id, []),
-                paused=bool(row.is_paused),
-                schedule=_schedule_text(row.timetable_summary),
-                timezone=timezone_of(timetables.get(dag_id)),
-                after=after.get(dag_id, []),
-                on_change=dag_id in on_change,
-                next_run=None if row.is_paused else _iso(row.next_dagrun_create_after),
-                last_success=_iso(last_success),
-                last_success_age=round((now - last_success).total_seconds(), 1) if last_success else None,
-                fresh_as_of=_iso(fresh_as_of),
-                staleness=staleness,
-                last_state=last_state,
-                last_run_start=_iso(last_run_start.get(dag_id)),
-                mode=event.get("mode"),
-                rows=event.get("rows"),
-                duration=last_duration,
-                refresh_seconds=event.get("seconds"),
-                recent_states=states,
-                recent_seconds=durations,
-                skipped_runs=total.skipped if total else 0,
-                failed_runs=total.failed if total else 0,
-                max_staleness=budget,
-                breached=breached,
-                status=_status(bool(row.is_paused), last_state, breached, fresh_as_of),
-            )
-        )
-    return sorted(views, key=lambda v: (v.view, v.conn_id))
+        intervals[dag_id].extend(_serialized_intervals(interval) if alerts is None else [interval])
+    return intervals
 
 
-def _status(paused: bool, last_state: str | None, breached: bool, fresh_as_of: datetime | None) -> str:
-    """``failing`` (the last run failed), else ``paused``, else ``stale`` (over budget or never refreshed), else
-    ``fresh``."""
-    if last_state in FAILED_STATES:
-        return "failing"
-    if paused:
-        return "paused"
-    if breached or fresh_as_of is None:
-        return "stale"
-    return "fresh"
-
-
-def _schedule_text(summary: str | None) -> str:
-    """The time part of the schedule: the cron or preset, or ``""`` when only assets (or nothing) trigger it."""
-    if not summary or summary in ("None", "Asset", "Partitioned Asset"):
-        return ""
-    return summary.removeprefix("Asset or ")
-
-
-def timezone_of(timetable: Any) -> str | None:
-    """The timezone of a serialized timetable (``{"__type": ..., "__var": {"timezone": ...}}``), also nested
-    inside an asset-or-time schedule."""
-    while isinstance(timetable, dict):
-        var = timetable.get("__var")
-        if not isinstance(var, dict):
-            return None
-        tz = var.get("timezone")
-        if isinstance(tz, str):
-            return tz
-        timetable = var.get("timetable")
-    return None
-
-
-def max_staleness_of(intervals: Collection[Any]) -> float | None:
-    """The staleness budget in seconds: the shortest interval of the DAG's Deadline Alerts.
-
-    Airflow stores each alert's ``interval`` (table ``deadline_alert``) as its serde form of a timedelta
-    (``{"__classname__": "datetime.timedelta", "__data__": 3600.0, ...}``) or a number of seconds; anything else
-    (e.g. an interval read from a Variable at run time) is ignored.
-    """
-    budgets = []
-    for interval in intervals:
-        seconds = interval.get("__data__") if isinstance(interval, dict) else interval
-        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds > 0:
-            budgets.append(float(seconds))
-    return min(budgets, default=None)
-
-
-def _intervals(deadline: Any) -> list[Any]:
+def _serialized_intervals(deadline: Any) -> list[Any]:
     """The intervals of Deadline Alerts serialized inside a DAG (Airflow 3.1: ``{"__var": {"interval": ...}}``)."""
     alerts = deadline if isinstance(deadline, list) else [deadline]
     found = []
@@ -383,21 +306,3 @@ def _intervals(deadline: Any) -> list[Any]:
         if isinstance(alert, dict) and "interval" in alert:
             found.append(alert["interval"])
     return found
-
-
-def summarize(views: list[FleetView]) -> dict[str, int]:
-    """How many views are fresh, stale, failing and paused."""
-    counts = dict.fromkeys(STATUSES, 0)
-    for view in views:
-        counts[view.status] += 1
-    return counts
-
-
-def as_json(views: list[FleetView], now: datetime | None = None) -> dict[str, Any]:
-    """The JSON document served by the plugin (see the README's *Fleet overview*)."""
-    return {
-        "generated_at": _iso(now or datetime.now(timezone.utc)),
-        "counts": summarize(views),
-        "total": len(views),
-        "views": [dict(vars(view)) for view in views],
-    }
