@@ -7,7 +7,9 @@ inside such a folder: neither the wheels' server binaries in the clone's venv no
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -17,9 +19,11 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psycopg
 import pytest
 
-from devtools.pgcluster import WHEEL_SERVERS, available_bin_dirs
+from devtools import demo, local_airflow, pgcluster
+from devtools.pgcluster import WHEEL_SERVERS, PostgresCluster, available_bin_dirs
 from tests.conftest import REPO
 
 if TYPE_CHECKING:
@@ -145,3 +149,75 @@ for label, bin_dir in sorted(available_bin_dirs().items()):
     assert set(started) == set(available_bin_dirs()), started
     assert all(version.startswith(label.split("-")[0]) for label, version in started.items()), started
     assert list(private_clone.tmp.iterdir()) == []
+
+
+def test_clusters_share_one_private_copy_and_leave_nothing_behind(
+    private_clone: PrivateClone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # TMPDIR inside the private folder too: the clusters fall back to a temporary folder the server's user reaches.
+    monkeypatch.setattr(tempfile, "tempdir", str(private_clone.private))
+    monkeypatch.setattr(pgcluster, "FALLBACK_TEMP_DIRS", (str(private_clone.tmp),))
+    site = next(private_clone.clone.glob(".venv/lib/python*/site-packages"))
+    package, folder = WHEEL_SERVERS["celerp"]
+    bin_dir = site / package / folder
+    server_user = pwd.getpwnam(pgcluster.RUN_AS_USER)
+
+    clusters = [PostgresCluster(bin_dir), PostgresCluster(bin_dir)]
+    try:
+        for cluster in clusters:
+            cluster.start()
+            with psycopg.connect(cluster.dsn()) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+        copies = list(private_clone.tmp.glob("matview-pgbin-*"))
+        assert len(copies) == 1
+        assert {cluster.run_dir for cluster in clusters} == {copies[0] / package / folder}
+        for made in [*copies, *(cluster.root for cluster in clusters)]:
+            info = made.stat()
+            assert (info.st_uid, info.st_mode & 0o777) == (server_user.pw_uid, 0o700), made
+        # Files and folders only: PostgreSQL's socket is 0777, in the 0700 cluster folder.
+        world_writable = [
+            path
+            for path in private_clone.tmp.rglob("*")
+            if not path.is_symlink() and (path.is_file() or path.is_dir()) and path.stat().st_mode & stat.S_IWOTH
+        ]
+        assert world_writable == []
+
+        clusters.pop().destroy()
+        assert copies[0].is_dir()  # the other cluster still runs it
+    finally:
+        for cluster in clusters:
+            cluster.destroy()
+    assert list(private_clone.tmp.iterdir()) == []
+
+
+def test_root_without_useradd_is_told_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(pgcluster, "RUN_AS_USER", "matview-no-such-user")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no useradd on it
+
+    reason = pgcluster.unavailable_reason()
+    with pytest.raises(pgcluster.ClusterUnavailable) as raised:
+        pgcluster.embedded_cluster()
+
+    assert reason == str(raised.value)
+    assert "useradd" in reason
+    assert "\n" not in reason
+    assert demo.main() == 2
+    assert local_airflow.main([]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"Cannot start PostgreSQL: {reason}"] * 2
+
+
+def test_no_reachable_temporary_folder_is_told_in_one_line(
+    private_clone: PrivateClone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(private_clone.private))
+    monkeypatch.setattr(pgcluster, "FALLBACK_TEMP_DIRS", (str(private_clone.private / "missing"),))
+
+    reason = pgcluster.unavailable_reason()
+    with pytest.raises(pgcluster.ClusterUnavailable) as raised:
+        pgcluster.embedded_cluster()
+
+    assert reason == str(raised.value)
+    assert "TMPDIR" in reason
+    assert "\n" not in reason
