@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,6 +48,10 @@ def pytest_report_header() -> list[str]:
         for major, source in MISSING_MAJORS.items()
     ]
     return lines
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
 
 
 def pytest_configure(config: pytest.Config) -> None:
