@@ -157,11 +157,10 @@ def _can_enter(path: Path, user: pwd.struct_passwd) -> bool:
 
 
 def _temp_dir_candidates() -> list[str]:
-    """TMPDIR's folder (Python's choice: TMPDIR, else /tmp..., else the working folder), then the fallbacks."""
-    try:
-        first = [tempfile.gettempdir()]
-    except OSError:  # no writable temporary folder at all
-        first = []
+    """TMPDIR, Python's temporary folder (TMPDIR, else /tmp..., else the working folder), then the fallbacks."""
+    first = [os.environ["TMPDIR"]] if os.environ.get("TMPDIR") else []
+    with contextlib.suppress(OSError):  # no writable temporary folder at all
+        first.append(tempfile.gettempdir())
     return list(dict.fromkeys([*first, *FALLBACK_TEMP_DIRS]))
 
 

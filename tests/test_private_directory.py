@@ -155,6 +155,7 @@ def test_clusters_share_one_private_copy_and_leave_nothing_behind(
     private_clone: PrivateClone, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # TMPDIR inside the private folder too: the clusters fall back to a temporary folder the server's user reaches.
+    monkeypatch.setenv("TMPDIR", str(private_clone.private))
     monkeypatch.setattr(tempfile, "tempdir", str(private_clone.private))
     monkeypatch.setattr(pgcluster, "FALLBACK_TEMP_DIRS", (str(private_clone.tmp),))
     site = next(private_clone.clone.glob(".venv/lib/python*/site-packages"))
@@ -211,6 +212,7 @@ def test_root_without_useradd_is_told_in_one_line(
 def test_no_reachable_temporary_folder_is_told_in_one_line(
     private_clone: PrivateClone, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("TMPDIR", str(private_clone.private))
     monkeypatch.setattr(tempfile, "tempdir", str(private_clone.private))
     monkeypatch.setattr(pgcluster, "FALLBACK_TEMP_DIRS", (str(private_clone.private / "missing"),))
 
