@@ -264,6 +264,10 @@ def _private_install(bin_dir: Path, user: str) -> _PrivateInstall:
         )
     entry = pwd.getpwnam(user)
     parents = _temp_dirs(entry)
+
+    def without_headers(folder: str, names: list[str]) -> list[str]:  # C headers: no server reads them
+        return ["include"] if Path(folder) == install else []
+
     for parent in parents:
         try:
             folder = _user_folder("matview-pgbin-", parent, entry)
@@ -273,7 +277,8 @@ def _private_install(bin_dir: Path, user: str) -> _PrivateInstall:
         try:
             for tree in (install, package.with_name(f"{package.name}.libs")):
                 if tree.is_dir():
-                    shutil.copytree(tree, folder / tree.relative_to(package.parent), symlinks=True)
+                    target = folder / tree.relative_to(package.parent)
+                    shutil.copytree(tree, target, symlinks=True, ignore=without_headers)
             for path in [folder, *folder.rglob("*")]:
                 os.lchown(path, entry.pw_uid, entry.pw_gid)
             if _runs_as(copy, user):
