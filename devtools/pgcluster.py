@@ -117,7 +117,7 @@ def _run_as() -> str | None:
         pwd.getpwnam(RUN_AS_USER)
     except KeyError:
         create = ["useradd", "--system", "--no-create-home", RUN_AS_USER]
-        advice = f"create it ({' '.join(create)}) or run as a non-root user"
+        advice = f"create a system user {RUN_AS_USER} (e.g. adduser --system {RUN_AS_USER}) or run as a non-root user"
         try:
             subprocess.run(create, check=True, capture_output=True, text=True)
         except FileNotFoundError:
