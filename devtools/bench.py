@@ -42,7 +42,7 @@ from devtools.bench_stats import (
     percentile,
     ratio_of_medians,
 )
-from devtools.pgcluster import PostgresCluster, available_bin_dirs
+from devtools.pgcluster import ClusterUnavailable, PostgresCluster, available_bin_dirs
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -490,7 +490,11 @@ def main(argv: list[str] | None = None) -> int:
     bin_dirs = available_bin_dirs()
     label = next(label for label in bin_dirs if label.endswith("pgserver"))
     # No autovacuum: its ANALYZE of the freshly refreshed view would land on random measurements.
-    cluster = PostgresCluster(bin_dirs[label], settings={"autovacuum": "off"})
+    try:
+        cluster = PostgresCluster(bin_dirs[label], settings={"autovacuum": "off"})
+    except ClusterUnavailable as error:
+        print(f"Cannot start PostgreSQL: {error}", file=sys.stderr)
+        return 2
     airflow_home = Path(tempfile.mkdtemp(prefix="matview-bench-airflow-"))
     try:
         cluster.start()

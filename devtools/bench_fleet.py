@@ -29,7 +29,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from devtools.pgcluster import embedded_cluster, free_port
+from devtools.pgcluster import ClusterUnavailable, embedded_cluster, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 TARGET_SECONDS = 1.0
@@ -50,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.views, args.runs, args.repeat = 200, 5, 3
 
-    cluster = embedded_cluster()
+    try:
+        cluster = embedded_cluster()
+    except ClusterUnavailable as error:
+        print(f"Cannot start PostgreSQL: {error}", file=sys.stderr)
+        return 2
     home = Path(tempfile.mkdtemp(prefix="matview-fleet-bench-"))
     try:
         cluster.start()

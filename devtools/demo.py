@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-from devtools.pgcluster import embedded_cluster
+from devtools.pgcluster import ClusterUnavailable, embedded_cluster
 from devtools.scenario import VIEW, add_new_users, create_reference_scenario, view_rows
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,7 +36,11 @@ def airflow(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
 
 
 def main() -> int:
-    cluster = embedded_cluster()
+    try:
+        cluster = embedded_cluster()
+    except ClusterUnavailable as error:
+        print(f"Cannot start PostgreSQL: {error}", file=sys.stderr)
+        return 2
     airflow_home = Path(tempfile.mkdtemp(prefix="matview-demo-airflow-"))
     try:
         cluster.start()

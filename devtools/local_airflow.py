@@ -19,7 +19,7 @@ from typing import get_args
 import psycopg
 
 from devtools.airflow_stack import USERNAME, AirflowStack, Executor, celery_unavailable
-from devtools.pgcluster import embedded_cluster
+from devtools.pgcluster import ClusterUnavailable, embedded_cluster
 from devtools.scenario import VIEW, add_new_users, create_reference_scenario
 from devtools.shutdown import ShutdownGuard
 
@@ -45,7 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Cannot start the CeleryExecutor stack: {reason}.", file=sys.stderr)
         return 2
     guard = ShutdownGuard()
-    cluster = embedded_cluster()
+    try:
+        cluster = embedded_cluster()
+    except ClusterUnavailable as error:
+        guard.restore()
+        print(f"Cannot start PostgreSQL: {error}", file=sys.stderr)
+        return 2
     stack: AirflowStack | None = None
     try:
         with guard.deferred():  # a server started but not yet known to pg_ctl's wait would be left behind

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,7 @@ os.environ.update(
     }
 )
 
-from devtools.pgcluster import PostgresCluster, available_bin_dirs, missing_majors  # noqa: E402
+from devtools.pgcluster import PostgresCluster, available_bin_dirs, missing_majors, unavailable_reason  # noqa: E402
 
 SERVERS = available_bin_dirs()
 MISSING_MAJORS = missing_majors(SERVERS)
@@ -49,7 +50,15 @@ def pytest_report_header() -> list[str]:
     return lines
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    # Said once, in one line, rather than as a traceback in every test that starts a server (xdist's workers would
+    # only repeat it: the controller checks).
+    if SERVERS and not hasattr(config, "workerinput") and (reason := unavailable_reason()):
+        raise pytest.UsageError(f"The tests' PostgreSQL servers cannot run here: {reason}")
     # CI must not turn green because a server it should test against failed to install.
     if os.environ.get("CI") and MISSING_MAJORS and not os.environ.get("MATVIEW_PG"):
         missing = "; ".join(f"{major} (from {source})" for major, source in MISSING_MAJORS.items())
