@@ -12,7 +12,7 @@ AIRFLOW_PORT ?= 8080
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo airflow test lint chromium redis postgresql bench bench-onchange bench-scale clean constraints test-matrix test-matrix-ci
+.PHONY: demo airflow test lint schema chromium redis postgresql bench bench-onchange bench-scale clean constraints test-matrix test-matrix-ci
 
 $(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,11 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# The config's JSON Schema shipped in the repository (dags/matviews.yaml points at it); run it after changing the
+# config's model.
+schema: $(BIN)/.installed
+	$(BIN)/airflow-matview schema > docs/matviews.schema.json
 
 # Two pytest-xdist workers: most of the suite waits on servers and real Airflow stacks, so two processes keep both
 # cores busy (tests/conftest.py keeps the tests of one real-Airflow stack in one worker). PYTEST_ARGS= runs serially.
