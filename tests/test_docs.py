@@ -1,5 +1,6 @@
 """The docs' examples work: every YAML config validates (with ``load_config`` and against the JSON Schema), every
-Python example runs, the README's links lead to files, and the generated config reference lists every key.
+Python example runs, the README's links lead to files, the generated config reference lists every key, and the
+changelog lists every module path kept importable.
 
 A fenced ``yaml`` block is a config example unless its title names another file (``yaml title="values.yaml"``).
 """
@@ -158,3 +159,10 @@ def test_the_config_reference_lists_every_key_with_its_description() -> None:
         assert f'<span id="{key}"></span>`{key}`' in reference
         assert field.description and field.description in reference
     assert (REPO / "docs" / "config.md").read_text(encoding="utf-8").count(_hooks().MARKER) == 1
+
+
+def test_the_changelog_lists_every_module_path_kept_importable() -> None:
+    from airflow_matview.legacy_paths import MOVED_MODULES
+
+    changelog = (REPO / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert [old for old, new in MOVED_MODULES.items() if f"`{old}` → `{new}`" not in changelog] == []
