@@ -1,6 +1,6 @@
 # Two commands a new user needs: `make demo` and `make test`. Each builds its own virtual environment.
-# `make bench` prints the benchmark table quoted in the README (`make bench BENCH_ARGS=--quick` for a smoke run),
-# then the fleet overview's figures for 1,000 views (devtools/bench_fleet.py).
+# `make bench` prints the benchmark table quoted in docs/benchmarks.md (`make bench BENCH_ARGS=--quick` for a smoke
+# run), then the fleet overview's figures for 1,000 views (devtools/bench_fleet.py).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 AIRFLOW_VERSION ?= 3.3.2
@@ -12,7 +12,7 @@ AIRFLOW_PORT ?= 8080
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo airflow test lint chromium redis postgresql bench bench-onchange bench-scale clean constraints test-matrix test-matrix-ci
+.PHONY: demo airflow test lint docs schema chromium redis postgresql bench bench-onchange bench-scale clean constraints test-matrix test-matrix-ci
 
 $(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -74,11 +74,21 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The docs site (mkdocs.yml, docs/) into site/, warnings as errors: a broken link, a missing page or a shipped schema
+# that is not the generated one fails. docs/hooks.py generates the config reference from the config's model.
+docs: $(BIN)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# The config's JSON Schema shipped in the repository (dags/matviews.yaml points at it); run it after changing the
+# config's model.
+schema: $(BIN)/.installed
+	$(BIN)/airflow-matview schema > docs/matviews.schema.json
+
 # Two pytest-xdist workers: most of the suite waits on servers and real Airflow stacks, so two processes keep both
 # cores busy (tests/conftest.py keeps the tests of one real-Airflow stack in one worker). PYTEST_ARGS= runs serially.
 PYTEST_ARGS ?= -n 2
 
-test: lint chromium redis postgresql
+test: lint docs chromium redis postgresql
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The DAG-running tests (marker airflow_run) and one end-to-end test on other Airflow minors and Pythons, each in

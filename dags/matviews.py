@@ -1,4 +1,4 @@
-"""One DAG per materialized view listed in matviews.yaml, next to this file (see airflow-matview's README)."""
+"""One DAG per materialized view listed in matviews.yaml, next to this file (see airflow-matview's docs/config.md)."""
 
 from __future__ import annotations
 

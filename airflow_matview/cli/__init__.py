@@ -1,1 +1,1 @@
-"""The ``airflow-matview`` command: ``validate``, ``check`` and ``discover`` (see :mod:`.main`)."""
+"""The ``airflow-matview`` command: ``validate``, ``check``, ``discover`` and ``schema`` (see :mod:`.main`)."""

@@ -1,4 +1,5 @@
-"""``airflow-matview``: validate a config file, check it against the database, or discover views into one.
+"""``airflow-matview``: validate a config file, check it against the database, discover views into one, or print
+the config's JSON Schema.
 
 Exit codes: 0 OK; 1 problems found (an invalid config, a view that cannot be refreshed, nothing to discover);
 2 wrong arguments; 3 cannot connect to the database; 130 interrupted; 141 output pipe closed (e.g. ``| head``).
@@ -23,11 +24,13 @@ from airflow_matview.cli.output import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
+    EXIT_OK,
     EXIT_PROBLEMS,
     EXIT_USAGE,
     fail,
 )
 from airflow_matview.cli.validate import run_validate
+from airflow_matview.config.schema import schema_text
 from airflow_matview.exceptions import CliError, InvalidConfigFileError
 
 if TYPE_CHECKING:
@@ -62,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_validate(args.config)
         if args.command == "check":
             return run_check(args.config, args.conn_id, args.dsn)
+        if args.command == "schema":
+            sys.stdout.write(schema_text())
+            return EXIT_OK
         return run_discover(args.conn_id, args.dsn, args.schema)
     except InvalidConfigFileError as error:
         fail(str(error), secrets)
@@ -149,6 +155,13 @@ def _parser(secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
         action="append",
         help="only this schema (repeat for more); folded to lower case unless double-quoted, as in SQL "
         "(default: every schema but pg_catalog and information_schema)",
+    )
+    commands.add_parser(
+        "schema",
+        help="print the config file's JSON Schema, for editors that check YAML against one",
+        description="Print the config file's JSON Schema (draft 2020-12) on stdout, e.g. "
+        "`airflow-matview schema > matviews.schema.json`, then point the config at it with a first line "
+        "`# yaml-language-server: $schema=matviews.schema.json`.",
     )
     for command in commands.choices.values():
         command.secrets = list(secrets)

@@ -9,8 +9,18 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    WithJsonSchema,
+    model_validator,
+)
 
+from airflow_matview.config import field_schemas as schemas
 from airflow_matview.config import fields
 from airflow_matview.config.notifier_specs import NotifierSpec, parse_notifiers
 from airflow_matview.version_compat import AIRFLOW_VERSION, HAS_EVENT_DRIVEN_SCHEDULING
@@ -41,36 +51,239 @@ class ViewSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    conn_id: Annotated[str, AfterValidator(fields.check_conn_id)] = "postgres_default"
-    schedule: Annotated[str | None, AfterValidator(fields.parse_schedule)] = "@daily"
-    concurrently: Annotated[Literal["auto"] | bool, PlainValidator(fields.parse_concurrently)] = "auto"
-    retries: Annotated[int, BeforeValidator(fields.parse_retries), Field(ge=0, le=fields.MAX_RETRIES)] = 2
-    retry_delay: Annotated[timedelta, _duration("retry_delay")] = timedelta(minutes=5)
-    retry_exponential_backoff: Annotated[bool, _flag("retry_exponential_backoff")] = False
-    execution_timeout: Annotated[timedelta | None, _duration("execution_timeout", positive=True)] = timedelta(hours=1)
-    lock_timeout: Annotated[timedelta | None, _duration("lock_timeout", positive=True)] = timedelta(minutes=1)
-    analyze: Annotated[bool, _flag("analyze")] = False
-    on_overlap: Literal["wait", "skip", "fail"] = "wait"
-    skip_if_unchanged: Annotated[bool, _flag("skip_if_unchanged")] = False
+    conn_id: Annotated[
+        str,
+        AfterValidator(fields.check_conn_id),
+        WithJsonSchema(schemas.CONN_ID),
+        Field(
+            description="The Airflow connection to the view's database, of type `postgres`. Never a URI or DSN: "
+            "credentials live in Airflow connections, not in this file."
+        ),
+    ] = "postgres_default"
+    schedule: Annotated[
+        str | None,
+        AfterValidator(fields.parse_schedule),
+        WithJsonSchema(schemas.SCHEDULE),
+        Field(
+            description="When the DAG runs: a 5-field cron expression (read in `timezone`), a preset (`@once`, "
+            "`@continuous`, `@hourly`, `@daily`, `@weekly`, `@monthly`, `@quarterly`, `@yearly`), or `null` for "
+            "manual runs only. A cron that never fires (`0 0 31 2 *`), picks a random time (`R`) or has a range with "
+            "equal ends (`0 3-3 * * *`) is an error; presets are lower case. A view with `after:` and no `schedule:` "
+            "of its own runs only after its upstream views; one with `on_change` and no `schedule:` of its own or "
+            "in `defaults:`, only when its sources change."
+        ),
+    ] = "@daily"
+    concurrently: Annotated[
+        Literal["auto"] | bool,
+        PlainValidator(fields.parse_concurrently),
+        WithJsonSchema(schemas.CONCURRENTLY),
+        Field(
+            description="`auto` uses `REFRESH ... CONCURRENTLY` when it can work (the view is populated and has a "
+            "unique index on plain columns without a `WHERE` clause) and a plain refresh otherwise, logging why; "
+            "`true` requires it and fails with the reason and the fix; `false` always runs a plain refresh, which "
+            "blocks the view's readers while it runs."
+        ),
+    ] = "auto"
+    retries: Annotated[
+        int,
+        BeforeValidator(fields.parse_retries),
+        Field(
+            ge=0,
+            le=fields.MAX_RETRIES,
+            description="Airflow retries of a failed refresh, 0 to 1000. Only failures a retry may cure are "
+            "retried (a lock timeout, a lost connection, a server restart...).",
+        ),
+        WithJsonSchema(schemas.RETRIES),
+    ] = 2
+    retry_delay: Annotated[
+        timedelta,
+        _duration("retry_delay"),
+        WithJsonSchema(schemas.duration()),
+        Field(description="The wait before a retry; `0` retries at once."),
+    ] = timedelta(minutes=5)
+    retry_exponential_backoff: Annotated[
+        bool,
+        _flag("retry_exponential_backoff"),
+        WithJsonSchema(schemas.FLAG),
+        Field(description="Wait longer after each failed try (Airflow's `retry_exponential_backoff`)."),
+    ] = False
+    execution_timeout: Annotated[
+        timedelta | None,
+        _duration("execution_timeout", positive=True),
+        WithJsonSchema(schemas.nullable(schemas.duration(minimum=0.001))),
+        Field(
+            description="The longest a refresh task may run, also sent to PostgreSQL as `statement_timeout`: at "
+            "least `1ms`, or `null` for no limit. On expiry the statement is cancelled and rolled back, and Airflow "
+            "retries."
+        ),
+    ] = timedelta(hours=1)
+    lock_timeout: Annotated[
+        timedelta | None,
+        _duration("lock_timeout", positive=True),
+        WithJsonSchema(schemas.nullable(schemas.duration(minimum=0.001))),
+        Field(
+            description="The longest wait for the view's lock, and for another refresh of the same view to finish: "
+            "at least `1ms`, or `null` to wait without limit. On expiry the task fails naming the blocking session, "
+            "and Airflow retries."
+        ),
+    ] = timedelta(minutes=1)
+    analyze: Annotated[
+        bool,
+        _flag("analyze"),
+        WithJsonSchema(schemas.FLAG),
+        Field(description="Run `ANALYZE` on the view after each refresh, in the same transaction."),
+    ] = False
+    on_overlap: Annotated[
+        Literal["wait", "skip", "fail"],
+        WithJsonSchema(schemas.ON_OVERLAP),
+        Field(
+            description="When another refresh of the same view is running (another DAG run, a manual run, a psql "
+            "session using this operator): `wait` for it (up to `lock_timeout`), `skip` this run (the task ends "
+            "skipped), or `fail` it."
+        ),
+    ] = "wait"
+    skip_if_unchanged: Annotated[
+        bool,
+        _flag("skip_if_unchanged"),
+        WithJsonSchema(schemas.FLAG),
+        Field(
+            description="Skip the refresh when none of the view's sources changed since its last successful "
+            "refresh; the task ends skipped and emits no asset event."
+        ),
+    ] = False
     # Deferrable refreshes: the refresh runs in the triggerer instead of holding a worker slot.
-    deferrable: Annotated[bool, _flag("deferrable")] = False
-    tags: Annotated[list[str], AfterValidator(fields.check_tags)] = Field(default_factory=lambda: ["matview"])
-    owner: Annotated[str, AfterValidator(fields.check_owner)] = "airflow"
-    timezone: Annotated[str, PlainValidator(fields.parse_timezone)] = "UTC"
-    on_failure: Notifiers = ()
-    on_retry: Notifiers = ()
-    on_success: Notifiers = ()
-    on_stale: Annotated[tuple[NotifierSpec, ...] | None, PlainValidator(_notifiers_or_none)] = None
-    max_staleness: Annotated[timedelta | None, PlainValidator(fields.parse_max_staleness)] = None
-    pool: Annotated[str | None, PlainValidator(fields.parse_pool)] = None
-    pool_slots: Annotated[int, PlainValidator(fields.parse_pool_slots)] = 1
-    priority_weight: Annotated[int, PlainValidator(fields.parse_priority_weight)] = 1
-    queue: Annotated[str | None, PlainValidator(fields.parse_queue)] = None
-    description: Annotated[str | None, PlainValidator(fields.parse_description)] = None
+    deferrable: Annotated[
+        bool,
+        _flag("deferrable"),
+        WithJsonSchema(schemas.FLAG),
+        Field(
+            description="Run the refresh in Airflow's triggerer instead of holding a worker slot; needs a running "
+            "triggerer."
+        ),
+    ] = False
+    tags: Annotated[
+        list[str],
+        AfterValidator(fields.check_tags),
+        WithJsonSchema(schemas.TAGS),
+        Field(description="The DAG's tags, each 1 to 100 characters on one line; `matview` is always added."),
+    ] = Field(default_factory=lambda: ["matview"])
+    owner: Annotated[
+        str,
+        AfterValidator(fields.check_owner),
+        WithJsonSchema(schemas.OWNER),
+        Field(
+            description="The DAG's owner: the team or person who looks after it, on one line, at most 500 characters."
+        ),
+    ] = "airflow"
+    timezone: Annotated[
+        str,
+        PlainValidator(fields.parse_timezone),
+        WithJsonSchema(schemas.TIMEZONE),
+        Field(
+            description="The IANA time zone the cron schedule is read in (`Europe/Berlin`, `America/New_York`). An "
+            "unknown name is an error suggesting the closest valid one; `EST` and `MST`, fixed offsets without "
+            "daylight saving time, are refused."
+        ),
+    ] = "UTC"
+    on_failure: Annotated[
+        Notifiers,
+        WithJsonSchema(schemas.nullable(schemas.NOTIFIERS)),
+        Field(
+            description="Notifiers called when the refresh task fails for good: a list of mappings, each with "
+            "`notifier:` (the dotted path of an Airflow `BaseNotifier` subclass, or of a function called with the "
+            "task context) and the keyword arguments it takes; `null` or `[]` for none."
+        ),
+    ] = ()
+    on_retry: Annotated[
+        Notifiers,
+        WithJsonSchema(schemas.nullable(schemas.NOTIFIERS)),
+        Field(description="Notifiers called when the refresh fails and will be retried (as `on_failure`)."),
+    ] = ()
+    on_success: Annotated[
+        Notifiers,
+        WithJsonSchema(schemas.nullable(schemas.NOTIFIERS)),
+        Field(description="Notifiers called when the refresh succeeds (as `on_failure`)."),
+    ] = ()
+    on_stale: Annotated[
+        tuple[NotifierSpec, ...] | None,
+        PlainValidator(_notifiers_or_none),
+        WithJsonSchema(schemas.nullable(schemas.NOTIFIERS)),
+        Field(
+            description="Notifiers called when a run misses `max_staleness` (as `on_failure`); `null`: the "
+            "`on_failure` notifiers. An error on a view without `max_staleness`, where it would never be called."
+        ),
+    ] = None
+    max_staleness: Annotated[
+        timedelta | None,
+        PlainValidator(fields.parse_max_staleness),
+        WithJsonSchema(schemas.nullable(schemas.duration(minimum=1))),
+        Field(
+            description="When a run's refresh has not succeeded this long after the run was queued, the `on_stale` "
+            "notifiers are told, once per run: at least `1s`, or `null` for no staleness alert. Needs Airflow 3.3+ "
+            "(Deadline Alerts) and a running triggerer."
+        ),
+    ] = None
+    pool: Annotated[
+        str | None,
+        PlainValidator(fields.parse_pool),
+        WithJsonSchema(schemas.nullable(schemas.POOL_OR_QUEUE)),
+        Field(
+            description="The Airflow pool the refresh task runs in (up to 256 letters, digits, `_`, `.` and `-`); "
+            "`null`: Airflow's `default_pool`. Create it first: Airflow never runs a task whose pool does not exist."
+        ),
+    ] = None
+    pool_slots: Annotated[
+        int,
+        PlainValidator(fields.parse_pool_slots),
+        WithJsonSchema(schemas.POOL_SLOTS),
+        Field(description="How many slots of its pool the refresh task takes: 1 or more."),
+    ] = 1
+    priority_weight: Annotated[
+        int,
+        PlainValidator(fields.parse_priority_weight),
+        WithJsonSchema(schemas.PRIORITY_WEIGHT),
+        Field(description="Which waiting refresh gets a free slot first: higher first."),
+    ] = 1
+    queue: Annotated[
+        str | None,
+        PlainValidator(fields.parse_queue),
+        WithJsonSchema(schemas.nullable(schemas.POOL_OR_QUEUE)),
+        Field(
+            description="The executor queue (e.g. Celery workers near the database); `null`: the executor's default."
+        ),
+    ] = None
+    description: Annotated[
+        str | None,
+        PlainValidator(fields.parse_description),
+        WithJsonSchema(schemas.nullable(schemas.DESCRIPTION)),
+        Field(
+            description="Free text shown next to the DAG in the UI, at the top of its doc, and in `validate`'s "
+            "`DESCRIPTION` column; at most 1000 characters; line breaks and tabs are fine, other control characters "
+            "are refused."
+        ),
+    ] = None
     # Refresh on change: a watcher in the triggerer polls the sources' change signals.
-    on_change: Annotated[bool, _flag("on_change")] = False
-    poll_interval: Annotated[timedelta, _duration("poll_interval", positive=True)] = timedelta(seconds=10)
-    min_interval: Annotated[timedelta, _duration("min_interval")] = timedelta(minutes=1)
+    on_change: Annotated[
+        bool,
+        _flag("on_change"),
+        WithJsonSchema(schemas.FLAG),
+        Field(
+            description="Also refresh when the view's sources change, as seen by a watcher in Airflow's triggerer; "
+            "without a `schedule:` of its own (or in `defaults:`) such a view runs only then."
+        ),
+    ] = False
+    poll_interval: Annotated[
+        timedelta,
+        _duration("poll_interval", positive=True),
+        WithJsonSchema(schemas.duration(minimum=0.001)),
+        Field(description="With `on_change`: how often the triggerer reads the sources' change signals."),
+    ] = timedelta(seconds=10)
+    min_interval: Annotated[
+        timedelta,
+        _duration("min_interval"),
+        WithJsonSchema(schemas.duration()),
+        Field(description="With `on_change`: at most one run per this long, however many changes."),
+    ] = timedelta(minutes=1)
 
     @property
     def stale_notifiers(self) -> tuple[NotifierSpec, ...]:
@@ -81,9 +294,36 @@ class ViewSettings(BaseModel):
 class ViewConfig(ViewSettings):
     """One materialized view to keep fresh: one DAG."""
 
-    name: Annotated[str, AfterValidator(fields.check_view_name)]
-    after: Annotated[list[str], AfterValidator(fields.check_view_names), Field(default_factory=list)]
-    dag_id: Annotated[str | None, AfterValidator(fields.check_dag_id)] = None
+    name: Annotated[
+        str,
+        AfterValidator(fields.check_view_name),
+        WithJsonSchema(schemas.VIEW_NAME),
+        Field(
+            description="The materialized view, `schema.name` as written in SQL: unquoted parts fold to lower case, "
+            "so quote parts with capitals, spaces or dots, and wrap a name that starts with a double quote in "
+            'single quotes (`\'"Sales Report"."Q1 Totals"\'`).'
+        ),
+    ]
+    after: Annotated[
+        list[str],
+        AfterValidator(fields.check_view_names),
+        WithJsonSchema(schemas.VIEW_NAMES),
+        Field(
+            default_factory=list,
+            description="Views of this file, on the same `conn_id`, that this one is built on: its DAG runs after "
+            "each successful refresh of any of them (Airflow assets). Without a `schedule:` of its own such a view "
+            "runs only then; with one, on either.",
+        ),
+    ]
+    dag_id: Annotated[
+        str | None,
+        AfterValidator(fields.check_dag_id),
+        WithJsonSchema(schemas.nullable(schemas.DAG_ID)),
+        Field(
+            description="The DAG's id; `null`: `matview.<schema>.<name>` with every character outside "
+            "`[A-Za-z0-9_.-]` replaced by `_`. Two views with the same DAG id are an error."
+        ),
+    ] = None
 
     @model_validator(mode="after")
     def _keys_combine(self) -> ViewConfig:
@@ -135,8 +375,16 @@ class MatviewConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    defaults: Annotated[ViewSettings, Field(default_factory=lambda: ViewSettings())]
-    views: list[ViewConfig] = Field(min_length=1)
+    defaults: Annotated[
+        ViewSettings,
+        Field(
+            default_factory=lambda: ViewSettings(),
+            description="Settings for every view; a view's own keys override them. May be empty.",
+        ),
+    ]
+    views: list[ViewConfig] = Field(
+        min_length=1, description="The materialized views to keep fresh, one DAG each: at least one."
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -207,7 +207,7 @@ def summarize(views: list[FleetView]) -> dict[str, int]:
 
 
 def as_json(views: list[FleetView], now: datetime | None = None) -> dict[str, Any]:
-    """The JSON document served by the plugin (see the README's *Fleet overview*)."""
+    """The JSON document served by the plugin (see docs/fleet.md)."""
     return {
         "generated_at": _iso(now or datetime.now(timezone.utc)),
         "counts": summarize(views),

@@ -65,7 +65,7 @@ class RefreshMaterializedViewOperator(BaseOperator):
         ``"skip"`` this run, or ``"fail"`` it.
     :param skip_if_unchanged: skip the refresh (the task ends skipped, no asset event) when none of the view's
         source tables changed since its last successful refresh by this operator. The signal (table
-        statistics and relfilenodes, recorded in an Airflow Variable) and its limits are in the README.
+        statistics and relfilenodes, recorded in an Airflow Variable) and its limits are in docs/data-aware.md.
     :param deferrable: run the refresh in Airflow's triggerer (  :class:`~airflow_matview.triggers.deferred_refresh.
         RefreshTrigger`) instead of holding a worker slot for its whole duration; the result, asset event and
         errors are the same (templated).
