@@ -42,15 +42,20 @@ def matview_asset(conn_id: str, view: QualifiedName) -> Asset:
 
 
 def parse_matview_uri(uri: str) -> tuple[str, QualifiedName] | None:
-    """``(conn_id, view)`` of a ``matview://`` URI; ``None`` for a URI that is not one of ours (another scheme, or
-    not exactly three non-empty parts, as another team's ``matview://team-b/exports`` may be)."""
+    """``(conn_id, view)`` of a ``matview://`` URI; ``None`` for a URI that is not one of ours: another scheme, not
+    exactly three non-empty parts (as another team's ``matview://team-b/exports`` may be), or parts that
+    :func:`matview_asset_uri` would not have written (bad or needless percent-encoding)."""
     if not uri.startswith(f"{SCHEME}://"):
         return None
-    parts = [unquote(part) for part in uri[len(SCHEME) + 3 :].split("/")]
+    try:
+        parts = [unquote(part, errors="strict") for part in uri[len(SCHEME) + 3 :].split("/")]
+    except UnicodeDecodeError:
+        return None
     if len(parts) != 3 or not all(parts):
         return None
     conn_id, schema, name = parts
-    return conn_id, QualifiedName(schema, name)
+    view = QualifiedName(schema, name)
+    return (conn_id, view) if matview_asset_uri(conn_id, view) == uri else None
 
 
 def sources_asset(conn_id: str, view: QualifiedName, settings: ViewSettings) -> Asset:

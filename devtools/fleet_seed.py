@@ -12,6 +12,8 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from sqlalchemy.orm import Session
 
 START = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -50,24 +52,35 @@ def seed_fleet(
     :param outcomes: per DAG id, the refresh task's states, oldest first (default: mostly successes, with
         failures, skips and paused DAGs spread over the fleet).
     """
-    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
-    from airflow.models.dagbundle import DagBundleModel
-    from airflow.serialization.serialized_objects import LazyDeserializedDAG
     from airflow.utils.session import create_session
 
     from airflow_matview.factory import build_dags
 
     now = now or datetime.now(timezone.utc)
     dags = build_dags(config)
+    write_dags(dags.values(), bundle)
+    with create_session() as session:
+        return _write_history(session, dags, runs, now, outcomes)
+
+
+def write_dags(dags: Iterable[Any], bundle: str) -> None:
+    """Write ``dags`` (any DAGs, ours or not) to the metadata database as the DAG processor does after parsing.
+
+    :param dags: the DAG objects.
+    :param bundle: the DAG bundle they belong to (created if missing).
+    """
+    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
+    from airflow.models.dagbundle import DagBundleModel
+    from airflow.serialization.serialized_objects import LazyDeserializedDAG
+    from airflow.utils.session import create_session
+
     with create_session() as session:
         if session.get(DagBundleModel, bundle) is None:
             session.add(DagBundleModel(name=bundle))
     with create_session() as session:
         update_dag_parsing_results_in_db(
-            bundle, None, [LazyDeserializedDAG.from_dag(dag) for dag in dags.values()], {}, None, set(), session=session
+            bundle, None, [LazyDeserializedDAG.from_dag(dag) for dag in dags], {}, None, set(), session=session
         )
-    with create_session() as session:
-        return _write_history(session, dags, runs, now, outcomes)
 
 
 def _write_history(

@@ -19,9 +19,9 @@ if TYPE_CHECKING:
 
 
 def modules_with_module_fixtures(folder: Path) -> set[str]:
-    """The test modules in ``folder`` (file names) that define a fixture with ``scope="module"``."""
+    """The test modules in ``folder`` and its tiers (file names) that define a fixture with ``scope="module"``."""
     found = set()
-    for path in folder.glob("test_*.py"):
+    for path in folder.rglob("test_*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and any(
                 keyword.arg == "scope" and isinstance(keyword.value, ast.Constant) and keyword.value.value == "module"

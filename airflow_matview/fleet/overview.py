@@ -1,12 +1,22 @@
 """The fleet overview: one row per view this provider refreshes, assembled from the records of
-:mod:`airflow_matview.fleet.records`, and the JSON document the plugin serves."""
+:mod:`airflow_matview.fleet.records`, and the JSON document the plugin serves.
+
+Every value comes from Airflow's metadata database, where DAG authors and anyone allowed to post an asset event
+wrote it, so each one is checked for its type and range here: a value that fails is left out (``None``) and a
+record that cannot be read at all is skipped, and both are counted in the document's ``skipped_records``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+from collections import Counter
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard, get_args
 
+from airflow_matview.database.identifiers import MAX_IDENTIFIER_BYTES, control_character
+from airflow_matview.database.refresh import RefreshMode
 from airflow_matview.fleet import records
 
 if TYPE_CHECKING:
@@ -15,12 +25,33 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Row
     from sqlalchemy.orm import Session
 
+    from airflow_matview.database.identifiers import QualifiedName
+
 STATUSES = ("fresh", "stale", "failing", "paused")
+MODES = frozenset(get_args(RefreshMode))
+# Airflow's own limits: KEY_REGEX for DAG and task ids, TAG_MAX_LEN for tags, String(1000) for timetable summaries.
+_AIRFLOW_KEY = re.compile(r"[\w.-]{1,250}")
+_TIMEZONE = re.compile(r"[A-Za-z0-9_+:/-]{1,64}")
+CONN_ID_MAX_LEN = 250
+TAG_MAX_LEN = 100
+SCHEDULE_MAX_LEN = 1000
+MAX_COUNT = 2**53  # the largest integer a browser reads exactly
+
+
+def _task_states() -> frozenset[str]:
+    from airflow.utils.state import TaskInstanceState
+
+    return frozenset(state.value for state in TaskInstanceState)
 
 
 @dataclasses.dataclass
 class FleetView:
-    """One row of the fleet overview; every time is ISO 8601 in UTC, every age and duration in seconds."""
+    """One row of the fleet overview; every time is ISO 8601 in UTC, every age and duration in seconds.
+
+    ``pending_since`` is when the oldest run queued after the last successful one, and not successful itself, was
+    queued (``pending_for`` seconds ago): the ``max_staleness`` Deadline Alert counts from there, so ``breached``
+    is true exactly when that alert has fired for a run that no later run has made good.
+    """
 
     view: str
     conn_id: str
@@ -31,12 +62,15 @@ class FleetView:
     schedule: str
     timezone: str | None
     after: list[str]
+    other_assets: int
     on_change: bool
     next_run: str | None
     last_success: str | None
     last_success_age: float | None
     fresh_as_of: str | None
     staleness: float | None
+    pending_since: str | None
+    pending_for: float | None
     last_state: str | None
     last_run_start: str | None
     mode: str | None
@@ -53,23 +87,101 @@ class FleetView:
 
 
 @dataclasses.dataclass
+class Fleet:
+    """The rows of the overview, and what was left out of them.
+
+    :param views: one row per view, sorted by view name.
+    :param skipped: per kind of record or value, how many could not be read and were left out.
+    """
+
+    views: list[FleetView]
+    skipped: Counter[str] = dataclasses.field(default_factory=Counter)
+
+
+class _Checker:
+    """Checks each value read from the metadata database, counting in :attr:`skipped` those left out."""
+
+    def __init__(self) -> None:
+        self.skipped: Counter[str] = Counter()
+        self.states = _task_states()
+
+    def drop(self, kind: str) -> None:
+        self.skipped[kind] += 1
+
+    def keep(self, value: Any, valid: bool, kind: str) -> Any:
+        """``value`` when ``None`` or ``valid``; else ``None``, counted under ``kind``."""
+        if value is None or valid:
+            return value
+        self.drop(kind)
+        return None
+
+    def count(self, value: Any, kind: str) -> int | None:
+        """A whole number of things (``rows``), or ``None``."""
+        return self.keep(value, _is_number(value) and isinstance(value, int) and value <= MAX_COUNT, kind)
+
+    def seconds(self, value: Any, kind: str) -> float | None:
+        """A finite, non-negative number of seconds, or ``None``."""
+        seconds = self.keep(value, _is_number(value) and math.isfinite(value), kind)
+        return None if seconds is None else round(float(seconds), 3)
+
+    def choice(self, value: Any, allowed: Collection[str], kind: str) -> str | None:
+        """One of ``allowed``, or ``None``."""
+        return self.keep(value, isinstance(value, str) and value in allowed, kind)
+
+    def text(self, value: Any, kind: str, limit: int, pattern: re.Pattern[str] | None = None) -> str | None:
+        """A string of 1 to ``limit`` characters without control characters (matching ``pattern``), or ``None``."""
+        return self.keep(value, _is_text(value, limit, pattern), kind)
+
+    def texts(self, values: Collection[Any], kind: str, limit: int) -> list[str]:
+        return [text for value in values if (text := self.text(value, kind, limit)) is not None]
+
+    def views(self, names: Collection[QualifiedName], kind: str) -> list[str]:
+        """``schema.name`` of each of ``names`` that PostgreSQL could have stored."""
+        shown = []
+        for name in names:
+            if _is_identifier(name.schema) and _is_identifier(name.name):
+                shown.append(f"{name.schema}.{name.name}")
+            else:
+                self.drop(kind)
+        return shown
+
+
+def _is_text(value: Any, limit: int, pattern: re.Pattern[str] | None = None) -> bool:
+    """Whether ``value`` is a string of 1 to ``limit`` characters without control characters (matching
+    ``pattern``)."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= limit
+        and control_character(value) is None
+        and (pattern is None or pattern.fullmatch(value) is not None)
+    )
+
+
+def _is_number(value: Any) -> TypeGuard[int | float]:
+    """Whether ``value`` is a number (not a bool), not negative."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+
+
+def _is_identifier(part: str | None) -> bool:
+    return part is not None and _is_text(part, MAX_IDENTIFIER_BYTES) and len(part.encode()) <= MAX_IDENTIFIER_BYTES
+
+
+@dataclasses.dataclass
 class _Records:
     """Every record of the wanted views, by DAG id (see :mod:`airflow_matview.fleet.records`)."""
 
     outlets: records.Outlets
     tags: dict[str, list[str]]
-    after: dict[str, list[str]]
-    on_change: set[str]
+    schedule: records.ScheduleAssets
     recent: records.RecentRuns
     totals: dict[str, Row[Any]]
-    events: dict[int, dict[str, Any]]
+    events: dict[int, Any]
+    pending: dict[str, datetime]
     timetables: dict[str, Any]
     deadlines: dict[str, list[Any]]
 
 
-def load_fleet(
-    session: Session, dag_ids: Collection[str] | None = None, now: datetime | None = None
-) -> list[FleetView]:
+def load_fleet(session: Session, dag_ids: Collection[str] | None = None, now: datetime | None = None) -> Fleet:
     """Every refreshed view whose DAG is in ``dag_ids`` (all when ``None``), sorted by view name.
 
     :param session: a session on Airflow's metadata database.
@@ -78,76 +190,114 @@ def load_fleet(
     """
     db = session.connection()  # Core rows: the ORM's row loading cost more than some of the queries
     outlets = records.read_outlets(db, dag_ids)
+    check = _Checker()
+    check.skipped["asset URI"] += outlets.unreadable
     if not outlets.rows:
-        return []
+        return Fleet([], check.skipped)
     wanted = list(outlets.rows)
     tasks = records.refresh_tasks(dag_ids)
-    after, on_change = records.read_schedule_assets(db, wanted)
     found = _Records(
         outlets=outlets,
         tags=records.read_tags(db, wanted),
-        after=after,
-        on_change=on_change,
+        schedule=records.read_schedule_assets(db, wanted),
         recent=records.read_recent_runs(db, tasks),
         totals=records.read_totals(db, tasks),
         events=records.read_last_events(db, [row.id for row in outlets.rows.values()]),
+        pending=records.read_pending_runs(db, wanted),
         timetables=records.read_timetables(db, wanted),
         deadlines=records.read_deadline_intervals(db, wanted),
     )
+    check.skipped["asset URI"] += found.schedule.unreadable
     now = now or datetime.now(timezone.utc)
-    views = [_view(dag_id, found, now) for dag_id in outlets.rows]
-    return sorted(views, key=lambda v: (v.view, v.conn_id))
+    views = [view for dag_id in outlets.rows if (view := _view(dag_id, found, now, check)) is not None]
+    return Fleet(sorted(views, key=lambda v: (v.view, v.conn_id)), check.skipped)
 
 
-def _view(dag_id: str, found: _Records, now: datetime) -> FleetView:
+def _view(dag_id: str, found: _Records, now: datetime, check: _Checker) -> FleetView | None:
+    """The row of one view, or ``None`` (counted) when its names cannot be those of a view and its DAG."""
     row = found.outlets.rows[dag_id]
-    conn_id, view = found.outlets.views[dag_id]
+    conn_id, name = found.outlets.views[dag_id]
+    if not (
+        _is_identifier(name.schema)
+        and _is_identifier(name.name)
+        and _is_text(conn_id, CONN_ID_MAX_LEN)
+        and _is_text(dag_id, 250, _AIRFLOW_KEY)
+    ):
+        check.drop("view")
+        return None
     total = found.totals.get(dag_id)
-    states = found.recent.states.get(dag_id, [])
-    durations = found.recent.seconds.get(dag_id, [])
-    event = found.events.get(row.id, {})
-    last_success = total.last_success if total else None
-    fresh_as_of = max((t for t in (last_success, total.last_skip if total else None) if t), default=None)
-    staleness = round((now - fresh_as_of).total_seconds(), 1) if fresh_as_of else None
-    budget = max_staleness_of(found.deadlines.get(dag_id, []))
-    breached = budget is not None and (staleness is None or staleness > budget)
+    fresh_as_of = max((t for t in (total.last_success, total.last_skip) if t), default=None) if total else None
+    states = [check.choice(state, check.states, "run state") for state in found.recent.states.get(dag_id, [])]
     last_state = states[-1] if states else None
+    budget = _budget(dag_id, found, now, check)
     return FleetView(
-        view=view,
+        view=f"{name.schema}.{name.name}",
         conn_id=conn_id,
         dag_id=dag_id,
-        task_id=row.task_id,
-        tags=found.tags.get(dag_id, []),
+        task_id=check.text(row.task_id, "task id", 250, _AIRFLOW_KEY) or "",
+        tags=check.texts(found.tags.get(dag_id, []), "tag", TAG_MAX_LEN),
         paused=bool(row.is_paused),
-        schedule=_schedule_text(row.timetable_summary),
-        timezone=timezone_of(found.timetables.get(dag_id)),
-        after=found.after.get(dag_id, []),
-        on_change=dag_id in found.on_change,
+        schedule=check.text(_schedule_text(row.timetable_summary), "schedule", SCHEDULE_MAX_LEN) or "",
+        timezone=check.text(timezone_of(found.timetables.get(dag_id), check), "timezone", 64, _TIMEZONE),
+        after=check.views(found.schedule.after.get(dag_id, []), "asset URI"),
+        other_assets=found.schedule.others.get(dag_id, 0),
+        on_change=dag_id in found.schedule.on_change,
         next_run=None if row.is_paused else _iso(row.next_dagrun_create_after),
-        last_success=_iso(last_success),
-        last_success_age=round((now - last_success).total_seconds(), 1) if last_success else None,
+        last_success=_iso(total.last_success if total else None),
+        last_success_age=_age(total.last_success if total else None, now),
         fresh_as_of=_iso(fresh_as_of),
-        staleness=staleness,
+        staleness=_age(fresh_as_of, now),
         last_state=last_state,
         last_run_start=_iso(found.recent.last_start.get(dag_id)),
-        mode=event.get("mode"),
-        rows=event.get("rows"),
-        duration=next(
-            (d for st, d in zip(reversed(states), reversed(durations), strict=True) if st == "success"), None
-        ),
-        refresh_seconds=event.get("seconds"),
-        recent_states=states,
-        recent_seconds=durations,
+        **_last_refresh(found.events.get(row.id), states, found.recent.seconds.get(dag_id, []), check),
+        **budget,
         skipped_runs=total.skipped if total else 0,
         failed_runs=total.failed if total else 0,
-        max_staleness=budget,
-        breached=breached,
-        status=_status(bool(row.is_paused), last_state, breached, fresh_as_of),
+        status=_status(bool(row.is_paused), last_state, budget["breached"], fresh_as_of),
     )
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if value else None
+def _budget(dag_id: str, found: _Records, now: datetime, check: _Checker) -> dict[str, Any]:
+    """The staleness budget and whether it is breached: as the ``max_staleness`` Deadline Alert sees it, by a run
+    still not successful ``max_staleness`` after it was queued (the alert has fired for it)."""
+    pending_since = found.pending.get(dag_id)
+    pending_for = _age(pending_since, now)
+    budget = max_staleness_of(found.deadlines.get(dag_id, []), check)
+    return {
+        "pending_since": _iso(pending_since),
+        "pending_for": pending_for,
+        "max_staleness": budget,
+        "breached": budget is not None and pending_for is not None and pending_for > budget,
+    }
+
+
+def _last_refresh(extra: Any, states: list[str | None], durations: list[Any], check: _Checker) -> dict[str, Any]:
+    """What the last refresh reported in its asset event (``mode``, ``rows``, ``seconds``), and the durations of
+    the latest tries."""
+    if extra is None:
+        extra = {}
+    elif not isinstance(extra, dict):
+        check.drop("asset event extra")
+        extra = {}
+    seconds = [check.seconds(value, "duration") for value in durations]
+    return {
+        "mode": check.choice(extra.get("mode"), MODES, "mode"),
+        "rows": check.count(extra.get("rows"), "rows"),
+        "duration": next(
+            (d for st, d in zip(reversed(states), reversed(seconds), strict=True) if st == "success"), None
+        ),
+        "refresh_seconds": check.seconds(extra.get("seconds"), "seconds"),
+        "recent_states": states,
+        "recent_seconds": seconds,
+    }
+
+
+def _iso(value: Any) -> str | None:
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if isinstance(value, datetime) else None
+
+
+def _age(value: datetime | None, now: datetime) -> float | None:
+    return round((now - value).total_seconds(), 1) if isinstance(value, datetime) else None
 
 
 def _status(paused: bool, last_state: str | None, breached: bool, fresh_as_of: datetime | None) -> str:
@@ -162,39 +312,44 @@ def _status(paused: bool, last_state: str | None, breached: bool, fresh_as_of: d
     return "fresh"
 
 
-def _schedule_text(summary: str | None) -> str:
-    """The time part of the schedule: the cron or preset, or ``""`` when only assets (or nothing) trigger it."""
-    if not summary or summary in ("None", "Asset", "Partitioned Asset"):
-        return ""
+def _schedule_text(summary: str | None) -> str | None:
+    """The time part of the schedule: the cron or preset, or ``None`` when only assets (or nothing) trigger it."""
+    if not isinstance(summary, str) or summary in ("", "None", "Asset", "Partitioned Asset"):
+        return None
     return summary.removeprefix("Asset or ")
 
 
-def timezone_of(timetable: Any) -> str | None:
+def timezone_of(timetable: Any, check: _Checker | None = None) -> str | None:
     """The timezone of a serialized timetable (``{"__type": ..., "__var": {"timezone": ...}}``), also nested
-    inside an asset-or-time schedule."""
+    inside an asset-or-time schedule; a timetable of another shape is counted by ``check``."""
     while isinstance(timetable, dict):
         var = timetable.get("__var")
         if not isinstance(var, dict):
-            return None
-        tz = var.get("timezone")
-        if isinstance(tz, str):
-            return tz
+            break
+        if "timezone" in var:
+            return var["timezone"]  # checked by the caller
         timetable = var.get("timetable")
+        if timetable is None:
+            return None
+    if timetable is not None and check is not None:
+        check.drop("timetable")
     return None
 
 
-def max_staleness_of(intervals: Collection[Any]) -> float | None:
+def max_staleness_of(intervals: Collection[Any], check: _Checker | None = None) -> float | None:
     """The staleness budget in seconds: the shortest interval of the DAG's Deadline Alerts.
 
     Airflow stores each alert's ``interval`` (table ``deadline_alert``) as its serde form of a timedelta
     (``{"__classname__": "datetime.timedelta", "__data__": 3600.0, ...}``) or a number of seconds; anything else
-    (e.g. an interval read from a Variable at run time) is ignored.
+    (e.g. an interval read from a Variable at run time) is left out, and counted by ``check``.
     """
     budgets = []
     for interval in intervals:
         seconds = interval.get("__data__") if isinstance(interval, dict) else interval
-        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds > 0:
+        if _is_number(seconds) and 0 < seconds < math.inf:
             budgets.append(float(seconds))
+        elif check is not None:
+            check.drop("deadline interval")
     return min(budgets, default=None)
 
 
@@ -206,11 +361,13 @@ def summarize(views: list[FleetView]) -> dict[str, int]:
     return counts
 
 
-def as_json(views: list[FleetView], now: datetime | None = None) -> dict[str, Any]:
+def as_json(fleet: Fleet, now: datetime | None = None) -> dict[str, Any]:
     """The JSON document served by the plugin (see docs/fleet.md)."""
     return {
         "generated_at": _iso(now or datetime.now(timezone.utc)),
-        "counts": summarize(views),
-        "total": len(views),
-        "views": [dict(vars(view)) for view in views],
+        "counts": summarize(fleet.views),
+        "total": len(fleet.views),
+        "skipped_records": sum(fleet.skipped.values()),
+        "skipped": dict(sorted((kind, count) for kind, count in fleet.skipped.items() if count)),
+        "views": [dict(vars(view)) for view in fleet.views],
     }

@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import JSON, Numeric, and_, case, cast, func, select, type_coerce
+from sqlalchemy import JSON, Numeric, and_, case, cast, func, or_, select, type_coerce
 
 from airflow_matview.assets import SCHEME, parse_matview_uri
 from airflow_matview.version_compat import asset_watcher_asset_id, deadline_alert_model
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
     from sqlalchemy.engine import Connection, Row
     from sqlalchemy.sql import Select, Subquery
+
+    from airflow_matview.database.identifiers import QualifiedName
 
 ASSET_PREFIX = f"{SCHEME}://"
 RECENT_RUNS = 20
@@ -35,12 +37,13 @@ class Outlets:
 
     :param rows: per DAG id: the asset (``id``, ``uri``), ``task_id`` and the DAG's ``is_paused``,
         ``timetable_summary`` and ``next_dagrun_create_after``.
-    :param views: per DAG id, ``(conn_id, "schema.name")`` read from the asset URI.
-    :param unreadable: how many ``matview://`` outlets are not ours to read (not three parts), and were left out.
+    :param views: per DAG id, the connection id and the view, read from the asset URI.
+    :param unreadable: how many ``matview://`` outlets are not ours to read (see
+        :func:`~airflow_matview.assets.parse_matview_uri`), and were left out.
     """
 
     rows: dict[str, Row[Any]] = field(default_factory=dict)
-    views: dict[str, tuple[str, str]] = field(default_factory=dict)
+    views: dict[str, tuple[str, QualifiedName]] = field(default_factory=dict)
     unreadable: int = 0
 
 
@@ -83,7 +86,7 @@ def read_outlets(db: Connection, dag_ids: Collection[str] | None) -> Outlets:
             outlets.unreadable += 1
         elif row.dag_id not in outlets.rows:
             outlets.rows[row.dag_id] = row
-            outlets.views[row.dag_id] = (parsed[0], f"{parsed[1].schema}.{parsed[1].name}")
+            outlets.views[row.dag_id] = parsed
     return outlets
 
 
@@ -116,13 +119,27 @@ def read_tags(db: Connection, wanted: Collection[str]) -> dict[str, list[str]]:
     return tags
 
 
-def read_schedule_assets(db: Connection, wanted: Collection[str]) -> tuple[dict[str, list[str]], set[str]]:
-    """Each DAG's ``after:`` views (the ``matview://`` assets it is scheduled on), and the DAGs scheduled on a
-    watched asset (``on_change``)."""
+@dataclass
+class ScheduleAssets:
+    """The assets each DAG is scheduled on, by DAG id.
+
+    :param after: the views of its ``matview://`` assets: the ``after:`` of its config.
+    :param on_change: the DAGs scheduled on a watched asset (``on_change``).
+    :param others: how many other assets (another scheme) each DAG is scheduled on.
+    :param unreadable: how many ``matview://`` assets are not ours to read, and were left out.
+    """
+
+    after: dict[str, list[QualifiedName]] = field(default_factory=lambda: defaultdict(list))
+    on_change: set[str] = field(default_factory=set)
+    others: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    unreadable: int = 0
+
+
+def read_schedule_assets(db: Connection, wanted: Collection[str]) -> ScheduleAssets:
+    """The assets each of ``wanted`` is scheduled on (see :class:`ScheduleAssets`)."""
     from airflow.models.asset import AssetModel, DagScheduleAssetReference
 
-    after: dict[str, list[str]] = defaultdict(list)
-    on_change: set[str] = set()
+    found = ScheduleAssets()
     watcher_asset_id = asset_watcher_asset_id()
     watched = select(watcher_asset_id).where(watcher_asset_id == AssetModel.id).exists()
     for dag_id, uri, has_watcher in db.execute(
@@ -132,10 +149,14 @@ def read_schedule_assets(db: Connection, wanted: Collection[str]) -> tuple[dict[
         .order_by(AssetModel.uri)
     ):
         if has_watcher:
-            on_change.add(dag_id)
+            found.on_change.add(dag_id)
         elif (parsed := parse_matview_uri(uri)) is not None:
-            after[dag_id].append(f"{parsed[1].schema}.{parsed[1].name}")
-    return after, on_change
+            found.after[dag_id].append(parsed[1])
+        elif uri.startswith(ASSET_PREFIX):
+            found.unreadable += 1
+        else:
+            found.others[dag_id] += 1
+    return found
 
 
 def _task_instances_of(tasks: Subquery) -> Any:
@@ -232,17 +253,40 @@ def read_totals(db: Connection, tasks: Subquery) -> dict[str, Row[Any]]:
     return {row.dag_id: row for row in db.execute(query)}
 
 
-def read_last_events(db: Connection, asset_ids: Collection[int]) -> dict[int, dict[str, Any]]:
-    """The ``extra`` of each asset's latest event (what the last refresh reported: rows, seconds, mode)."""
+def read_last_events(db: Connection, asset_ids: Collection[int]) -> dict[int, Any]:
+    """The ``extra`` of each asset's latest event (what the last refresh reported: rows, seconds, mode), as stored:
+    anyone allowed to post an asset event wrote it, so the reader checks every value."""
     from airflow.models.asset import AssetEvent
 
     last_ids = select(func.max(AssetEvent.id)).where(AssetEvent.asset_id.in_(asset_ids)).group_by(AssetEvent.asset_id)
-    return {
-        asset_id: extra if isinstance(extra, dict) else {}
-        for asset_id, extra in db.execute(
-            select(AssetEvent.asset_id, AssetEvent.extra).where(AssetEvent.id.in_(last_ids))
+    query = select(AssetEvent.asset_id, AssetEvent.extra).where(AssetEvent.id.in_(last_ids))
+    return {asset_id: extra for asset_id, extra in db.execute(query)}
+
+
+def read_pending_runs(db: Connection, wanted: Collection[str]) -> dict[str, datetime]:
+    """When the oldest run of each DAG that has not succeeded, among those queued after its latest successful run,
+    was queued: the reference of the ``max_staleness`` Deadline Alert (``DeadlineReference.DAGRUN_QUEUED_AT``),
+    which fires for a run not successful ``max_staleness`` after it was queued."""
+    from airflow.models.dagrun import DagRun
+
+    succeeded = (
+        select(DagRun.dag_id, func.max(DagRun.queued_at).label("queued_at"))
+        .where(DagRun.dag_id.in_(wanted), DagRun.state == "success")
+        .group_by(DagRun.dag_id)
+        .subquery()
+    )
+    query = (
+        select(DagRun.dag_id, func.min(DagRun.queued_at))
+        .outerjoin(succeeded, succeeded.c.dag_id == DagRun.dag_id)
+        .where(
+            DagRun.dag_id.in_(wanted),
+            DagRun.state != "success",
+            DagRun.queued_at.is_not(None),
+            or_(succeeded.c.queued_at.is_(None), DagRun.queued_at > succeeded.c.queued_at),
         )
-    }
+        .group_by(DagRun.dag_id)
+    )
+    return {dag_id: queued_at for dag_id, queued_at in db.execute(query) if queued_at is not None}
 
 
 def _latest_serialized(wanted: Collection[str]) -> tuple[Select[Any], Any]:

@@ -1,0 +1,270 @@
+// The fleet overview page (fleet.html). Every value from the JSON is shown as text: elements are built with
+// createElement and filled with textContent, never from HTML, and the page's Content-Security-Policy enforces it
+// (Trusted Types: assigning a string to innerHTML throws).
+"use strict";
+const COLUMNS = [
+  ["view", "View", (v) => v.view],
+  ["conn_id", "Connection", (v) => v.conn_id],
+  ["dag_id", "DAG", (v) => v.dag_id],
+  ["schedule", "Schedule", (v) => scheduleText(v)],
+  ["last_success", "Last success", (v) => v.last_success || ""],
+  ["last_state", "Last run", (v) => v.last_state || ""],
+  ["mode", "Mode", (v) => v.mode || ""],
+  ["rows", "Rows", (v) => v.rows ?? -1],
+  ["duration", "Duration", (v) => v.duration ?? -1],
+  ["skipped_runs", "Skipped", (v) => v.skipped_runs],
+  ["next_run", "Next run", (v) => v.next_run || "~"],
+  ["staleness", "Staleness", (v) => v.staleness ?? Infinity],
+  ["max_staleness", "Max staleness", (v) => v.max_staleness ?? Infinity],
+];
+const STATUSES = ["fresh", "stale", "failing", "paused"];
+const STATES = ["success", "failed", "upstream_failed", "skipped", "running", "queued"];
+const REFRESH_MS = 60000;
+const TIMEOUT_MS = 50000;
+const SVG = "http://www.w3.org/2000/svg";
+let data = null;
+let inflight = null;
+let sort = { key: "view", desc: false };
+const collator = new Intl.Collator("en");
+const $ = (id) => document.getElementById(id);
+
+// An element with its class and children: strings become text nodes, null and undefined are left out.
+function el(tag, className, ...children) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  node.append(...children.filter((child) => child != null));
+  return node;
+}
+function age(seconds) {
+  if (seconds == null) return "-";
+  const s = Math.max(0, seconds);
+  if (s < 90) return Math.round(s) + "s";
+  if (s < 5400) return Math.round(s / 60) + "m";
+  if (s < 172800) return (s / 3600).toFixed(1).replace(/\.0$/, "") + "h";
+  return (s / 86400).toFixed(1).replace(/\.0$/, "") + "d";
+}
+function secs(seconds) {
+  if (seconds == null) return "-";
+  return seconds < 10 ? seconds.toFixed(2) + "s" : age(seconds);
+}
+function when(iso) {
+  return iso ? iso.slice(5, 16).replace("T", " ") : "-";
+}
+function whenCell(iso) {
+  if (!iso) return "-";
+  const span = el("span", "", when(iso));
+  span.title = iso;
+  return span;
+}
+function scheduleText(v) {
+  const parts = [];
+  if (v.schedule) parts.push(v.schedule + (v.timezone && v.timezone !== "UTC" ? " (" + v.timezone + ")" : v.timezone ? " UTC" : ""));
+  if (v.after.length) parts.push("after " + v.after.join(", "));
+  if (v.other_assets) parts.push(`after ${v.other_assets} other asset${v.other_assets === 1 ? "" : "s"}`);
+  if (v.on_change) parts.push("on change");
+  return parts.join(" or ") || "manual";
+}
+function svg(tag, attributes) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, String(value));
+  return node;
+}
+function spark(v) {
+  const n = v.recent_seconds.length;
+  if (n < 2) return null;
+  const w = 60, h = 16, max = Math.max(...v.recent_seconds.map((x) => x || 0)) || 1, step = w / (n - 1);
+  const chart = svg("svg", { class: "spark", width: w, height: h });
+  const title = document.createElementNS(SVG, "title");
+  const points = [], lines = [`last ${n} runs, oldest first:`];
+  for (let i = 0; i < n; i++) {
+    const x = (i * step).toFixed(1), y = (h - 2 - ((v.recent_seconds[i] || 0) / max) * (h - 4)).toFixed(1);
+    const state = v.recent_states[i];
+    points.push(x + "," + y);
+    if (state !== "success") chart.append(svg("circle", { cx: x, cy: y, r: 2, class: state === "skipped" ? "skipped" : "failed" }));
+    lines.push(`${state} ${secs(v.recent_seconds[i])}`);
+  }
+  title.textContent = lines.join("\n");
+  chart.prepend(title, svg("polyline", { points: points.join(" ") }));
+  return chart;
+}
+function options(select, values) {
+  const current = select.value;
+  select.length = 1;
+  for (const value of values) select.add(new Option(value, value));
+  select.value = values.includes(current) ? current : "";
+}
+function renderHead() {
+  $("head").replaceChildren(...COLUMNS.map(([key, label]) => {
+    const button = el("button", "", label);
+    button.type = "button";
+    button.dataset.sort = key;
+    button.dataset.arrow = sort.key === key ? (sort.desc ? "▼" : "▲") : "";
+    return el("th", "", button);
+  }));
+}
+function visible() {
+  const text = $("search").value.trim().toLowerCase();
+  const older = Number($("age").value || 0);
+  const status = $("status").value, state = $("state").value, conn = $("conn").value, tag = $("tag").value;
+  const rows = data.views.filter((v) =>
+    (!status || v.status === status) && (!older || (v.staleness ?? Infinity) > older) && (!state || (v.last_state || "none") === state) &&
+    (!conn || v.conn_id === conn) && (!tag || v.tags.includes(tag)) &&
+    (!text || [v.view, v.dag_id, v.conn_id, ...v.tags].some((s) => s.toLowerCase().includes(text))));
+  const key = COLUMNS.find((c) => c[0] === sort.key)[2];
+  rows.sort((a, b) => {
+    const x = key(a), y = key(b);
+    const order = typeof x === "number" && typeof y === "number" ? x - y : collator.compare(String(x), String(y));
+    return (sort.desc ? -order : order) || collator.compare(a.view, b.view);
+  });
+  return rows;
+}
+function viewCell(v) {
+  const tags = v.tags.filter((t) => t !== "matview").map((t) => el("span", "tag", t));
+  return el("td", "wrap view", el("b", "", v.view), " ", ...tags);
+}
+function dagCell(v) {
+  const link = el("a", "", v.dag_id);
+  link.href = "../dags/" + encodeURIComponent(v.dag_id);
+  link.target = "_top";
+  const cell = el("td", "dag", v.paused ? el("span", "muted", "(paused)") : null, v.paused ? " " : null, link);
+  cell.title = v.dag_id;
+  return cell;
+}
+function stateCell(v) {
+  const cell = el("td", "");
+  cell.dataset.col = "last_state";
+  if (!v.last_state) cell.append("-");
+  else cell.append(el("span", "state" + (STATES.includes(v.last_state) ? " " + v.last_state : ""), v.last_state));
+  return cell;
+}
+function stalenessCells(v) {
+  const breach = v.breached ? " breach" : "";
+  const pending = v.pending_for == null ? null : el("span", "muted age", `run waiting ${age(v.pending_for)}`);
+  if (pending) pending.title = `the run queued at ${v.pending_since} has not succeeded`;
+  const staleness = el("td", "num" + breach, v.staleness == null ? "never fresh" : age(v.staleness));
+  staleness.dataset.col = "staleness";
+  const budget = el("td", "num" + breach, v.max_staleness == null ? "-" : age(v.max_staleness), v.breached ? " ⚠" : null, pending);
+  budget.dataset.col = "max_staleness";
+  return [staleness, budget];
+}
+function row(v) {
+  const success = v.last_success
+    ? [whenCell(v.last_success), el("span", "muted age", `${age(v.last_success_age)} ago`)]
+    : ["never"];
+  const tr = el("tr", STATUSES.includes(v.status) ? "status-" + v.status : "",
+    viewCell(v),
+    el("td", "", v.conn_id),
+    dagCell(v),
+    el("td", "wrap", scheduleText(v)),
+    el("td", "", ...success),
+    stateCell(v),
+    el("td", "", v.mode || "-"),
+    el("td", "num", v.rows == null ? "-" : v.rows.toLocaleString("en")),
+    el("td", "num", secs(v.duration), spark(v)),
+    el("td", "num", String(v.skipped_runs)),
+    el("td", "", whenCell(v.next_run)),
+    ...stalenessCells(v));
+  tr.dataset.view = v.view;
+  tr.dataset.status = v.status;
+  return tr;
+}
+function renderRows() {
+  const rows = visible();
+  $("shown").textContent = rows.length === data.views.length ? "" : `${rows.length} shown`;
+  $("rows").replaceChildren(...rows.map(row));
+}
+function renderCounts() {
+  $("counts").replaceChildren(...STATUSES.map((s) => {
+    const button = el("button", `count ${s}${$("status").value === s ? " active" : ""}`, el("b", "", String(data.counts[s])), s);
+    button.type = "button";
+    button.dataset.status = s;
+    button.dataset.testid = "count-" + s;
+    return button;
+  }));
+}
+function renderSkipped() {
+  const skipped = $("skipped");
+  skipped.hidden = !data.skipped_records;
+  const kinds = Object.entries(data.skipped || {}).map(([kind, count]) => `${kind} ×${count}`).join(", ");
+  skipped.textContent = data.skipped_records
+    ? `${data.skipped_records} record${data.skipped_records === 1 ? "" : "s"} skipped (unreadable): ${kinds}`
+    : "";
+  skipped.title = "Records in Airflow's metadata database that are not those of a view refreshed by airflow-matview";
+}
+function render() {
+  $("total").textContent = `(${data.total})`;
+  $("generated").textContent = "as of " + data.generated_at.slice(0, 19).replace("T", " ") + " UTC; times in UTC";
+  renderCounts();
+  renderSkipped();
+  options($("status"), STATUSES);
+  options($("state"), [...new Set(data.views.map((v) => v.last_state || "none"))].sort());
+  options($("conn"), [...new Set(data.views.map((v) => v.conn_id))].sort());
+  options($("tag"), [...new Set(data.views.flatMap((v) => v.tags))].sort());
+  renderHead();
+  renderRows();
+}
+function setLoading(loading) {
+  $("loading").hidden = !loading;
+  document.body.dataset.loading = String(loading);
+}
+// The one line to show for a response that is not the document: the server's reason when it gave one.
+async function failure(response) {
+  let reason = "";
+  try {
+    const body = await response.json();
+    if (body && typeof body.detail === "string") reason = ": " + body.detail;
+  } catch (error) {
+    reason = "";
+  }
+  return `Could not load the views (HTTP ${response.status})${reason}`;
+}
+function measure(started, fetched) {
+  document.body.dataset.fetchMs = Math.round(fetched - started);
+  document.body.dataset.renderMs = Math.round(performance.now() - fetched);
+  const navigation = performance.getEntriesByType("navigation")[0];
+  document.body.dataset.htmlMs = navigation ? Math.round(navigation.responseEnd) : 0;
+  document.body.dataset.totalMs = Math.round(performance.now());
+  document.body.dataset.loaded = "true";
+}
+// Fetches the document and draws it; a fetch still running is abandoned first, so requests never pile up.
+async function load() {
+  if (inflight) inflight.abort(new DOMException("replaced by a newer request", "AbortError"));
+  const controller = new AbortController();
+  inflight = controller;
+  const timer = setTimeout(() => controller.abort(new DOMException(`no answer within ${TIMEOUT_MS / 1000}s`, "TimeoutError")), TIMEOUT_MS);
+  const started = performance.now();
+  setLoading(true);
+  try {
+    const response = await fetch("api/views", { credentials: "same-origin", headers: { Accept: "application/json" }, signal: controller.signal });
+    if (response.status === 401) { window.top.location.reload(); return; }
+    if (!response.ok) { $("error").textContent = await failure(response); return; }
+    data = await response.json();
+    $("error").textContent = "";
+    const fetched = performance.now();
+    render();
+    measure(started, fetched);
+  } catch (error) {
+    if (inflight !== controller) return;  // replaced by a newer request, which reports for itself
+    $("error").textContent = `Could not load the views: ${error && error.message ? error.message : error}`;
+  } finally {
+    clearTimeout(timer);
+    if (inflight === controller) { inflight = null; setLoading(false); }
+  }
+}
+$("head").addEventListener("click", (event) => {
+  const key = event.target.dataset && event.target.dataset.sort;
+  if (!key) return;
+  sort = { key, desc: sort.key === key ? !sort.desc : key === "staleness" };
+  renderHead();
+  renderRows();
+});
+$("counts").addEventListener("click", (event) => {
+  const button = event.target.closest("button");
+  if (!button) return;
+  $("status").value = $("status").value === button.dataset.status ? "" : button.dataset.status;
+  render();
+});
+for (const id of ["search", "status", "age", "state", "conn", "tag"]) $(id).addEventListener("input", () => data && render());
+$("reload").addEventListener("click", load);
+load();
+setInterval(load, REFRESH_MS);

@@ -1,0 +1,230 @@
+"""The fleet overview's records as Airflow's metadata database may hold them: foreign ``matview://`` assets,
+asset events posted with any ``extra``, and serialized DAGs, states and summaries of unexpected shapes.
+
+Airflow's own DAG-processor code writes the DAGs (``devtools/fleet_seed.py``) into the test session's metadata
+database; what the REST API or a DAG author could store is then written as they would leave it. Each record that
+cannot be read is skipped and counted, each value of the wrong type or range is left out, and the document is
+always valid JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from airflow_matview.version_compat import DEADLINE_ALERTS_MISSING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+PREFIX = "fleetcheck"
+VIEWS = ["events_list", "events_text", "extra_types", "extra_infinite", "state", "timetable", "timezone", "summary"]
+VIEWS += ["deadline", "mixed", "queued_late", "queued_recently", "failed_then_ok", "plain"]
+FOREIGN_URIS = [
+    "matview://team-b/exports",  # two parts
+    "matview://team-b/a/b/c",  # four parts
+    "matview://conn//view",  # an empty part
+    "matview://conn/public/%zz",  # not percent-encoding
+    "matview://conn/public/%ff",  # not UTF-8
+    "matview://conn/public/caf%c3%a9",  # lower-case percent-encoding, which matview_asset_uri never writes
+]
+BUDGET = timedelta(minutes=5)
+
+
+def _dag_id(view: str) -> str:
+    return f"matview.{PREFIX}.{view}"
+
+
+def _config() -> dict[str, Any]:
+    views: list[dict[str, Any]] = [
+        {"name": f"{PREFIX}.{view}", "conn_id": "warehouse", "schedule": "@hourly", "tags": ["checked"]}
+        for view in VIEWS
+    ]
+    if DEADLINE_ALERTS_MISSING is None:
+        for view in views:
+            view |= {"max_staleness": "5m", "on_stale": [{"notifier": "logging.warning"}]}
+    return {"views": views}
+
+
+def _foreign_dags() -> list[Any]:
+    """DAGs of another team with ``matview://`` assets that are not ours, and one of ours also scheduled on one."""
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    from airflow.sdk import DAG, Asset
+
+    dags = []
+    for number, uri in enumerate(FOREIGN_URIS):
+        with DAG(f"{PREFIX}_foreign_{number}", schedule=None) as dag:
+            EmptyOperator(task_id="refresh", outlets=[Asset(uri)])
+        dags.append(dag)
+    from airflow_matview.assets import matview_asset
+    from airflow_matview.database.identifiers import QualifiedName
+
+    with DAG(
+        _dag_id("mixed"), schedule=[Asset("matview://team-b/exports"), Asset("s3://bucket/key")], tags=["checked"]
+    ) as mixed:
+        EmptyOperator(task_id="refresh", outlets=[matview_asset("warehouse", QualifiedName(PREFIX, "mixed"))])
+    return [*dags, mixed]
+
+
+def _add_event(session: Any, dag_id: str, extra: Any) -> None:
+    """The latest asset event of ``dag_id``'s view, as anyone allowed to post one may leave it."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from sqlalchemy import insert, select
+
+    uri = f"matview://warehouse/{PREFIX}/{dag_id.rsplit('.', 1)[1]}"
+    asset_id = session.scalar(select(AssetModel.id).where(AssetModel.uri == uri))
+    session.execute(insert(AssetEvent.__table__).values(asset_id=asset_id, extra=extra, timestamp=NOW))
+
+
+def _add_run(session: Any, dag_id: str, state: str, queued_at: datetime) -> None:
+    from airflow.models.dagrun import DagRun
+    from sqlalchemy import insert
+
+    session.execute(
+        insert(DagRun.__table__).values(
+            dag_id=dag_id,
+            run_id=f"manual__{queued_at.isoformat()}",
+            run_type="manual",
+            run_after=queued_at,
+            logical_date=None,
+            queued_at=queued_at,
+            state=state,
+        )
+    )
+
+
+def _set_timetable(session: Any, dag_id: str, timetable: Any) -> None:
+    """Give the serialized versions of ``dag_id`` the ``timetable`` (SQLite's ``json_set``: the test session's
+    metadata database is SQLite)."""
+    from airflow.models.serialized_dag import SerializedDagModel
+    from sqlalchemy import func, update
+
+    column = SerializedDagModel.__table__.c.data
+    session.execute(
+        update(SerializedDagModel.__table__)
+        .where(SerializedDagModel.dag_id == dag_id)
+        .values({column: func.json_set(column, "$.dag.timetable", func.json(json.dumps(timetable)))})
+    )
+
+
+def _spoil(session: Any) -> None:
+    """What DAG authors, Op users and other writers may leave in the metadata database."""
+    from airflow.models.dag import DagModel, DagTag
+    from airflow.models.taskinstance import TaskInstance
+    from sqlalchemy import insert, select, update
+
+    _add_event(session, _dag_id("events_list"), [1, 2, 3])
+    _add_event(session, _dag_id("events_text"), "<img src=x onerror=alert(1)>")
+    _add_event(session, _dag_id("extra_types"), {"rows": "12", "seconds": -1, "mode": "<b>fast</b>"})
+    # 1e400 is valid JSON, which Python reads as infinity (and would write back as Infinity, which is not JSON).
+    _add_event(session, _dag_id("extra_infinite"), {"rows": float("inf"), "seconds": float("inf"), "mode": "blocking"})
+    latest = (
+        select(TaskInstance.id)
+        .where(TaskInstance.dag_id == _dag_id("state"))
+        .order_by(TaskInstance.start_date.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    session.execute(update(TaskInstance).where(TaskInstance.id == latest).values(state="<img src=x>"))
+    _set_timetable(session, _dag_id("timetable"), ["not", "a", "timetable"])
+    _set_timetable(session, _dag_id("timezone"), {"__type": "x", "__var": {"timezone": "<img src=x onerror=alert(1)>"}})
+    session.execute(
+        update(DagModel).where(DagModel.dag_id == _dag_id("summary")).values(timetable_summary="0 6 * * *\u202e")
+    )
+    session.execute(insert(DagTag.__table__).values(dag_id=_dag_id("summary"), name="line\nbreak"))
+    _spoil_deadline(session)
+    _add_run(session, _dag_id("queued_late"), "queued", NOW - timedelta(minutes=10))
+    _add_run(session, _dag_id("queued_recently"), "queued", NOW - timedelta(minutes=2))
+    _add_run(session, _dag_id("failed_then_ok"), "failed", NOW - timedelta(minutes=12))
+    _add_run(session, _dag_id("failed_then_ok"), "success", NOW - timedelta(minutes=11))
+
+
+def _spoil_deadline(session: Any) -> None:
+    """The Deadline Alert of ``deadline``, with an interval that is not a finite number of seconds."""
+    from airflow.models.serialized_dag import SerializedDagModel
+    from sqlalchemy import select, update
+
+    from airflow_matview.version_compat import deadline_alert_model
+
+    alerts = deadline_alert_model()
+    if alerts is None or DEADLINE_ALERTS_MISSING is not None:
+        return
+    versions = select(SerializedDagModel.id).where(SerializedDagModel.dag_id == _dag_id("deadline"))
+    infinite = {"__classname__": "datetime.timedelta", "__version__": 2, "__data__": float("inf")}
+    session.execute(update(alerts).where(alerts.serialized_dag_id.in_(versions)).values(interval=infinite))
+
+
+@pytest.fixture(scope="module")
+def document(airflow_db: Path) -> dict[str, Any]:
+    from airflow.utils.session import create_session
+
+    from airflow_matview.fleet.overview import as_json, load_fleet
+    from devtools.fleet_seed import seed_fleet, write_dags
+
+    outcomes = {_dag_id(view): ["success", "success"] for view in VIEWS}
+    seed_fleet(_config(), bundle="fleet-records-test", now=NOW, outcomes=outcomes)
+    write_dags(_foreign_dags(), "fleet-records-foreign")
+    with create_session() as session:
+        _spoil(session)
+    with create_session() as session:
+        dag_ids = [
+            *(_dag_id(view) for view in VIEWS),
+            *(f"{PREFIX}_foreign_{number}" for number in range(len(FOREIGN_URIS))),
+        ]
+        found = as_json(load_fleet(session, dag_ids, now=NOW))
+    return dict(json.loads(json.dumps(found, allow_nan=False)))  # valid JSON, as a browser reads it
+
+
+def _views(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {view["dag_id"].removeprefix(f"matview.{PREFIX}."): view for view in document["views"]}
+
+
+def test_foreign_matview_assets_are_skipped_and_counted_never_fatal(document: dict[str, Any]) -> None:
+    views = _views(document)
+    assert sorted(views) == sorted(VIEWS), "no foreign DAG listed, every view of ours listed"
+    assert document["skipped"]["asset URI"] == len(FOREIGN_URIS) + 1, "six outlets and mixed's schedule asset"
+    assert document["skipped_records"] == sum(document["skipped"].values())
+    mixed = views["mixed"]
+    assert (mixed["after"], mixed["other_assets"]) == ([], 1), "the s3:// asset is another kind, not an error"
+
+
+def test_asset_event_extras_of_any_shape_give_no_value_of_the_wrong_type(document: dict[str, Any]) -> None:
+    views = _views(document)
+    for name in ("events_list", "events_text"):
+        assert (views[name]["rows"], views[name]["mode"], views[name]["refresh_seconds"]) == (None, None, None)
+    assert document["skipped"]["asset event extra"] == 2
+    wrong = views["extra_types"]
+    assert (wrong["rows"], wrong["refresh_seconds"], wrong["mode"]) == (None, None, None), "'12', -1, '<b>fast</b>'"
+    infinite = views["extra_infinite"]
+    assert (infinite["rows"], infinite["refresh_seconds"], infinite["mode"]) == (None, None, "blocking")
+    assert document["skipped"]["rows"] == 2 and document["skipped"]["seconds"] == 2 and document["skipped"]["mode"] == 1
+    plain = views["plain"]
+    assert isinstance(plain["rows"], int) and plain["mode"] == "concurrently", "a refresh's own event is kept"
+
+
+def test_states_timetables_summaries_and_tags_of_unexpected_shapes_are_left_out(document: dict[str, Any]) -> None:
+    views = _views(document)
+    assert views["state"]["last_state"] is None and views["state"]["recent_states"][-1] is None
+    assert document["skipped"]["run state"] == 1
+    assert (views["timetable"]["timezone"], document["skipped"]["timetable"]) == (None, 1)
+    assert (views["timezone"]["timezone"], document["skipped"]["timezone"]) == (None, 1)
+    assert views["summary"]["schedule"] == "" and document["skipped"]["schedule"] == 1
+    assert views["summary"]["tags"] == ["checked", "matview"] and document["skipped"]["tag"] == 1
+    assert views["plain"]["schedule"] == "0 * * * *" and views["plain"]["timezone"] == "UTC"
+
+
+@pytest.mark.skipif(DEADLINE_ALERTS_MISSING is not None, reason=str(DEADLINE_ALERTS_MISSING))
+def test_over_budget_means_a_run_not_successful_max_staleness_after_it_was_queued(document: dict[str, Any]) -> None:
+    views = _views(document)
+    assert (views["deadline"]["max_staleness"], document["skipped"]["deadline interval"]) == (None, 1)
+    late, recent = views["queued_late"], views["queued_recently"]
+    assert (late["breached"], late["status"], late["pending_for"]) == (True, "stale", 600.0)
+    assert (recent["breached"], recent["status"], recent["pending_for"]) == (False, "fresh", 120.0)
+    assert views["failed_then_ok"]["pending_for"] is None, "a later run succeeded"
+    plain = views["plain"]
+    assert (plain["max_staleness"], plain["breached"], plain["status"]) == (300.0, False, "fresh")
+    assert plain["staleness"] > 300, "the data is older than the budget, yet no run missed its deadline"

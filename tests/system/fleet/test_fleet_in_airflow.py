@@ -1,0 +1,403 @@
+"""The fleet overview served by a real Airflow (api-server, scheduler, dag-processor, triggerer, LocalExecutor).
+
+- Hostile values reach the page through every way Airflow allows: a view named with HTML (a quoted PostgreSQL
+  identifier), HTML tags, a connection id with HTML in a hand-written DAG's asset, a custom timetable whose summary
+  is HTML, and an asset event whose ``extra`` holds HTML posted through the REST API by a user with the Op role.
+  Debian's chromium opens the page as the admin: no script runs, the text shows literally, under the page's CSP.
+- Foreign ``matview://`` assets (two parts, four parts) are skipped and counted on the page, never fatal.
+- ``/docs`` and ``/openapi.json`` are not served; ``HEAD`` answers like ``GET`` without a body; the JSON is
+  ``no-store``.
+- A locked metadata table: the JSON answers 503 with one line within ``[matview] fleet_query_timeout``, and the page
+  shows its loading state, abandons the previous request for the next, and shows the line.
+- ``max_staleness``: the page calls a view over budget exactly when its Deadline Alert has mailed (SMTP sink), on
+  the same runs: not after a run that succeeded in time, yes once a blocked or failed run is past its deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import pytest
+
+from airflow_matview.version_compat import DEADLINE_ALERTS_MISSING
+from tests.deployment import Deployment as BaseDeployment
+from tests.deployment import deployed, matviews_dags
+from tests.smtp_sink import SmtpSink
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+CHROMIUM = Path("/usr/bin/chromium")
+SMTP = "airflow.providers.smtp.notifications.smtp.SmtpNotifier"
+MAX_STALENESS = 20  # seconds
+STALE_BOUND = 30  # seconds from a deadline to its mail, as in test_production_end_to_end
+RUN_TIMEOUT = 240
+QUERY_TIMEOUT = 3  # [matview] fleet_query_timeout in this stack
+# Each payload would set window.pwned to its own number if a browser ran it.
+VIEW_NAME = "<img src=x onerror=window.pwned=1>"
+TAG = "<svg onload=window.pwned=2>"
+QUOTES_TAG = 'x" onmouseover="window.pwned=8" \''
+CONN_ID = "<img src=x onerror=window.pwned=3>"
+SCHEDULE = "<img src=x onerror=window.pwned=4>"
+EXTRA = {
+    "rows": "<img src=x onerror=window.pwned=5>",
+    "mode": "<img src=x onerror=window.pwned=6>",
+    "seconds": "<img src=x onerror=window.pwned=7>",
+}
+HOSTILE_VIEW = f'public."{VIEW_NAME}"'
+HOSTILE_DAG = "matview.public._img_src_x_onerror_window.pwned_1_"
+MALLORY = "mallory"  # the Op user
+
+pytestmark = pytest.mark.timeout(900)
+
+TIMETABLE_PLUGIN = f'''
+from airflow.plugins_manager import AirflowPlugin
+from airflow.timetables.simple import NullTimetable
+
+
+class HostileTimetable(NullTimetable):
+    """Manual runs only, with an HTML summary (any text a custom timetable may choose)."""
+
+    @property
+    def summary(self) -> str:
+        return {SCHEDULE!r}
+
+
+class HostileTimetablePlugin(AirflowPlugin):
+    name = "hostile_timetable"
+    timetables = [HostileTimetable]
+'''
+
+DAG_FILES = {
+    "hostile.py": f"""
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG
+from hostile_timetable import HostileTimetable
+
+from airflow_matview.assets import matview_asset
+from airflow_matview.database.identifiers import QualifiedName
+
+with DAG("hostile_connection", schedule=HostileTimetable(), tags=[{TAG!r}, {QUOTES_TAG!r}]):
+    EmptyOperator(task_id="refresh", outlets=[matview_asset({CONN_ID!r}, QualifiedName("public", "plain_view"))])
+""",
+    "foreign.py": """
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG, Asset
+
+# Another team's assets in the matview:// scheme, that are not <conn_id>/<schema>/<name>.
+with DAG("team_b_exports", schedule=None):
+    EmptyOperator(task_id="export", outlets=[Asset("matview://team-b/exports")])
+with DAG("team_b_four_parts", schedule=[Asset("matview://team-b/exports")]):
+    EmptyOperator(task_id="export", outlets=[Asset("matview://team-b/a/b/c")])
+""",
+}
+
+
+def _notifier(to: str) -> dict[str, Any]:
+    if DEADLINE_ALERTS_MISSING is not None:
+        return {}
+    return {"on_stale": [{"notifier": SMTP, "to": to, "smtp_conn_id": "smtp_sink"}]}
+
+
+def _config() -> dict[str, Any]:
+    budget: dict[str, Any] = {"max_staleness": f"{MAX_STALENESS}s", "lock_timeout": "5m"}
+    if DEADLINE_ALERTS_MISSING is not None:  # max_staleness needs Airflow 3.3+
+        budget = {"lock_timeout": "5m"}
+    return {
+        "defaults": {"schedule": None, "retries": 0, "concurrently": False},
+        "views": [
+            {"name": "public.alerted", **budget, **_notifier("alerted@example.com")},
+            {"name": "public.broken", **budget, **_notifier("broken@example.com")},
+            {"name": "public.idle", **budget, **_notifier("idle@example.com")},
+            {"name": HOSTILE_VIEW, "tags": [TAG, QUOTES_TAG]},
+            {"name": "public.follower", "after": [HOSTILE_VIEW]},
+        ],
+    }
+
+
+SCENARIO = [
+    "CREATE TABLE src (id int PRIMARY KEY)",
+    "INSERT INTO src VALUES (1), (2)",
+    "CREATE TABLE divisor (d int)",
+    "INSERT INTO divisor VALUES (1)",
+    "CREATE MATERIALIZED VIEW alerted AS SELECT * FROM src",
+    "CREATE MATERIALIZED VIEW broken AS SELECT id / (SELECT d FROM divisor) AS x FROM src",
+    "UPDATE divisor SET d = 0",  # every refresh of broken fails
+    "CREATE MATERIALIZED VIEW idle AS SELECT * FROM src",
+]
+DAG_IDS = [f"matview.public.{view}" for view in ("alerted", "broken", "idle", "follower")]
+DAG_IDS += [HOSTILE_DAG, "hostile_connection", "team_b_exports", "team_b_four_parts"]
+
+
+class Deployment(BaseDeployment):
+    """The stack with an SMTP sink, and the Op user's password."""
+
+    sink: SmtpSink
+    op_password: str
+
+    def metadata(self) -> psycopg.Connection:
+        """An autocommit connection to Airflow's metadata database."""
+        return psycopg.connect(self.stack.cluster.dsn("airflow"), autocommit=True)
+
+    def http(self, method: str, path: str, token: str | None = None, timeout: float = 30) -> tuple[int, Any, bytes]:
+        """``(status, headers, body)`` of one request to the api-server, signed in as the admin by default."""
+        request = urllib.request.Request(f"{self.stack.url}{path}", method=method)
+        request.add_header("Authorization", f"Bearer {token or self.api.token}")
+        request.add_header("Cookie", f"_token={token or self.api.token}")  # the page reads the UI's cookie
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, response.headers, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers, error.read()
+
+    def fleet(self) -> dict[str, Any]:
+        status, _, body = self.http("GET", "/matview-fleet/api/views")
+        assert status == 200, body
+        return dict(json.loads(body))
+
+    def fleet_view(self, dag_id: str) -> dict[str, Any]:
+        return next(view for view in self.fleet()["views"] if view["dag_id"] == dag_id)
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    dags = matviews_dags(tmp_path_factory.mktemp("dags"), _config())
+    for name, source in DAG_FILES.items():
+        (dags / name).write_text(source)
+    plugins = tmp_path_factory.mktemp("plugins")
+    (plugins / "hostile_timetable.py").write_text(TIMETABLE_PLUGIN)
+    env = {
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"admin:admin,{MALLORY}:op",
+        "AIRFLOW__MATVIEW__FLEET_QUERY_TIMEOUT": str(QUERY_TIMEOUT),
+    }
+    with SmtpSink() as sink, deployed(dags, SCENARIO, DAG_IDS, connections={"smtp_sink": sink.uri}, env=env) as up:
+        assert up.api.get("/importErrors")["total_entries"] == 0, up.api.get("/importErrors")
+        deployment = Deployment(up.stack, up.api, up.dsn, up.started_in)
+        deployment.sink = sink
+        deployment.op_password = json.loads((up.stack.home / "passwords.json").read_text())[MALLORY]
+        yield deployment
+
+
+def _to(address: str) -> Any:
+    return lambda mail: address in mail.to
+
+
+def _timestamp(value: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _queued_at(deployment: Deployment, dag_id: str, run_id: str) -> float:
+    return _timestamp(deployment.api.get(f"/dags/{dag_id}/dagRuns/{run_id}")["queued_at"])
+
+
+def _trigger(deployment: Deployment, view: str) -> tuple[str, str]:
+    dag_id = f"matview.public.{view}"
+    deployment.api.patch(f"/dags/{dag_id}", {"is_paused": False})
+    return dag_id, deployment.trigger(dag_id)
+
+
+@pytest.fixture
+def browser(deployment: Deployment) -> Iterator[Any]:
+    """A headless Debian Chromium context holding the admin's UI cookie, recording CSP violations and dialogs."""
+    if not CHROMIUM.exists():  # as in test_end_to_end
+        pytest.skip("Debian's chromium is not installed (make test installs it with apt-get when run as root)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (it is in the dev extra)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            context = chromium.new_context(viewport={"width": 1600, "height": 900})
+            context.add_cookies([{"name": "_token", "value": deployment.api.token, "url": deployment.stack.url}])
+            context.add_init_script(
+                "window.violations = [];"
+                "document.addEventListener('securitypolicyviolation',"
+                " (e) => window.violations.push(e.violatedDirective + ' ' + e.blockedURI));"
+            )
+            yield context
+        finally:
+            chromium.close()
+
+
+@pytest.mark.skipif(DEADLINE_ALERTS_MISSING is not None, reason=str(DEADLINE_ALERTS_MISSING))
+def test_the_page_is_over_budget_exactly_when_the_deadline_alert_fires(deployment: Deployment, browser: Any) -> None:
+    """The same runs seen by the Deadline Alert (mails) and by the page (JSON): a run that succeeded in time never
+    makes the view stale, however long ago; a run blocked or failed past its deadline does, from its mail on."""
+    deployment.api.patch("/dags/matview.public.idle", {"is_paused": False})
+    alerted, first = _trigger(deployment, "alerted")
+    run = deployment.api.wait_for_run(alerted, first, timeout=RUN_TIMEOUT)
+    assert run["state"] == "success"
+    time.sleep(max(0.0, _timestamp(run["end_date"]) + MAX_STALENESS + 5 - time.time()))
+    view = deployment.fleet_view(alerted)
+    assert (view["breached"], view["status"]) == (False, "fresh"), view
+    assert view["pending_for"] is None, view
+    assert view["staleness"] > MAX_STALENESS, "older than the budget, and still within it: the alert never fired"
+    idle = deployment.fleet_view("matview.public.idle")
+    assert (idle["breached"], idle["status"]) == (False, "stale"), "never run: no alert, but never refreshed"
+
+    blocker = deployment.connect()
+    try:
+        blocker.execute("BEGIN")
+        blocker.execute("SELECT count(*) FROM alerted")  # holds ACCESS SHARE: the refresh waits for its lock
+        _, second = _trigger(deployment, "alerted")
+        broken, failed = _trigger(deployment, "broken")
+        assert deployment.api.wait_for_run(broken, failed, timeout=RUN_TIMEOUT)["state"] == "failed"
+        deadline = _queued_at(deployment, alerted, second) + MAX_STALENESS
+        if time.time() < deadline - 2:
+            before = deployment.fleet_view(alerted)
+            assert (before["breached"], before["status"]) == (False, "fresh"), before
+            assert deployment.fleet_view(broken)["breached"] is False, "failed, but not yet past its deadline"
+
+        (mail,) = deployment.sink.wait_for(_to("alerted@example.com"), timeout=MAX_STALENESS + STALE_BOUND + 30)
+        after = deployment.fleet_view(alerted)
+        assert (after["breached"], after["status"]) == (True, "stale"), after
+        assert after["pending_for"] > MAX_STALENESS and mail.received_at >= deadline
+        tab = browser.new_page()
+        tab.goto(f"{deployment.stack.url}/matview-fleet/")
+        tab.locator("body[data-loaded=true]").wait_for(timeout=30_000)
+        row = tab.locator('tr[data-view="public.alerted"]')
+        assert row.locator("td[data-col=staleness].breach").count() == 1, "in red"
+        assert "⚠" in row.locator("td[data-col=max_staleness]").inner_text()
+        assert "run waiting" in row.locator("td[data-col=max_staleness]").inner_text()
+        tab.close()
+        deployment.sink.wait_for(_to("broken@example.com"), timeout=MAX_STALENESS + STALE_BOUND + 30)
+        failing = deployment.fleet_view(broken)
+        assert (failing["breached"], failing["status"]) == (True, "failing"), failing
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert deployment.api.wait_for_run(alerted, second, timeout=RUN_TIMEOUT)["state"] == "success"
+    done = deployment.fleet_view(alerted)
+    assert (done["breached"], done["status"], done["pending_for"]) == (False, "fresh", None), done
+    assert deployment.sink.matching(_to("idle@example.com")) == []
+
+
+def test_docs_and_schema_are_not_served_and_head_answers_like_get(deployment: Deployment) -> None:
+    for path in ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"):
+        status, _, _ = deployment.http("GET", f"/matview-fleet{path}")
+        assert status == 404, path
+    for path, kind in (("/", "text/html"), ("/api/views", "application/json"), ("/static/fleet.js", "javascript")):
+        get_status, get_headers, get_body = deployment.http("GET", f"/matview-fleet{path}")
+        head_status, head_headers, head_body = deployment.http("HEAD", f"/matview-fleet{path}")
+        assert (get_status, head_status, head_body) == (200, 200, b""), path
+        assert kind in head_headers["Content-Type"] and len(get_body) > 0
+        assert head_headers["Content-Security-Policy"] == get_headers["Content-Security-Policy"]
+    _, headers, _ = deployment.http("GET", "/matview-fleet/api/views")
+    assert headers["Cache-Control"] == "no-store", "per-user data"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_foreign_matview_assets_are_skipped_and_counted(deployment: Deployment) -> None:
+    document = deployment.fleet()
+    assert document["skipped"]["asset URI"] == 2, document["skipped"]  # the two outlets
+    assert document["skipped_records"] == sum(document["skipped"].values())
+    assert not {"team_b_exports", "team_b_four_parts"} & {view["dag_id"] for view in document["views"]}
+
+
+def _post_hostile_event(deployment: Deployment) -> None:
+    """What a user with the Op role may do through Airflow's REST API: post an asset event on a view's asset."""
+    mallory = deployment.api._request("POST", "/auth/token", {"username": MALLORY, "password": deployment.op_password})[
+        "access_token"
+    ]
+    assets = deployment.api.get("/assets?uri_pattern=matview&limit=100")["assets"]
+    for asset in assets:
+        if asset["uri"].endswith("%3E") or "%3Cimg" in asset["uri"]:
+            request = urllib.request.Request(
+                f"{deployment.stack.url}/api/v2/assets/events",
+                data=json.dumps({"asset_id": asset["id"], "extra": EXTRA}).encode(),
+                method="POST",
+                headers={"Content-Type": "application/json", "Authorization": f"Bearer {mallory}"},
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                assert response.status == 200
+
+
+def test_hostile_values_show_as_text_and_run_no_script(deployment: Deployment, browser: Any) -> None:
+    _post_hostile_event(deployment)
+    dialogs: list[str] = []
+    tab = browser.new_page()
+    tab.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    response = tab.goto(f"{deployment.stack.url}/matview-fleet/")
+    tab.locator("body[data-loaded=true]").wait_for(timeout=30_000)
+    row = tab.locator("#rows tr").filter(has=tab.get_by_text(f"public.{VIEW_NAME}", exact=True))
+    row.locator("span.tag").filter(has_text="onmouseover").hover()
+    assert tab.evaluate("window.pwned") is None and dialogs == [], "a value from the database ran as script"
+
+    assert row.locator("td.view b").inner_text() == f"public.{VIEW_NAME}"
+    assert sorted(row.locator("span.tag").all_inner_texts()) == sorted([TAG, QUOTES_TAG])
+    assert row.locator("td").nth(6).inner_text() == "-", "the posted mode was dropped"
+    assert row.locator("td").nth(7).inner_text() == "-", "the posted rows were dropped"
+    other = tab.locator("#rows tr").filter(has=tab.get_by_text(CONN_ID, exact=True))
+    assert other.locator("td").nth(1).inner_text() == CONN_ID
+    assert other.locator("td").nth(3).inner_text() == SCHEDULE
+    follower = tab.locator('tr[data-view="public.follower"]')
+    assert follower.locator("td").nth(3).inner_text() == f"after public.{VIEW_NAME}"
+    assert tab.locator("#rows img, #rows svg[onload], #rows script").count() == 0, "no element made from data"
+    assert "skipped" in tab.locator("#skipped").inner_text() and tab.locator("#skipped").is_visible()
+
+    csp = response.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "object-src 'none'" in csp and "base-uri 'none'" in csp
+    assert "frame-ancestors 'self'" in csp and "unsafe-inline" not in csp
+    tab.locator("button[data-sort=rows]").click()  # the page works under its CSP: sorting, filtering
+    tab.locator("#tag").select_option(TAG)
+    assert tab.locator("#rows tr").count() == 2
+    assert tab.evaluate("window.violations") == [], "the page needs nothing its CSP forbids"
+
+    # Inside the Airflow UI's frame too (frame-ancestors 'self').
+    tab.goto(f"{deployment.stack.url}/plugin/matview-fleet")
+    frame = tab.frame_locator("iframe").first
+    frame.locator("body[data-loaded=true]").wait_for(timeout=30_000)
+    assert frame.get_by_text(f"public.{VIEW_NAME}", exact=True).count() == 1
+    assert tab.evaluate("window.pwned") is None and dialogs == []
+
+    document = deployment.fleet()
+    views = {view["dag_id"]: view for view in document["views"]}
+    hostile, connection = views[HOSTILE_DAG], views["hostile_connection"]
+    assert (hostile["rows"], hostile["mode"], hostile["refresh_seconds"]) == (None, None, None), "dropped"
+    assert {"rows", "mode", "seconds"} <= set(document["skipped"])
+    assert connection["schedule"] == SCHEDULE and connection["conn_id"] == CONN_ID, "text, kept as it is"
+
+
+def test_a_locked_metadata_table_gives_503_and_the_page_says_so(deployment: Deployment, browser: Any) -> None:
+    tab = browser.new_page()
+    aborted: list[str] = []
+    tab.on("requestfailed", lambda request: "api/views" in request.url and aborted.append(request.failure or ""))
+    tab.goto(f"{deployment.stack.url}/matview-fleet/")
+    tab.locator("body[data-loaded=true]").wait_for(timeout=30_000)
+    shown = tab.locator("#rows tr").count()
+
+    with deployment.metadata() as locker:
+        locker.execute("BEGIN")
+        locker.execute("LOCK TABLE dag_tag IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        status, headers, body = deployment.http("GET", "/matview-fleet/api/views", timeout=QUERY_TIMEOUT + 20)
+        took = time.monotonic() - started
+        assert status == 503, body
+        detail = json.loads(body)["detail"]
+        assert "fleet_query_timeout" in detail and "\n" not in detail
+        assert took < QUERY_TIMEOUT + 5 and headers["Cache-Control"] == "no-store"
+
+        tab.locator("#reload").click()
+        tab.locator("#loading").wait_for(state="visible", timeout=5_000)
+        tab.locator("#reload").click()  # the first request is abandoned, not stacked
+        error = tab.locator("#error")
+        error.filter(has_text="HTTP 503").wait_for(timeout=(QUERY_TIMEOUT + 20) * 1000)
+        assert error.inner_text() == f"Could not load the views (HTTP 503): {detail}"
+        assert aborted and set(aborted) == {"net::ERR_ABORTED"}, aborted
+        assert tab.locator("#loading").is_hidden()
+        assert tab.locator("#rows tr").count() == shown, "the last good document stays"
+        locker.execute("ROLLBACK")
+
+    tab.locator("#reload").click()
+    tab.locator("#error:empty").wait_for(state="attached", timeout=30_000)
+    assert tab.locator("#rows tr").count() == shown
