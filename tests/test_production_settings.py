@@ -101,8 +101,10 @@ def test_bad_values_of_the_production_keys_are_each_reported_with_what_is_allowe
         "(No module named 'airflow.providers.nowhere'); install its provider or fix the path; "
         "item 2: a str is not a notifier; write a mapping such as "
         "{notifier: airflow.providers.smtp.notifications.smtp.SmtpNotifier, to: ops@example.com}",
-        f"views[0] (public.a): on_stale: item 1: {SMTP}: smtp_password would put a credential into the config "
-        "file (not repeated here); keep it in an Airflow connection and pass the connection's id (e.g. smtp_conn_id)",
+        f"views[0] (public.a): on_stale: item 1: {SMTP}: smtp_password (named like a credential) may hold a "
+        "credential (not repeated here), which would be stored in plain text in the DAG and in Airflow's database "
+        "(deadline_alert for on_stale); take it from Airflow: pass the notifier's connection id (a *_conn_id "
+        "argument), or write {{ conn.<conn_id>.password }} or {{ var.value.<name> }} in one of its template fields",
         "views[0] (public.a): max_staleness: '0.5s' is under a second, sooner than any refresh can run; "
         "use a duration such as 20s, 30m or 1h, or null for no staleness alert",
         "views[0] (public.a): pool: 'main pool' is not a pool name; use up to 256 letters, digits, _ . and - "
@@ -347,23 +349,32 @@ def test_notifiers_that_would_fail_when_the_event_happens_are_config_errors() ->
 
 
 @pytest.mark.parametrize(
-    ("key", "value"),
+    ("key", "value", "why"),
     [
-        ("webhook", "https://ops:hunter2@hooks.example.com/alert"),
-        ("url", "https://hooks.slack.com/services/T000/B000/hunter2"),
-        ("url", "https://alerts.example.com/hook?api_key=hunter2"),
-        ("headers", {"Authorization": "Bearer hunter2"}),
-        ("targets", ["ops@example.com", "https://u:hunter2@example.com"]),
+        ("webhook", "https://ops:hunter2@hooks.example.com/alert", "named like a credential"),
+        (
+            "url",
+            "https://hooks.slack.com/services/T000/B000/hunter2",
+            "a URL with a user, a query or a token in its path",
+        ),
+        ("url", "https://alerts.example.com/hook?api_key=hunter2", "a URL with a user, a query or a token in its path"),
+        ("headers", {"Authorization": "Bearer hunter2"}, "a header value"),
+        (
+            "targets",
+            ["ops@example.com", "https://u:hunter2@example.com"],
+            "a URL with a user, a query or a token in its path",
+        ),
     ],
 )
-def test_a_credential_inside_a_notifier_argument_is_refused_and_not_repeated(key: str, value: object) -> None:
+def test_a_credential_inside_a_notifier_argument_is_refused_and_not_repeated(key: str, value: object, why: str) -> None:
     notifier = {"notifier": "tests.recording_notifier.record", "label": "x", key: value}
     with pytest.raises(InvalidConfigFileError) as raised:
         load_config({"views": [{"name": "public.a", "on_failure": [notifier]}]})
     assert raised.value.problems == [
-        f"views[0] (public.a): on_failure: item 1: tests.recording_notifier.record: {key} would put a credential "
-        "into the config file (not repeated here); keep it in an Airflow connection and pass the connection's id "
-        "(e.g. smtp_conn_id)"
+        f"views[0] (public.a): on_failure: item 1: tests.recording_notifier.record: {key} ({why}) may hold a "
+        "credential (not repeated here), which would be stored in plain text in the DAG and in Airflow's database "
+        "(deadline_alert for on_stale); take it from Airflow: pass the notifier's connection id (a *_conn_id "
+        "argument), or write {{ conn.<conn_id>.password }} or {{ var.value.<name> }} in one of its template fields"
     ]
     assert "hunter2" not in str(raised.value)
 

@@ -15,16 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_matview.config import notifier_secrets
+from airflow_matview.config.notifier_secrets import credential_arguments
+
 _DOTTED_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 EXAMPLE = "{notifier: airflow.providers.smtp.notifications.smtp.SmtpNotifier, to: ops@example.com}"
-# Argument names that would put a credential into the config file; notifiers take a connection id instead.
-_SECRET = re.compile(r"passw(or)?d|secret|token|api_?key|private_?key|authorization", re.IGNORECASE)
-# Credentials inside a value: a URL with a password (scheme://user:password@host), a secret in a URL's query
-# (?token=...), or a Slack incoming-webhook URL (its path is the secret).
-_SECRET_IN_TEXT = re.compile(
-    r"://[^/\s@:]*:[^/\s@]+@|[?&][^=&\s]*(passw(or)?d|secret|token|api_?key)[^=&\s]*=|hooks\.slack\.com/services/",
-    re.IGNORECASE,
-)
 
 
 @dataclass(frozen=True)
@@ -93,11 +88,10 @@ def parse_notifier(item: object) -> NotifierSpec:
             f"notifier: {shown} is not a dotted path; write package.module.Name, e.g. "
             "airflow.providers.smtp.notifications.smtp.SmtpNotifier (a webhook URL belongs in an Airflow connection)"
         )
-    secrets = [key for key, value in kwargs.items() if _SECRET.search(key) or _holds_secret(value)]
-    if secrets:
+    if secrets := credential_arguments(kwargs):
         raise ValueError(
-            f"{path}: {', '.join(secrets)} would put a credential into the config file (not repeated here); "
-            "keep it in an Airflow connection and pass the connection's id (e.g. smtp_conn_id)"
+            f"{path}: {', '.join(secrets)} may hold a credential (not repeated here), which would be stored in "
+            "plain text in the DAG and in Airflow's database (deadline_alert for on_stale); " + notifier_secrets.ADVICE
         )
     if unplain := [key for key, value in kwargs.items() if not _is_plain(value)]:
         raise ValueError(
@@ -172,17 +166,6 @@ def _is_plain(value: object) -> bool:
         return all(isinstance(key, str) and _is_plain(item) for key, item in value.items())
     if isinstance(value, list | tuple):
         return all(_is_plain(item) for item in value)
-    return False
-
-
-def _holds_secret(value: object) -> bool:
-    """Whether ``value`` (or anything inside it) holds a credential: a URL with one, or a key named like one."""
-    if isinstance(value, str):
-        return bool(_SECRET_IN_TEXT.search(value))
-    if isinstance(value, Mapping):
-        return any(_SECRET.search(str(key)) or _holds_secret(item) for key, item in value.items())
-    if isinstance(value, list | tuple):
-        return any(_holds_secret(item) for item in value)
     return False
 
 
