@@ -1,23 +1,32 @@
 """The config's rules for the file as a whole: each view listed once, distinct DAG ids, ``after:`` naming listed
-views, no cycle, no ``on_stale`` that nothing calls. (The rules of one view's keys together are its model's.)"""
+views, no cycle, no ``on_stale`` that nothing calls, notifier templates that render. (The rules of one view's keys
+together are its model's.)"""
 
 from __future__ import annotations
 
 from graphlib import CycleError, TopologicalSorter
 from typing import TYPE_CHECKING
 
+from airflow_matview.config.notifier_templates import template_problems
+
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from airflow_matview.config.model import MatviewConfig, ViewConfig, ViewSettings
     from airflow_matview.database.identifiers import QualifiedName
 
 
-def file_problems(config: MatviewConfig) -> list[str]:
-    """What is wrong with the views taken together, one line each naming the view."""
+def file_problems(config: MatviewConfig, folder: Path | None = None) -> list[str]:
+    """What is wrong with the views taken together, one line each naming the view.
+
+    :param config: the validated config.
+    :param folder: the config file's folder (``None`` for a mapping), where notifier templates include files from.
+    """
     problems = _listed_twice(config) + _unknown_upstream(config)
     problems += _unused_on_stale(config.defaults, config.views)
     if not problems and (cycle := _find_cycle(config)):
         problems.append(f"after: views wait for each other in a cycle: {' -> '.join(cycle)}; remove one 'after:'")
-    return problems
+    return problems + template_problems(config, folder)
 
 
 def _listed_twice(config: MatviewConfig) -> list[str]:
