@@ -98,6 +98,17 @@ def parse_duration(value: object, name: str, *, positive: bool = False) -> timed
     return timedelta(seconds=seconds)
 
 
+def parse_poll_interval(value: object) -> timedelta:
+    """How often the on_change watcher polls: a duration of at least a second (each poll queries the database)."""
+    duration = parse_duration(value, "poll_interval", positive=True)
+    if duration < timedelta(seconds=1):
+        raise ValueError(
+            f"{value!r} is under a second: every poll is a catalog query on the view's database, and the watcher "
+            "would run it many times a second; use at least 1s (default 10s)"
+        )
+    return duration
+
+
 # --- counts and names
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,256}")
 

@@ -69,7 +69,7 @@ class ViewSettings(BaseModel):
     description: Annotated[str | None, PlainValidator(fields.parse_description)] = None
     # Refresh on change: a watcher in the triggerer polls the sources' change signals.
     on_change: Annotated[bool, _flag("on_change")] = False
-    poll_interval: Annotated[timedelta, _duration("poll_interval", positive=True)] = timedelta(seconds=10)
+    poll_interval: Annotated[timedelta, BeforeValidator(fields.parse_poll_interval)] = timedelta(seconds=10)
     min_interval: Annotated[timedelta, _duration("min_interval")] = timedelta(minutes=1)
 
     @property

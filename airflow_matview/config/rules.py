@@ -23,7 +23,7 @@ def file_problems(config: MatviewConfig, folder: Path | None = None) -> list[str
     :param folder: the config file's folder (``None`` for a mapping), where notifier templates include files from.
     """
     problems = _listed_twice(config) + _unknown_upstream(config)
-    problems += _unused_on_stale(config.defaults, config.views)
+    problems += _unused_on_stale(config.defaults, config.views) + _unused_watch_settings(config.defaults, config.views)
     if not problems and (cycle := _find_cycle(config)):
         problems.append(f"after: views wait for each other in a cycle: {' -> '.join(cycle)}; remove one 'after:'")
     return problems + template_problems(config, folder)
@@ -73,6 +73,32 @@ def _unused_on_stale(defaults: ViewSettings, views: list[ViewConfig]) -> list[st
         problems.append(
             "defaults: on_stale: is never called, as no view has max_staleness; "
             "set max_staleness (e.g. 2h) or remove on_stale"
+        )
+    return problems
+
+
+_WATCH_SETTINGS = ("min_interval", "poll_interval")
+
+
+def _unused_watch_settings(defaults: ViewSettings, views: list[ViewConfig]) -> list[str]:
+    """``poll_interval`` and ``min_interval`` where nothing watches: on a view without ``on_change``, or in
+    ``defaults:`` when no view has it (defaults apply to every view: views that do not watch ignore them)."""
+    problems = []
+    in_defaults = [key for key in _WATCH_SETTINGS if key in defaults.model_fields_set]
+    for index, view in enumerate(views):
+        own = [key for key in _WATCH_SETTINGS if key in view.model_fields_set and key not in in_defaults]
+        own += [key for key in in_defaults if getattr(view, key) != getattr(defaults, key)]
+        problems += [
+            f"views[{index}] ({view.name}): {key}: is only used with on_change: true, which this view does not set; "
+            f"set on_change: true or remove {key}"
+            for key in sorted(own)
+            if not view.on_change
+        ]
+    if in_defaults and not any(view.on_change for view in views):
+        problems.append(
+            f"defaults: {', '.join(in_defaults)}: no view has on_change: true, so "
+            f"{'they are' if len(in_defaults) > 1 else 'it is'} never used; set on_change on the views to watch, "
+            f"or remove {'them' if len(in_defaults) > 1 else 'it'}"
         )
     return problems
 
