@@ -254,7 +254,9 @@ def test_a_skipped_time_runs_later_by_the_size_of_the_jump_and_the_doc_says_so()
         "10-04 15:15",
         "10-05 15:15",
     ]
-    assert "a time skipped when clocks go forward runs later by the size of the jump" in (dag.doc_md or "")
+    assert "when clocks go forward (02:00 -> 02:30), 02:15 does not exist: the DAG runs once, at 02:45, instead" in (
+        dag.doc_md or ""
+    )
 
 
 def test_a_local_cron_keeps_its_wall_clock_time_for_a_whole_dst_week() -> None:

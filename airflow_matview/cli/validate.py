@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from airflow_matview.cli.output import EXIT_OK, print_table
 from airflow_matview.config import load_config
+from airflow_matview.config.fields import timezone_note
 from airflow_matview.text import cell, format_seconds
 
 if TYPE_CHECKING:
@@ -25,7 +26,23 @@ def run_validate(path: str) -> int:
         for row, view in zip(rows, views, strict=True):
             row.append(cell(view.description or "-", DESCRIPTION_WIDTH))
     print_table(header, rows)
+    for line in timezone_notes(views):
+        print(line)
     return EXIT_OK
+
+
+def timezone_notes(views: list[ViewConfig]) -> list[str]:
+    """One note per time zone that is valid but easily misread (``Etc/GMT+2`` is UTC-2), naming its first view."""
+    notes = []
+    users: dict[str, list[int]] = {}
+    for index, view in enumerate(views):
+        users.setdefault(view.timezone, []).append(index)
+    for zone, indexes in users.items():
+        if note := timezone_note(zone):
+            first = indexes[0]
+            others = f" and {len(indexes) - 1} other view(s)" if len(indexes) > 1 else ""
+            notes.append(f"note: views[{first}] ({views[first].name}){others}: timezone: {note}")
+    return notes
 
 
 def schedule_text(view: ViewConfig) -> str:
