@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -163,10 +164,25 @@ def _status(paused: bool, last_state: str | None, breached: bool, fresh_as_of: d
 
 
 def _schedule_text(summary: str | None) -> str:
-    """The time part of the schedule: the cron or preset, or ``""`` when only assets (or nothing) trigger it."""
+    """The time part of the schedule: the cron or preset, or ``""`` when only assets (or nothing) trigger it.
+
+    Airflow keeps a preset as its cron (``@daily`` as ``0 0 * * *``): a preset's cron is shown as the preset.
+    """
     if not summary or summary in ("None", "Asset", "Partitioned Asset"):
         return ""
-    return summary.removeprefix("Asset or ")
+    cron = summary.removeprefix("Asset or ")
+    return _presets().get(cron, cron)
+
+
+@functools.cache
+def _presets() -> dict[str, str]:
+    """Airflow's presets by their cron (``@yearly`` and ``@annually`` share one: the first is kept)."""
+    from airflow.utils.dates import cron_presets
+
+    presets: dict[str, str] = {}
+    for preset, cron in cron_presets.items():
+        presets.setdefault(cron, preset)
+    return presets
 
 
 def timezone_of(timetable: Any) -> str | None:

@@ -83,7 +83,7 @@ def read_outlets(db: Connection, dag_ids: Collection[str] | None) -> Outlets:
             outlets.unreadable += 1
         elif row.dag_id not in outlets.rows:
             outlets.rows[row.dag_id] = row
-            outlets.views[row.dag_id] = (parsed[0], f"{parsed[1].schema}.{parsed[1].name}")
+            outlets.views[row.dag_id] = (parsed[0], str(parsed[1]))
     return outlets
 
 
@@ -134,7 +134,7 @@ def read_schedule_assets(db: Connection, wanted: Collection[str]) -> tuple[dict[
         if has_watcher:
             on_change.add(dag_id)
         elif (parsed := parse_matview_uri(uri)) is not None:
-            after[dag_id].append(f"{parsed[1].schema}.{parsed[1].name}")
+            after[dag_id].append(str(parsed[1]))
     return after, on_change
 
 
