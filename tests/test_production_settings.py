@@ -113,16 +113,18 @@ def test_bad_values_of_the_production_keys_are_each_reported_with_what_is_allowe
         "use a duration such as 20s, 30m or 1h, or null for no staleness alert",
         "views[0] (public.a): pool: 'main pool' is not a pool name; use up to 256 letters, digits, _ . and - "
         "(e.g. pg_main)",
-        "views[0] (public.a): pool_slots: 0 is not allowed; use a whole number of slots, 1 or more (default 1)",
-        "views[0] (public.a): priority_weight: 'high' is not allowed; use a whole number (higher runs first when "
-        "slots are short)",
+        "views[0] (public.a): pool_slots: 0 is not allowed; use a whole number of slots from 1 to 2147483647 "
+        "(default 1)",
+        "views[0] (public.a): priority_weight: 'high' is not allowed; use a whole number from -2147483648 to "
+        "2147483647 (higher runs first when slots are short)",
         "views[0] (public.a): queue: '' is not a queue name; use up to 256 letters, digits, _ . and - (e.g. refreshes)",
         "views[0] (public.a): description: 42 is not text; write the description as a string",
         "views[1] (public.b): timezone: 'Mars/Olympus_Mons' is not an IANA time zone; use an IANA name such as "
         "Europe/Berlin or UTC",
         "views[1] (public.b): max_staleness: 'soon' is not a duration; use 500ms, 30s, 5m, 1h, 1d or a number of "
         "seconds",
-        "views[1] (public.b): pool_slots: True is not allowed; use a whole number of slots, 1 or more (default 1)",
+        "views[1] (public.b): pool_slots: True is not allowed; use a whole number of slots from 1 to 2147483647 "
+        "(default 1)",
         f"views[2] (public.c): on_success: item 1: {SMTP} needs to",
         "views[3] (public.d): on_failure: item 1: json.JSONDecoder is a class that is not an Airflow BaseNotifier "
         f"subclass, not a notifier; {ACCEPTED}; item 2: os.sep is a str, not a notifier; {ACCEPTED}",
@@ -199,8 +201,8 @@ def test_validate_shows_the_settings_in_its_table(tmp_path: Path) -> None:
     header, first, second = lines[lines.index(next(line for line in lines if line.startswith("DAG ID"))) :]
     assert header.split()[-2:] == ["SETTINGS", "DESCRIPTION"]
     assert first.endswith(
-        "tz=Europe/Berlin pool=pg_mainx2 priority=7 queue=refreshes stale>2h notify=failure:1,retry:1,success:1,stale:1"
-        "  Nightly sales rollup"
+        "tz=Europe/Berlin pool=pg_main slots=2 priority=7 queue=refreshes stale>2h "
+        "notify=failure:1,retry:1,success:1,stale:1  Nightly sales rollup"
     )
     assert re.split(r"\s{2,}", second)[-3:] == ["postgres_default", "-", "-"]
 

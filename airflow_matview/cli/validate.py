@@ -61,8 +61,8 @@ def settings_summary(view: ViewConfig) -> str:
     if view.timezone != "UTC":
         parts.append(f"tz={view.timezone}")
     if view.pool:
-        parts.append(f"pool={view.pool}" + (f"x{view.pool_slots}" if view.pool_slots != 1 else ""))
-    elif view.pool_slots != 1:
+        parts.append(f"pool={view.pool}")
+    if view.pool_slots != 1:
         parts.append(f"slots={view.pool_slots}")
     if view.priority_weight != 1:
         parts.append(f"priority={view.priority_weight}")

@@ -168,7 +168,7 @@ def parse_pool_slots(value: object) -> int:
     number = whole_number(value)
     if number is not None and 1 <= number <= _INT32:
         return number
-    raise ValueError(f"{shown(value)} is not allowed; use a whole number of slots, 1 or more (default 1)")
+    raise ValueError(f"{shown(value)} is not allowed; use a whole number of slots from 1 to {_INT32} (default 1)")
 
 
 def parse_priority_weight(value: object) -> int:
@@ -176,7 +176,10 @@ def parse_priority_weight(value: object) -> int:
     number = whole_number(value)
     if number is not None and -_INT32 - 1 <= number <= _INT32:
         return number
-    raise ValueError(f"{shown(value)} is not allowed; use a whole number (higher runs first when slots are short)")
+    raise ValueError(
+        f"{shown(value)} is not allowed; use a whole number from {-_INT32 - 1} to {_INT32} (higher runs first when "
+        "slots are short)"
+    )
 
 
 def parse_description(value: object) -> str | None:
@@ -186,6 +189,8 @@ def parse_description(value: object) -> str | None:
             f"{value[:40]!r}{'...' if len(value) > 40 else ''} holds the control character {char!r}, which would "
             "garble the listings that show it; remove it (line breaks and tabs are fine)"
         )
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("is blank; write a description, or leave the key out")
     if value is None or (isinstance(value, str) and len(value) <= 1000):
         return value
     if isinstance(value, str):
