@@ -4,6 +4,7 @@ together are its model's.)"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from graphlib import CycleError, TopologicalSorter
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,47 @@ def file_problems(config: MatviewConfig, folder: Path | None = None) -> list[str
     if not problems and (cycle := _find_cycle(config)):
         problems.append(f"after: views wait for each other in a cycle: {' -> '.join(cycle)}; remove one 'after:'")
     return problems + template_problems(config, folder)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Where a view or a DAG id was first built from: ``source`` (a config file, with the DAG file that loaded it),
+    its position ``views[index]`` there, and the view's name."""
+
+    source: str
+    index: int
+    name: str
+
+
+def claimed_elsewhere(config: MatviewConfig, source: str, claims: dict[tuple[str, ...], Claim]) -> list[str]:
+    """One line per view of ``config`` whose view (connection and name) or DAG id another source already built,
+    naming that source; ``config``'s own views are claimed in ``claims`` for the next one.
+
+    :param config: the validated config.
+    :param source: where it comes from, as the lines name it.
+    :param claims: what earlier configs built, by ``("view", conn_id, view)`` and ``("dag_id", dag_id)``.
+    """
+    problems = []
+    mine: dict[tuple[str, ...], Claim] = {}
+    for index, view in enumerate(config.views):
+        view_key, dag_key = ("view", view.conn_id, str(view.view)), ("dag_id", view.resolved_dag_id)
+        if (other := claims.get(view_key)) and other.source != source:
+            problems.append(
+                f"views[{index}] ({view.name}): the view {view.view} on connection {view.conn_id!r} (DAG id "
+                f"{view.resolved_dag_id!r}) is also built from {other.source} (views[{other.index}]); Airflow would "
+                "keep one DAG and switch between the two at every parse: list each view in one config only"
+            )
+        elif (other := claims.get(dag_key)) and other.source != source:
+            problems.append(
+                f"views[{index}] ({view.name}): DAG id {view.resolved_dag_id!r} is also the DAG id of {other.name}, "
+                f"built from {other.source} (views[{other.index}]); give one of them another dag_id"
+            )
+        mine[view_key] = mine[dag_key] = Claim(source, index, view.name)
+    if not problems:
+        for key in [key for key, claim in claims.items() if claim.source == source]:
+            del claims[key]  # what an earlier version of this source built
+        claims.update(mine)
+    return problems
 
 
 def _listed_twice(config: MatviewConfig) -> list[str]:
