@@ -90,7 +90,7 @@ def _parse_session() -> tuple[Any, str]:
         if not dag_file and not str(Path(frame.f_code.co_filename).resolve()).startswith(package):
             dag_file = frame.f_code.co_filename
         candidate = frame.f_locals.get("self")
-        if type(candidate).__name__ == "DagBag":
+        if any(cls.__name__ == "DagBag" for cls in type(candidate).__mro__):  # BundleDagBag too
             bag = candidate
         frame = frame.f_back
     return bag, dag_file

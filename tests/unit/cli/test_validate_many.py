@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import pytest
 import yaml
 
 from airflow_matview.cli.main import main
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    import pytest
 
 
 def _write(tmp_path: Path, name: str, *views: dict[str, Any]) -> Path:

@@ -146,3 +146,17 @@ def test_parsing_again_or_in_another_dagbag_is_not_a_duplicate(tmp_path: Path) -
     bag.collect_dags(dag_folder=str(first), only_if_updated=False)
     assert bag.import_errors == {}
     assert _parse(second) == ({"matview.public.sales": "a.py"}, {})
+
+
+def test_the_bundle_dagbag_of_airflow_dags_reserialize_sees_it_too(tmp_path: Path) -> None:
+    dagbag = pytest.importorskip("airflow.dag_processing.dagbag")
+    if not hasattr(dagbag, "BundleDagBag"):
+        pytest.skip("no BundleDagBag on this Airflow")
+    folder = _folder(
+        tmp_path,
+        {"a.yaml": _views({"name": "public.sales"}), "b.yaml": _views({"name": "public.sales"})},
+        {"a.py": ["a.yaml"], "b.py": ["b.yaml"]},
+    )
+    bag = dagbag.BundleDagBag(str(folder), bundle_path=folder, bundle_name="duplicates")
+    ((failed, error),) = bag.import_errors.items()
+    assert failed.endswith("b.py") and f"is also built from {folder / 'a.yaml'}" in error
