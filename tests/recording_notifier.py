@@ -21,3 +21,8 @@ def no_context() -> None:
 
 def keyword_context(*, context: dict[str, Any]) -> None:
     """One that takes the context only by keyword, while notifiers are called with it positionally."""
+
+
+def record_any(context: dict[str, Any], **kwargs: Any) -> None:
+    """Note every keyword argument it is called with (any name is accepted)."""
+    context.setdefault("recorded", []).append(kwargs)

@@ -66,7 +66,12 @@ def _deployment_config() -> dict[str, Any]:
         },
     ]
     if DEADLINE_ALERTS_MISSING is None:  # max_staleness needs Airflow 3.3+ (`make test-matrix` runs older ones)
-        config["views"][-1] |= {"max_staleness": "1m", "on_stale": [{"notifier": "logging.warning"}]}
+        config["views"][-1] |= {
+            "max_staleness": "1m",
+            "on_stale": [
+                {"notifier": "airflow.providers.smtp.notifications.smtp.SmtpNotifier", "to": "oncall@example.com"}
+            ],
+        }
     return config
 
 

@@ -66,7 +66,9 @@ def fleet(airflow_db: Path) -> Iterator[tuple[TestClient, SimpleAuthManager]]:
                 "schedule": "*/5 * * * *",
                 "tags": ["sales"],
                 "max_staleness": "1h",
-                "on_stale": [{"notifier": "logging.warning"}],
+                "on_stale": [
+                    {"notifier": "airflow.providers.smtp.notifications.smtp.SmtpNotifier", "to": "oncall@example.com"}
+                ],
                 "timezone": "Europe/Paris",
             },
             {"name": "sales.refunds", "conn_id": "warehouse", "after": ["sales.orders"], "schedule": None},
@@ -76,7 +78,9 @@ def fleet(airflow_db: Path) -> Iterator[tuple[TestClient, SimpleAuthManager]]:
                 "schedule": "@hourly",
                 "skip_if_unchanged": True,
                 "max_staleness": "5m",
-                "on_stale": [{"notifier": "logging.warning"}],
+                "on_stale": [
+                    {"notifier": "airflow.providers.smtp.notifications.smtp.SmtpNotifier", "to": "oncall@example.com"}
+                ],
             },
         ]
     }

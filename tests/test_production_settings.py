@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from tests.conftest import Database
 
 SMTP = "airflow.providers.smtp.notifications.smtp.SmtpNotifier"
+ACCEPTED = (
+    "a notifier is an Airflow BaseNotifier subclass (e.g. airflow.providers.smtp.notifications.smtp.SmtpNotifier) "
+    "or a Python function written as def notify(context, **kwargs)"
+)
 CLI = Path(sys.executable).parent / "airflow-matview"
 ALL_KEYS: dict[str, Any] = {
     "timezone": "Europe/Berlin",
@@ -101,25 +105,29 @@ def test_bad_values_of_the_production_keys_are_each_reported_with_what_is_allowe
         "(No module named 'airflow.providers.nowhere'); install its provider or fix the path; "
         "item 2: a str is not a notifier; write a mapping such as "
         "{notifier: airflow.providers.smtp.notifications.smtp.SmtpNotifier, to: ops@example.com}",
-        f"views[0] (public.a): on_stale: item 1: {SMTP}: smtp_password would put a credential into the config "
-        "file (not repeated here); keep it in an Airflow connection and pass the connection's id (e.g. smtp_conn_id)",
+        f"views[0] (public.a): on_stale: item 1: {SMTP}: smtp_password (named like a credential) may hold a "
+        "credential (not repeated here), which would be stored in plain text in the DAG and in Airflow's database "
+        "(deadline_alert for on_stale); take it from Airflow: pass the notifier's connection id (a *_conn_id "
+        "argument), or write {{ conn.<conn_id>.password }} or {{ var.value.<name> }} in one of its template fields",
         "views[0] (public.a): max_staleness: '0.5s' is under a second, sooner than any refresh can run; "
         "use a duration such as 20s, 30m or 1h, or null for no staleness alert",
         "views[0] (public.a): pool: 'main pool' is not a pool name; use up to 256 letters, digits, _ . and - "
         "(e.g. pg_main)",
-        "views[0] (public.a): pool_slots: 0 is not allowed; use a whole number of slots, 1 or more (default 1)",
-        "views[0] (public.a): priority_weight: 'high' is not allowed; use a whole number (higher runs first when "
-        "slots are short)",
+        "views[0] (public.a): pool_slots: 0 is not allowed; use a whole number of slots from 1 to 2147483647 "
+        "(default 1)",
+        "views[0] (public.a): priority_weight: 'high' is not allowed; use a whole number from -2147483648 to "
+        "2147483647 (higher runs first when slots are short)",
         "views[0] (public.a): queue: '' is not a queue name; use up to 256 letters, digits, _ . and - (e.g. refreshes)",
         "views[0] (public.a): description: 42 is not text; write the description as a string",
         "views[1] (public.b): timezone: 'Mars/Olympus_Mons' is not an IANA time zone; use an IANA name such as "
         "Europe/Berlin or UTC",
         "views[1] (public.b): max_staleness: 'soon' is not a duration; use 500ms, 30s, 5m, 1h, 1d or a number of "
         "seconds",
-        "views[1] (public.b): pool_slots: True is not allowed; use a whole number of slots, 1 or more (default 1)",
+        "views[1] (public.b): pool_slots: True is not allowed; use a whole number of slots from 1 to 2147483647 "
+        "(default 1)",
         f"views[2] (public.c): on_success: item 1: {SMTP} needs to",
-        "views[3] (public.d): on_failure: item 1: json.JSONDecoder is a class but not an Airflow BaseNotifier "
-        "subclass; item 2: os.sep is neither a BaseNotifier subclass nor a callable",
+        "views[3] (public.d): on_failure: item 1: json.JSONDecoder is a class that is not an Airflow BaseNotifier "
+        f"subclass, not a notifier; {ACCEPTED}; item 2: os.sep is a str, not a notifier; {ACCEPTED}",
     ]
     assert "hunter" not in "\n".join(problems), "no credential is echoed"
 
@@ -193,8 +201,8 @@ def test_validate_shows_the_settings_in_its_table(tmp_path: Path) -> None:
     header, first, second = lines[lines.index(next(line for line in lines if line.startswith("DAG ID"))) :]
     assert header.split()[-2:] == ["SETTINGS", "DESCRIPTION"]
     assert first.endswith(
-        "tz=Europe/Berlin pool=pg_mainx2 priority=7 queue=refreshes stale>2h notify=failure:1,retry:1,success:1,stale:1"
-        "  Nightly sales rollup"
+        "tz=Europe/Berlin pool=pg_main slots=2 priority=7 queue=refreshes stale>2h "
+        "notify=failure:1,retry:1,success:1,stale:1  Nightly sales rollup"
     )
     assert re.split(r"\s{2,}", second)[-3:] == ["postgres_default", "-", "-"]
 
@@ -248,7 +256,9 @@ def test_a_skipped_time_runs_later_by_the_size_of_the_jump_and_the_doc_says_so()
         "10-04 15:15",
         "10-05 15:15",
     ]
-    assert "a time skipped when clocks go forward runs later by the size of the jump" in (dag.doc_md or "")
+    assert "when clocks go forward (02:00 -> 02:30), 02:15 does not exist: the DAG runs once, at 02:45, instead" in (
+        dag.doc_md or ""
+    )
 
 
 def test_a_local_cron_keeps_its_wall_clock_time_for_a_whole_dst_week() -> None:
@@ -347,23 +357,32 @@ def test_notifiers_that_would_fail_when_the_event_happens_are_config_errors() ->
 
 
 @pytest.mark.parametrize(
-    ("key", "value"),
+    ("key", "value", "why"),
     [
-        ("webhook", "https://ops:hunter2@hooks.example.com/alert"),
-        ("url", "https://hooks.slack.com/services/T000/B000/hunter2"),
-        ("url", "https://alerts.example.com/hook?api_key=hunter2"),
-        ("headers", {"Authorization": "Bearer hunter2"}),
-        ("targets", ["ops@example.com", "https://u:hunter2@example.com"]),
+        ("webhook", "https://ops:hunter2@hooks.example.com/alert", "named like a credential"),
+        (
+            "url",
+            "https://hooks.slack.com/services/T000/B000/hunter2",
+            "a URL with a user, a query or a token in its path",
+        ),
+        ("url", "https://alerts.example.com/hook?api_key=hunter2", "a URL with a user, a query or a token in its path"),
+        ("headers", {"Authorization": "Bearer hunter2"}, "a header value"),
+        (
+            "targets",
+            ["ops@example.com", "https://u:hunter2@example.com"],
+            "a URL with a user, a query or a token in its path",
+        ),
     ],
 )
-def test_a_credential_inside_a_notifier_argument_is_refused_and_not_repeated(key: str, value: object) -> None:
+def test_a_credential_inside_a_notifier_argument_is_refused_and_not_repeated(key: str, value: object, why: str) -> None:
     notifier = {"notifier": "tests.recording_notifier.record", "label": "x", key: value}
     with pytest.raises(InvalidConfigFileError) as raised:
         load_config({"views": [{"name": "public.a", "on_failure": [notifier]}]})
     assert raised.value.problems == [
-        f"views[0] (public.a): on_failure: item 1: tests.recording_notifier.record: {key} would put a credential "
-        "into the config file (not repeated here); keep it in an Airflow connection and pass the connection's id "
-        "(e.g. smtp_conn_id)"
+        f"views[0] (public.a): on_failure: item 1: tests.recording_notifier.record: {key} ({why}) may hold a "
+        "credential (not repeated here), which would be stored in plain text in the DAG and in Airflow's database "
+        "(deadline_alert for on_stale); take it from Airflow: pass the notifier's connection id (a *_conn_id "
+        "argument), or write {{ conn.<conn_id>.password }} or {{ var.value.<name> }} in one of its template fields"
     ]
     assert "hunter2" not in str(raised.value)
 

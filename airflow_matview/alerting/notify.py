@@ -8,87 +8,13 @@ import asyncio
 import inspect
 from typing import TYPE_CHECKING, Any
 
+from airflow_matview.config.notification import describe, with_default_message
 from airflow_matview.config.notifier_specs import NotifierSpec, loaded_notifier
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
-EVENTS = {
-    "failure": "refresh failed",
-    "retry": "refresh failed, will retry",
-    "success": "refreshed",
-    "stale": "is stale",
-}
-
-
-# Where our default message goes, by the notifier argument that holds it: the subject, then the body.
-DEFAULT_SUBJECT = "{{ matview.subject }}"
-
-
-DEFAULT_BODIES = {
-    "html_content": "<pre>{{ matview.message | e }}</pre>",
-    "text": "{{ matview.message }}",
-    "message": "{{ matview.message }}",
-    "body": "{{ matview.message }}",
-}
-
-
-_BODY_ARGUMENTS = (*DEFAULT_BODIES, "template")
-
-
-def with_default_message(spec: NotifierSpec) -> dict[str, Any]:
-    """The spec's arguments plus our default subject and message where the notifier takes them and the config
-    leaves them out."""
-    target = loaded_notifier(spec.path)
-    kwargs = dict(spec.kwargs)
-    if not target.is_notifier_class:
-        return kwargs
-    if (target.accepted is None or "subject" in target.accepted) and "subject" not in kwargs:
-        kwargs["subject"] = DEFAULT_SUBJECT
-    if not any(name in kwargs for name in _BODY_ARGUMENTS):
-        for name, template in DEFAULT_BODIES.items():
-            if target.accepted is not None and name in target.accepted:
-                kwargs[name] = template
-                break
-    return kwargs
-
-
-def describe(event: str, view: str, conn_id: str, context: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
-    """What the notification says, as ``context["matview"]``: ``subject``, ``message`` and the parts."""
-    ti = context.get("ti") or context.get("task_instance")
-    facts: dict[str, Any] = {"event": event, "view": view, "conn_id": conn_id, **extra}
-    if ti is not None:
-        facts.setdefault("try_number", getattr(ti, "try_number", None))
-        facts.setdefault("max_tries", getattr(ti, "max_tries", None))
-        facts.setdefault("log_url", getattr(ti, "log_url", None))
-        facts.setdefault("dag_id", getattr(ti, "dag_id", None))
-        facts.setdefault("run_id", getattr(ti, "run_id", None))
-    error = context.get("exception")
-    if error is not None and event != "success":
-        facts.setdefault("error", str(error) or type(error).__name__)
-    facts["subject"] = f"[airflow-matview] {view} {EVENTS.get(event, event)} (connection {conn_id})"
-    facts["message"] = "\n".join(_message_lines(facts))
-    return facts
-
-
-def _message_lines(facts: Mapping[str, Any]) -> list[str]:
-    what = EVENTS.get(facts["event"], facts["event"])
-    lines = [f"Materialized view {facts['view']} {what}.", f"Connection: {facts['conn_id']}"]
-    if facts.get("stale_for"):
-        lines.append(
-            f"Stale: its refresh due at {facts['due_at']} has not succeeded after {facts['stale_for']} "
-            f"(max_staleness {facts['max_staleness']}, {facts['late_by']} late); run state: {facts.get('run_state')}"
-        )
-    if facts.get("error"):
-        lines.append(f"Error: {facts['error']}")
-    if facts.get("try_number") is not None:
-        total = facts.get("max_tries")
-        lines.append(f"Try: {facts['try_number']}" + (f" of {total + 1}" if isinstance(total, int) else ""))
-    if facts.get("dag_id"):
-        lines.append(f"DAG: {facts['dag_id']}, run {facts.get('run_id')}")
-    if facts.get("log_url"):
-        lines.append(f"Log: {facts['log_url']}")
-    return lines
+__all__ = ["TaskNotifier", "acall", "call", "callbacks", "describe", "with_default_message"]
 
 
 class TaskNotifier:

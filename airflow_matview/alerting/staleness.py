@@ -11,7 +11,8 @@ import logging
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from airflow_matview.alerting.notify import acall, describe
+from airflow_matview.alerting.notify import acall
+from airflow_matview.config.notification import describe_stale
 from airflow_matview.config.notifier_specs import NotifierSpec
 from airflow_matview.text import format_seconds
 
@@ -59,28 +60,21 @@ async def notify_stale(
     :param context: what the scheduler sends: the run (``dag_run``) and the deadline (``deadline``).
     :return: a one-line summary, kept by Airflow as the callback's result.
     """
-    context = dict(context or {})
+    context = with_accessors(dict(context or {}))
     run = context.get("dag_run") or {}
     now = datetime.now(timezone.utc)
     queued_at = _datetime(run.get("queued_at")) or now
     deadline = _datetime((context.get("deadline") or {}).get("deadline_time"))
-    deadline = deadline or queued_at + timedelta(seconds=max_staleness_seconds)
-    run_id = run.get("dag_run_id") or run.get("run_id")
-    facts = describe(
-        "stale",
+    facts = describe_stale(
         view,
         conn_id,
+        dag_id,
         context,
-        dag_id=dag_id,
-        run_id=run_id,
-        due_at=queued_at.isoformat(timespec="seconds"),
-        stale_for=format_seconds((now - queued_at).total_seconds()),
-        stale_seconds=round((now - queued_at).total_seconds(), 1),
-        late_by=format_seconds((now - deadline).total_seconds()),
-        late_seconds=round((now - deadline).total_seconds(), 1),
-        max_staleness=format_seconds(max_staleness_seconds),
-        run_state=run.get("state"),
-        log_url=_run_url(dag_id, run_id),
+        queued_at=queued_at,
+        deadline=deadline or queued_at + timedelta(seconds=max_staleness_seconds),
+        now=now,
+        max_staleness_seconds=max_staleness_seconds,
+        run_url=_run_url(dag_id, run.get("dag_run_id") or run.get("run_id")),
     )
     context["matview"] = facts
     failures = []
@@ -95,6 +89,19 @@ async def notify_stale(
     if failures:
         raise RuntimeError(f"{summary}; notifiers failed: {'; '.join(failures)}")
     return summary
+
+
+def with_accessors(context: dict[str, Any]) -> dict[str, Any]:
+    """``context`` with Airflow's ``var`` and ``conn`` template accessors, as a task's context has them: the
+    scheduler sends a missed deadline's callback only the run and the deadline, and a notifier's template may take
+    its webhook or key from a Connection or a Variable (``{{ conn.ops_hook.password }}``)."""
+    from airflow.sdk.execution_time.context import ConnectionAccessor, VariableAccessor
+
+    context.setdefault(
+        "var", {"json": VariableAccessor(deserialize_json=True), "value": VariableAccessor(deserialize_json=False)}
+    )
+    context.setdefault("conn", ConnectionAccessor())
+    return context
 
 
 def _datetime(value: object) -> datetime | None:

@@ -89,10 +89,8 @@ def check_view(conn: psycopg.Connection, view: ViewConfig, label: str) -> tuple[
         return False, [str(error)]
     lines = [f"refresh: {mode} ({reason})"]
     permission = catalog.refresh_permission(conn, relation.oid)
-    if permission.by_maintain:
-        lines.append(f"permission: role {permission.role} holds MAINTAIN on the view")
-    elif permission.allowed:
-        lines.append(f"permission: role {permission.role} owns the view (owner {permission.owner})")
+    if permission.allowed:
+        lines.append(f"permission: role {permission.role} {permission.reason}")
     else:
         lines.append(
             f"permission: role {permission.role} may not refresh it: only the owner ({permission.owner}) may, "

@@ -48,7 +48,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     _airflow_logs_to_stderr()
     arguments = sys.argv[1:] if argv is None else list(argv)
     secrets = _secrets_of(arguments)
-    args = _parser(secrets).parse_args(arguments)
+    parser = _parser(secrets)
+    args = parser.parse_args(arguments)
+    if args.command == "validate" and (dsns := [path for path in args.config[1:] if path in secrets]):
+        # A connection string after the config file is not a second config file: a wrong argument, as before
+        # validate took several files (and never read as a file, whose error would repeat it).
+        parser.error(f"unrecognized arguments: {' '.join(dsns)}")
     try:
         for option in ("conn_id", "dsn"):
             if (
@@ -57,12 +62,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise CliError(
                     f"--{option.replace('_', '-')} is empty (an unset shell variable?); give a value", EXIT_USAGE
                 )
-        if getattr(args, "config", None) == "":  # `validate "$CONFIG"` with CONFIG unset: not the current directory
+        configs = getattr(args, "config", None)
+        if "" in (configs if isinstance(configs, list) else [configs]):  # `validate "$CONFIG"` with CONFIG unset
             raise CliError("the config file argument is empty (an unset shell variable?); give a path", EXIT_USAGE)
         if getattr(args, "conn_id", None):
             check_conn_id(args.conn_id)
         if args.command == "validate":
-            return run_validate(args.config)
+            return run_validate(args.config, secrets)
         if args.command == "check":
             return run_check(args.config, args.conn_id, args.dsn)
         if args.command == "schema":
@@ -135,8 +141,10 @@ def _parser(secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    validate = commands.add_parser("validate", help="check a config file without a database; list its DAGs")
-    validate.add_argument("config", help="the YAML config file")
+    validate = commands.add_parser(
+        "validate", help="check config files without a database; list their DAGs and views built twice"
+    )
+    validate.add_argument("config", nargs="+", help="the YAML config file(s): all that one DAG folder loads")
 
     check = commands.add_parser("check", help="check a config file's views against the live database")
     check.add_argument("config", help="the YAML config file")

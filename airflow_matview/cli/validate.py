@@ -1,11 +1,15 @@
-"""``airflow-matview validate``: read a config file without a database and list the DAGs it makes."""
+"""``airflow-matview validate``: read config files without a database and list the DAGs they make."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from airflow_matview.cli.output import EXIT_OK, print_table
-from airflow_matview.config import load_config
+from airflow_matview.cli.output import EXIT_OK, EXIT_PROBLEMS, fail, print_table
+from airflow_matview.config import InvalidConfigFileError, load_config
+from airflow_matview.config.fields import timezone_note
+from airflow_matview.config.rules import Claim, claimed_elsewhere
+from airflow_matview.database.identifiers import printable
 from airflow_matview.text import cell, format_seconds
 
 if TYPE_CHECKING:
@@ -15,8 +19,30 @@ if TYPE_CHECKING:
 DESCRIPTION_WIDTH = 40
 
 
-def run_validate(path: str) -> int:
-    views = load_config(path).views
+def run_validate(paths: list[str], secrets: list[str]) -> int:
+    """Validate each config file and list its DAGs; a view or DAG id that two of the files build is a problem of the
+    later one (two DAG files loading them would make Airflow switch one DAG between them at every parse).
+
+    :param paths: the config files.
+    :param secrets: what must not be printed (see :func:`airflow_matview.cli.output.fail`).
+    """
+    claims: dict[tuple[str, ...], Claim] = {}
+    failed = 0
+    for path in paths:
+        try:
+            config = load_config(path)
+            if problems := claimed_elsewhere(config, str(Path(path).resolve()), claims):
+                raise InvalidConfigFileError(printable(path), problems)
+        except InvalidConfigFileError as error:
+            fail(str(error), secrets)
+            failed += 1
+            continue
+        _list(path, config.views)
+    return EXIT_PROBLEMS if failed else EXIT_OK
+
+
+def _list(path: str, views: list[ViewConfig]) -> None:
+    """The file's DAGs as a table, then notes on its time zones."""
     print(f"{path}: OK, {len(views)} DAG(s)")
     header = ["DAG ID", "VIEW", "SCHEDULE", "CONNECTION", "SETTINGS"]
     rows = [[v.resolved_dag_id, str(v.view), schedule_text(v), v.conn_id, settings_summary(v)] for v in views]
@@ -25,7 +51,22 @@ def run_validate(path: str) -> int:
         for row, view in zip(rows, views, strict=True):
             row.append(cell(view.description or "-", DESCRIPTION_WIDTH))
     print_table(header, rows)
-    return EXIT_OK
+    for line in timezone_notes(views):
+        print(line)
+
+
+def timezone_notes(views: list[ViewConfig]) -> list[str]:
+    """One note per time zone that is valid but easily misread (``Etc/GMT+2`` is UTC-2), naming its first view."""
+    notes = []
+    users: dict[str, list[int]] = {}
+    for index, view in enumerate(views):
+        users.setdefault(view.timezone, []).append(index)
+    for zone, indexes in users.items():
+        if note := timezone_note(zone):
+            first = indexes[0]
+            others = f" and {len(indexes) - 1} other view(s)" if len(indexes) > 1 else ""
+            notes.append(f"note: views[{first}] ({views[first].name}){others}: timezone: {note}")
+    return notes
 
 
 def schedule_text(view: ViewConfig) -> str:
@@ -44,8 +85,8 @@ def settings_summary(view: ViewConfig) -> str:
     if view.timezone != "UTC":
         parts.append(f"tz={view.timezone}")
     if view.pool:
-        parts.append(f"pool={view.pool}" + (f"x{view.pool_slots}" if view.pool_slots != 1 else ""))
-    elif view.pool_slots != 1:
+        parts.append(f"pool={view.pool}")
+    if view.pool_slots != 1:
         parts.append(f"slots={view.pool_slots}")
     if view.priority_weight != 1:
         parts.append(f"priority={view.priority_weight}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_matview.config.fields import MAX_RETRIES, OWNER_MAX_LEN, SCHEDULE_PRESETS, TAG_MAX_LEN
-from airflow_matview.config.notifier_specs import _DOTTED_PATH, _SECRET
+from airflow_matview.config.notifier_specs import _DOTTED_PATH
 
 JsonSchema = dict[str, Any]
 
@@ -160,8 +160,6 @@ NOTIFIERS: JsonSchema = {
                 "pattern": rf"^\s*({_DOTTED_PATH.pattern})\s*$",
             }
         },
-        # An argument named like a credential is refused: the file holds no secrets.
-        "propertyNames": {"not": {"pattern": any_case(_SECRET.pattern)}},
         "additionalProperties": True,
     },
 }

@@ -98,6 +98,17 @@ def parse_duration(value: object, name: str, *, positive: bool = False) -> timed
     return timedelta(seconds=seconds)
 
 
+def parse_poll_interval(value: object) -> timedelta:
+    """How often the on_change watcher polls: a duration of at least a second (each poll queries the database)."""
+    duration = parse_duration(value, "poll_interval", positive=True)
+    if duration < timedelta(seconds=1):
+        raise ValueError(
+            f"{value!r} is under a second: every poll is a catalog query on the view's database, and the watcher "
+            "would run it many times a second; use at least 1s (default 10s)"
+        )
+    return duration
+
+
 # --- counts and names
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,256}")
 
@@ -157,7 +168,7 @@ def parse_pool_slots(value: object) -> int:
     number = whole_number(value)
     if number is not None and 1 <= number <= _INT32:
         return number
-    raise ValueError(f"{shown(value)} is not allowed; use a whole number of slots, 1 or more (default 1)")
+    raise ValueError(f"{shown(value)} is not allowed; use a whole number of slots from 1 to {_INT32} (default 1)")
 
 
 def parse_priority_weight(value: object) -> int:
@@ -165,7 +176,10 @@ def parse_priority_weight(value: object) -> int:
     number = whole_number(value)
     if number is not None and -_INT32 - 1 <= number <= _INT32:
         return number
-    raise ValueError(f"{shown(value)} is not allowed; use a whole number (higher runs first when slots are short)")
+    raise ValueError(
+        f"{shown(value)} is not allowed; use a whole number from {-_INT32 - 1} to {_INT32} (higher runs first when "
+        "slots are short)"
+    )
 
 
 def parse_description(value: object) -> str | None:
@@ -175,6 +189,8 @@ def parse_description(value: object) -> str | None:
             f"{value[:40]!r}{'...' if len(value) > 40 else ''} holds the control character {char!r}, which would "
             "garble the listings that show it; remove it (line breaks and tabs are fine)"
         )
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("is blank; write a description, or leave the key out")
     if value is None or (isinstance(value, str) and len(value) <= 1000):
         return value
     if isinstance(value, str):
@@ -309,9 +325,92 @@ def parse_timezone(value: object) -> str:
         )
     if name in _portable_zones():
         return name
+    if hint := _fixed_offset_hint(name):
+        raise ValueError(f"{name!r} is a fixed offset, not an IANA time zone; {hint}")
     suggestion = closest_timezone(name)
     hint = f"did you mean {suggestion}?" if suggestion else "use an IANA name such as Europe/Berlin or UTC"
     raise ValueError(f"{name!r} is not an IANA time zone; {hint}")
+
+
+# An offset written as a zone: UTC+2, GMT-05:00, UTC +5:30, +02:00.
+_OFFSET = re.compile(r"(?:UTC|GMT|UT)?\s*([+-])\s*([0-9]{1,2})(?::?([0-9]{2}))?", re.IGNORECASE)
+# Regions whose clocks people mean by an offset, for the hint (each is checked against the offset asked for).
+_OFFSET_EXAMPLES = (
+    "Europe/London",
+    "Europe/Berlin",
+    "Europe/Athens",
+    "Europe/Moscow",
+    "Asia/Dubai",
+    "Asia/Karachi",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "Asia/Dhaka",
+    "Asia/Bangkok",
+    "Asia/Shanghai",
+    "Asia/Tokyo",
+    "Australia/Adelaide",
+    "Australia/Sydney",
+    "Pacific/Auckland",
+    "America/Sao_Paulo",
+    "America/Halifax",
+    "America/New_York",
+    "America/Chicago",
+    "America/Denver",
+    "America/Los_Angeles",
+    "America/Anchorage",
+    "Pacific/Honolulu",
+    "America/St_Johns",
+    "Asia/Tehran",
+    "Asia/Kabul",
+    "Africa/Lagos",
+    "Africa/Nairobi",
+)
+
+
+def _fixed_offset_hint(name: str) -> str | None:
+    """What to write for an offset such as ``UTC+2``: the ``Etc/GMT`` zone with POSIX's inverted sign, or a region."""
+    match = _OFFSET.fullmatch(name)
+    if match is None:
+        return None
+    sign, hours, minutes = match.group(1), int(match.group(2)), int(match.group(3) or 0)
+    if hours == minutes == 0:
+        return "write UTC"
+    offset = timedelta(hours=hours, minutes=minutes) * (1 if sign == "+" else -1)
+    shown = f"UTC{sign}{hours:02d}:{minutes:02d}"
+    regions = [zone for zone in _OFFSET_EXAMPLES if offset in _offsets_of(zone)]
+    region = "the region whose local time you mean" + (f", such as {' or '.join(regions[:2])}" if regions else "")
+    etc = f"Etc/GMT{'-' if sign == '+' else '+'}{hours}"
+    if minutes or etc not in _portable_zones():
+        return f"no Etc/GMT zone has the offset {shown}; write {region}"
+    return f"write {etc} for {shown} all year (POSIX sign: {etc} is {shown}), or {region}"
+
+
+@functools.lru_cache(maxsize=64)
+def _offsets_of(zone: str) -> frozenset[timedelta]:
+    """The UTC offsets of ``zone`` in winter and in summer."""
+    tz = zoneinfo.ZoneInfo(zone)
+    moments = (datetime(2026, 1, 15, tzinfo=timezone.utc), datetime(2026, 7, 15, tzinfo=timezone.utc))
+    return frozenset(moment.astimezone(tz).utcoffset() or timedelta(0) for moment in moments)
+
+
+_POSIX_OFFSET = re.compile(r"Etc/GMT([+-])([0-9]{1,2})")
+
+
+def timezone_note(zone: str) -> str | None:
+    """What to tell about a zone accepted as written but easily misread: ``Etc/GMT+2`` is two hours *behind* UTC
+    (POSIX's sign), so whoever meant UTC+2 gets runs four hours off; ``None`` for any other zone."""
+    match = _POSIX_OFFSET.fullmatch(zone)
+    if match is None or int(match.group(2)) == 0:
+        return None
+    sign, hours = match.group(1), int(match.group(2))
+    real = "-" if sign == "+" else "+"
+    note = (
+        f"{zone} is UTC{real}{hours:02d}:00, {hours} hour(s) {'behind' if sign == '+' else 'ahead of'} UTC (POSIX "
+        "inverts the sign of Etc/GMT zones)"
+    )
+    if (meant := f"Etc/GMT{real}{hours}") in _portable_zones():
+        note += f"; if you meant UTC{sign}{hours:02d}:00, write {meant}"
+    return note
 
 
 @functools.lru_cache(maxsize=1)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -13,9 +14,6 @@ from airflow_matview.config.rules import file_problems
 from airflow_matview.config.yaml_reader import read_config_file
 from airflow_matview.database.identifiers import printable
 from airflow_matview.exceptions import InvalidConfigFileError, UnreadableConfigFileError
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 _LEVELS: dict[str, type[BaseModel]] = {"file": MatviewConfig, "defaults": ViewSettings, "views": ViewConfig}
 
@@ -37,6 +35,7 @@ def load_config(source: str | Path | Mapping[str, Any]) -> MatviewConfig:
         config = MatviewConfig.model_validate(data)
     except ValidationError as exc:
         raise InvalidConfigFileError(label, [describe_error(error, data, _LEVELS) for error in exc.errors()]) from None
-    if problems := file_problems(config):
+    folder = None if isinstance(source, Mapping) else Path(source).parent
+    if problems := file_problems(config, folder):
         raise InvalidConfigFileError(label, problems)
     return config

@@ -274,9 +274,12 @@ class ViewSettings(BaseModel):
     ] = False
     poll_interval: Annotated[
         timedelta,
-        _duration("poll_interval", positive=True),
-        WithJsonSchema(schemas.duration(minimum=0.001)),
-        Field(description="With `on_change`: how often the triggerer reads the sources' change signals."),
+        BeforeValidator(fields.parse_poll_interval),
+        WithJsonSchema(schemas.duration(minimum=1)),
+        Field(
+            description="With `on_change`: how often the triggerer reads the sources' change signals; at least 1s. "
+            "Refused on a view without `on_change` (and in `defaults:` when no view has `on_change`)."
+        ),
     ] = timedelta(seconds=10)
     min_interval: Annotated[
         timedelta,

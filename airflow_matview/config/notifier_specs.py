@@ -11,19 +11,19 @@ import functools
 import importlib
 import inspect
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_matview.config import notifier_secrets
+from airflow_matview.config.notifier_secrets import credential_arguments
+
 _DOTTED_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 EXAMPLE = "{notifier: airflow.providers.smtp.notifications.smtp.SmtpNotifier, to: ops@example.com}"
-# Argument names that would put a credential into the config file; notifiers take a connection id instead.
-_SECRET = re.compile(r"passw(or)?d|secret|token|api_?key|private_?key|authorization", re.IGNORECASE)
-# Credentials inside a value: a URL with a password (scheme://user:password@host), a secret in a URL's query
-# (?token=...), or a Slack incoming-webhook URL (its path is the secret).
-_SECRET_IN_TEXT = re.compile(
-    r"://[^/\s@:]*:[^/\s@]+@|[?&][^=&\s]*(passw(or)?d|secret|token|api_?key)[^=&\s]*=|hooks\.slack\.com/services/",
-    re.IGNORECASE,
+ACCEPTED = (
+    "a notifier is an Airflow BaseNotifier subclass (e.g. airflow.providers.smtp.notifications.smtp.SmtpNotifier) "
+    "or a Python function written as def notify(context, **kwargs)"
 )
 
 
@@ -93,11 +93,10 @@ def parse_notifier(item: object) -> NotifierSpec:
             f"notifier: {shown} is not a dotted path; write package.module.Name, e.g. "
             "airflow.providers.smtp.notifications.smtp.SmtpNotifier (a webhook URL belongs in an Airflow connection)"
         )
-    secrets = [key for key, value in kwargs.items() if _SECRET.search(key) or _holds_secret(value)]
-    if secrets:
+    if secrets := credential_arguments(kwargs):
         raise ValueError(
-            f"{path}: {', '.join(secrets)} would put a credential into the config file (not repeated here); "
-            "keep it in an Airflow connection and pass the connection's id (e.g. smtp_conn_id)"
+            f"{path}: {', '.join(secrets)} may hold a credential (not repeated here), which would be stored in "
+            "plain text in the DAG and in Airflow's database (deadline_alert for on_stale); " + notifier_secrets.ADVICE
         )
     if unplain := [key for key, value in kwargs.items() if not _is_plain(value)]:
         raise ValueError(
@@ -137,30 +136,43 @@ def _load(path: str) -> LoadedNotifier | str:
         return f"{path} cannot be imported (module {module_name} has no {attribute})"
     from airflow.sdk import BaseNotifier
 
-    if inspect.isclass(obj):
-        if not issubclass(obj, BaseNotifier):
-            return f"{path} is a class but not an Airflow BaseNotifier subclass"
+    if inspect.isclass(obj) and issubclass(obj, BaseNotifier):
         accepted, required = _class_arguments(obj)
         return LoadedNotifier(obj, True, accepted, required)
+    if not inspect.isfunction(obj) or _in_standard_library(obj):
+        return f"{path} is {_what(obj)}, not a notifier; {ACCEPTED}"
+    signature = inspect.signature(obj)
+    if not _takes_context(signature):
+        return (
+            f"{path} cannot be called with the task context as its first argument; "
+            "write it as def notify(context, **kwargs)"
+        )
+    accepted, required = _arguments(signature, skip_first=True)
+    return LoadedNotifier(obj, False, accepted, required)
+
+
+def _what(obj: object) -> str:
+    """What ``obj`` is, in a few words, for a message refusing it as a notifier."""
+    if inspect.isclass(obj):
+        return "a class that is not an Airflow BaseNotifier subclass"
+    if inspect.isbuiltin(obj) or inspect.ismethoddescriptor(obj):
+        return "a built-in function"
+    if inspect.isfunction(obj):
+        return "a function of Python's standard library"
     if callable(obj):
-        try:
-            signature = inspect.signature(obj)
-        except (TypeError, ValueError):  # a builtin without a signature: checked when it is called
-            return LoadedNotifier(obj, False, None, frozenset())
-        if not _takes_context(signature):
-            return (
-                f"{path} cannot be called with the task context as its first argument; "
-                "write it as def notify(context, **kwargs)"
-            )
-        accepted, required = _arguments(signature, skip_first=True)
-        return LoadedNotifier(obj, False, accepted, required)
-    return f"{path} is neither a BaseNotifier subclass nor a callable"
+        return f"a callable {type(obj).__name__} object"
+    return f"a {type(obj).__name__}"
+
+
+def _in_standard_library(function: Any) -> bool:
+    return str(getattr(function, "__module__", "")).partition(".")[0] in sys.stdlib_module_names
 
 
 def _takes_context(signature: inspect.Signature) -> bool:
+    """Whether the function's first parameter is ``context``, passed positionally, as Airflow calls a callback."""
     first = next(iter(signature.parameters.values()), None)
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return first is not None and first.kind in (*positional, inspect.Parameter.VAR_POSITIONAL)
+    return first is not None and first.name == "context" and first.kind in positional
 
 
 def _is_plain(value: object) -> bool:
@@ -172,17 +184,6 @@ def _is_plain(value: object) -> bool:
         return all(isinstance(key, str) and _is_plain(item) for key, item in value.items())
     if isinstance(value, list | tuple):
         return all(_is_plain(item) for item in value)
-    return False
-
-
-def _holds_secret(value: object) -> bool:
-    """Whether ``value`` (or anything inside it) holds a credential: a URL with one, or a key named like one."""
-    if isinstance(value, str):
-        return bool(_SECRET_IN_TEXT.search(value))
-    if isinstance(value, Mapping):
-        return any(_SECRET.search(str(key)) or _holds_secret(item) for key, item in value.items())
-    if isinstance(value, list | tuple):
-        return any(_holds_secret(item) for item in value)
     return False
 
 

@@ -1,22 +1,73 @@
 """The config's rules for the file as a whole: each view listed once, distinct DAG ids, ``after:`` naming listed
-views, no cycle, no ``on_stale`` that nothing calls. (The rules of one view's keys together are its model's.)"""
+views, no cycle, no ``on_stale`` that nothing calls, notifier templates that render. (The rules of one view's keys
+together are its model's.)"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from graphlib import CycleError, TopologicalSorter
 from typing import TYPE_CHECKING
 
+from airflow_matview.config.notifier_templates import template_problems
+
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from airflow_matview.config.model import MatviewConfig, ViewConfig, ViewSettings
     from airflow_matview.database.identifiers import QualifiedName
 
 
-def file_problems(config: MatviewConfig) -> list[str]:
-    """What is wrong with the views taken together, one line each naming the view."""
+def file_problems(config: MatviewConfig, folder: Path | None = None) -> list[str]:
+    """What is wrong with the views taken together, one line each naming the view.
+
+    :param config: the validated config.
+    :param folder: the config file's folder (``None`` for a mapping), where notifier templates include files from.
+    """
     problems = _listed_twice(config) + _unknown_upstream(config)
-    problems += _unused_on_stale(config.defaults, config.views)
+    problems += _unused_on_stale(config.defaults, config.views) + _unused_watch_settings(config.defaults, config.views)
     if not problems and (cycle := _find_cycle(config)):
         problems.append(f"after: views wait for each other in a cycle: {' -> '.join(cycle)}; remove one 'after:'")
+    return problems + template_problems(config, folder)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Where a view or a DAG id was first built from: ``source`` (a config file, with the DAG file that loaded it),
+    its position ``views[index]`` there, and the view's name."""
+
+    source: str
+    index: int
+    name: str
+
+
+def claimed_elsewhere(config: MatviewConfig, source: str, claims: dict[tuple[str, ...], Claim]) -> list[str]:
+    """One line per view of ``config`` whose view (connection and name) or DAG id another source already built,
+    naming that source; ``config``'s own views are claimed in ``claims`` for the next one.
+
+    :param config: the validated config.
+    :param source: where it comes from, as the lines name it.
+    :param claims: what earlier configs built, by ``("view", conn_id, view)`` and ``("dag_id", dag_id)``.
+    """
+    problems = []
+    mine: dict[tuple[str, ...], Claim] = {}
+    for index, view in enumerate(config.views):
+        view_key, dag_key = ("view", view.conn_id, str(view.view)), ("dag_id", view.resolved_dag_id)
+        if (other := claims.get(view_key)) and other.source != source:
+            problems.append(
+                f"views[{index}] ({view.name}): the view {view.view} on connection {view.conn_id!r} (DAG id "
+                f"{view.resolved_dag_id!r}) is also built from {other.source} (views[{other.index}]); Airflow would "
+                "keep one DAG and switch between the two at every parse: list each view in one config only"
+            )
+        elif (other := claims.get(dag_key)) and other.source != source:
+            problems.append(
+                f"views[{index}] ({view.name}): DAG id {view.resolved_dag_id!r} is also the DAG id of {other.name}, "
+                f"built from {other.source} (views[{other.index}]); give one of them another dag_id"
+            )
+        mine[view_key] = mine[dag_key] = Claim(source, index, view.name)
+    if not problems:
+        for key in [key for key, claim in claims.items() if claim.source == source]:
+            del claims[key]  # what an earlier version of this source built
+        claims.update(mine)
     return problems
 
 
@@ -64,6 +115,32 @@ def _unused_on_stale(defaults: ViewSettings, views: list[ViewConfig]) -> list[st
         problems.append(
             "defaults: on_stale: is never called, as no view has max_staleness; "
             "set max_staleness (e.g. 2h) or remove on_stale"
+        )
+    return problems
+
+
+_WATCH_SETTINGS = ("min_interval", "poll_interval")
+
+
+def _unused_watch_settings(defaults: ViewSettings, views: list[ViewConfig]) -> list[str]:
+    """``poll_interval`` and ``min_interval`` where nothing watches: on a view without ``on_change``, or in
+    ``defaults:`` when no view has it (defaults apply to every view: views that do not watch ignore them)."""
+    problems = []
+    in_defaults = [key for key in _WATCH_SETTINGS if key in defaults.model_fields_set]
+    for index, view in enumerate(views):
+        own = [key for key in _WATCH_SETTINGS if key in view.model_fields_set and key not in in_defaults]
+        own += [key for key in in_defaults if getattr(view, key) != getattr(defaults, key)]
+        problems += [
+            f"views[{index}] ({view.name}): {key}: is only used with on_change: true, which this view does not set; "
+            f"set on_change: true or remove {key}"
+            for key in sorted(own)
+            if not view.on_change
+        ]
+    if in_defaults and not any(view.on_change for view in views):
+        problems.append(
+            f"defaults: {', '.join(in_defaults)}: no view has on_change: true, so "
+            f"{'they are' if len(in_defaults) > 1 else 'it is'} never used; set on_change on the views to watch, "
+            f"or remove {'them' if len(in_defaults) > 1 else 'it'}"
         )
     return problems
 

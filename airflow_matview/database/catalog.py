@@ -202,7 +202,8 @@ SELECT pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE'),
        pg_catalog.pg_get_userbyid(c.relowner),
        current_user,
        CASE WHEN pg_catalog.current_setting('server_version_num')::int >= 170000
-            THEN pg_catalog.has_table_privilege(c.oid, 'MAINTAIN') ELSE false END
+            THEN pg_catalog.has_table_privilege(c.oid, 'MAINTAIN') ELSE false END,
+       (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)
 FROM pg_catalog.pg_class c WHERE c.oid = %(oid)s
 """
 
@@ -233,14 +234,28 @@ class RefreshPermission:
     owner: str
     role: str
     by_maintain: bool
+    superuser: bool = False
+
+    @property
+    def reason(self) -> str:
+        """Why the role may refresh the view, e.g. ``is a superuser (the view's owner is app)``."""
+        if self.by_maintain:
+            return "holds MAINTAIN on the view"
+        if self.role == self.owner:
+            return "owns the view"
+        if self.superuser:
+            return f"is a superuser (the view's owner is {self.owner})"
+        return f"is a member of the view's owner, {self.owner}"
 
 
 @step_function
 def refresh_permission(oid: int) -> Steps[RefreshPermission]:
-    is_owner, owner, role, maintain = yield from _the_row(_MAY_REFRESH, {"oid": oid})
+    is_owner, owner, role, maintain, superuser = yield from _the_row(_MAY_REFRESH, {"oid": oid})
     # PostgreSQL 17+ grants MAINTAIN to the owner too: it is the reason only for a role that does not own the view.
     by_maintain = bool(maintain) and not is_owner
-    return RefreshPermission(allowed=bool(is_owner or maintain), owner=owner, role=role, by_maintain=by_maintain)
+    return RefreshPermission(
+        allowed=bool(is_owner or maintain), owner=owner, role=role, by_maintain=by_maintain, superuser=bool(superuser)
+    )
 
 
 # The relations that hold rows among those read (views are walked through, indexes are not read).

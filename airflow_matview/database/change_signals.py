@@ -196,7 +196,8 @@ def describe_changes(
 
     :param baseline: a fingerprint recorded earlier.
     :param current: :attr:`ChangeSignals.fingerprint` now.
-    :param source_names: :attr:`ChangeSignals.source_names`, to name the sources.
+    :param source_names: the sources' names by oid: :attr:`ChangeSignals.source_names`, and those of earlier
+        polls, to name a source that is no longer read (a partition detached or dropped).
     """
     names = source_names or {}
     if baseline.get("version") != current["version"]:
@@ -204,12 +205,24 @@ def describe_changes(
     if baseline.get("view") != current["view"]:
         return ["the view was dropped and created again"]
     before, after = baseline.get("sources", {}), current["sources"]
-    changes = [names.get(oid, oid) for oid in sorted(set(before) | set(after)) if before.get(oid) != after.get(oid)]
+    changes = [
+        change for oid in sorted(set(before) | set(after)) if (change := _changed_source(oid, names, before, after))
+    ]
     if baseline.get("definitions") != current["definitions"]:
         changes.append("a plain view in between was redefined")
     if baseline.get("statistics_since") != current["statistics_since"]:
         changes.append("the server's statistics restarted (server restart or pg_stat_reset)")
     return changes
+
+
+def _changed_source(oid: str, names: dict[str, str], before: dict[str, Any], after: dict[str, Any]) -> str | None:
+    """How a source changed, by name: ``public.t``, ``public.p1 (no longer read)``, ``public.p3 (newly read)``."""
+    if before.get(oid) == after.get(oid):
+        return None
+    name = names.get(oid) or f"the relation with oid {oid}"
+    if oid not in after:
+        return f"{name} (no longer read)"
+    return f"{name} (newly read)" if oid not in before else name
 
 
 @step_function

@@ -7,21 +7,27 @@ that task's DAG is built.
 
 from __future__ import annotations
 
+import sys
+import weakref
+from collections.abc import Mapping
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, Asset, AssetAny, Param, get_parsing_context
 
 from airflow_matview.alerting.notify import callbacks
 from airflow_matview.assets import matview_asset, sources_asset
-from airflow_matview.config import ViewConfig, load_config
+from airflow_matview.config import MatviewConfig, ViewConfig, load_config
+from airflow_matview.config.rules import Claim, claimed_elsewhere
+from airflow_matview.database.identifiers import printable
+from airflow_matview.exceptions import InvalidConfigFileError
 from airflow_matview.factory.dag_doc import dag_doc
 from airflow_matview.operators.materialized_view import RefreshMaterializedViewOperator
 from airflow_matview.version_compat import AssetOrTimeSchedule, CronTriggerTimetable
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-    from pathlib import Path
+    from types import FrameType
 
     from airflow.sdk.definitions.asset import BaseAsset
     from airflow.sdk.definitions.deadline import DeadlineAlert
@@ -41,7 +47,9 @@ def build_dags(config: str | Path | Mapping[str, Any]) -> dict[str, DAG]:
     :param config: the path of a YAML config file, or the config as a mapping.
     :raises MatviewConfigError: when the config is invalid; no DAG is built then.
     """
-    views = load_config(config).views
+    loaded = load_config(config)
+    _claim(loaded, config)
+    views = loaded.views
     wanted = get_parsing_context().dag_id
     if wanted is not None and any(view.resolved_dag_id == wanted for view in views):
         views = [view for view in views if view.resolved_dag_id == wanted]
@@ -49,6 +57,43 @@ def build_dags(config: str | Path | Mapping[str, Any]) -> dict[str, DAG]:
         view.resolved_dag_id: build_dag(view, [matview_asset(conn_id, name) for conn_id, name in view.upstream_keys])
         for view in views
     }
+
+
+def _claim(config: MatviewConfig, source: str | Path | Mapping[str, Any]) -> None:
+    """Refuse views and DAG ids that another config built in this parse session: the DagBag that is importing the
+    DAG file (``airflow dags list``, ``airflow dags test``, a test), one set of claims per DagBag.
+
+    The dag-processor parses each DAG file in a process of its own: there the other file is never seen.
+
+    :raises InvalidConfigFileError: naming both configs and both DAG files.
+    """
+    bag, dag_file = _parse_session()
+    if bag is None:
+        return
+    where = "a mapping" if isinstance(source, Mapping) else str(Path(source).resolve())
+    label = "<dict>" if isinstance(source, Mapping) else printable(str(source))
+    claims = _CLAIMS.setdefault(bag, {})
+    if problems := claimed_elsewhere(config, f"{where} by the DAG file {dag_file}", claims):
+        raise InvalidConfigFileError(label, problems)
+
+
+# Per DagBag being filled (held weakly: gone with it), the views and DAG ids built so far.
+_CLAIMS: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], Claim]] = weakref.WeakKeyDictionary()
+
+
+def _parse_session() -> tuple[Any, str]:
+    """The DagBag importing the DAG file that called :func:`build_dags` (``None`` outside one), and that file."""
+    frame: FrameType | None = sys._getframe(1)
+    package = str(Path(__file__).resolve().parent.parent)
+    dag_file, bag = "", None
+    while frame is not None and bag is None:
+        if not dag_file and not str(Path(frame.f_code.co_filename).resolve()).startswith(package):
+            dag_file = frame.f_code.co_filename
+        candidate = frame.f_locals.get("self")
+        if any(cls.__name__ == "DagBag" for cls in type(candidate).__mro__):  # BundleDagBag too
+            bag = candidate
+        frame = frame.f_back
+    return bag, dag_file
 
 
 def build_dag(view: ViewConfig, upstream: list[Asset] | None = None) -> DAG:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+from airflow_matview.config.fields import timezone_note
+from airflow_matview.factory.dst import dst_note
 from airflow_matview.text import format_seconds
 
 if TYPE_CHECKING:
@@ -48,6 +51,7 @@ def production_lines(view: ViewConfig) -> tuple[str, ...]:
     """Markdown bullet lines for the production keys (the same for every view that shares its settings: cached)."""
     return _production_lines(
         view.timezone,
+        view.schedule,
         view.pool,
         view.pool_slots,
         view.queue,
@@ -61,6 +65,7 @@ def production_lines(view: ViewConfig) -> tuple[str, ...]:
 @functools.lru_cache(maxsize=256)
 def _production_lines(
     zone: str,
+    schedule: str | None,
     pool: str | None,
     pool_slots: int,
     queue: str | None,
@@ -69,7 +74,7 @@ def _production_lines(
     max_staleness: float | None,
     stale_paths: tuple[str, ...],
 ) -> tuple[str, ...]:
-    lines = [f"- cron times are {zone} local time" + _dst_note(zone)]
+    lines = _time_lines(zone, schedule)
     if pool:
         lines.append(
             f"- runs in the Airflow pool `{pool}` ({pool_slots} slot(s)); **the pool must exist** "
@@ -89,13 +94,15 @@ def _production_lines(
     return tuple(lines)
 
 
-def _dst_note(zone: str) -> str:
-    if zone == "UTC":
-        return ""
-    return (
-        " (a time skipped when clocks go forward runs later by the size of the jump, "
-        "a time repeated when they go back runs once, at its second occurrence)"
-    )
+def _time_lines(zone: str, schedule: str | None) -> list[str]:
+    """The zone the cron is read in (with what to know about it), and what its clock changes do to the runs, as
+    Airflow's timetable computes them for this year's changes."""
+    note = timezone_note(zone)
+    lines = [f"- cron times are {zone} local time" + (f": {note}" if note else "")]
+    has_cron = schedule not in (None, "@once", "@continuous")
+    if zone != "UTC" and has_cron and (clocks := dst_note(str(schedule), zone, datetime.now(timezone.utc).year)):
+        lines.append(clocks)
+    return lines
 
 
 def _paths(paths: Iterable[str]) -> str:

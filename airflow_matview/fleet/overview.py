@@ -9,6 +9,7 @@ record that cannot be read at all is skipped, and both are counted in the docume
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from collections import Counter
@@ -140,7 +141,7 @@ class _Checker:
         shown = []
         for name in names:
             if _is_identifier(name.schema) and _is_identifier(name.name):
-                shown.append(f"{name.schema}.{name.name}")
+                shown.append(str(name))
             else:
                 self.drop(kind)
         return shown
@@ -231,7 +232,7 @@ def _view(dag_id: str, found: _Records, now: datetime, check: _Checker) -> Fleet
     last_state = states[-1] if states else None
     budget = _budget(dag_id, found, now, check)
     return FleetView(
-        view=f"{name.schema}.{name.name}",
+        view=str(name),
         conn_id=conn_id,
         dag_id=dag_id,
         task_id=check.text(row.task_id, "task id", 250, _AIRFLOW_KEY) or "",
@@ -313,10 +314,25 @@ def _status(paused: bool, last_state: str | None, breached: bool, fresh_as_of: d
 
 
 def _schedule_text(summary: str | None) -> str | None:
-    """The time part of the schedule: the cron or preset, or ``None`` when only assets (or nothing) trigger it."""
+    """The time part of the schedule: the cron or preset, or ``None`` when only assets (or nothing) trigger it.
+
+    Airflow keeps a preset as its cron (``@daily`` as ``0 0 * * *``): a preset's cron is shown as the preset.
+    """
     if not isinstance(summary, str) or summary in ("", "None", "Asset", "Partitioned Asset"):
         return None
-    return summary.removeprefix("Asset or ")
+    cron = summary.removeprefix("Asset or ")
+    return _presets().get(cron, cron)
+
+
+@functools.cache
+def _presets() -> dict[str, str]:
+    """Airflow's presets by their cron (``@yearly`` and ``@annually`` share one: the first is kept)."""
+    from airflow.utils.dates import cron_presets
+
+    presets: dict[str, str] = {}
+    for preset, cron in cron_presets.items():
+        presets.setdefault(cron, preset)
+    return presets
 
 
 def timezone_of(timetable: Any, check: _Checker | None = None) -> str | None:

@@ -129,10 +129,12 @@ class SourceChangesTrigger(BaseEventTrigger):
         baseline: dict[str, Any] | None = await self._stored(BASELINE_KEY)
         fired_at = float(await self._stored(FIRED_AT_KEY) or 0.0)
         problem: str | None = None
+        names: dict[str, str] = {}  # every source seen, to name one that is no longer read
         async for states in stream:
             state = states.get(self.view)
             if state is None:
                 continue  # registered after this poll started
+            names.update(state.source_names)
             shared_at, shared_baseline = _LAST_FIRED.get((self.conn_id, self.view), (0.0, None))
             if shared_at > fired_at:  # another instance of this trigger in this triggerer fired since
                 fired_at, baseline = shared_at, shared_baseline
@@ -149,7 +151,7 @@ class SourceChangesTrigger(BaseEventTrigger):
                 await self._store(BASELINE_KEY, baseline)
                 self.log.info("airflow-matview: recorded the change signals of %s as its baseline", self.view)
                 continue
-            changes = describe_changes(baseline, state.fingerprint, state.source_names)
+            changes = describe_changes(baseline, state.fingerprint, names)
             if not changes or time.time() - fired_at < self.min_interval:
                 continue
             fired_at = time.time()
