@@ -27,7 +27,7 @@ def test_quoted_names_and_preset_schedules_are_shown_as_written(airflow_db: Path
     }
     dag_ids = seed_fleet(config, runs=1, bundle="fleet-display")
     with create_session() as session:
-        views = {view.dag_id: view for view in load_fleet(session, dag_ids)}
+        views = {view.dag_id: view for view in load_fleet(session, dag_ids).views}
     shown = {view.view: (view.schedule, sorted(view.after)) for view in views.values()}
     assert shown == {
         'public."a.b"': ("@weekly", []),

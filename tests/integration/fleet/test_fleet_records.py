@@ -46,7 +46,12 @@ def _config() -> dict[str, Any]:
     ]
     if DEADLINE_ALERTS_MISSING is None:
         for view in views:
-            view |= {"max_staleness": "5m", "on_stale": [{"notifier": "logging.warning"}]}
+            view |= {
+                "max_staleness": "5m",
+                "on_stale": [
+                    {"notifier": "airflow.providers.smtp.notifications.smtp.SmtpNotifier", "to": "oncall@example.com"}
+                ],
+            }
     return {"views": views}
 
 
@@ -214,7 +219,7 @@ def test_states_timetables_summaries_and_tags_of_unexpected_shapes_are_left_out(
     assert (views["timezone"]["timezone"], document["skipped"]["timezone"]) == (None, 1)
     assert views["summary"]["schedule"] == "" and document["skipped"]["schedule"] == 1
     assert views["summary"]["tags"] == ["checked", "matview"] and document["skipped"]["tag"] == 1
-    assert views["plain"]["schedule"] == "0 * * * *" and views["plain"]["timezone"] == "UTC"
+    assert views["plain"]["schedule"] == "@hourly" and views["plain"]["timezone"] == "UTC"
 
 
 @pytest.mark.skipif(DEADLINE_ALERTS_MISSING is not None, reason=str(DEADLINE_ALERTS_MISSING))
