@@ -3,12 +3,17 @@ hang of ``validate`` (or of the parsing of the DAG file), nor an exit as if the 
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
+
+from tests.conftest import REPO
 
 CLI = Path(sys.executable).parent / "airflow-matview"
 IMPORT_TIMEOUT_SECONDS = 15  # airflow_matview.config.notifier_specs.IMPORT_TIMEOUT_SECONDS
@@ -81,3 +86,31 @@ def test_ctrl_c_while_a_notifier_module_hangs_is_the_users_interrupt(tmp_path: P
             process.wait()
     assert process.returncode == 130, err
     assert err.strip() == "airflow-matview validate: interrupted"
+
+
+def test_dag_parsing_names_the_module_before_airflows_own_timeout(tmp_path: Path) -> None:
+    """Airflow parses the DAG file (``dags/matviews.py``), in a process of its own as its dag-processor does: the
+    import error is our line, within our limit, not Airflow's "DagBag import timeout" at 30 s (or a parser killed
+    by the module's KeyboardInterrupt)."""
+    config, env = write(tmp_path, ["hangs_on_import", "interrupts_on_import"])
+    shutil.copy(REPO / "dags" / "matviews.py", tmp_path / "matviews.py")
+    script = textwrap.dedent(
+        f"""
+        import json, time
+        from tests.airflow_helpers import DagBag
+        started = time.monotonic()
+        bag = DagBag(dag_folder={str(tmp_path)!r})
+        print(json.dumps({{"seconds": time.monotonic() - started, "errors": list(bag.import_errors.values())}}))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=REPO, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    parsed = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"DAG file with a notifier module that hangs at import: import error after {parsed['seconds']:.1f}s")
+    (error,) = parsed["errors"]
+    assert f"Invalid matview config {config}: 1 problem(s):" in error
+    assert f"module hangs_on_import did not finish importing within {IMPORT_TIMEOUT_SECONDS:g} s" in error
+    assert "KeyboardInterrupt, raised by module interrupts_on_import while imported" in error
+    assert parsed["seconds"] < 30

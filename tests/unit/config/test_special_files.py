@@ -128,3 +128,23 @@ def test_a_file_over_the_cap_and_a_file_that_keeps_growing_are_refused(tmp_path:
             "the right file?",
         ]
         print(f"validate {path.name}: refused in {seconds:.1f}s")
+
+
+def test_dev_stdin_is_read_from_a_file_and_refused_from_a_pipe(tmp_path: Path) -> None:
+    config = tmp_path / "matviews.yaml"
+    config.write_text("views:\n  - name: public.a\n")
+    with config.open() as redirected:  # `validate /dev/stdin < matviews.yaml`: a regular file
+        done = subprocess.run([str(CLI), "validate", "/dev/stdin"], stdin=redirected, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("/dev/stdin: OK, 1 DAG(s)")
+    # `... | validate /dev/stdin` from a writer that never ends its output: refused, not waited for
+    writer = subprocess.Popen(["sleep", "60"], stdout=subprocess.PIPE)
+    try:
+        done = subprocess.run(
+            [str(CLI), "validate", "/dev/stdin"], stdin=writer.stdout, capture_output=True, text=True, timeout=60
+        )
+    finally:
+        writer.kill()
+        writer.wait()
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines()[1] == f"  - cannot read the file: it is a named pipe (FIFO), {NOT_REGULAR}"
