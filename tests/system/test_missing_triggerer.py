@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import psycopg
 
 CLI = Path(sys.executable).parent / "airflow-matview"
+SMTP = "airflow.providers.smtp.notifications.smtp.SmtpNotifier"
 FAST_DAG = "matview.public.polls_user_matt_view"
 SLOW_DAG = "matview.public.slow_view"
 LABEL = "connection 'postgres_default'"
@@ -45,6 +46,8 @@ def _scenario(conn: psycopg.Connection) -> None:
         "WHERE (SELECT pg_sleep(seconds)::text FROM refresh_delay) = ''"
     )
     conn.execute("CREATE UNIQUE INDEX ON slow_view (id)")
+    conn.execute("CREATE MATERIALIZED VIEW watched AS SELECT name FROM polls_user")
+    conn.execute("CREATE MATERIALIZED VIEW watched_for_staleness AS SELECT id FROM polls_user")
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +57,14 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         "views": [
             {"name": "public.polls_user_matt_view", "execution_timeout": None},
             {"name": "public.slow_view", "execution_timeout": "10s"},
+            # Also need a triggerer: the watcher of on_change; the alert of max_staleness (not the refresh).
+            {"name": "public.watched", "deferrable": False, "on_change": True},
+            {
+                "name": "public.watched_for_staleness",
+                "deferrable": False,
+                "max_staleness": "1h",
+                "on_stale": [{"notifier": SMTP, "to": "ops@example.com"}],
+            },
         ],
     }
     dags = matviews_dags(tmp_path_factory.mktemp("dags"), config)
@@ -87,12 +98,16 @@ def _failure(deployment: Deployment, dag_id: str, run_id: str) -> str:
 def test_check_reports_the_missing_triggerer(deployment: Deployment) -> None:
     done = _check(deployment)
     assert done.returncode == 1, done.stdout + done.stderr
-    line = (
-        f"        triggerer: {NO_TRIGGERER_EVER}, and deferrable: true refreshes the view in the triggerer: start "
-        "one (`airflow triggerer`)"
-    )
-    assert done.stdout.splitlines().count(line) == 2, done.stdout
-    assert done.stdout.splitlines()[-1] == "0 of 2 view(s) can be refreshed as configured."
+    lines = done.stdout.splitlines()
+    for why, views in [
+        ("deferrable: true refreshes the view in the triggerer", 2),
+        ("on_change: true watches the view's sources from the triggerer", 1),
+        ("max_staleness: the triggerer sends its on_stale alert", 1),
+    ]:
+        line = f"        triggerer: {NO_TRIGGERER_EVER}, and {why}: start one (`airflow triggerer`)"
+        assert lines.count(line) == views, done.stdout
+    assert "OK      public.watched_for_staleness" in lines, "a missing alert does not stop the refresh"
+    assert lines[-1] == "1 of 4 view(s) can be refreshed as configured."
 
 
 def test_a_deferred_refresh_without_a_triggerer_fails_at_once_saying_so(deployment: Deployment) -> None:
