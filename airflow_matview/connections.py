@@ -6,9 +6,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
+import socket
+from contextlib import suppress
 from copy import deepcopy
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +48,15 @@ _PERMANENT_FAILURES = (
     ("invalid port number", "the connection's port is not valid (use 1 to 65535, e.g. 5432)"),
     ("invalid integer value", "an extra of the connection that takes a number has another value"),
 )
+
+
+# How long the triggerer's connections wait for the server to answer while connecting, and how they notice a peer
+# that went silent (a lost host, a dropped route): TCP keepalives after 30 s without traffic, every 10 s, the peer
+# dead after 3 missed (about a minute); data unacknowledged for 60 s drops the connection (tcp_user_timeout, where
+# libpq and the system have it). The connection's extras override each of them.
+CONNECT_TIMEOUT_SECONDS = 10
+KEEPALIVES: dict[str, int] = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+TCP_USER_TIMEOUT_MS = 60_000
 
 
 def connect(conn_id: str, purpose: str, *, in_task: bool = True) -> psycopg.Connection:
@@ -86,9 +98,11 @@ async def aconnect(
     *,
     autocommit: bool = False,
     application_name: str | None = None,
-    connect_timeout: int | None = None,
+    connect_timeout: int = CONNECT_TIMEOUT_SECONDS,
 ) -> psycopg.AsyncConnection:
-    """:func:`connect`, asynchronous: the arguments ``PostgresHook.get_conn`` would pass, the same errors.
+    """:func:`connect`, asynchronous: the arguments ``PostgresHook.get_conn`` would pass, the same errors; and,
+    unless the connection's extras say otherwise, a bounded wait to connect and TCP keepalives (see
+    :data:`KEEPALIVES`), so that a peer that stops answering is noticed.
 
     :param conn_id: the Airflow connection id.
     :param purpose: what the connection is for, for error messages, e.g. ``refresh public.sales``.
@@ -102,7 +116,12 @@ async def aconnect(
         # Environment variables only: no call that would block the triggerer's event loop.
         raise _undefined(conn_id, purpose, local_only=True) from None
     _check_type(airflow_connection, conn_id, purpose)
-    arguments: dict[str, Any] = {"application_name": application_name, "connect_timeout": connect_timeout}
+    arguments: dict[str, Any] = {
+        "application_name": application_name,
+        "connect_timeout": connect_timeout,
+        **KEEPALIVES,
+        **({"tcp_user_timeout": TCP_USER_TIMEOUT_MS} if _libpq_knows("tcp_user_timeout") else {}),
+    }
     arguments.update(hook_arguments(airflow_connection))
     try:
         conn = await psycopg.AsyncConnection.connect(
@@ -115,6 +134,20 @@ async def aconnect(
     if not autocommit:
         await conn.set_isolation_level(IsolationLevel.READ_COMMITTED)
     return conn
+
+
+def shut_down(conn: psycopg.AsyncConnection) -> None:
+    """Shut the connection's socket down both ways, without closing it: whatever waits on it (a statement to a peer
+    that stopped answering) gets end-of-file at once, instead of a cancel request or a goodbye sent to that peer."""
+    # Already closed or broken: nothing waits on it.
+    with suppress(Exception), socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+@functools.cache
+def _libpq_knows(option: str) -> bool:
+    """Whether the libpq psycopg uses has the connection option ``option`` (``tcp_user_timeout``: libpq 12+)."""
+    return any(default.keyword.decode() == option for default in psycopg.pq.Conninfo.get_defaults())
 
 
 async def aget_airflow_connection(conn_id: str) -> AirflowConnection:

@@ -35,6 +35,7 @@ AirflowFailException = _task_exceptions.AirflowFailException
 AirflowNotFoundException = _task_exceptions.AirflowNotFoundException
 AirflowSkipException = _task_exceptions.AirflowSkipException
 AirflowTaskTimeout = _task_exceptions.AirflowTaskTimeout
+TaskDeferralTimeout = _task_exceptions.TaskDeferralTimeout
 TaskDeferred = _task_exceptions.TaskDeferred
 
 #: Deadline Alerts as ``max_staleness`` uses them: an AsyncCallback that gets the run in its context.
@@ -114,6 +115,7 @@ __all__ = [
     "AirflowTaskTimeout",
     "AssetOrTimeSchedule",
     "CronTriggerTimetable",
+    "TaskDeferralTimeout",
     "TaskDeferred",
     "asset_watcher_asset_id",
     "deadline_alert_model",

@@ -14,6 +14,7 @@ from airflow_matview.database import catalog, search_path
 from airflow_matview.database.refresh import choose_mode, resolve_matview
 from airflow_matview.exceptions import CliError, MatviewRefreshError, MatviewSetupError
 from airflow_matview.text import one_line
+from airflow_matview.triggerer_health import triggerer_problem_in_metadata, unreadable_metadata
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -24,7 +25,7 @@ def run_check(path: str, conn_id: str | None, dsn: str | None) -> int:
     if dsn:
         dsn_options(dsn)  # a malformed --dsn is a wrong argument, not a problem of each view
     problems = 0
-    pool_problems = _pool_problems(views)
+    airflow_problems = _airflow_problems(views)
     connections: dict[str, psycopg.Connection | CliError] = {}
     try:
         for view in views:
@@ -45,8 +46,7 @@ def run_check(path: str, conn_id: str | None, dsn: str | None) -> int:
                     ok, lines = False, [f"cannot check it through {label}: {one_line(error)}"]
                     if conn.closed or conn.broken:
                         connections[key] = CliError(f"cannot check it: {label} was lost: {one_line(error)}")
-            if view.resolved_dag_id in pool_problems:
-                fatal, line = pool_problems[view.resolved_dag_id]
+            for fatal, line in airflow_problems.get(view.resolved_dag_id, []):
                 ok, lines = ok and not fatal, [*lines, line]
             problems += not ok
             print(f"{'OK     ' if ok else 'PROBLEM'} {view.view}")
@@ -58,6 +58,45 @@ def run_check(path: str, conn_id: str | None, dsn: str | None) -> int:
                 conn.close()
     print(f"{len(views) - problems} of {len(views)} view(s) can be refreshed as configured.")
     return EXIT_PROBLEMS if problems else EXIT_OK
+
+
+def _airflow_problems(views: list[ViewConfig]) -> dict[str, list[tuple[bool, str]]]:
+    """Per DAG id, what Airflow's side stops or hinders (its pool, a triggerer it needs): whether it is fatal, and
+    what to say."""
+    problems: dict[str, list[tuple[bool, str]]] = {}
+    for found in (_pool_problems(views), _triggerer_problems(views)):
+        for dag_id, problem in found.items():
+            problems.setdefault(dag_id, []).append(problem)
+    return problems
+
+
+def _triggerer_problems(views: list[ViewConfig]) -> dict[str, tuple[bool, str]]:
+    """Per DAG id whose view needs a triggerer, the missing triggerer: fatal for a refresh that runs in it or a
+    watcher that fires it, a note for a staleness alert sent from it; a note when Airflow's metadata cannot be read."""
+    needs = {view.resolved_dag_id: need for view in views if (need := _triggerer_need(view))}
+    if not needs:
+        return {}
+    try:
+        problem = triggerer_problem_in_metadata()
+    except RuntimeError as error:
+        return {dag_id: (False, f"triggerer: not checked: {error}") for dag_id in needs}
+    if problem is None:
+        return {}
+    return {
+        dag_id: (fatal, f"triggerer: {problem}, and {why}: start one (`airflow triggerer`)")
+        for dag_id, (fatal, why) in needs.items()
+    }
+
+
+def _triggerer_need(view: ViewConfig) -> tuple[bool, str] | None:
+    """Why ``view`` needs Airflow's triggerer, and whether it fails without one; ``None`` if it does not."""
+    if view.deferrable:
+        return True, "deferrable: true refreshes the view in the triggerer"
+    if view.on_change:
+        return True, "on_change: true watches the view's sources from the triggerer"
+    if view.max_staleness is not None:
+        return False, "max_staleness: the triggerer sends its on_stale alert"
+    return None
 
 
 def _pool_problems(views: list[ViewConfig]) -> dict[str, tuple[bool, str]]:
@@ -140,5 +179,4 @@ def airflow_pools() -> dict[str, int]:
         with create_session() as session:
             return {str(name): int(slots) for name, slots in session.execute(select(Pool.pool, Pool.slots))}
     except Exception as error:
-        first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
-        raise RuntimeError(f"cannot read Airflow's pools ({type(error).__name__}: {first_line})") from None
+        raise RuntimeError(unreadable_metadata("pools", error)) from None

@@ -2,7 +2,10 @@
 
 At parse time a notifier's path is imported (once per path per process: importing a notifier module touches no
 database or network) and its arguments are checked against its signature; nothing is instantiated. The notifier
-is built when the event happens (:mod:`airflow_matview.alerting.notify`).
+is built when the event happens (:mod:`airflow_matview.alerting.notify`). A module that does not finish importing
+within :data:`IMPORT_TIMEOUT_SECONDS` is reported as such, and one that raises anything while imported (even
+``SystemExit`` or ``KeyboardInterrupt``) as that module's error: neither hangs nor ends ``validate`` or the parsing
+of the DAG file.
 """
 
 from __future__ import annotations
@@ -12,13 +15,20 @@ import importlib
 import inspect
 import re
 import sys
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_matview.config import notifier_secrets
 from airflow_matview.config.notifier_secrets import credential_arguments
 
+if TYPE_CHECKING:
+    from types import ModuleType
+
+# The longest wait for a notifier module to import: far above a provider's import on a busy machine, and below the
+# dag-processor's limit for a whole DAG file (dagbag_import_timeout, 30 s by default), so that its message is ours.
+IMPORT_TIMEOUT_SECONDS = 15.0
 _DOTTED_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 EXAMPLE = "{notifier: airflow.providers.smtp.notifications.smtp.SmtpNotifier, to: ops@example.com}"
 ACCEPTED = (
@@ -125,12 +135,20 @@ def _load(path: str) -> LoadedNotifier | str:
     module_name, _, attribute = path.rpartition(".")
     if not module_name:
         return f"{path!r} is not a dotted path; write package.module.Name"
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        return f"{path} cannot be imported ({error}); install its provider or fix the path"
-    except (Exception, SystemExit) as error:  # a broken module must not hide the other problems of the file
-        return f"{path} cannot be imported ({type(error).__name__}: {error})"
+    module = _import(module_name)
+    if isinstance(module, BaseException):
+        if isinstance(module, ImportError):
+            return f"{path} cannot be imported ({module}); install its provider or fix the path"
+        # A broken module must not hide the other problems of the file, nor end the command as if it were its own.
+        kind = type(module).__name__
+        reason = f"{kind}: {module}" if str(module) else f"{kind}, raised by module {module_name} while imported"
+        return f"{path} cannot be imported ({reason})"
+    if module is None:
+        return (
+            f"{path} cannot be imported: module {module_name} did not finish importing within "
+            f"{IMPORT_TIMEOUT_SECONDS:g} s (does it connect somewhere, or wait for something, when imported?); "
+            "fix the module"
+        )
     obj = getattr(module, attribute, None)
     if obj is None:
         return f"{path} cannot be imported (module {module_name} has no {attribute})"
@@ -166,6 +184,28 @@ def _what(obj: object) -> str:
 
 def _in_standard_library(function: Any) -> bool:
     return str(getattr(function, "__module__", "")).partition(".")[0] in sys.stdlib_module_names
+
+
+@functools.lru_cache(maxsize=256)
+def _import(module_name: str) -> ModuleType | BaseException | None:
+    """The module ``module_name``, imported in a thread of its own; what its import raised (whatever it is); or
+    ``None`` when it did not finish within :data:`IMPORT_TIMEOUT_SECONDS` (the thread is left to it: a daemon, which
+    does not keep the process alive). Cached, so that a module is waited for once."""
+    loaded = sys.modules.get(module_name)
+    if loaded is not None and not getattr(getattr(loaded, "__spec__", None), "_initializing", False):
+        return loaded
+    outcome: list[ModuleType | BaseException] = []
+
+    def import_it() -> None:
+        try:
+            outcome.append(importlib.import_module(module_name))
+        except BaseException as error:  # the module's own, reported as its problem (a real Ctrl-C hits the waiter)
+            outcome.append(error)
+
+    thread = threading.Thread(target=import_it, name=f"import {module_name}", daemon=True)
+    thread.start()
+    thread.join(IMPORT_TIMEOUT_SECONDS)
+    return outcome[0] if outcome else None
 
 
 def _takes_context(signature: inspect.Signature) -> bool:

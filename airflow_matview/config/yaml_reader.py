@@ -8,9 +8,11 @@ are refused before anything is built. Each error is one line naming the line and
 from __future__ import annotations
 
 import codecs
+import errno
+import os
 import re
-from pathlib import Path
-from typing import Any
+import stat
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -18,6 +20,19 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from airflow_matview.exceptions import UnreadableConfigFileError
 from airflow_matview.text import yaml_single_quoted
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# The largest config file read: far above any real one (a few hundred bytes per view), and a bound on what a file
+# that never ends (/dev/zero, a log appended to while read) may cost.
+MAX_CONFIG_BYTES = 10 * 1024 * 1024
+# What a path that is not a regular file is, by the file type bits of its mode.
+_FILE_KINDS = {
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
 # PyYAML's safe loader in C (libyaml) when PyYAML has it: same constructors, several times faster.
 _BASE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # How many nodes aliases may add to the document: far above any real use (a `<<: *common` block in each of
@@ -56,10 +71,7 @@ def read_config_file(path: str | Path) -> object:
     :param path: the config file.
     :raises UnreadableConfigFileError: unreadable, not UTF-8, not YAML, a duplicate key, or an alias bomb.
     """
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise UnreadableConfigFileError([f"cannot read the file: {exc.strerror or exc}"]) from None
+    raw = _read_regular_file(path)
     if encoding := next((name for bom, name in _BOMS.items() if raw.startswith(bom)), None):
         raise UnreadableConfigFileError(
             [f"the file is {encoding} text (it starts with a {encoding} byte-order mark); save it as UTF-8"]
@@ -86,6 +98,56 @@ def read_config_file(path: str | Path) -> object:
         raise UnreadableConfigFileError([f"not valid YAML: {' '.join(str(exc).split())}"]) from None
     finally:
         loader.dispose()
+
+
+def _read_regular_file(path: str | Path) -> bytes:
+    """The bytes of ``path``, which must be a regular file (after symbolic links) of at most
+    :data:`MAX_CONFIG_BYTES`: a named pipe would block the read forever, a device would never end.
+
+    :raises UnreadableConfigFileError: it cannot be opened, is not a regular file, or is too large.
+    """
+    try:
+        # Non-blocking: opening a named pipe waits for a writer otherwise. The type is checked on the open file,
+        # so that nothing can be swapped in after the check.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise UnreadableConfigFileError([_not_regular(os.stat, path) or _cannot_read(exc)]) from None
+    try:
+        if problem := _not_regular(os.fstat, fd):
+            raise UnreadableConfigFileError([problem])
+        with os.fdopen(os.dup(fd), "rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise UnreadableConfigFileError([_cannot_read(exc)]) from None
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise UnreadableConfigFileError(
+            [
+                f"cannot read the file: it is larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MB, far more than a "
+                "config of thousands of views; is it the right file?"
+            ]
+        )
+    return raw
+
+
+def _not_regular(stat_of: Any, target: Any) -> str | None:
+    """Why ``target`` (a path for :func:`os.stat`, a descriptor for :func:`os.fstat`) is not a file to read, or
+    ``None`` when it is a regular file, or cannot be looked at."""
+    try:
+        mode = stat_of(target).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return f"cannot read the file: {os.strerror(errno.EISDIR)}"
+    kind = _FILE_KINDS.get(stat.S_IFMT(mode), "a special file")
+    return f"cannot read the file: it is {kind}, not a regular file; give the path of the YAML file itself"
+
+
+def _cannot_read(exc: OSError) -> str:
+    return f"cannot read the file: {exc.strerror or exc}"
 
 
 class _Loader(_BASE_LOADER):  # type: ignore[valid-type,misc]

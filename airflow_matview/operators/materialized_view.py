@@ -17,10 +17,12 @@ from airflow_matview.database.refresh_settings import Concurrently, OnOverlap, R
 from airflow_matview.exceptions import (
     InvalidIdentifierError,
     InvalidSettingError,
+    MatviewRefreshError,
     MatviewSetupError,
     MatviewTimeoutError,
 )
-from airflow_matview.version_compat import AirflowTaskTimeout
+from airflow_matview.text import format_seconds
+from airflow_matview.version_compat import AirflowTaskTimeout, TaskDeferralTimeout
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -34,6 +36,9 @@ if TYPE_CHECKING:
 FINGERPRINT_PREFIX = "airflow_matview.fingerprint."
 # How much longer than execution_timeout a deferred refresh may take before Airflow gives up on its trigger.
 DEFER_TIMEOUT_GRACE = timedelta(seconds=30)
+# The bound of a deferred refresh without an execution_timeout: a deferral nobody picks up (no triggerer) fails
+# instead of waiting for ever.
+DEFER_TIMEOUT_WITHOUT_EXECUTION_TIMEOUT = timedelta(hours=1)
 
 log = logging.getLogger(__name__)
 
@@ -170,13 +175,7 @@ class RefreshMaterializedViewOperator(BaseOperator):
             previous_fingerprint=record.load() if record else None,
         )
         if deferrable:
-            from airflow_matview.triggers.deferred_refresh import RefreshTrigger, settings_to_kwargs
-
-            trigger = RefreshTrigger(str(view), self.postgres_conn_id, settings_to_kwargs(settings))
-            # The server's statement_timeout (the same execution_timeout) ends the REFRESH first, with its own
-            # message; the trigger's timeout is the backstop for a refresh still waiting to connect.
-            timeout = None if self.execution_timeout is None else self.execution_timeout + DEFER_TIMEOUT_GRACE
-            self.defer(trigger=trigger, method_name="execute_complete", timeout=timeout)
+            self._defer(view, settings)
         # Imported here, not at the top: psycopg and the postgres provider's hook (with SQLAlchemy) are only
         # needed to run a task; importing them at the top would slow down parsing every DAG file that uses this.
         from airflow_matview.connections import connect
@@ -200,6 +199,59 @@ class RefreshMaterializedViewOperator(BaseOperator):
                 "if the refresh needs longer."
             ) from None
         return self._finish(context, result, namespace, database, record)
+
+    def _defer(self, view: QualifiedName, settings: RefreshSettings) -> None:
+        """Hand the refresh to Airflow's triggerer, unless none is alive (then fail now, saying so).
+
+        :raises TaskDeferred: always, when a triggerer may be alive.
+        :raises MatviewRefreshError: no triggerer is alive (retried: one may be starting).
+        """
+        from airflow_matview.triggerer_health import triggerer_problem_in_task
+        from airflow_matview.triggers.deferred_refresh import RefreshTrigger, settings_to_kwargs
+
+        if problem := triggerer_problem_in_task():
+            raise MatviewRefreshError(
+                f"Cannot refresh {view} ({self.connection_label}) in Airflow's triggerer (deferrable): {problem}. "
+                "Start one (`airflow triggerer`), or set deferrable to false to refresh on the worker; Airflow "
+                "retries the task if retries remain."
+            )
+        trigger = RefreshTrigger(str(view), self.postgres_conn_id, settings_to_kwargs(settings))
+        # The server's statement_timeout (the same execution_timeout) ends the REFRESH first, with its own message;
+        # the trigger's timeout is the backstop for a refresh that no triggerer picks up or that cannot connect.
+        self.defer(trigger=trigger, method_name="execute_complete", timeout=self.deferral_timeout)
+
+    @property
+    def deferral_timeout(self) -> timedelta:
+        """How long a deferred refresh may take, from the deferral: ``execution_timeout`` (or, without one,
+        :data:`DEFER_TIMEOUT_WITHOUT_EXECUTION_TIMEOUT`) and :data:`DEFER_TIMEOUT_GRACE`."""
+        return (self.execution_timeout or DEFER_TIMEOUT_WITHOUT_EXECUTION_TIMEOUT) + DEFER_TIMEOUT_GRACE
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Resume after the deferral; Airflow's bare ``TaskDeferralTimeout`` becomes a line that says what happened
+        (and whether a triggerer is alive now)."""
+        try:
+            return super().resume_execution(next_method, next_kwargs, context)
+        except TaskDeferralTimeout:
+            from airflow_matview.triggerer_health import triggerer_problem_in_task
+
+            bound = (
+                "execution_timeout"
+                if self.execution_timeout
+                else f"{format_seconds(DEFER_TIMEOUT_WITHOUT_EXECUTION_TIMEOUT.total_seconds())} without an "
+                "execution_timeout,"
+            )
+            what = (
+                f"{problem}: start one (`airflow triggerer`)"
+                if (problem := triggerer_problem_in_task())
+                else "no triggerer picked it up in time, or it ran longer than that: check that `airflow "
+                "triggerer` is running and healthy, or raise execution_timeout"
+            )
+            raise MatviewRefreshError(
+                f"The deferred refresh of {self.view} ({self.connection_label}) did not finish within "
+                f"{format_seconds(self.deferral_timeout.total_seconds())} ({bound} and "
+                f"{format_seconds(DEFER_TIMEOUT_GRACE.total_seconds())}), and Airflow gave it up: {what}. Airflow "
+                "retries the task if retries remain."
+            ) from None
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after a deferred refresh: record and return its result, or raise its error as it was raised."""

@@ -25,7 +25,7 @@ from airflow.triggers.base import BaseEventTrigger
 from airflow_matview.database import catalog
 from airflow_matview.database.change_signals import describe_changes, read_change_signals
 from airflow_matview.database.identifiers import parse_qualified_name
-from airflow_matview.database.steps import arun
+from airflow_matview.database.steps import arun, execute
 from airflow_matview.text import error_line
 from airflow_matview.version_compat import HAS_SHARED_TRIGGER_STREAMS
 
@@ -44,6 +44,12 @@ BASELINE_KEY = "airflow_matview.on_change.baseline"
 FIRED_AT_KEY = "airflow_matview.on_change.fired_at"
 # After a failed poll: wait 1 s, 2 s, 4 s, ... up to this long before trying again.
 MAX_BACKOFF_SECONDS = 60.0
+# The bounds of a poll's time limit (poll_time_limit), and how much longer the watchdog waits for an answer.
+MIN_POLL_TIME_LIMIT_SECONDS = 30.0
+MAX_POLL_TIME_LIMIT_SECONDS = 300.0
+WATCHDOG_GRACE_SECONDS = 5.0
+# For the watcher's session: its polls are autocommit statements, each bounded by the server.
+_SET_STATEMENT_TIMEOUT = "SELECT pg_catalog.set_config('statement_timeout', %s, false)"
 
 
 @dataclass(frozen=True)
@@ -185,10 +191,10 @@ class SourceChangesTrigger(BaseEventTrigger):
 async def _poll(conn_id: str, poll_interval: float, watched: Counter[str]) -> AsyncIterator[dict[str, ViewState]]:
     """Poll the change signals of the views in ``watched``, forever; each item maps their names to what a poll saw.
 
-    When the database cannot be reached it logs once, retries with a backoff doubling up to a minute, and logs
-    once more when it is back.
+    When the database cannot be reached, or does not answer a poll in time, it logs once, retries with a backoff
+    doubling up to a minute, and logs once more when it is back.
     """
-    conn: AsyncConnection | None = None
+    watcher = _WatcherConnection(conn_id, poll_interval)
     failing_since: float | None = None
     backoff = 1.0
     try:
@@ -196,9 +202,7 @@ async def _poll(conn_id: str, poll_interval: float, watched: Counter[str]) -> As
             names = sorted(name for name, count in watched.items() if count > 0)
             try:
                 if names:
-                    if conn is None or conn.closed:
-                        conn = await _connect(conn_id)
-                    states = await poll_views(conn, names)
+                    states = await watcher.poll(names)
                     if failing_since is not None:
                         log.warning(
                             "airflow-matview: connection %r is back after %.0f s; watching %d view(s) again",
@@ -209,9 +213,7 @@ async def _poll(conn_id: str, poll_interval: float, watched: Counter[str]) -> As
                         failing_since, backoff = None, 1.0
                     yield states
             except Exception as exc:  # any failure of the database: log, back off, resume
-                if conn is not None:
-                    await conn.close()
-                    conn = None
+                await watcher.close()
                 if failing_since is None:
                     failing_since = time.monotonic()
                     log.warning(
@@ -227,8 +229,68 @@ async def _poll(conn_id: str, poll_interval: float, watched: Counter[str]) -> As
                 continue
             await asyncio.sleep(poll_interval)
     finally:
-        if conn is not None:
-            await conn.close()
+        await watcher.close()
+
+
+def poll_time_limit(poll_interval: float) -> float:
+    """Seconds a poll may take (the watcher session's ``statement_timeout``): three poll intervals, at least
+    :data:`MIN_POLL_TIME_LIMIT_SECONDS` (a catalog of many thousand views on a busy server), at most
+    :data:`MAX_POLL_TIME_LIMIT_SECONDS`."""
+    return min(max(3 * poll_interval, MIN_POLL_TIME_LIMIT_SECONDS), MAX_POLL_TIME_LIMIT_SECONDS)
+
+
+class _WatcherConnection:
+    """The poll loop's connection: opened when needed, and never waited on for ever.
+
+    The server ends a poll that runs past :func:`poll_time_limit` (``statement_timeout``); a poll that gets no answer
+    at all (a stalled server, a half-open connection that TCP keepalives have not caught yet) is given up
+    :data:`WATCHDOG_GRACE_SECONDS` later: its socket is shut down and the poll fails with a :class:`TimeoutError`.
+
+    :param conn_id: the Airflow connection.
+    :param poll_interval: seconds between two polls.
+    """
+
+    def __init__(self, conn_id: str, poll_interval: float) -> None:
+        self.conn_id = conn_id
+        self.time_limit = poll_time_limit(poll_interval)
+        self.conn: AsyncConnection | None = None
+
+    async def poll(self, names: list[str]) -> dict[str, ViewState]:
+        """One poll of ``names`` (connecting first if needed), or :class:`TimeoutError` if the peer stalls."""
+        work = asyncio.ensure_future(self._connect_and_poll(names))
+        try:
+            await asyncio.wait({work}, timeout=self.time_limit + WATCHDOG_GRACE_SECONDS)
+            if work.done():
+                return work.result()
+            if self.conn is not None:
+                from airflow_matview.connections import shut_down
+
+                shut_down(self.conn)  # the poll fails at once, without another wait on the peer
+                await asyncio.wait({work}, timeout=WATCHDOG_GRACE_SECONDS)
+            raise TimeoutError(
+                f"no answer within {self.time_limit + WATCHDOG_GRACE_SECONDS:.0f} s (a stalled server or network); "
+                "dropped the connection"
+            )
+        except asyncio.CancelledError:  # the trigger ends: the poll ends first, as it would have without a watchdog
+            work.cancel()
+            await asyncio.wait({work})
+            raise
+        finally:
+            if not work.done():
+                work.cancel()
+            elif not work.cancelled():
+                work.exception()  # seen: what it raised is what the poll raised, or explained by the TimeoutError
+
+    async def _connect_and_poll(self, names: list[str]) -> dict[str, ViewState]:
+        if self.conn is None or self.conn.closed:
+            self.conn = await _connect(self.conn_id)
+            await arun(self.conn, execute(_SET_STATEMENT_TIMEOUT, [f"{self.time_limit * 1000:.0f}ms"]))
+        return await poll_views(self.conn, names)
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            await self.conn.close()
+            self.conn = None
 
 
 async def poll_views(conn: AsyncConnection, names: list[str]) -> dict[str, ViewState]:
@@ -260,7 +322,8 @@ def poll_steps(names: list[str]) -> Steps[dict[str, ViewState]]:
 
 async def _connect(conn_id: str) -> AsyncConnection:
     """An autocommit connection (a fresh snapshot per poll, never idle in a transaction) from an Airflow
-    connection, as the refresh's own (:func:`airflow_matview.connections.aconnect`)."""
+    connection, as the refresh's own (:func:`airflow_matview.connections.aconnect`: a bounded wait to connect, TCP
+    keepalives)."""
     from airflow_matview.connections import aconnect
 
     return await aconnect(
@@ -268,5 +331,4 @@ async def _connect(conn_id: str) -> AsyncConnection:
         "watch the sources of materialized views",
         autocommit=True,
         application_name=f"airflow-matview watcher ({conn_id})",
-        connect_timeout=10,
     )
