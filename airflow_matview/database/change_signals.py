@@ -4,14 +4,20 @@
 triggerer) read the same signals with the same statement, :func:`read_change_signals`:
 
 - per source that holds rows, with its inheritance children and partitions: ``relfilenode`` (changes on TRUNCATE,
-  VACUUM FULL, CLUSTER, a plain REFRESH) and the statistics system's cumulative insert/update/delete counters;
+  VACUUM FULL, CLUSTER, a plain REFRESH) and three counters of the statistics system (see :func:`source_changed`);
 - the versions of the plain views in between (``xmin`` of their rules changes on CREATE OR REPLACE VIEW);
 - when the counters last started from zero (server start, ``pg_stat_reset``);
 - what makes the signals blind: sources that hold no counters (foreign tables, sequences), user-defined functions,
   operators and casts in the rules (they may read anything), ``track_counts`` off;
 - on request, the other sessions writing to a source now (what they commit reaches the counters when they go idle).
 
-A view's :attr:`ChangeSignals.fingerprint` is equal at two moments when none of this changed in between.
+:func:`describe_changes` compares two readings of a view's signals: it names the sources whose committed rows may
+have changed in between. A write that rolled back (a ``ROLLBACK``, a failed statement such as a duplicate key, a
+savepoint rolled back inside a committed transaction, an aborted ``COPY``, ``TRUNCATE`` or ``REFRESH ...
+CONCURRENTLY`` of an upstream view) changes nothing, except in one case told apart too late: a rolled-back write and
+an ``ANALYZE`` of the same table (manual, or autovacuum's after committed changes) between the two readings count as
+a change. A committed change is never missed; a few things count as changes that are none (VACUUM FULL, CLUSTER, an
+``UPDATE`` that sets a column to its own value, a row inserted and deleted in one transaction).
 """
 
 from __future__ import annotations
@@ -26,8 +32,8 @@ from airflow_matview.database.steps import fetchall, step_function
 if TYPE_CHECKING:
     from airflow_matview.database.steps import Steps
 
-#: Bumped when the fingerprint's shape changes: a fingerprint of another version never equals a new one.
-FINGERPRINT_VERSION = 2
+#: Bumped when the fingerprint's content changes: a fingerprint of another version never equals a new one.
+FINGERPRINT_VERSION = 3
 
 # PostgreSQL's PGSTAT_IDLE_INTERVAL (15 to 18): the longest a session that went idle keeps its counters to itself,
 # plus a margin for the report itself.
@@ -74,9 +80,12 @@ FROM pg_catalog.unnest(%(oids)s::oid[]) AS m(oid)
 LEFT JOIN (
     SELECT tree.matview,
            pg_catalog.json_agg(pg_catalog.json_build_array(c.oid, n.nspname, c.relname, c.relfilenode,
-                                                           pg_catalog.pg_stat_get_tuples_inserted(c.oid),
-                                                           pg_catalog.pg_stat_get_tuples_updated(c.oid),
-                                                           pg_catalog.pg_stat_get_tuples_deleted(c.oid))
+                                                           pg_catalog.pg_stat_get_mod_since_analyze(c.oid),
+                                                           pg_catalog.pg_stat_get_analyze_count(c.oid)
+                                                             + pg_catalog.pg_stat_get_autoanalyze_count(c.oid),
+                                                           pg_catalog.pg_stat_get_tuples_inserted(c.oid)
+                                                             + pg_catalog.pg_stat_get_tuples_updated(c.oid)
+                                                             + pg_catalog.pg_stat_get_tuples_deleted(c.oid))
                                ORDER BY c.oid) AS sources,
            pg_catalog.array_agg(c.oid::regclass::text ORDER BY c.oid)
                FILTER (WHERE c.relkind NOT IN ('r', 'p', 'm')) AS untrackable
@@ -119,9 +128,8 @@ ORDER BY a.state_change
 class ChangeSignals:
     """What tells whether one view's sources changed.
 
-    :param fingerprint: a JSON-ready value that changes whenever a committed change to a source's rows reaches the
-        statistics system, or a plain view in between is redefined; ``None`` when changes cannot be seen (see
-        ``untracked_because``), so that nobody relies on it.
+    :param fingerprint: a JSON-ready reading of the signals, to compare with a later one (:func:`describe_changes`);
+        ``None`` when changes cannot be seen (see ``untracked_because``), so that nobody relies on it.
     :param untracked_because: why the fingerprint cannot be trusted, or ``None``.
     :param writers: other sessions holding a write lock on a source now, e.g. ``pid 42 ('etl') on public.t``
         (read only when asked for).
@@ -204,12 +212,43 @@ def describe_changes(
     if baseline.get("view") != current["view"]:
         return ["the view was dropped and created again"]
     before, after = baseline.get("sources", {}), current["sources"]
-    changes = [names.get(oid, oid) for oid in sorted(set(before) | set(after)) if before.get(oid) != after.get(oid)]
+    oids = sorted(set(before) | set(after))
+    changes = [names.get(oid, oid) for oid in oids if source_changed(before.get(oid), after.get(oid))]
     if baseline.get("definitions") != current["definitions"]:
         changes.append("a plain view in between was redefined")
     if baseline.get("statistics_since") != current["statistics_since"]:
         changes.append("the server's statistics restarted (server restart or pg_stat_reset)")
     return changes
+
+
+def unchanged(baseline: dict[str, Any] | None, current: dict[str, Any] | None) -> bool:
+    """Whether nothing a view reads changed between two fingerprints (``False`` when either is missing)."""
+    return baseline is not None and current is not None and not describe_changes(baseline, current)
+
+
+def source_changed(before: list[int] | None, after: list[int] | None) -> bool:
+    """Whether a source's committed rows may have changed between two readings of its signals.
+
+    A reading is ``[relfilenode, committed, analyses, attempted]``: ``n_mod_since_analyze`` (the rows committed
+    transactions inserted, updated or deleted; ANALYZE sets it back to zero), the number of ANALYZEs (manual and
+    autovacuum's), and ``n_tup_ins + n_tup_upd + n_tup_del`` (every row change tried, rolled back or not; it never
+    goes back). With no ANALYZE in between, ``committed`` moves if and only if a transaction that changed rows
+    committed. After an ANALYZE, only ``attempted`` tells, and it cannot tell a rolled-back write from a committed one.
+    A new ``relfilenode`` (TRUNCATE, VACUUM FULL, CLUSTER, a plain REFRESH) counts as a change. The counters start
+    again from zero only with the statistics themselves, which the fingerprint's ``statistics_since`` covers.
+
+    :param before: the earlier reading, ``None`` when the source was not one then.
+    :param after: the later reading, ``None`` when the source is no longer one.
+    """
+    if before is None or after is None or len(before) != len(after):
+        return before != after
+    file_before, committed_before, analyses_before, attempted_before = before
+    file_after, committed_after, analyses_after, attempted_after = after
+    if file_before != file_after:
+        return True
+    if analyses_before == analyses_after:
+        return bool(committed_before != committed_after)
+    return bool(attempted_before != attempted_after)
 
 
 @step_function

@@ -20,6 +20,7 @@ from airflow_matview.database.change_signals import (
     STATS_IDLE_INTERVAL,
     ChangeSignals,
     read_change_signals,
+    unchanged,
     unpublished_statistics,
 )
 from airflow_matview.database.refresh_settings import Concurrently, RefreshSettings, to_milliseconds
@@ -326,7 +327,7 @@ def _settled_change_signals(relation: catalog.Relation, previous: dict[str, Any]
     counters must be out, then read them again (the stats snapshot is per transaction, so it is cleared first).
     """
     signals = yield from _change_signals(relation.oid)
-    if signals.fingerprint is None or signals.writers or previous != signals.fingerprint or not relation.populated:
+    if signals.writers or not unchanged(previous, signals.fingerprint) or not relation.populated:
         return signals  # it refreshes whatever unpublished counters would say
     wait, sessions = yield from unpublished_statistics.steps()
     if wait <= 0:
@@ -364,7 +365,7 @@ def _skip_if_unchanged(
         why = "the view is not populated"
     elif signals.writers:
         why = f"a session is writing to a source ({'; '.join(signals.writers)}); what it commits is counted late"
-    elif previous != signals.fingerprint:
+    elif not unchanged(previous, signals.fingerprint):
         why = "a source changed since the last successful refresh"
     else:
         names = ", ".join(str(source.name) for source in sources)
