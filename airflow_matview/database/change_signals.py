@@ -6,9 +6,13 @@ triggerer) read the same signals with the same statement, :func:`read_change_sig
 - per source that holds rows, with its inheritance children and partitions: ``relfilenode`` (changes on TRUNCATE,
   VACUUM FULL, CLUSTER, a plain REFRESH) and three counters of the statistics system (see :func:`source_changed`);
 - the versions of the plain views in between (``xmin`` of their rules changes on CREATE OR REPLACE VIEW);
+- row-level security: the sources include the tables that the policies filtering the view's reads read (see
+  :data:`~airflow_matview.database.catalog.READS`), and the fingerprint has those policies' versions and which
+  sources have row-level security on (or forced); a change of the roles' memberships or attributes that makes a
+  policy apply or not is not seen;
 - when the counters last started from zero (server start, ``pg_stat_reset``);
 - what makes the signals blind: sources that hold no counters (foreign tables, sequences), user-defined functions,
-  operators and casts in the rules (they may read anything), ``track_counts`` off;
+  operators and casts in the rules or in the policies that apply (they may read anything), ``track_counts`` off;
 - on request, the other sessions writing to a source now (what they commit reaches the counters when they go idle).
 
 :func:`describe_changes` compares two readings of a view's signals: it names the sources whose committed rows may
@@ -59,12 +63,35 @@ rules AS (
           SELECT reads.matview, reads.relation FROM reads
           JOIN pg_catalog.pg_class c ON c.oid = reads.relation AND c.relkind = 'v') AS ruled
     JOIN pg_catalog.pg_rewrite r ON r.ev_class = ruled.relation
+),
+policies AS (
+    SELECT DISTINCT walk.matview, walk.policy AS oid FROM walk WHERE walk.policy <> 0
+),
+calls(matview, name) AS (
+    SELECT DISTINCT users.matview, pg_catalog.pg_describe_object(d.refclassid, d.refobjid, 0) || users.place
+    FROM (SELECT rules.matview, 'pg_catalog.pg_rewrite'::regclass AS classid, rules.oid, '' AS place FROM rules
+          UNION ALL
+          SELECT policies.matview, 'pg_catalog.pg_policy'::regclass, policies.oid,
+                 ' in ' || pg_catalog.pg_describe_object('pg_catalog.pg_policy'::regclass, policies.oid, 0)
+          FROM policies) AS users
+    JOIN pg_catalog.pg_depend d ON d.classid = users.classid AND d.objid = users.oid
+    WHERE d.refclassid IN ('pg_catalog.pg_proc'::regclass, 'pg_catalog.pg_operator'::regclass,
+                           'pg_catalog.pg_cast'::regclass)
+      AND d.refobjid >= 16384
+),
+security(matview, kind, oid, version) AS (
+    SELECT policies.matview, 'policy', p.oid, p.xmin::text::bigint
+    FROM policies JOIN pg_catalog.pg_policy p ON p.oid = policies.oid
+  UNION
+    SELECT reads.matview, CASE WHEN c.relforcerowsecurity THEN 'forced' ELSE 'enabled' END, c.oid, 0
+    FROM reads JOIN pg_catalog.pg_class c ON c.oid = reads.relation AND c.relrowsecurity
 )
 SELECT m.oid,
        signals.sources,
        COALESCE(signals.untrackable, '{}'),
        definitions.versions,
        COALESCE(functions.names, '{}'),
+       COALESCE(row_security.entries, '[]'),
        pg_catalog.json_build_array(pg_catalog.pg_postmaster_start_time()::text,
                                    (SELECT pg_catalog.pg_stat_get_db_stat_reset_time(d.oid)::text
                                     FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())),
@@ -101,15 +128,15 @@ LEFT JOIN (
     FROM rules GROUP BY rules.matview
 ) AS definitions ON definitions.matview = m.oid
 LEFT JOIN (
-    SELECT rules.matview,
-           pg_catalog.array_agg(DISTINCT pg_catalog.pg_describe_object(d.refclassid, d.refobjid, 0)) AS names
-    FROM rules
-    JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = rules.oid
-    WHERE d.refclassid IN ('pg_catalog.pg_proc'::regclass, 'pg_catalog.pg_operator'::regclass,
-                           'pg_catalog.pg_cast'::regclass)
-      AND d.refobjid >= 16384
-    GROUP BY rules.matview
+    SELECT calls.matview, pg_catalog.array_agg(calls.name ORDER BY calls.name) AS names
+    FROM calls GROUP BY calls.matview
 ) AS functions ON functions.matview = m.oid
+LEFT JOIN (
+    SELECT security.matview,
+           pg_catalog.json_agg(pg_catalog.json_build_array(security.kind, security.oid, security.version)
+                               ORDER BY security.kind, security.oid) AS entries
+    FROM security GROUP BY security.matview
+) AS row_security ON row_security.matview = m.oid
 """
 )
 
@@ -159,6 +186,7 @@ def _signals(
     untrackable: list[str],
     definitions: list[Any] | None,
     functions: list[str],
+    row_security: list[Any],
     statistics_since: list[Any],
     track_counts: bool,
     writers: list[str],
@@ -172,6 +200,7 @@ def _signals(
             "view": int(oid),
             "sources": {str(source[0]): [int(value) for value in source[3:]] for source in sources or []},
             "definitions": definitions or [],
+            "row_security": row_security,
             "statistics_since": statistics_since,
         }
     return ChangeSignals(fingerprint, why, list(writers), names)
@@ -216,6 +245,8 @@ def describe_changes(
     changes = [names.get(oid, oid) for oid in oids if source_changed(before.get(oid), after.get(oid))]
     if baseline.get("definitions") != current["definitions"]:
         changes.append("a plain view in between was redefined")
+    if baseline.get("row_security") != current["row_security"]:
+        changes.append("a row-level security policy or setting of a source changed")
     if baseline.get("statistics_since") != current["statistics_since"]:
         changes.append("the server's statistics restarted (server restart or pg_stat_reset)")
     return changes
