@@ -178,6 +178,58 @@ _POLICY_APPLIES = """t.relrowsecurity AND p.polcmd IN ('r', '*')
                       WHERE CASE WHEN r.oid = 0 THEN true
                                  ELSE pg_catalog.pg_has_role(walk.checker, r.oid, 'USAGE') END)"""
 
+# Why a transaction of this session would be read-only: a standby (hot standby: recovery), or the setting
+# default_transaction_read_only, and where that comes from (pg_settings.source).
+_READ_ONLY = """
+SELECT pg_catalog.pg_is_in_recovery(),
+       s.setting = 'on', s.source,
+       pg_catalog.format('%%I', current_user), pg_catalog.format('%%I', pg_catalog.current_database())
+FROM pg_catalog.pg_settings s WHERE s.name = 'default_transaction_read_only'
+"""
+
+
+@dataclass(frozen=True)
+class ReadOnly:
+    """Why a refresh's transaction is read-only.
+
+    :param standby: the server is a standby (``pg_is_in_recovery()``).
+    :param source: where ``default_transaction_read_only = on`` comes from (``pg_settings.source``).
+    :param role: the connecting role, quoted as in SQL.
+    :param database: the database, quoted as in SQL.
+    """
+
+    standby: bool
+    source: str
+    role: str
+    database: str
+
+    def describe(self) -> str:
+        if self.standby:
+            return (
+                "the server is a read-only standby (pg_is_in_recovery() is true): point the connection at the primary "
+                "(or use target_session_attrs=read-write with every host)"
+            )
+        off = "SET default_transaction_read_only = off"
+        fix = {
+            "user": f"ALTER ROLE {self.role} {off}",
+            "database": f"ALTER DATABASE {self.database} {off}",
+            "database user": f"ALTER ROLE {self.role} IN DATABASE {self.database} {off}",
+            "client": "remove default_transaction_read_only from the connection's options",
+        }.get(self.source, f"{off} in the server's configuration, or ALTER ROLE {self.role} {off}")
+        return (
+            f"default_transaction_read_only is on (set for the {self.source}), so every transaction is read-only: {fix}"
+        )
+
+
+@step_function
+def read_only() -> Steps[ReadOnly | None]:
+    """Why this session's transactions are read-only (a standby, ``default_transaction_read_only``), or ``None``."""
+    standby, default_read_only, source, role, database = yield from _the_row(_READ_ONLY, {})
+    if not standby and not default_read_only:
+        return None
+    return ReadOnly(bool(standby), str(source), str(role), str(database))
+
+
 # Relations materialized views read: what their query names, what plain views in between read (as their owner,
 # or as their reader with security_invoker), and what the row-level security policies that filter any of these
 # read (a policy's subqueries are checked as the role its table is read as; the policies of a partition or an

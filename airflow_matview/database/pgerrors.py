@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 # foreign data wrappers (HV: the foreign server). Every other class is about the query, the data, the privileges
 # or the definitions, and fails again until someone changes them.
 TRANSIENT_CLASSES = ("08", "40", "53", "55", "57", "58", "XX", "HV")
-# SQLSTATEs of other classes a retry may cure: a session the server ended for one of its timeouts.
-TRANSIENT_STATES = ("25P03", "25P04")
+# SQLSTATEs of other classes a retry may cure: a read-only transaction (25006: a standby may be promoted, or
+# default_transaction_read_only turned off), and a session the server ended for one of its timeouts.
+TRANSIENT_STATES = ("25006", "25P03", "25P04")
 # The timeouts for which the server ends a session: what happened, and the setting that made it happen.
 _SESSION_TIMEOUTS = {
     "25P03": ("it was idle in its transaction longer than", "idle_in_transaction_session_timeout"),

@@ -226,6 +226,8 @@ def refresh_steps(
     except psycopg.errors.InsufficientPrivilege as exc:
         refused = yield from _not_allowed(view, progress.relation, progress.mode, connection_label, exc)
         raise refused from None
+    except psycopg.errors.ReadOnlySqlTransaction as exc:
+        raise (yield from _read_only(view, connection_label, exc)) from None
     except psycopg.OperationalError as exc:
         state = yield from connection_state()
         lost = exc.sqlstate is None or state.broken or exc.sqlstate.startswith(("08", "57P"))
@@ -514,6 +516,20 @@ def _refresh_failed(
     return MatviewQueryError(
         failed + "The view keeps its previous contents. Not retried: the same query on the same data fails the "
         "same way. Fix the view's query or its source data, then clear the task."
+    )
+
+
+def _read_only(view: QualifiedName, connection_label: str, exc: psycopg.Error) -> Steps[MatviewRefreshError]:
+    """A refresh refused because the transaction is read-only: say why (a standby, or which setting) and the fix."""
+    try:
+        why = yield from in_transaction(catalog.read_only.steps(), rollback=True)
+    except psycopg.Error:  # e.g. the connection is closed
+        why = None
+    cause = why.describe() if why else "the server or the transaction is read-only"
+    promoted = " (a standby may be promoted meanwhile)" if why is None or why.standby else ""
+    return MatviewRefreshError(
+        f"REFRESH MATERIALIZED VIEW {view} failed ({connection_label}): {pgerrors.describe(exc)}: {cause}. "
+        f"The view keeps its previous contents; Airflow will retry{promoted}."
     )
 
 
