@@ -3,6 +3,7 @@ transaction, and a session the server ends for a timeout is retried with a messa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -12,7 +13,7 @@ import pytest
 from psycopg import sql
 
 from airflow_matview.database.identifiers import QualifiedName
-from airflow_matview.database.refresh import refresh_materialized_view, refresh_steps
+from airflow_matview.database.refresh import arefresh_materialized_view, refresh_materialized_view, refresh_steps
 from airflow_matview.database.refresh_settings import RefreshSettings
 from airflow_matview.database.steps import Query, Sleep, Steps, Transaction, run
 from airflow_matview.exceptions import MatviewRefreshError
@@ -132,3 +133,21 @@ def test_a_session_ended_for_a_timeout_is_retried_with_a_true_message(
     assert "the view keeps its previous contents; Airflow will retry" in text, text
     assert "Fix the view's query" not in text
     assert _count(scenario) == 5
+
+
+def test_the_deferred_refresh_waits_outside_its_transaction_too(scenario: Database) -> None:
+    """The triggerer's refresh (the same steps on an asynchronous connection) under the same timeout."""
+    _set_for_database(scenario, TIMEOUTS["idle_in_transaction"])
+
+    async def refresh(previous: dict[str, object] | None) -> dict[str, object] | None:
+        async with await psycopg.AsyncConnection.connect(scenario.dsn) as conn:
+            settings = RefreshSettings(skip_if_unchanged=True, previous_fingerprint=previous)
+            return (await arefresh_materialized_view(conn, VIEW, settings)).fingerprint
+
+    recorded = asyncio.run(refresh(None))
+    with scenario.connect(application_name="nightly-etl") as etl:
+        etl.execute("SELECT 1")
+        started = time.monotonic()
+        with pytest.raises(AirflowSkipException):
+            asyncio.run(refresh(recorded))
+        assert time.monotonic() - started > 4
