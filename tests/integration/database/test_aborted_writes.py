@@ -250,9 +250,9 @@ def test_on_change_does_not_fire_for_rolled_back_writes_even_after_an_analyze(db
 
 
 @pytest.fixture
-def autovacuumed(pg_server: PostgresCluster) -> Iterator[PostgresCluster]:
-    """A server of the same major whose autovacuum wakes up every second."""
-    cluster = PostgresCluster(pg_server.bin_dir, settings={"autovacuum_naptime": "1"})
+def own_server(pg_server: PostgresCluster) -> Iterator[PostgresCluster]:
+    """A server of the same major whose autovacuum wakes up every second, and that allows prepared transactions."""
+    cluster = PostgresCluster(pg_server.bin_dir, settings={"autovacuum_naptime": "1", "max_prepared_transactions": "2"})
     cluster.start()
     try:
         yield cluster
@@ -271,23 +271,37 @@ def _wait_for_autovacuum(cluster: PostgresCluster, column: str, above: int) -> i
     raise AssertionError(f"autovacuum did not raise {column} above {above} within 30 s")
 
 
-def test_autovacuum_neither_hides_a_commit_nor_invents_one(autovacuumed: PostgresCluster) -> None:
+def test_autovacuum_neither_hides_a_commit_nor_invents_one(own_server: PostgresCluster) -> None:
     from tests.conftest import Database
 
-    database = Database(autovacuumed, "postgres")
+    database = Database(own_server, "postgres")
     thresholds = (
         "ALTER TABLE items SET (autovacuum_vacuum_threshold = 1, autovacuum_vacuum_scale_factor = 0, "
         "autovacuum_vacuum_insert_threshold = 1, autovacuum_vacuum_insert_scale_factor = 0, "
         "autovacuum_analyze_threshold = 1, autovacuum_analyze_scale_factor = 0)"
     )
     _write(database, (*SETUP, thresholds))
-    analyzed = _wait_for_autovacuum(autovacuumed, "autoanalyze_count", 0)  # after the committed setup
+    analyzed = _wait_for_autovacuum(own_server, "autoanalyze_count", 0)  # after the committed setup
     before = _fingerprint(database)
-    vacuumed = _wait_for_autovacuum(autovacuumed, "autovacuum_count", -1)
+    vacuumed = _wait_for_autovacuum(own_server, "autovacuum_count", -1)
     _write(database, ("BEGIN", "INSERT INTO items SELECT g, g FROM generate_series(10, 500) g", "ROLLBACK"))
-    _wait_for_autovacuum(autovacuumed, "autovacuum_count", vacuumed)  # the dead tuples of the rollback
+    _wait_for_autovacuum(own_server, "autovacuum_count", vacuumed)  # the dead tuples of the rollback
     assert _changed_since(database, before) == []
 
     _write(database, ("INSERT INTO items VALUES (6, 6)", "UPDATE items SET v = 0 WHERE id = 1"))
-    _wait_for_autovacuum(autovacuumed, "autoanalyze_count", analyzed)  # ANALYZE sets n_mod_since_analyze to 0
+    _wait_for_autovacuum(own_server, "autoanalyze_count", analyzed)  # ANALYZE sets n_mod_since_analyze to 0
+    assert _changed_since(database, before) == ["public.items"]
+
+
+def test_a_prepared_transaction_counts_when_committed_only(own_server: PostgresCluster) -> None:
+    from tests.conftest import Database
+
+    database = Database(own_server, "postgres")
+    _write(database, SETUP)
+    before = _fingerprint(database)
+    _write(database, ("BEGIN", "INSERT INTO items VALUES (6, 6)", "PREPARE TRANSACTION 'rolled_back'"))
+    _write(database, ("ROLLBACK PREPARED 'rolled_back'",))
+    assert _changed_since(database, before) == []
+    _write(database, ("BEGIN", "INSERT INTO items VALUES (6, 6)", "PREPARE TRANSACTION 'committed'"))
+    _write(database, ("COMMIT PREPARED 'committed'",))
     assert _changed_since(database, before) == ["public.items"]
