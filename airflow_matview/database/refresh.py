@@ -502,15 +502,16 @@ def _refresh_failed(
     view: QualifiedName, connection_label: str, exc: psycopg.Error
 ) -> MatviewRefreshError | MatviewQueryError:
     """A failed refresh: retried when the cause may pass (see :mod:`pgerrors`), else failed at once."""
-    failed = f"REFRESH MATERIALIZED VIEW {view} failed ({connection_label}): {pgerrors.describe(exc)}. "
+    refresh = f"REFRESH MATERIALIZED VIEW {view} failed ({connection_label}): "
     timeout = pgerrors.session_timeout(exc)
     if timeout is not None:
         happened, setting = timeout
         return MatviewRefreshError(
-            f"REFRESH MATERIALIZED VIEW {view} failed ({connection_label}): {happened}. The refresh was rolled back: "
-            f"the view keeps its previous contents; Airflow will retry. If it happens again, raise {setting} for "
-            f"the connection's role (ALTER ROLE <role> SET {setting} = ...)."
+            f"{refresh}{happened}. The refresh was rolled back: the view keeps its previous contents; Airflow will "
+            f"retry. If it happens again, raise {setting} for the connection's role "
+            f"(ALTER ROLE <role> SET {setting} = ...)."
         )
+    failed = f"{refresh}{pgerrors.describe(exc)}. "
     if pgerrors.is_transient(exc):
         return MatviewRefreshError(failed + "The view keeps its previous contents; Airflow will retry.")
     return MatviewQueryError(
