@@ -356,6 +356,8 @@ class PostgresCluster:
     port: int = field(default_factory=free_port)
     user: str = "postgres"
     settings: dict[str, str] = field(default_factory=dict)
+    #: A running server this one is a hot standby of (a base backup that follows it), instead of a new cluster.
+    primary: PostgresCluster | None = None
 
     def __post_init__(self) -> None:
         self.system_user = _run_as()
@@ -367,7 +369,13 @@ class PostgresCluster:
             #: Where the binaries run from: ``bin_dir``, or a private copy the server's user can reach.
             self.run_dir = _acquire_bin_dir(self.bin_dir, self.system_user)
             self._released = False
-            self._pg(["initdb", "-D", str(self.data_dir), "-U", self.user, "-A", "trust", "-E", "UTF8", "--no-sync"])
+            if self.primary is None:
+                self._pg(
+                    ["initdb", "-D", str(self.data_dir), "-U", self.user, "-A", "trust", "-E", "UTF8", "--no-sync"]
+                )
+            else:
+                source = ["-h", "127.0.0.1", "-p", str(self.primary.port), "-U", self.primary.user]
+                self._pg(["pg_basebackup", *source, "-D", str(self.data_dir), "-R", "-c", "fast", "--no-sync"])
         except BaseException:
             self._release()
             raise
@@ -398,6 +406,10 @@ class PostgresCluster:
         }
         opts = " ".join(f"-c {key}={value}" for key, value in options.items())
         self._pg(["pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-o", opts, "start"])
+
+    def standby(self) -> PostgresCluster:
+        """A hot standby of this running server (read-only, ``pg_is_in_recovery()``), not started yet."""
+        return PostgresCluster(self.bin_dir, user=self.user, settings=dict(self.settings), primary=self)
 
     def stop(self, mode: str = "fast") -> None:
         self._pg(["pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop"])

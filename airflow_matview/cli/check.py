@@ -3,6 +3,8 @@ database (and of Airflow's pools)."""
 
 from __future__ import annotations
 
+import shlex
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -11,6 +13,7 @@ from airflow_matview.cli.connect import dsn_options, open_connection
 from airflow_matview.cli.output import EXIT_OK, EXIT_PROBLEMS
 from airflow_matview.config import ViewConfig, load_config
 from airflow_matview.database import catalog, search_path
+from airflow_matview.database.change_signals import read_change_signals
 from airflow_matview.database.refresh import choose_mode, resolve_matview
 from airflow_matview.exceptions import CliError, MatviewRefreshError, MatviewSetupError
 from airflow_matview.text import one_line
@@ -108,15 +111,17 @@ def _pool_problems(views: list[ViewConfig]) -> dict[str, tuple[bool, str]]:
         existing = airflow_pools()
     except RuntimeError as error:
         return {view.resolved_dag_id: (False, f"pool: not checked: {error}") for view in views if view.pool}
-    return {dag_id: (True, line) for dag_id, line in missing_pools(views, existing).items()}
+    return {dag_id: (True, line) for dag_id, line in pool_problems(views, existing).items()}
 
 
 def check_view(conn: psycopg.Connection, view: ViewConfig, label: str) -> tuple[bool, list[str]]:
     """Whether ``view`` can be refreshed as configured, and what to say about it.
 
     Checks what a run would meet: the view, the mode (with the owner's TEMPORARY privilege, which CONCURRENTLY
-    needs), the connecting role's right to refresh it, and the privileges PostgreSQL checks as the view's owner
-    when it runs the view's query (SELECT on what it reads, EXECUTE on the functions it calls).
+    needs), the connecting role's right to refresh it, the privileges PostgreSQL checks as the view's owner
+    when it runs the view's query (SELECT on what it reads, EXECUTE on the functions it calls), a read-only
+    connection (a standby, ``default_transaction_read_only``), and, for ``on_change``, whether its sources can be
+    watched (an ``on_change``-only view whose sources cannot be watched never refreshes).
     """
     try:
         relation = resolve_matview(conn, view.view, label)
@@ -141,33 +146,76 @@ def check_view(conn: psycopg.Connection, view: ViewConfig, label: str) -> tuple[
     path_ok, path_lines = search_path.describe(
         search_path.restricted_search_path_problems(conn, relation.oid), conn.info.server_version // 10000
     )
-    return permission.allowed and not blocking and path_ok, lines + path_lines
+    read_only = catalog.read_only(conn)
+    if read_only is not None:
+        path_lines.append(f"read-only: {read_only.describe()}")
+    watch_ok, watch_lines = _on_change(conn, view, relation.oid)
+    ok = permission.allowed and not blocking and path_ok and read_only is None and watch_ok
+    return ok, lines + path_lines + watch_lines
 
 
-def missing_pools(views: Iterable[ViewConfig], existing: dict[str, int]) -> dict[str, str]:
-    """Per DAG id, why its pool cannot run it: the pool is missing, or has fewer slots than the task takes.
+def _on_change(conn: psycopg.Connection, view: ViewConfig, oid: int) -> tuple[bool, list[str]]:
+    """Whether the view's ``on_change`` can work, and what to say: the sources it watches, or why it cannot watch
+    them (a problem when nothing else starts a run: no schedule, no after:)."""
+    if not view.on_change:
+        return True, []
+    signals = read_change_signals(conn, [oid])[oid]
+    if signals.untracked_because is None:
+        return True, [f"on_change: watches {', '.join(sorted(set(signals.source_names.values())))}"]
+    cannot = f"on_change: its sources cannot be watched ({signals.untracked_because})"
+    if view.schedule is not None:
+        return True, [f"{cannot}; it refreshes on its schedule only"]
+    if view.after:
+        return True, [f"{cannot}; it refreshes after its upstream views only"]
+    return False, [
+        f"{cannot}, and it has no schedule and no after:, so it never refreshes; give it a schedule "
+        "(e.g. schedule: '@hourly') or drop on_change"
+    ]
 
-    :param existing: Airflow's pools, name -> slots.
+
+def pool_problems(views: Iterable[ViewConfig], existing: dict[str, AirflowPool]) -> dict[str, str]:
+    """Per DAG id, why its pool cannot run it as configured: the pool is missing, has fewer slots than the task
+    takes, or does not count deferred tasks while the view's refresh is deferrable (more refreshes than slots would
+    then run at once in the triggerer).
+
+    :param existing: Airflow's pools by name.
     """
     problems: dict[str, str] = {}
     for view in views:
         if view.pool is None:
             continue
-        if view.pool not in existing:
+        pool = existing.get(view.pool)
+        if pool is None:
             problems[view.resolved_dag_id] = (
                 f"pool: {view.pool!r} does not exist in Airflow, which never starts a task whose pool is missing; "
                 f"create it: airflow pools set {view.pool} 2 'matview refreshes' (or Admin -> Pools)"
             )
-        elif 0 <= existing[view.pool] < view.pool_slots:
+        elif 0 <= pool.slots < view.pool_slots:
             problems[view.resolved_dag_id] = (
-                f"pool: {view.pool!r} has {existing[view.pool]} slot(s), fewer than this view's pool_slots "
+                f"pool: {view.pool!r} has {pool.slots} slot(s), fewer than this view's pool_slots "
                 f"({view.pool_slots}): the task can never start; add slots or lower pool_slots"
+            )
+        elif view.deferrable and not pool.include_deferred and pool.slots >= 0:
+            problems[view.resolved_dag_id] = (
+                f"pool: {view.pool!r} does not count deferred tasks (include_deferred is off): while this deferrable "
+                f"refresh runs in the triggerer it holds no slot, so more than {pool.slots} refreshes can run at "
+                f"once; fix: airflow pools set {shlex.quote(view.pool)} {pool.slots} {shlex.quote(pool.description)} "
+                "--include-deferred (or tick Include Deferred in Admin -> Pools)"
             )
     return problems
 
 
-def airflow_pools() -> dict[str, int]:
-    """Airflow's pools (name -> slots, -1 for unlimited), read from its metadata database (not at parse time).
+@dataclass(frozen=True)
+class AirflowPool:
+    """An Airflow pool: its slots (-1 for unlimited), whether deferred tasks take slots, its description."""
+
+    slots: int
+    include_deferred: bool
+    description: str
+
+
+def airflow_pools() -> dict[str, AirflowPool]:
+    """Airflow's pools by name, read from its metadata database (not at parse time).
 
     :raises RuntimeError: when the metadata database cannot be read.
     """
@@ -177,6 +225,10 @@ def airflow_pools() -> dict[str, int]:
         from sqlalchemy import select
 
         with create_session() as session:
-            return {str(name): int(slots) for name, slots in session.execute(select(Pool.pool, Pool.slots))}
+            rows = session.execute(select(Pool.pool, Pool.slots, Pool.include_deferred, Pool.description))
+            return {
+                str(name): AirflowPool(int(slots), bool(include_deferred), str(description or ""))
+                for name, slots, include_deferred, description in rows
+            }
     except Exception as error:
         raise RuntimeError(unreadable_metadata("pools", error)) from None

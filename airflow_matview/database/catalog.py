@@ -160,22 +160,116 @@ def _the_row(statement: str, params: dict[str, Any]) -> Steps[tuple[Any, ...]]:
     return row
 
 
-# Relations materialized views read, walking through plain views (their rewrite rules' dependencies).
-READS = """
-WITH RECURSIVE reads(matview, relation) AS (
-    SELECT r.ev_class, d.refobjid
+# Whether the plain view ``v`` reads with its reader's privileges (security_invoker) rather than its owner's: the
+# option as written (``security_invoker=t`` is as true as ``=true``), anything but one of PostgreSQL's false values.
+_SECURITY_INVOKER = """EXISTS (
+    SELECT FROM pg_catalog.pg_options_to_table({view}.reloptions) AS o
+    WHERE o.option_name = 'security_invoker'
+      AND pg_catalog.lower(o.option_value) NOT IN ('0', 'f', 'fa', 'fal', 'fals', 'false', 'n', 'no', 'of', 'off'))"""
+
+# Whether row-level security filters what ``walk.checker`` (the role PostgreSQL checks a table's reads as) reads of
+# table ``t`` through policy ``p`` of it: it is on for the table and not bypassed (superuser, BYPASSRLS, the table's
+# owner unless FORCE), and the policy applies to SELECT and to the role (PUBLIC, or a role whose privileges it has).
+_POLICY_APPLIES = """t.relrowsecurity AND p.polcmd IN ('r', '*')
+          AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles a
+                          WHERE a.oid = walk.checker AND (a.rolsuper OR a.rolbypassrls))
+          AND (t.relforcerowsecurity OR NOT pg_catalog.pg_has_role(walk.checker, t.relowner, 'USAGE'))
+          AND EXISTS (SELECT FROM pg_catalog.unnest(p.polroles) AS r(oid)
+                      WHERE CASE WHEN r.oid = 0 THEN true
+                                 ELSE pg_catalog.pg_has_role(walk.checker, r.oid, 'USAGE') END)"""
+
+# Why a transaction of this session would be read-only: a standby (hot standby: recovery), or the setting
+# default_transaction_read_only, and where that comes from (pg_settings.source).
+_READ_ONLY = """
+SELECT pg_catalog.pg_is_in_recovery(),
+       s.setting = 'on', s.source,
+       pg_catalog.format('%%I', current_user), pg_catalog.format('%%I', pg_catalog.current_database())
+FROM pg_catalog.pg_settings s WHERE s.name = 'default_transaction_read_only'
+"""
+
+
+@dataclass(frozen=True)
+class ReadOnly:
+    """Why a refresh's transaction is read-only.
+
+    :param standby: the server is a standby (``pg_is_in_recovery()``).
+    :param source: where ``default_transaction_read_only = on`` comes from (``pg_settings.source``).
+    :param role: the connecting role, quoted as in SQL.
+    :param database: the database, quoted as in SQL.
+    """
+
+    standby: bool
+    source: str
+    role: str
+    database: str
+
+    def describe(self) -> str:
+        if self.standby:
+            return (
+                "the server is a read-only standby (pg_is_in_recovery() is true): point the connection at the primary "
+                "(or use target_session_attrs=read-write with every host)"
+            )
+        off = "SET default_transaction_read_only = off"
+        fix = {
+            "user": f"ALTER ROLE {self.role} {off}",
+            "database": f"ALTER DATABASE {self.database} {off}",
+            "database user": f"ALTER ROLE {self.role} IN DATABASE {self.database} {off}",
+            "client": "remove default_transaction_read_only from the connection's options",
+        }.get(self.source, f"{off} in the server's configuration, or ALTER ROLE {self.role} {off}")
+        return (
+            f"default_transaction_read_only is on (set for the {self.source}), so every transaction is read-only: {fix}"
+        )
+
+
+@step_function
+def read_only() -> Steps[ReadOnly | None]:
+    """Why this session's transactions are read-only (a standby, ``default_transaction_read_only``), or ``None``."""
+    standby, default_read_only, source, role, database = yield from _the_row(_READ_ONLY, {})
+    if not standby and not default_read_only:
+        return None
+    return ReadOnly(bool(standby), str(source), str(role), str(database))
+
+
+# Relations materialized views read: what their query names, what plain views in between read (as their owner,
+# or as their reader with security_invoker), and what the row-level security policies that filter any of these
+# read (a policy's subqueries are checked as the role its table is read as; the policies of a partition or an
+# inheritance child do not apply to a query of its parent). ``walk`` also has a row, with a null relation, for each
+# policy that applies (``policy`` is 0 on the rows not reached through a policy).
+READS = (
+    """
+WITH RECURSIVE walk(matview, policy, relation, checker) AS (
+    SELECT r.ev_class, 0::oid, d.refobjid, m.relowner
     FROM pg_catalog.pg_rewrite r
+    JOIN pg_catalog.pg_class m ON m.oid = r.ev_class
     JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
         AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> r.ev_class
     WHERE r.ev_class = ANY(%(oids)s)
   UNION
-    SELECT reads.matview, d.refobjid
-    FROM reads
-    JOIN pg_catalog.pg_class v ON v.oid = reads.relation AND v.relkind = 'v'
-    JOIN pg_catalog.pg_rewrite r ON r.ev_class = v.oid
-    JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
-        AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> v.oid
+    SELECT walk.matview, step.policy, step.relation, step.checker
+    FROM walk
+    JOIN pg_catalog.pg_class t ON t.oid = walk.relation
+    CROSS JOIN LATERAL (
+        SELECT 0::oid, d.refobjid, CASE WHEN """
+    + _SECURITY_INVOKER.format(view="t")
+    + """ THEN walk.checker ELSE t.relowner END
+        FROM pg_catalog.pg_rewrite r
+        JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
+            AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> t.oid
+        WHERE t.relkind = 'v' AND r.ev_class = t.oid
+      UNION ALL
+        SELECT p.oid, d.refobjid, walk.checker
+        FROM pg_catalog.pg_policy p
+        LEFT JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_policy'::regclass AND d.objid = p.oid
+            AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> t.oid
+        WHERE p.polrelid = t.oid AND """
+    + _POLICY_APPLIES
+    + """
+    ) AS step(policy, relation, checker)
+),
+reads(matview, relation) AS (
+    SELECT DISTINCT walk.matview, walk.relation FROM walk WHERE walk.relation IS NOT NULL
 )"""
+)
 
 _RELATIONS_READ = (
     READS
@@ -351,9 +445,7 @@ WITH RECURSIVE reads(relation, checker) AS (
     WHERE v.oid = %(oid)s::oid
   UNION
     SELECT d.refobjid,
-           CASE WHEN pv.reloptions::text[] && ARRAY['security_invoker=true', 'security_invoker=on',
-                                                    'security_invoker=1', 'security_invoker=yes']
-                THEN reads.checker ELSE pv.relowner END
+           CASE WHEN {security_invoker} THEN reads.checker ELSE pv.relowner END
     FROM reads
     JOIN pg_catalog.pg_class pv ON pv.oid = reads.relation AND pv.relkind = 'v'
     JOIN pg_catalog.pg_rewrite r ON r.ev_class = pv.oid
@@ -417,7 +509,7 @@ SELECT pg_catalog.pg_get_userbyid(m.role), m.privilege, m.kind || ' ' || m.targe
                          m.target, pg_catalog.pg_get_userbyid(m.role))
 FROM missing m
 ORDER BY m.concurrently_only, m.privilege, m.kind, m.target
-"""
+""".replace("{security_invoker}", _SECURITY_INVOKER.format(view="pv"))
 
 
 @dataclass(frozen=True)

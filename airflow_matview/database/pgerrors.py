@@ -16,13 +16,32 @@ if TYPE_CHECKING:
 # foreign data wrappers (HV: the foreign server). Every other class is about the query, the data, the privileges
 # or the definitions, and fails again until someone changes them.
 TRANSIENT_CLASSES = ("08", "40", "53", "55", "57", "58", "XX", "HV")
+# SQLSTATEs of other classes a retry may cure: a read-only transaction (25006: a standby may be promoted, or
+# default_transaction_read_only turned off), and a session the server ended for one of its timeouts.
+TRANSIENT_STATES = ("25006", "25P03", "25P04")
+# The timeouts for which the server ends a session: what happened, and the setting that made it happen.
+_SESSION_TIMEOUTS = {
+    "25P03": ("it was idle in its transaction longer than", "idle_in_transaction_session_timeout"),
+    "25P04": ("its transaction lasted longer than", "transaction_timeout"),
+    "57P05": ("it was idle longer than", "idle_session_timeout"),
+}
 # A password this long is masked wherever it appears in a message; a shorter one only as a whole word.
 _MASK_ANYWHERE = 5
 
 
 def is_transient(exc: psycopg.Error) -> bool:
     """Whether ``exc`` may not happen again on a later try (no SQLSTATE: the connection itself failed)."""
-    return exc.sqlstate is None or exc.sqlstate.startswith(TRANSIENT_CLASSES)
+    return exc.sqlstate is None or exc.sqlstate.startswith(TRANSIENT_CLASSES) or exc.sqlstate in TRANSIENT_STATES
+
+
+def session_timeout(exc: psycopg.Error) -> tuple[str, str] | None:
+    """When the server ended the session for one of its timeouts: what happened (e.g. ``PostgreSQL ended the
+    session: its transaction lasted longer than transaction_timeout``) and the setting; else ``None``."""
+    found = _SESSION_TIMEOUTS.get(exc.sqlstate or "")
+    if found is None:
+        return None
+    happened, setting = found
+    return f"PostgreSQL ended the session: {happened} {setting}", setting
 
 
 def describe(exc: psycopg.Error) -> str:

@@ -20,6 +20,7 @@ from airflow_matview.database.change_signals import (
     STATS_IDLE_INTERVAL,
     ChangeSignals,
     read_change_signals,
+    unchanged,
     unpublished_statistics,
 )
 from airflow_matview.database.refresh_settings import Concurrently, RefreshSettings, to_milliseconds
@@ -204,14 +205,11 @@ def refresh_steps(
     lock_timeout_ms = to_milliseconds(settings.lock_timeout, "lock_timeout")
     statement_timeout_ms = to_milliseconds(settings.statement_timeout, "statement_timeout")
     progress = _Progress()
+    session = _Session(settings.application_name, lock_timeout_ms, statement_timeout_ms)
     try:
-        return (
-            yield from in_transaction(
-                _refresh_in_transaction(
-                    view, settings, connection_label, lock_timeout_ms, statement_timeout_ms, progress
-                )
-            )
-        )
+        if settings.skip_if_unchanged and settings.with_data:
+            yield from _skip_if_unchanged(view, settings, connection_label, session, progress)
+        return (yield from in_transaction(_refresh_in_transaction(view, settings, connection_label, session, progress)))
     except psycopg.errors.LockNotAvailable:
         raise (yield from _lock_timed_out(progress, lock_timeout_ms, connection_label)) from None
     except psycopg.errors.QueryCanceled as exc:
@@ -228,9 +226,12 @@ def refresh_steps(
     except psycopg.errors.InsufficientPrivilege as exc:
         refused = yield from _not_allowed(view, progress.relation, progress.mode, connection_label, exc)
         raise refused from None
+    except psycopg.errors.ReadOnlySqlTransaction as exc:
+        raise (yield from _read_only(view, connection_label, exc)) from None
     except psycopg.OperationalError as exc:
         state = yield from connection_state()
-        if exc.sqlstate is None or state.broken or exc.sqlstate.startswith(("08", "57P")):
+        lost = exc.sqlstate is None or state.broken or exc.sqlstate.startswith(("08", "57P"))
+        if lost and pgerrors.session_timeout(exc) is None:
             raise MatviewRefreshError(
                 f"Lost the connection to PostgreSQL while refreshing {view} ({connection_label}): "
                 f"{pgerrors.describe(exc)}. The refresh was rolled back, so the view keeps its previous contents; "
@@ -242,16 +243,9 @@ def refresh_steps(
 
 
 def _refresh_in_transaction(
-    view: QualifiedName,
-    settings: RefreshSettings,
-    connection_label: str,
-    lock_timeout_ms: int,
-    statement_timeout_ms: int,
-    progress: _Progress,
+    view: QualifiedName, settings: RefreshSettings, connection_label: str, session: _Session, progress: _Progress
 ) -> Steps[RefreshResult]:
-    yield from _configure_session(settings.application_name, lock_timeout_ms, statement_timeout_ms)
-    relation = progress.relation = yield from resolve_matview.steps(view, connection_label)
-    yield from check_permission.steps(relation, connection_label)
+    relation = yield from _prepare(view, connection_label, session, progress)
     progress.stage = "overlap"
     yield from _take_refresh_lock(relation, settings, connection_label)
     progress.stage = "refresh"
@@ -263,9 +257,8 @@ def _refresh_in_transaction(
         )
     relation = progress.relation = replace(relation, populated=facts.populated)  # another refresh may have changed it
     signals: ChangeSignals | None = None
-    if settings.skip_if_unchanged and settings.with_data:
-        signals = yield from _settled_change_signals(relation, settings.previous_fingerprint)
-        _skip_if_unchanged(relation, facts.sources, signals, settings.previous_fingerprint, connection_label)
+    if settings.skip_if_unchanged and settings.with_data:  # recorded as of before the refresh reads the sources
+        signals = (yield from read_change_signals.steps([relation.oid]))[relation.oid]
     mode, reason = choose_mode(
         relation,
         facts.unique_indexes,
@@ -317,45 +310,62 @@ def _lock_timed_out(progress: _Progress, lock_timeout_ms: int, connection_label:
     )
 
 
-def _settled_change_signals(relation: catalog.Relation, previous: dict[str, Any] | None) -> Steps[ChangeSignals]:
-    """The change signals, read again after the statistics of recently committed transactions are published.
+@dataclass(frozen=True)
+class _Session:
+    """The session settings every transaction of a refresh starts with (see :func:`_configure_session`)."""
+
+    application_name: str | None
+    lock_timeout_ms: int
+    statement_timeout_ms: int
+
+
+def _prepare(
+    view: QualifiedName, connection_label: str, session: _Session, progress: _Progress
+) -> Steps[catalog.Relation]:
+    """A transaction's first steps: set the session up, find the view, check the right to refresh it."""
+    yield from _configure_session(session)
+    relation = progress.relation = yield from resolve_matview.steps(view, connection_label)
+    yield from check_permission.steps(relation, connection_label)
+    return relation
+
+
+@dataclass(frozen=True)
+class _Look:
+    """One look at the view's change signals, and how long to wait for unpublished counters before another."""
+
+    relation: catalog.Relation
+    signals: ChangeSignals
+    wait: float = 0.0
+    sessions: list[str] = field(default_factory=list)
+
+
+def _skip_if_unchanged(
+    view: QualifiedName, settings: RefreshSettings, connection_label: str, session: _Session, progress: _Progress
+) -> Steps[None]:
+    """Raise ``AirflowSkipException`` when provably no source changed since the last successful refresh; otherwise
+    log why the refresh runs. Decided before the refresh's transaction, in short transactions of its own.
 
     A session publishes its counters when it goes idle, but at most once a second: what it commits within a second
     of its last report reaches the shared counters up to ``PGSTAT_IDLE_INTERVAL`` (10 s) after it went idle. When
     the signals say "unchanged" and a session of this database went idle less than that ago, wait until its
-    counters must be out, then read them again (the stats snapshot is per transaction, so it is cleared first).
+    counters must be out, then look again. The wait is outside any transaction, so that neither
+    ``idle_in_transaction_session_timeout`` nor ``transaction_timeout`` ends the session meanwhile (and
+    ``idle_session_timeout`` is turned off for this session). A change published later is seen by the next run: the
+    recorded fingerprint stays the one of the last refresh.
     """
-    signals = yield from _change_signals(relation.oid)
-    if signals.fingerprint is None or signals.writers or previous != signals.fingerprint or not relation.populated:
-        return signals  # it refreshes whatever unpublished counters would say
-    wait, sessions = yield from unpublished_statistics.steps()
-    if wait <= 0:
-        return signals
-    log.info(
-        "skip_if_unchanged: waiting %.1fs before deciding: %s went idle in the last %gs and may not have published "
-        "what it committed yet.",
-        wait,
-        ", ".join(sessions),
-        STATS_IDLE_INTERVAL,
-    )
-    yield from sleep(wait)
-    yield from execute("SELECT pg_catalog.pg_stat_clear_snapshot()")
-    return (yield from _change_signals(relation.oid))
-
-
-def _change_signals(oid: int) -> Steps[ChangeSignals]:
-    signals = yield from read_change_signals.steps([oid], writers=True)
-    return signals[oid]
-
-
-def _skip_if_unchanged(
-    relation: catalog.Relation,
-    sources: list[catalog.Relation],
-    signals: ChangeSignals,
-    previous: dict[str, Any] | None,
-    connection_label: str,
-) -> None:
-    """Raise ``AirflowSkipException`` when provably nothing changed; otherwise log why the refresh runs."""
+    previous = settings.previous_fingerprint
+    look = yield from in_transaction(_look(view, connection_label, session, progress, previous))
+    if look.wait > 0:
+        log.info(
+            "skip_if_unchanged: waiting %.1fs before deciding: %s went idle in the last %gs and may not have "
+            "published what it committed yet.",
+            look.wait,
+            ", ".join(look.sessions),
+            STATS_IDLE_INTERVAL,
+        )
+        yield from sleep(look.wait)
+        look = yield from in_transaction(_look(view, connection_label, session, progress, None))
+    relation, signals = look.relation, look.signals
     if signals.untracked_because is not None:
         why = f"its sources' changes cannot be seen: {signals.untracked_because}"
     elif previous is None:
@@ -364,15 +374,39 @@ def _skip_if_unchanged(
         why = "the view is not populated"
     elif signals.writers:
         why = f"a session is writing to a source ({'; '.join(signals.writers)}); what it commits is counted late"
-    elif previous != signals.fingerprint:
+    elif not unchanged(previous, signals.fingerprint):
         why = "a source changed since the last successful refresh"
     else:
-        names = ", ".join(str(source.name) for source in sources)
+        names = ", ".join(sorted(set(signals.source_names.values())))
         raise AirflowSkipException(
             f"Skipped: none of the sources of {relation.name} ({connection_label}) changed since its last "
             f"successful refresh (sources: {names}); skip_if_unchanged=True."
         )
     log.info("skip_if_unchanged: refreshing %s because %s.", relation.name, why)
+
+
+def _look(
+    view: QualifiedName,
+    connection_label: str,
+    session: _Session,
+    progress: _Progress,
+    previous: dict[str, Any] | None,
+) -> Steps[_Look]:
+    """Read the view's change signals; with ``previous``, also how long to wait for unpublished counters when they
+    say "unchanged" (and keep the session open that long)."""
+    relation = yield from _prepare(view, connection_label, session, progress)
+    signals = yield from _change_signals(relation.oid)
+    if signals.writers or not unchanged(previous, signals.fingerprint) or not relation.populated:
+        return _Look(relation, signals)  # it refreshes whatever unpublished counters would say
+    wait, sessions = yield from unpublished_statistics.steps()
+    if wait > 0:
+        yield from execute("SELECT pg_catalog.set_config('idle_session_timeout', '0', false)")
+    return _Look(relation, signals, wait, sessions)
+
+
+def _change_signals(oid: int) -> Steps[ChangeSignals]:
+    signals = yield from read_change_signals.steps([oid], writers=True)
+    return signals[oid]
 
 
 @step_function
@@ -394,7 +428,7 @@ def check_permission(relation: catalog.Relation, connection_label: str) -> Steps
     )
 
 
-def _configure_session(application_name: str | None, lock_timeout_ms: int, statement_timeout_ms: int) -> Steps[None]:
+def _configure_session(session: _Session) -> Steps[None]:
     """Set the session up in one round trip, as the transaction's first statement.
 
     ``lock_timeout`` and ``statement_timeout`` hold for this transaction only. ``application_name`` and
@@ -403,11 +437,11 @@ def _configure_session(application_name: str | None, lock_timeout_ms: int, state
     the client died (SIGKILL, lost host) and stop the refresh instead of finishing it for nobody.
     """
     settings: list[tuple[str, str, bool]] = [
-        ("lock_timeout", f"{lock_timeout_ms}ms", True),
-        ("statement_timeout", f"{statement_timeout_ms}ms", True),
+        ("lock_timeout", f"{session.lock_timeout_ms}ms", True),
+        ("statement_timeout", f"{session.statement_timeout_ms}ms", True),
     ]
-    if application_name:
-        settings.append(("application_name", application_name[:63], False))
+    if session.application_name:
+        settings.append(("application_name", session.application_name[:63], False))
     state = yield from connection_state()
     if state.server_version >= 140000:
         settings.append(("client_connection_check_interval", "1s", False))
@@ -468,12 +502,35 @@ def _refresh_failed(
     view: QualifiedName, connection_label: str, exc: psycopg.Error
 ) -> MatviewRefreshError | MatviewQueryError:
     """A failed refresh: retried when the cause may pass (see :mod:`pgerrors`), else failed at once."""
-    failed = f"REFRESH MATERIALIZED VIEW {view} failed ({connection_label}): {pgerrors.describe(exc)}. "
+    refresh = f"REFRESH MATERIALIZED VIEW {view} failed ({connection_label}): "
+    timeout = pgerrors.session_timeout(exc)
+    if timeout is not None:
+        happened, setting = timeout
+        return MatviewRefreshError(
+            f"{refresh}{happened}. The refresh was rolled back: the view keeps its previous contents; Airflow will "
+            f"retry. If it happens again, raise {setting} for the connection's role "
+            f"(ALTER ROLE <role> SET {setting} = ...)."
+        )
+    failed = f"{refresh}{pgerrors.describe(exc)}. "
     if pgerrors.is_transient(exc):
         return MatviewRefreshError(failed + "The view keeps its previous contents; Airflow will retry.")
     return MatviewQueryError(
         failed + "The view keeps its previous contents. Not retried: the same query on the same data fails the "
         "same way. Fix the view's query or its source data, then clear the task."
+    )
+
+
+def _read_only(view: QualifiedName, connection_label: str, exc: psycopg.Error) -> Steps[MatviewRefreshError]:
+    """A refresh refused because the transaction is read-only: say why (a standby, or which setting) and the fix."""
+    try:
+        why = yield from in_transaction(catalog.read_only.steps(), rollback=True)
+    except psycopg.Error:  # e.g. the connection is closed
+        why = None
+    cause = why.describe() if why else "the server or the transaction is read-only"
+    promoted = " (a standby may be promoted meanwhile)" if why is None or why.standby else ""
+    return MatviewRefreshError(
+        f"REFRESH MATERIALIZED VIEW {view} failed ({connection_label}): {pgerrors.describe(exc)}: {cause}. "
+        f"The view keeps its previous contents; Airflow will retry{promoted}."
     )
 
 
