@@ -1,6 +1,6 @@
 # Two commands a new user needs: `make demo` and `make test`. Each builds its own virtual environment.
 # `make bench` prints the benchmark table quoted in the README (`make bench BENCH_ARGS=--quick` for a smoke run),
-# then the fleet overview's figures for 1,000 views (devtools/bench_fleet.py).
+# then the fleet overview's figures for 1,000 views (devtools/benchmarks/bench_fleet.py).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 AIRFLOW_VERSION ?= 3.3.2
@@ -57,17 +57,17 @@ postgresql:
 	  else echo "PostgreSQL 15 is missing and cannot be installed here: the tests on PostgreSQL 15 will not run"; fi; }
 
 bench: $(BIN)/.installed
-	$(BIN)/python -W ignore::Warning -m devtools.bench $(BENCH_ARGS)
-	$(BIN)/python -W ignore::Warning -m devtools.bench_fleet $(if $(findstring --quick,$(BENCH_ARGS)),--quick)
+	$(BIN)/python -W ignore::Warning -m devtools.benchmarks.bench $(BENCH_ARGS)
+	$(BIN)/python -W ignore::Warning -m devtools.benchmarks.bench_fleet $(if $(findstring --quick,$(BENCH_ARGS)),--quick)
 
 # on_change in a real Airflow against a * * * * * schedule (about 20 minutes; BENCH_ARGS=--quick: about 10).
 bench-onchange: $(BIN)/.installed
-	$(BIN)/python -W ignore::Warning -m devtools.bench_onchange $(BENCH_ARGS)
+	$(BIN)/python -W ignore::Warning -m devtools.benchmarks.bench_onchange $(BENCH_ARGS)
 
 # Throughput with 1 and 2 Celery workers, trigger-to-success latency and what bounds it, and 200 views from one
 # config in a pool, on the real CeleryExecutor stack (about 12 minutes; BENCH_ARGS=--quick: about 3).
 bench-scale: $(BIN)/.installed redis
-	$(BIN)/python -W ignore::Warning -m devtools.bench_scale $(BENCH_ARGS)
+	$(BIN)/python -W ignore::Warning -m devtools.benchmarks.bench_scale $(BENCH_ARGS)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -29,7 +29,7 @@ os.environ.update(
     }
 )
 
-from devtools.pgcluster import PostgresCluster, available_bin_dirs, missing_majors  # noqa: E402
+from devtools.harness.pgcluster import PostgresCluster, available_bin_dirs, missing_majors  # noqa: E402
 
 SERVERS = available_bin_dirs()
 MISSING_MAJORS = missing_majors(SERVERS)

@@ -1,6 +1,6 @@
 """What every real-Airflow test module sets up once: a throwaway PostgreSQL holding a scenario database, a DAGs
-folder, an :class:`~devtools.airflow_stack.AirflowStack` on loopback with its DAGs parsed, and, whatever happens,
-every process and server stopped at the end (the stack first, then the servers)."""
+folder, an :class:`~devtools.harness.airflow_stack.AirflowStack` on loopback with its DAGs parsed, and, whatever
+happens, every process and server stopped at the end (the stack first, then the servers)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import yaml
 
-from devtools.airflow_stack import AirflowStack, ApiClient
-from devtools.pgcluster import embedded_cluster
+from devtools.harness.airflow_stack import AirflowStack, ApiClient
+from devtools.harness.pgcluster import embedded_cluster
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator

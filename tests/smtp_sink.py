@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.controller import Controller
 
-from devtools.pgcluster import free_port
+from devtools.harness.pgcluster import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -15,7 +15,7 @@ import pytest
 from airflow_matview import RefreshMaterializedViewOperator
 from airflow_matview.config import InvalidConfigFileError, load_config
 from airflow_matview.exceptions import MatviewQueryError, MatviewRefreshError, MatviewSetupError
-from devtools.scenario import add_new_users, create_reference_scenario
+from devtools.harness.scenario import add_new_users, create_reference_scenario
 from tests.conftest import AIRFLOW_BIN, REPO
 
 if TYPE_CHECKING:

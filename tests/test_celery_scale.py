@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 
-from devtools.airflow_stack import AirflowStack, ApiClient, celery_unavailable, session_pids
+from devtools.harness.airflow_stack import AirflowStack, ApiClient, celery_unavailable, session_pids
 from tests.deployment import deployed
 
 if TYPE_CHECKING:

@@ -19,8 +19,8 @@ import yaml
 from psycopg import sql
 
 from airflow_matview.config import load_config
-from devtools.pgcluster import free_port
-from devtools.scenario import create_reference_scenario
+from devtools.harness.pgcluster import free_port
+from devtools.harness.scenario import create_reference_scenario
 from tests.conftest import AIRFLOW_BIN, REPO
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ import pytest
 from airflow_matview.assets import matview_asset_uri
 from airflow_matview.database.identifiers import QualifiedName
 from airflow_matview.factory import build_dags
-from devtools.scenario import FIRST_USERS, NEW_USERS, add_new_users, create_reference_scenario, view_rows
+from devtools.harness.scenario import FIRST_USERS, NEW_USERS, add_new_users, create_reference_scenario, view_rows
 from tests.airflow_helpers import asset_events, dags_due_on_assets, register, run_dag, task_result
 
 if TYPE_CHECKING:

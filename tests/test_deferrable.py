@@ -23,8 +23,8 @@ from airflow_matview.exceptions import MatviewQueryError, MatviewRefreshError, M
 from airflow_matview.operators.materialized_view import DEFER_TIMEOUT_GRACE
 from airflow_matview.triggers.deferred_refresh import RefreshTrigger, error_from_event, settings_to_kwargs
 from airflow_matview.version_compat import AirflowSkipException, TaskDeferred
-from devtools.pgcluster import free_port
-from devtools.scenario import add_new_users, create_reference_scenario
+from devtools.harness.pgcluster import free_port
+from devtools.harness.scenario import add_new_users, create_reference_scenario
 from tests.conftest import REPO
 from tests.test_data_aware import publish_statistics, write
 from tests.test_reliability import locks_on, make_slow_view, refresh_backends, wait_for

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from airflow_matview.version_compat import DEADLINE_ALERTS_MISSING
-from devtools.airflow_stack import USERNAME
-from devtools.scenario import add_new_users, create_reference_scenario, view_rows
+from devtools.harness.airflow_stack import USERNAME
+from devtools.harness.scenario import add_new_users, create_reference_scenario, view_rows
 from tests.deployment import Deployment as BaseDeployment
 from tests.deployment import deployed, matviews_dags
 

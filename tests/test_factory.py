@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from airflow_matview.factory import build_dags
-from devtools.scenario import create_reference_scenario
+from devtools.harness.scenario import create_reference_scenario
 from tests.airflow_helpers import DagBag
 from tests.conftest import AIRFLOW_BIN, REPO
 

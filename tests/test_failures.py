@@ -22,7 +22,7 @@ from airflow_matview.exceptions import (
 )
 from airflow_matview.factory import build_dags
 from airflow_matview.version_compat import AirflowFailException
-from devtools.scenario import add_new_users, create_reference_scenario
+from devtools.harness.scenario import add_new_users, create_reference_scenario
 from tests.airflow_helpers import run_dag
 
 if TYPE_CHECKING:

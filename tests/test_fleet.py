@@ -1,9 +1,9 @@
 """The fleet overview plugin against a real Airflow metadata database and Airflow's own auth code.
 
 The plugin's FastAPI app is mounted as the api-server mounts it and called through HTTP (Starlette's test client);
-the fleet is written by Airflow's DAG-processor code (``devtools/fleet_seed.py``). Per-DAG permissions are tested
-with an auth manager derived from the simple auth manager (which itself has no per-DAG rules): the user ``sales``
-may read only the DAGs of views in the schema ``sales``. The browser test is in ``test_end_to_end.py``.
+the fleet is written by Airflow's DAG-processor code (``devtools/harness/fleet_seed.py``). Per-DAG permissions are
+tested with an auth manager derived from the simple auth manager (which itself has no per-DAG rules): the user
+``sales`` may read only the DAGs of views in the schema ``sales``. The browser test is in ``test_end_to_end.py``.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def fleet(airflow_db: Path) -> Iterator[tuple[TestClient, SimpleAuthManager]]:
     from fastapi.testclient import TestClient
 
     from airflow_matview.fleet.app import URL_PREFIX, app
-    from devtools.fleet_seed import seed_fleet
+    from devtools.harness.fleet_seed import seed_fleet
 
     config = {
         "views": [

@@ -20,8 +20,8 @@ from typing import IO, TYPE_CHECKING
 import psutil
 import pytest
 
-from devtools.airflow_stack import celery_unavailable
-from devtools.pgcluster import free_port
+from devtools.harness.airflow_stack import celery_unavailable
+from devtools.harness.pgcluster import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -16,8 +16,8 @@ from airflow_matview.config import InvalidConfigFileError, load_config
 from airflow_matview.database.change_signals import describe_changes
 from airflow_matview.factory import build_dags
 from airflow_matview.triggers.source_changes import SourceChangesTrigger, ViewState, poll_views
-from devtools.pgcluster import embedded_cluster
-from devtools.scenario import VIEW, add_new_users, create_reference_scenario
+from devtools.harness.pgcluster import embedded_cluster
+from devtools.harness.scenario import VIEW, add_new_users, create_reference_scenario
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

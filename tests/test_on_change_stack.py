@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from devtools.scenario import add_new_users, create_reference_scenario, view_rows
+from devtools.harness.scenario import add_new_users, create_reference_scenario, view_rows
 from tests.deployment import Deployment, deployed, matviews_dags
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from airflow.sdk import DAG
 
 from airflow_matview import RefreshMaterializedViewOperator
 from airflow_matview.exceptions import MatviewQueryError, MatviewRefreshError, MatviewSetupError
-from devtools.scenario import FIRST_USERS, NEW_USERS, add_new_users, create_reference_scenario, view_rows
+from devtools.harness.scenario import FIRST_USERS, NEW_USERS, add_new_users, create_reference_scenario, view_rows
 from tests.airflow_helpers import run_dag, task_result
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ import yaml
 
 from airflow_matview import RefreshMaterializedViewOperator
 from airflow_matview.exceptions import MatviewSetupError
-from devtools.scenario import add_new_users, create_reference_scenario
+from devtools.harness.scenario import add_new_users, create_reference_scenario
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

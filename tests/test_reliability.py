@@ -21,8 +21,8 @@ from airflow_matview import RefreshMaterializedViewOperator
 from airflow_matview.database.locks import advisory_key
 from airflow_matview.exceptions import MatviewOverlapError, MatviewRefreshError
 from airflow_matview.version_compat import AirflowSkipException
-from devtools.pgcluster import PostgresCluster
-from devtools.scenario import FIRST_USERS, NEW_USERS, add_new_users, create_reference_scenario, view_rows
+from devtools.harness.pgcluster import PostgresCluster
+from devtools.harness.scenario import FIRST_USERS, NEW_USERS, add_new_users, create_reference_scenario, view_rows
 from tests.conftest import AIRFLOW_BIN, REPO
 
 if TYPE_CHECKING:

@@ -30,11 +30,11 @@ from typing import Any
 import psycopg
 import yaml
 
-from devtools.airflow_stack import AirflowStack, ApiClient
-from devtools.bench import header, percentile
-from devtools.pgcluster import embedded_cluster
+from devtools.benchmarks.bench import header, percentile
+from devtools.harness.airflow_stack import AirflowStack, ApiClient
+from devtools.harness.pgcluster import embedded_cluster
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DAGS = {name: f"matview.public.{name}" for name in ("onchange_mv", "cron_mv", "storm_mv")}
 
 

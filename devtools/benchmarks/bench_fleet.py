@@ -1,7 +1,7 @@
 """Benchmark of the fleet overview: 1,000 views (``make bench`` runs it after the refresh benchmarks).
 
 It starts its own PostgreSQL 16 (pgserver wheel) holding a migrated Airflow metadata database, writes a fleet with
-Airflow's DAG-processor code (``devtools/fleet_seed.py``: 1,000 DAGs, 20 runs each, so 20,000 DAG runs, task
+Airflow's DAG-processor code (``devtools/harness/fleet_seed.py``: 1,000 DAGs, 20 runs each, so 20,000 DAG runs, task
 instances and about 18,000 asset events), and measures:
 
 1. the data: ``load_fleet`` + ``as_json`` (every query, for all views);
@@ -29,7 +29,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from devtools.pgcluster import embedded_cluster, free_port
+from devtools.harness.pgcluster import embedded_cluster, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 TARGET_SECONDS = 1.0
@@ -80,7 +80,7 @@ def _bench(views: int, runs: int, repeat: int) -> int:
     from sqlalchemy import text
 
     from airflow_matview.fleet.records import as_json, load_fleet
-    from devtools.fleet_seed import fleet_config, seed_fleet
+    from devtools.harness.fleet_seed import fleet_config, seed_fleet
 
     started = time.monotonic()
     seed_fleet(fleet_config(views), runs=runs)

@@ -10,9 +10,9 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from devtools.bench_stats import Line, Plan, Report, median, ratio_of_medians, secs
+from devtools.benchmarks.bench_stats import Line, Plan, Report, median, ratio_of_medians, secs
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 # Runs in a fresh interpreter that imports airflow.sdk first, as Airflow's dag-processor has, then forks one

@@ -1,9 +1,9 @@
 """Scale-out benchmark on the CeleryExecutor. Run with ``make bench-scale`` (``BENCH_ARGS=--quick`` for a smoke run).
 
 A throwaway PostgreSQL (a wheel's server, ``fsync=off``) holds the views and Airflow's metadata database; a real
-Airflow on loopback runs the CeleryExecutor (``devtools/airflow_stack.py``: Redis, two Celery workers ``worker1`` and
-``worker2`` of concurrency 2 each, api-server, scheduler, dag-processor). Every DAG comes from the real factory:
-copies of ``dags/matviews.py`` reading two config files. Measured, in one run of this tool:
+Airflow on loopback runs the CeleryExecutor (``devtools/harness/airflow_stack.py``: Redis, two Celery workers
+``worker1`` and ``worker2`` of concurrency 2 each, api-server, scheduler, dag-processor). Every DAG comes from the
+real factory: copies of ``dags/matviews.py`` reading two config files. Measured, in one run of this tool:
 
 1. Throughput: ``tput_views`` tiny views (one DAG each) triggered at once through the REST API, refreshed by one
    worker (each view has ``queue: worker1``, which only ``worker1`` consumes; ``worker2`` stays up, idle) and by two
@@ -41,12 +41,12 @@ from typing import Any
 import psycopg
 import yaml
 
-from devtools.airflow_stack import AirflowStack, ApiClient, celery_unavailable
-from devtools.bench import header
-from devtools.bench_stats import percentile
-from devtools.pgcluster import embedded_cluster
+from devtools.benchmarks.bench import header
+from devtools.benchmarks.bench_stats import percentile
+from devtools.harness.airflow_stack import AirflowStack, ApiClient, celery_unavailable
+from devtools.harness.pgcluster import embedded_cluster
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SCALE_POOL = "matview_scale"
 LATENCY_VIEW = "tiny_latency"
 DONE = ("success", "failed", "upstream_failed", "skipped", "removed")

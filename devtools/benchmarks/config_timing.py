@@ -1,5 +1,5 @@
 """CPU time to read and validate a generated config of N views, each in a fresh interpreter (as the dag-processor
-parses a DAG file cold). ``python -m devtools.config_timing [--views 1000] [--runs 7]``."""
+parses a DAG file cold). ``python -m devtools.benchmarks.config_timing [--views 1000] [--runs 7]``."""
 
 from __future__ import annotations
 

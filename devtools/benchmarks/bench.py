@@ -28,8 +28,8 @@ from unittest import mock
 
 import psycopg
 
-from devtools.bench_parse import bench_parse
-from devtools.bench_stats import (
+from devtools.benchmarks.bench_parse import bench_parse
+from devtools.benchmarks.bench_stats import (
     FULL,
     QUICK,
     Line,
@@ -42,14 +42,14 @@ from devtools.bench_stats import (
     percentile,
     ratio_of_medians,
 )
-from devtools.pgcluster import PostgresCluster, available_bin_dirs
+from devtools.harness.pgcluster import PostgresCluster, available_bin_dirs
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from airflow.sdk import BaseOperator
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TINY, LARGE = "public.tiny_mv", "public.large_mv"
 
 

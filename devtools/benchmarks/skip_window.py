@@ -6,7 +6,7 @@ holds its counters back until it has been idle for PGSTAT_IDLE_INTERVAL) and sta
 A skip there is wrong: the view misses the second row. Run with and without the wait for unpublished statistics
 (without = the behaviour before it), on a throwaway PostgreSQL 16 from the pgserver wheel::
 
-    .venv/bin/python -m devtools.skip_window --trials 20
+    .venv/bin/python -m devtools.benchmarks.skip_window --trials 20
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from airflow_matview.database.identifiers import QualifiedName
 from airflow_matview.database.refresh import refresh_materialized_view
 from airflow_matview.database.refresh_settings import RefreshSettings
 from airflow_matview.version_compat import AirflowSkipException
-from devtools.pgcluster import embedded_cluster
+from devtools.harness.pgcluster import embedded_cluster
 
 VIEW = QualifiedName("public", "totals")
 

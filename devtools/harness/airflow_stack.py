@@ -23,17 +23,17 @@ import urllib.request
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
-from devtools.pgcluster import free_port
+from devtools.harness.pgcluster import free_port
 
 if TYPE_CHECKING:
-    from devtools.pgcluster import PostgresCluster
+    from devtools.harness.pgcluster import PostgresCluster
 
 AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 USERNAME = "admin"
 Executor = Literal["local", "celery"]
 CELERY_WORKERS = ("worker1", "worker2")
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def celery_unavailable() -> str | None:
@@ -157,7 +157,7 @@ class AirflowStack:
                 env = {
                     **self.env,
                     "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), self.env.get("PYTHONPATH")])),
-                    "AIRFLOW__CORE__HOSTNAME_CALLABLE": "devtools.airflow_stack.worker_hostname",
+                    "AIRFLOW__CORE__HOSTNAME_CALLABLE": "devtools.harness.airflow_stack.worker_hostname",
                     "MATVIEW_WORKER_HOSTNAME": name,
                 }
                 commands[f"celery-{name}"] = ([*worker, "--skip-serve-logs"], env)
