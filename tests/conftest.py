@@ -66,7 +66,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """Under ``-n`` (``--dist load``, xdist's default), keep each module-scoped Airflow stack in one worker."""
     if config.getvalue("dist") != "load":
         return None
-    from tests.parallel import StackModulesTogether
+    from devtools.harness.xdist_scheduling import StackModulesTogether
 
     return StackModulesTogether(config, log)
 

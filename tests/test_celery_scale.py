@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 from devtools.harness.airflow_stack import AirflowStack, ApiClient, celery_unavailable, session_pids
-from tests.deployment import deployed
+from devtools.harness.deployment import deployed
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

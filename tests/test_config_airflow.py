@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from airflow_matview.config import fields as config
 from airflow_matview.config import load_config
-from tests.airflow_helpers import DagBag, register
+from devtools.harness.dag_runs import DagBag, register
 from tests.conftest import REPO
 
 if TYPE_CHECKING:

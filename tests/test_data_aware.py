@@ -11,8 +11,8 @@ import pytest
 from airflow_matview.assets import matview_asset_uri
 from airflow_matview.database.identifiers import QualifiedName
 from airflow_matview.factory import build_dags
+from devtools.harness.dag_runs import asset_events, dags_due_on_assets, register, run_dag, task_result
 from devtools.harness.scenario import FIRST_USERS, NEW_USERS, add_new_users, create_reference_scenario, view_rows
-from tests.airflow_helpers import asset_events, dags_due_on_assets, register, run_dag, task_result
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -17,9 +17,9 @@ import yaml
 
 from airflow_matview.version_compat import DEADLINE_ALERTS_MISSING
 from devtools.harness.airflow_stack import USERNAME
+from devtools.harness.deployment import Deployment as BaseDeployment
+from devtools.harness.deployment import deployed, matviews_dags
 from devtools.harness.scenario import add_new_users, create_reference_scenario, view_rows
-from tests.deployment import Deployment as BaseDeployment
-from tests.deployment import deployed, matviews_dags
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

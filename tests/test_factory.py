@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from airflow_matview.factory import build_dags
+from devtools.harness.dag_runs import DagBag
 from devtools.harness.scenario import create_reference_scenario
-from tests.airflow_helpers import DagBag
 from tests.conftest import AIRFLOW_BIN, REPO
 
 if TYPE_CHECKING:

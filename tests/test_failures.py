@@ -22,8 +22,8 @@ from airflow_matview.exceptions import (
 )
 from airflow_matview.factory import build_dags
 from airflow_matview.version_compat import AirflowFailException
+from devtools.harness.dag_runs import run_dag
 from devtools.harness.scenario import add_new_users, create_reference_scenario
-from tests.airflow_helpers import run_dag
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from devtools.harness.deployment import Deployment, deployed, matviews_dags
 from devtools.harness.scenario import add_new_users, create_reference_scenario, view_rows
-from tests.deployment import Deployment, deployed, matviews_dags
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -13,8 +13,8 @@ from airflow.sdk import DAG
 
 from airflow_matview import RefreshMaterializedViewOperator
 from airflow_matview.exceptions import MatviewQueryError, MatviewRefreshError, MatviewSetupError
+from devtools.harness.dag_runs import run_dag, task_result
 from devtools.harness.scenario import FIRST_USERS, NEW_USERS, add_new_users, create_reference_scenario, view_rows
-from tests.airflow_helpers import run_dag, task_result
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -16,8 +16,8 @@ from airflow.sdk import DAG, Param
 from airflow_matview import RefreshMaterializedViewOperator
 from airflow_matview.exceptions import MatviewSetupError
 from airflow_matview.factory import build_dags
+from devtools.harness.dag_runs import run_dag, task_result
 from devtools.harness.scenario import add_new_users, create_reference_scenario
-from tests.airflow_helpers import run_dag, task_result
 from tests.conftest import AIRFLOW_BIN, REPO
 
 if TYPE_CHECKING:

@@ -25,12 +25,15 @@ if TYPE_CHECKING:
     from tests.conftest import Database
 
 SMTP = "airflow.providers.smtp.notifications.smtp.SmtpNotifier"
+#: Test notifiers of the harness, named by dotted path as a config names them.
+RECORDING = "devtools.harness.recording_notifier"
+EXITING = "devtools.harness.exiting_notifier"
 CLI = Path(sys.executable).parent / "airflow-matview"
 ALL_KEYS: dict[str, Any] = {
     "timezone": "Europe/Berlin",
     "on_failure": [{"notifier": SMTP, "to": "ops@example.com", "smtp_conn_id": "smtp_ops"}],
     "on_retry": [{"notifier": SMTP, "to": "ops@example.com", "subject": "retry {{ matview.view }}"}],
-    "on_success": [{"notifier": "tests.recording_notifier.record", "label": "ok"}],
+    "on_success": [{"notifier": f"{RECORDING}.record", "label": "ok"}],
     "on_stale": [{"notifier": SMTP, "to": "oncall@example.com"}],
     "max_staleness": "2h",
     "pool": "pg_main",
@@ -186,7 +189,8 @@ def test_the_dag_and_task_get_the_settings_and_the_doc_says_so() -> None:
 def test_validate_shows_the_settings_in_its_table(tmp_path: Path) -> None:
     path = tmp_path / "matviews.yaml"
     path.write_text(yaml.safe_dump({"views": [{"name": "public.sales", **ALL_KEYS}, {"name": "public.plain"}]}))
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}  # for tests.recording_notifier
+    # The command imports the config's notifiers: devtools.harness.recording_notifier, from the repository.
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     done = subprocess.run([str(CLI), "validate", str(path)], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
@@ -326,9 +330,9 @@ def test_notifiers_that_would_fail_when_the_event_happens_are_config_errors() ->
             "views": [
                 {
                     "name": "public.a",
-                    "on_failure": [{"notifier": "tests.recording_notifier.no_context"}],
-                    "on_retry": [{"notifier": "tests.recording_notifier.keyword_context"}],
-                    "on_success": [{"notifier": "tests.exiting_notifier.notify"}],
+                    "on_failure": [{"notifier": f"{RECORDING}.no_context"}],
+                    "on_retry": [{"notifier": f"{RECORDING}.keyword_context"}],
+                    "on_success": [{"notifier": f"{EXITING}.notify"}],
                     "on_stale": [{"notifier": SMTP, "to": "a@example.com", "subject": "{{ matview.view failed"}],
                     "max_staleness": "1h",
                 }
@@ -336,11 +340,11 @@ def test_notifiers_that_would_fail_when_the_event_happens_are_config_errors() ->
         }
     )
     assert problems == [
-        "views[0] (public.a): on_failure: item 1: tests.recording_notifier.no_context cannot be called with the task "
+        f"views[0] (public.a): on_failure: item 1: {RECORDING}.no_context cannot be called with the task "
         "context as its first argument; write it as def notify(context, **kwargs)",
-        "views[0] (public.a): on_retry: item 1: tests.recording_notifier.keyword_context cannot be called with the "
+        f"views[0] (public.a): on_retry: item 1: {RECORDING}.keyword_context cannot be called with the "
         "task context as its first argument; write it as def notify(context, **kwargs)",
-        "views[0] (public.a): on_success: item 1: tests.exiting_notifier.notify cannot be imported (SystemExit: 3)",
+        f"views[0] (public.a): on_success: item 1: {EXITING}.notify cannot be imported (SystemExit: 3)",
         f"views[0] (public.a): on_stale: item 1: {SMTP}: subject: the Jinja template does not parse (expected "
         "token 'end of print statement', got 'failed', line 1)",
     ]
@@ -357,11 +361,11 @@ def test_notifiers_that_would_fail_when_the_event_happens_are_config_errors() ->
     ],
 )
 def test_a_credential_inside_a_notifier_argument_is_refused_and_not_repeated(key: str, value: object) -> None:
-    notifier = {"notifier": "tests.recording_notifier.record", "label": "x", key: value}
+    notifier = {"notifier": f"{RECORDING}.record", "label": "x", key: value}
     with pytest.raises(InvalidConfigFileError) as raised:
         load_config({"views": [{"name": "public.a", "on_failure": [notifier]}]})
     assert raised.value.problems == [
-        f"views[0] (public.a): on_failure: item 1: tests.recording_notifier.record: {key} would put a credential "
+        f"views[0] (public.a): on_failure: item 1: {RECORDING}.record: {key} would put a credential "
         "into the config file (not repeated here); keep it in an Airflow connection and pass the connection's id "
         "(e.g. smtp_conn_id)"
     ]
@@ -376,7 +380,7 @@ def test_a_coroutine_function_notifier_is_awaited_for_a_task_event() -> None:
             "views": [
                 {
                     "name": "public.a",
-                    "on_success": [{"notifier": "tests.recording_notifier.record_async", "label": "done"}],
+                    "on_success": [{"notifier": f"{RECORDING}.record_async", "label": "done"}],
                 }
             ]
         }
@@ -412,21 +416,24 @@ def test_a_notifier_argument_yaml_reads_as_a_date_or_bytes_is_refused_with_the_q
         "views:\n"
         "  - name: public.a\n"
         "    max_staleness: 1h\n"
-        "    on_stale: [{notifier: tests.recording_notifier.record, label: 2026-11-26, logo: !!binary aGk=}]\n",
+        f"    on_stale: [{{notifier: {RECORDING}.record, label: 2026-11-26, logo: !!binary aGk=}}]\n",
         encoding="utf-8",
     )
     with pytest.raises(InvalidConfigFileError) as raised:
         load_config(path)
     assert raised.value.problems == [
-        "views[0] (public.a): on_stale: item 1: tests.recording_notifier.record: logo: YAML reads this as a "
+        f"views[0] (public.a): on_stale: item 1: {RECORDING}.record: logo: YAML reads this as a "
         "date, time or binary value, which Airflow cannot pass on to a notifier; quote it to keep it as text"
     ]
 
 
 def test_edge_values_of_the_production_keys_that_validate_load_in_a_dagbag(tmp_path: Path, airflow_db: Path) -> None:
-    from tests.airflow_helpers import DagBag, register
+    from devtools.harness.dag_runs import DagBag, register
 
-    stale = [{"notifier": "tests.recording_notifier.record_async", "label": "late"}, {"notifier": SMTP, "to": "x@y.z"}]
+    stale = [
+        {"notifier": f"{RECORDING}.record_async", "label": "late"},
+        {"notifier": SMTP, "to": "x@y.z"},
+    ]
     config = {
         "defaults": {"on_failure": [{"notifier": SMTP, "to": ["a@example.com", "b@example.com"]}]},
         "views": [
@@ -479,7 +486,7 @@ def test_a_url_written_as_the_notifier_is_refused_without_repeating_it() -> None
                 {
                     "name": "public.a",
                     "on_failure": [{"notifier": "https://ops:hunter2@hooks.example.com/alert"}],
-                    "on_success": [{"notifier": "tests.recording_notifier."}],
+                    "on_success": [{"notifier": f"{RECORDING}."}],
                 }
             ]
         }
@@ -491,7 +498,7 @@ def test_a_url_written_as_the_notifier_is_refused_without_repeating_it() -> None
     assert problems == [
         f"views[0] (public.a): on_failure: item 1: notifier: this value (not repeated here, as it may hold a "
         f"credential) {fix}",
-        f"views[0] (public.a): on_success: item 1: notifier: 'tests.recording_notifier.' {fix}",
+        f"views[0] (public.a): on_success: item 1: notifier: '{RECORDING}.' {fix}",
     ]
 
 

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from devtools.harness.dag_runs import DagBag, run_dag, task_result
 from devtools.harness.scenario import FIRST_USERS, NEW_USERS, add_new_users, create_reference_scenario, view_rows
-from tests.airflow_helpers import DagBag, run_dag, task_result
 from tests.conftest import AIRFLOW_BIN, REPO
 
 if TYPE_CHECKING:

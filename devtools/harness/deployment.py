@@ -19,7 +19,7 @@ from devtools.harness.pgcluster import embedded_cluster
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Deployment:

@@ -3,32 +3,39 @@
 Most tests wait on a PostgreSQL server or a real Airflow more than they compute, so they go one by one to whichever
 worker is free. A module with a fixture set up once per module (a whole Airflow stack, say) must stay in one worker,
 or every worker would start its own copy: its tests form one unit of work, handed out first since they take longest.
+``tests/conftest.py`` installs this scheduler (``pytest_xdist_make_scheduler``).
 """
 
 from __future__ import annotations
 
 import ast
-from pathlib import Path
+from functools import cache
 from typing import TYPE_CHECKING
 
 from xdist.scheduler import LoadScopeScheduling
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pytest
     from xdist.remote import Producer
 
 
-def modules_with_module_fixtures(folder: Path) -> set[str]:
-    """The test modules in ``folder`` (file names) that define a fixture with ``scope="module"``."""
-    found = set()
-    for path in folder.glob("test_*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Call) and any(
-                keyword.arg == "scope" and isinstance(keyword.value, ast.Constant) and keyword.value.value == "module"
-                for keyword in node.keywords
-            ):
-                found.add(path.name)
-    return found
+@cache
+def has_module_fixture(path: Path) -> bool:
+    """Whether the test module at ``path`` defines a fixture with ``scope="module"``.
+
+    :param path: a test module (``tests/system/test_end_to_end.py``, say).
+    """
+    if not path.is_file():
+        return False
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call) and any(
+            keyword.arg == "scope" and isinstance(keyword.value, ast.Constant) and keyword.value.value == "module"
+            for keyword in node.keywords
+        ):
+            return True
+    return False
 
 
 class StackModulesTogether(LoadScopeScheduling):
@@ -40,8 +47,8 @@ class StackModulesTogether(LoadScopeScheduling):
 
     def __init__(self, config: pytest.Config, log: Producer | None = None) -> None:
         super().__init__(config, log)
-        self.together = modules_with_module_fixtures(Path(__file__).parent)
+        self.rootpath = config.rootpath
 
     def _split_scope(self, nodeid: str) -> str:
-        path = nodeid.split("::", 1)[0]
-        return path if Path(path).name in self.together else nodeid
+        path = nodeid.split("::", 1)[0]  # relative to the rootdir, in any tier's folder
+        return path if has_module_fixture(self.rootpath / path) else nodeid
