@@ -19,7 +19,7 @@ def test_the_change_watcher_says_a_connection_airflow_cannot_read_exists_and_why
     with pytest.raises(MatviewSetupError) as raised:
         asyncio.run(_connect("watched"))
     assert str(raised.value).startswith(
-        "Airflow connection 'watched' exists (environment variable AIRFLOW_CONN_WATCHED) but cannot be read: its "
-        "port is not a number"
+        "Cannot watch the sources of materialized views: Airflow connection 'watched' exists (environment variable "
+        "AIRFLOW_CONN_WATCHED) but cannot be read: its port is not a number"
     )
     assert "Sup3r" not in str(raised.value)
