@@ -148,6 +148,9 @@ def test_check_with_a_malformed_dsn_is_a_wrong_argument(tmp_path: Path) -> None:
     assert done.stdout == ""
 
 
+# ------------------------------------------------------------------ Airflow connections: where they live, what is wrong
+
+
 UNREADABLE_CONNECTIONS = [
     ("postgresql://app:Sup3rSecret@127.0.0.1:notaport/db", "its port is not a number"),
     ("postgresql://app:Sup3r/Secret@127.0.0.1:5432/db", "its port is not a number (or its password holds an unencoded"),

@@ -38,6 +38,9 @@ def scenario(pg: psycopg.Connection, postgres_default: Database) -> psycopg.Conn
     return pg
 
 
+# --- no orphaned refreshes -------------------------------------------------------------------------------
+
+
 def test_statement_timeout_from_execution_timeout_stops_the_server_side(scenario: psycopg.Connection) -> None:
     from datetime import timedelta
 
@@ -50,6 +53,9 @@ def test_statement_timeout_from_execution_timeout_stops_the_server_side(scenario
         operator.execute({})  # type: ignore[arg-type]
     assert time.monotonic() - started < 6
     assert not refresh_backends(scenario)
+
+
+# --- bounded lock waits ----------------------------------------------------------------------------------
 
 
 def test_lock_timeout_names_the_blocking_session_and_the_retry_succeeds(
@@ -95,6 +101,9 @@ def test_lock_timeout_on_a_source_table_names_the_session_that_holds_it(
         assert f"blocked by pid {blocker.info.backend_pid} (application_name 'schema-migration', " in message
         assert "holding AccessExclusiveLock on polls_user" in message
         blocker.execute("ROLLBACK")
+
+
+# --- no overlap ------------------------------------------------------------------------------------------
 
 
 def run_two_refreshes(on_overlap: str, lock_timeout: float = 30) -> list[Any]:
@@ -179,6 +188,9 @@ def test_on_overlap_wait_gives_up_after_lock_timeout(scenario: psycopg.Connectio
     )
 
 
+# --- database faults -------------------------------------------------------------------------------------
+
+
 @pytest.fixture
 def own_server(pg_server: PostgresCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[PostgresCluster]:
     """A server of our own, so that stopping it does not disturb other tests."""
@@ -247,6 +259,9 @@ def _failure_of(action: Any) -> list[BaseException]:
     except BaseException as exc:
         return [exc]
     return []
+
+
+# --- whatever the connection and the role's defaults say ------------------------------------------------------
 
 
 def test_a_connection_with_the_dictcursor_extra_still_works(
