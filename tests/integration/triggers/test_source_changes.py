@@ -92,7 +92,7 @@ def test_one_poll_is_two_queries_for_any_number_of_views(database: Database, pg:
     states = asyncio.run(poll())
     assert _CountingConnection.statements == 2
     assert all(state.fingerprint is not None for state in states.values())
-    assert {source for state in states.values() for source in state.names.values()} == {"public.polls_user"}
+    assert {source for state in states.values() for source in state.source_names.values()} == {"public.polls_user"}
 
 
 async def _events(trigger: SourceChangesTrigger, seconds: float) -> list[TriggerEvent]:
