@@ -1,6 +1,7 @@
 # Two commands a new user needs: `make demo` and `make test`. Each builds its own virtual environment.
+# `make test-unit` runs the unit tier alone, in seconds (no server, no Debian package, no Airflow stack).
 # `make bench` prints the benchmark table quoted in docs/benchmarks.md (`make bench BENCH_ARGS=--quick` for a smoke
-# run), then the fleet overview's figures for 1,000 views (devtools/bench_fleet.py).
+# run), then the fleet overview's figures for 1,000 views (devtools/benchmarks/bench_fleet.py).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 AIRFLOW_VERSION ?= 3.3.2
@@ -12,7 +13,8 @@ AIRFLOW_PORT ?= 8080
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo airflow test lint docs schema chromium redis postgresql bench bench-onchange bench-scale clean constraints test-matrix test-matrix-ci
+.PHONY: demo airflow test test-unit lint docs schema system-deps missing-system-deps chromium redis postgresql bench \
+        bench-onchange bench-scale clean constraints test-matrix test-matrix-ci
 
 $(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +27,19 @@ demo: $(BIN)/.installed
 
 airflow: $(BIN)/.installed $(if $(filter celery,$(EXECUTOR)),redis)
 	$(BIN)/python -m devtools.local_airflow --executor $(EXECUTOR) --port $(AIRFLOW_PORT)
+
+# Debian packages some integration and system tests need (tests/unit needs none): Chromium for the browser tests,
+# redis-server for the CeleryExecutor ones, postgresql-15 for PostgreSQL 15 (16, 17 and 18 come from wheels).
+# `make system-deps` installs the missing ones with apt-get, as root; `make test` calls it when run as root, and
+# otherwise says once what is missing. A test whose package is missing is skipped and says why.
+system-deps: chromium redis postgresql
+
+missing-system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing, chromium (the browser tests are skipped)"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing, redis-server (the CeleryExecutor tests are skipped)"; \
+	test -x /usr/lib/postgresql/15/bin/initdb || missing="$$missing, postgresql-15 (no test runs on PostgreSQL 15)"; \
+	[ -z "$$missing" ] || echo "Not root, so installing nothing. Missing: $${missing#, }. As root, make system-deps installs them."
 
 # The browser test drives Debian's Chromium (never a downloaded browser); install it when we may.
 chromium:
@@ -57,17 +72,17 @@ postgresql:
 	  else echo "PostgreSQL 15 is missing and cannot be installed here: the tests on PostgreSQL 15 will not run"; fi; }
 
 bench: $(BIN)/.installed
-	$(BIN)/python -W ignore::Warning -m devtools.bench $(BENCH_ARGS)
-	$(BIN)/python -W ignore::Warning -m devtools.bench_fleet $(if $(findstring --quick,$(BENCH_ARGS)),--quick)
+	$(BIN)/python -W ignore::Warning -m devtools.benchmarks.bench $(BENCH_ARGS)
+	$(BIN)/python -W ignore::Warning -m devtools.benchmarks.bench_fleet $(if $(findstring --quick,$(BENCH_ARGS)),--quick)
 
 # on_change in a real Airflow against a * * * * * schedule (about 20 minutes; BENCH_ARGS=--quick: about 10).
 bench-onchange: $(BIN)/.installed
-	$(BIN)/python -W ignore::Warning -m devtools.bench_onchange $(BENCH_ARGS)
+	$(BIN)/python -W ignore::Warning -m devtools.benchmarks.bench_onchange $(BENCH_ARGS)
 
 # Throughput with 1 and 2 Celery workers, trigger-to-success latency and what bounds it, and 200 views from one
 # config in a pool, on the real CeleryExecutor stack (about 12 minutes; BENCH_ARGS=--quick: about 3).
 bench-scale: $(BIN)/.installed redis
-	$(BIN)/python -W ignore::Warning -m devtools.bench_scale $(BENCH_ARGS)
+	$(BIN)/python -W ignore::Warning -m devtools.benchmarks.bench_scale $(BENCH_ARGS)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
@@ -84,12 +99,19 @@ docs: $(BIN)/.installed
 schema: $(BIN)/.installed
 	$(BIN)/airflow-matview schema > docs/matviews.schema.json
 
-# Two pytest-xdist workers: most of the suite waits on servers and real Airflow stacks, so two processes keep both
-# cores busy (tests/conftest.py keeps the tests of one real-Airflow stack in one worker). PYTEST_ARGS= runs serially.
+# The whole suite, every tier (tests/unit, tests/integration, tests/system), after the linters and the docs. Two
+# pytest-xdist workers: most of the suite waits on servers and real Airflow stacks, so two processes keep both cores
+# busy (devtools/harness/xdist_scheduling.py keeps the tests of one real-Airflow stack in one worker). PYTEST_ARGS=
+# runs serially.
 PYTEST_ARGS ?= -n 2
 
-test: lint docs chromium redis postgresql
+test: lint docs $(if $(filter 0,$(shell id -u)),system-deps,missing-system-deps)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The unit tier alone: the package in the test process, no PostgreSQL server, no Airflow metadata database, no
+# subprocess (tests/conftest.py says what each tier holds). UNIT_ARGS adds pytest options (-x, -k ...).
+test-unit: $(BIN)/.installed
+	$(BIN)/pytest tests/unit $(UNIT_ARGS)
 
 # The DAG-running tests (marker airflow_run) and one end-to-end test on other Airflow minors and Pythons, each in
 # its own venv (.venv-matrix/af<version>-py<python>) built with that minor's constraints. MATRIX lists
@@ -107,8 +129,8 @@ test-matrix:
 # CI's share: one test of each kind (dag.test, `airflow dags test`, the DagBag and `airflow dags` CLI, an asset
 # event, a failing task, the moved names, a scheduled run in a real scheduler, the fleet page's queries on the
 # metadata DB, every production key in a DagBag), to stay within CI's time.
-MATRIX_CI_TESTS ?= -m airflow_run -k "reference_scenario or test_compat or cli_lists or emits_an_asset_event \
-                   or fails_the_airflow_task or scheduled_run_needs_no_trigger or test_fleet or edge_values"
+MATRIX_CI_TESTS ?= -m airflow_run -k "reference_scenario or version_compat or cli_lists or emits_an_asset_event \
+                   or fails_the_airflow_task or scheduled_run_needs_no_trigger or (fleet and test_app) or edge_values"
 
 test-matrix-ci:
 	$(PYTHON) -m devtools.matrix $(MATRIX_CI) -- $(MATRIX_CI_TESTS)

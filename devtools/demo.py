@@ -15,8 +15,8 @@ from pathlib import Path
 
 import psycopg
 
-from devtools.pgcluster import ClusterUnavailable, embedded_cluster
-from devtools.scenario import VIEW, add_new_users, create_reference_scenario, view_rows
+from devtools.harness.pgcluster import ClusterUnavailable, embedded_cluster
+from devtools.harness.scenario import VIEW, add_new_users, create_reference_scenario, view_rows
 
 REPO = Path(__file__).resolve().parent.parent
 DAG_ID = "matview.public.polls_user_matt_view"

@@ -18,10 +18,10 @@ from typing import get_args
 
 import psycopg
 
-from devtools.airflow_stack import USERNAME, AirflowStack, Executor, celery_unavailable
-from devtools.pgcluster import ClusterUnavailable, embedded_cluster
-from devtools.scenario import VIEW, add_new_users, create_reference_scenario
-from devtools.shutdown import ShutdownGuard
+from devtools.harness.airflow_stack import USERNAME, AirflowStack, Executor, celery_unavailable
+from devtools.harness.pgcluster import ClusterUnavailable, embedded_cluster
+from devtools.harness.scenario import VIEW, add_new_users, create_reference_scenario
+from devtools.harness.shutdown import ShutdownGuard
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,11 +1,23 @@
-"""Fixtures: a throwaway PostgreSQL cluster per server major found, a fresh database per test, real Airflow."""
+"""The suite's fixtures, and its three tiers: one folder each, which ``make test-unit`` and ``-m`` select.
+
+- ``tests/unit``: the package in this process only: no PostgreSQL server, no Airflow metadata database, no
+  subprocess (``make test-unit``, seconds).
+- ``tests/integration``: the package against what it talks to: PostgreSQL servers the suite starts (one per major
+  found, a fresh database per test), Airflow's metadata database in this process (``dag.test()``, a DagBag), and
+  fresh interpreters and the ``airflow-matview`` command in subprocesses.
+- ``tests/system``: Airflow's own programs run the package: real stacks (api-server, scheduler, dag-processor,
+  triggerer, LocalExecutor or Celery workers), the browser, ``airflow dags test`` and ``airflow dags list``, and
+  ``make airflow``'s processes.
+
+Each test gets its tier's marker (``-m unit``, ``-m integration``, ``-m system``) from its folder. Test modules share
+code through ``devtools/harness``, never by importing one another.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -17,7 +29,8 @@ import pytest
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-REPO = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="matview-airflow-home-"))
 
 # Airflow reads its configuration when first imported, so the environment is set before any test imports it.
@@ -29,8 +42,21 @@ os.environ.update(
         "AIRFLOW__CORE__LAZY_LOAD_PLUGINS": "True",
     }
 )
+# Its asserts report their values as a test's own do.
+pytest.register_assert_rewrite("devtools.harness.console_script")
 
-from devtools.pgcluster import PostgresCluster, available_bin_dirs, missing_majors, unavailable_reason  # noqa: E402
+from devtools.harness.databases import Database  # noqa: E402
+from devtools.harness.paths import AIRFLOW_BIN  # noqa: E402
+from devtools.harness.pgcluster import (  # noqa: E402
+    PostgresCluster,
+    available_bin_dirs,
+    missing_majors,
+    unavailable_reason,
+)
+
+TIERS = ("unit", "integration", "system")
+#: Fixtures the unit tier may not use, directly or through another fixture.
+NOT_IN_UNIT = {"pg_server": "a PostgreSQL server", "airflow_db": "Airflow's metadata database"}
 
 SERVERS = available_bin_dirs()
 MISSING_MAJORS = missing_majors(SERVERS)
@@ -38,7 +64,6 @@ MISSING_MAJORS = missing_majors(SERVERS)
 if os.environ.get("MATVIEW_PG"):
     _WANTED = set(os.environ["MATVIEW_PG"].split(","))
     SERVERS = {label: path for label, path in SERVERS.items() if label.split("-")[0] in _WANTED}
-AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
 
 
 def pytest_report_header() -> list[str]:
@@ -75,9 +100,27 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """Under ``-n`` (``--dist load``, xdist's default), keep each module-scoped Airflow stack in one worker."""
     if config.getvalue("dist") != "load":
         return None
-    from tests.parallel import StackModulesTogether
+    from devtools.harness.xdist_scheduling import StackModulesTogether
 
     return StackModulesTogether(config, log)
+
+
+def tier_of(item: pytest.Item) -> str:
+    """The tier of ``item``: the first folder of its path under ``tests/``.
+
+    :param item: a collected test.
+    :raises pytest.UsageError: for a test outside the three tiers' folders, or a unit test that would start a
+        PostgreSQL server or migrate Airflow's metadata database.
+    """
+    parts = item.path.relative_to(TESTS).parts if item.path.is_relative_to(TESTS) else ()
+    tier = parts[0] if len(parts) > 1 else ""
+    if tier not in TIERS:
+        raise pytest.UsageError(f"{item.nodeid}: a test module lives in tests/unit, tests/integration or tests/system")
+    if tier == "unit":
+        for fixture, what in NOT_IN_UNIT.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                raise pytest.UsageError(f"{item.nodeid} uses {what} ({fixture}): move it to tests/integration")
+    return tier
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -85,6 +128,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # these on every supported Airflow minor (`-m airflow_run`).
     keep, deselected = [], []
     for item in items:
+        item.add_marker(tier_of(item))
         fixtures = getattr(item, "fixturenames", ())
         if "airflow_db" in fixtures:
             item.add_marker(pytest.mark.airflow_run)
@@ -112,23 +156,6 @@ def airflow_db() -> Path:
     """Airflow's metadata database (SQLite in a temporary AIRFLOW_HOME), migrated once."""
     subprocess.run([str(AIRFLOW_BIN), "db", "migrate"], check=True, capture_output=True, env=os.environ)
     return AIRFLOW_HOME
-
-
-class Database:
-    """A fresh database on the test server.
-
-    :param server: the server it lives on.
-    :param name: its name.
-    """
-
-    def __init__(self, server: PostgresCluster, name: str) -> None:
-        self.server = server
-        self.name = name
-        self.dsn = server.dsn(name)
-        self.uri = server.uri(name)
-
-    def connect(self, **kwargs: object) -> psycopg.Connection:
-        return psycopg.connect(self.dsn, autocommit=True, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture

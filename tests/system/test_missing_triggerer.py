@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from devtools.airflow_stack import session_pids
-from devtools.scenario import create_reference_scenario
-from tests.deployment import Deployment, deployed, matviews_dags
+from devtools.harness.airflow_stack import session_pids
+from devtools.harness.deployment import Deployment, deployed, matviews_dags
+from devtools.harness.scenario import create_reference_scenario
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

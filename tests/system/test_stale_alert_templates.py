@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from airflow_matview.version_compat import DEADLINE_ALERTS_MISSING
-from tests.deployment import deployed, matviews_dags
-from tests.smtp_sink import SmtpSink
+from devtools.harness.deployment import deployed, matviews_dags
+from devtools.harness.smtp_sink import SmtpSink
 
 if TYPE_CHECKING:
     from pathlib import Path

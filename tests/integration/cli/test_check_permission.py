@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     import psycopg
 
-    from tests.conftest import Database
+    from devtools.harness.databases import Database
 
 
 @pytest.fixture

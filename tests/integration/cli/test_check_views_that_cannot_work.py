@@ -18,14 +18,14 @@ from psycopg import sql
 from airflow_matview.database.identifiers import QualifiedName
 from airflow_matview.database.refresh import refresh_materialized_view
 from airflow_matview.exceptions import MatviewRefreshError
-from devtools.scenario import create_reference_scenario
-from tests.conftest import AIRFLOW_BIN
+from devtools.harness.paths import AIRFLOW_BIN
+from devtools.harness.scenario import create_reference_scenario
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from devtools.pgcluster import PostgresCluster
-    from tests.conftest import Database
+    from devtools.harness.databases import Database
+    from devtools.harness.pgcluster import PostgresCluster
 
 CLI = Path(sys.executable).parent / "airflow-matview"
 VIEW = "public.polls_user_matt_view"

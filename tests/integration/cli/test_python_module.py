@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 import pytest
 import yaml
 
-from devtools.scenario import create_reference_scenario
+from devtools.harness.scenario import create_reference_scenario
 
 if TYPE_CHECKING:
     import psycopg
 
-    from tests.conftest import Database
+    from devtools.harness.databases import Database
 
 CLI = Path(sys.executable).parent / "airflow-matview"
 # discover stamps its output with the minute it ran

@@ -18,12 +18,12 @@ from airflow_matview.database.refresh import refresh_materialized_view
 from airflow_matview.database.refresh_settings import RefreshSettings
 from airflow_matview.triggers.source_changes import SourceChangesTrigger, ViewState, poll_views
 from airflow_matview.version_compat import AirflowSkipException
-from devtools.pgcluster import PostgresCluster
+from devtools.harness.pgcluster import PostgresCluster
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
 
-    from tests.conftest import Database
+    from devtools.harness.databases import Database
 
 SETUP = (
     "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)",
@@ -272,7 +272,7 @@ def _wait_for_autovacuum(cluster: PostgresCluster, column: str, above: int) -> i
 
 
 def test_autovacuum_neither_hides_a_commit_nor_invents_one(own_server: PostgresCluster) -> None:
-    from tests.conftest import Database
+    from devtools.harness.databases import Database
 
     database = Database(own_server, "postgres")
     thresholds = (
@@ -294,7 +294,7 @@ def test_autovacuum_neither_hides_a_commit_nor_invents_one(own_server: PostgresC
 
 
 def test_a_prepared_transaction_counts_when_committed_only(own_server: PostgresCluster) -> None:
-    from tests.conftest import Database
+    from devtools.harness.databases import Database
 
     database = Database(own_server, "postgres")
     _write(database, SETUP)

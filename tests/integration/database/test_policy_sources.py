@@ -24,7 +24,7 @@ from airflow_matview.version_compat import AirflowSkipException
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from tests.conftest import Database
+    from devtools.harness.databases import Database
 
 VIEW = QualifiedName("public", "visible_orders")
 

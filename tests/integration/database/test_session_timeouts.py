@@ -18,10 +18,10 @@ from airflow_matview.database.refresh_settings import RefreshSettings
 from airflow_matview.database.steps import Query, Sleep, Steps, Transaction, run
 from airflow_matview.exceptions import MatviewRefreshError
 from airflow_matview.version_compat import AirflowSkipException
-from devtools.scenario import create_reference_scenario
+from devtools.harness.scenario import create_reference_scenario
 
 if TYPE_CHECKING:
-    from tests.conftest import Database
+    from devtools.harness.databases import Database
 
 VIEW = QualifiedName("public", "polls_user_matt_view")
 TIMEOUTS = {

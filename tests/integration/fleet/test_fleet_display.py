@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from devtools.fleet_seed import seed_fleet
+from devtools.harness.fleet_seed import seed_fleet
 
 if TYPE_CHECKING:
     from pathlib import Path

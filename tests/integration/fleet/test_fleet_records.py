@@ -168,7 +168,7 @@ def document(airflow_db: Path) -> dict[str, Any]:
     from airflow.utils.session import create_session
 
     from airflow_matview.fleet.overview import as_json, load_fleet
-    from devtools.fleet_seed import seed_fleet, write_dags
+    from devtools.harness.fleet_seed import seed_fleet, write_dags
 
     outcomes = {_dag_id(view): ["success", "success"] for view in VIEWS}
     seed_fleet(_config(), bundle="fleet-records-test", now=NOW, outcomes=outcomes)

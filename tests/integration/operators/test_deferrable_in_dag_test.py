@@ -8,16 +8,16 @@ from typing import TYPE_CHECKING
 import pytest
 
 from airflow_matview import RefreshMaterializedViewOperator
-from devtools.health_server import HealthServer
-from devtools.scenario import create_reference_scenario
-from tests.airflow_helpers import run_dag, task_result
+from devtools.harness.dag_runs import run_dag, task_result
+from devtools.harness.health_server import HealthServer
+from devtools.harness.scenario import create_reference_scenario
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     import psycopg
 
-    from tests.conftest import Database
+    from devtools.harness.databases import Database
 
 
 @pytest.mark.one_server

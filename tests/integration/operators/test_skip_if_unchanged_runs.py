@@ -12,13 +12,13 @@ import pytest
 from psycopg import sql
 
 from airflow_matview.factory import build_dags
-from devtools.scenario import create_reference_scenario
-from tests.airflow_helpers import run_dag, task_result
+from devtools.harness.dag_runs import run_dag, task_result
+from devtools.harness.scenario import create_reference_scenario
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from tests.conftest import Database
+    from devtools.harness.databases import Database
 
 pytestmark = pytest.mark.one_server  # the server side runs on every major in tests/integration/database/
 

@@ -14,7 +14,7 @@ from airflow_matview.triggers.source_changes import SourceChangesTrigger, ViewSt
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from tests.conftest import Database
+    from devtools.harness.databases import Database
 
 VIEW = "public.totals"
 

@@ -24,12 +24,12 @@ from airflow_matview.database.refresh_settings import RefreshSettings
 from airflow_matview.exceptions import MatviewRefreshError
 from airflow_matview.triggers.deferred_refresh import RefreshTrigger, error_from_event, settings_to_kwargs
 from airflow_matview.triggers.source_changes import SourceChangesTrigger
-from devtools.pgcluster import embedded_cluster
-from devtools.scenario import VIEW, create_reference_scenario
-from devtools.stalling_proxy import StallingProxy
+from devtools.harness.pgcluster import embedded_cluster
+from devtools.harness.scenario import VIEW, create_reference_scenario
+from devtools.harness.stalling_proxy import StallingProxy
 
 if TYPE_CHECKING:
-    from tests.conftest import Database
+    from devtools.harness.databases import Database
 
 pytestmark = pytest.mark.timeout(600)
 WATCHER_LOG = "airflow_matview.triggers.source_changes"

@@ -26,9 +26,9 @@ import psycopg
 import pytest
 
 from airflow_matview.version_compat import DEADLINE_ALERTS_MISSING
-from tests.deployment import Deployment as BaseDeployment
-from tests.deployment import deployed, matviews_dags
-from tests.smtp_sink import SmtpSink
+from devtools.harness.deployment import Deployment as BaseDeployment
+from devtools.harness.deployment import deployed, matviews_dags
+from devtools.harness.smtp_sink import SmtpSink
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -54,8 +54,8 @@ def test_a_callable_that_is_not_a_notifier_is_refused_saying_what_is_accepted(pa
 @pytest.mark.parametrize(
     "path",
     [
-        "tests.recording_notifier.record_any",
-        "tests.recording_notifier.record_async",
+        "devtools.harness.recording_notifier.record_any",
+        "devtools.harness.recording_notifier.record_async",
         "airflow.providers.smtp.notifications.smtp.SmtpNotifier",
     ],
 )

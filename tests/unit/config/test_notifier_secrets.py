@@ -14,7 +14,7 @@ import pytest
 
 from airflow_matview.config import InvalidConfigFileError, load_config
 
-RECORD = "tests.recording_notifier.record_any"
+RECORD = "devtools.harness.recording_notifier.record_any"
 SMTP = "airflow.providers.smtp.notifications.smtp.SmtpNotifier"
 SECRET = "Zq8vN2kLp4Xr7TbW9yHc3Md6"  # 24 random letters and digits: the shape of a webhook or API token
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
-from tests.airflow_helpers import DagBag
+from devtools.harness.dag_runs import DagBag
 
 if TYPE_CHECKING:
     from pathlib import Path

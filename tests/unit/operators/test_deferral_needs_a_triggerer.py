@@ -13,7 +13,7 @@ import pytest
 from airflow_matview import RefreshMaterializedViewOperator
 from airflow_matview.exceptions import MatviewRefreshError
 from airflow_matview.version_compat import TaskDeferred
-from devtools.health_server import HealthServer
+from devtools.harness.health_server import HealthServer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
