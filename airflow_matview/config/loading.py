@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +17,7 @@ from airflow_matview.database.identifiers import printable
 from airflow_matview.exceptions import InvalidConfigFileError, UnreadableConfigFileError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
 _LEVELS: dict[str, type[BaseModel]] = {"file": MatviewConfig, "defaults": ViewSettings, "views": ViewConfig}
@@ -26,17 +29,37 @@ def load_config(source: str | Path | Mapping[str, Any]) -> MatviewConfig:
     :raises InvalidConfigFileError: listing every problem, each naming the file, the view and the key.
     """
     label = "<dict>" if isinstance(source, Mapping) else printable(str(source))
-    if isinstance(source, Mapping):
-        data: object = source
-    else:
+    with _no_cycle_collection():
+        if isinstance(source, Mapping):
+            data: object = source
+        else:
+            try:
+                data = read_config_file(source)
+            except UnreadableConfigFileError as exc:
+                raise InvalidConfigFileError(label, exc.problems) from None
         try:
-            data = read_config_file(source)
-        except UnreadableConfigFileError as exc:
-            raise InvalidConfigFileError(label, exc.problems) from None
-    try:
-        config = MatviewConfig.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidConfigFileError(label, [describe_error(error, data, _LEVELS) for error in exc.errors()]) from None
-    if problems := file_problems(config):
-        raise InvalidConfigFileError(label, problems)
+            config = MatviewConfig.model_validate(data)
+        except ValidationError as exc:
+            problems = [describe_error(error, data, _LEVELS) for error in exc.errors()]
+            raise InvalidConfigFileError(label, problems) from None
+        if problems := file_problems(config):
+            raise InvalidConfigFileError(label, problems)
     return config
+
+
+@contextlib.contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while the file is read and validated (unless the caller paused it).
+
+    Reading allocates tens of thousands of short-lived objects without cycles (YAML nodes and their marks, a merged
+    mapping per view), which reference counting frees. The collector would only scan them, and count those alive
+    at the time towards its next full collection, which walks every object of the process, Airflow's included.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
