@@ -5,6 +5,7 @@ Reading it touches no database, network, Airflow connection or Variable: it is s
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -107,7 +108,8 @@ class ViewConfig(ViewSettings):
             )
         return self
 
-    @property
+    # Computed once per view (a frozen model's cached_property is kept out of its fields, equality and dumps).
+    @functools.cached_property
     def view(self) -> QualifiedName:
         return fields.parse_view_name(self.name)
 
@@ -125,7 +127,7 @@ class ViewConfig(ViewSettings):
         """The identities of the views in ``after:``, which live in the same database."""
         return [(self.conn_id, name) for name in self.upstream]
 
-    @property
+    @functools.cached_property
     def resolved_dag_id(self) -> str:
         return self.dag_id or fields.default_dag_id(self.view)
 
@@ -163,6 +165,7 @@ def _with_defaults(defaults: Mapping[str, Any], view: Mapping[str, Any]) -> dict
     merged = {**defaults, **view}
     if view.get("after") and "schedule" not in view:
         merged["schedule"] = None  # a view with after: runs when its upstream views refresh, unless told otherwise
-    if fields.flag_set(merged.get("on_change")) and "schedule" not in view and "schedule" not in defaults:
+    on_change = "on_change" in merged and fields.flag_set(merged["on_change"])
+    if on_change and "schedule" not in view and "schedule" not in defaults:
         merged["schedule"] = None  # likewise, a view with on_change: true runs when its sources change
     return merged

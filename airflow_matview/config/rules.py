@@ -3,7 +3,6 @@ views, no cycle, no ``on_stale`` that nothing calls. (The rules of one view's ke
 
 from __future__ import annotations
 
-from graphlib import CycleError, TopologicalSorter
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -69,6 +68,10 @@ def _unused_on_stale(defaults: ViewSettings, views: list[ViewConfig]) -> list[st
 
 
 def _find_cycle(config: MatviewConfig) -> list[str] | None:
+    if not any(view.after for view in config.views):
+        return None
+    from graphlib import CycleError, TopologicalSorter
+
     graph = {view.key: view.upstream_keys for view in config.views}
     try:
         TopologicalSorter(graph).prepare()
