@@ -475,8 +475,10 @@ def check_dag_id(dag_id: str | None) -> str | None:
     return dag_id
 
 
+@functools.lru_cache(maxsize=65536)
 def default_dag_id(view: QualifiedName) -> str:
-    """``matview.<schema>.<name>``, with every character outside ``[A-Za-z0-9_.-]`` replaced by ``_``."""
+    """``matview.<schema>.<name>``, with every character outside ``[A-Za-z0-9_.-]`` replaced by ``_`` (cached: the
+    file's rules and the DAG factory each ask for every view's)."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"matview.{view.schema}.{view.name}")
 
 

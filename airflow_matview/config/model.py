@@ -5,7 +5,6 @@ Reading it touches no database, network, Airflow connection or Variable: it is s
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -108,8 +107,7 @@ class ViewConfig(ViewSettings):
             )
         return self
 
-    # Computed once per view (a frozen model's cached_property is kept out of its fields, equality and dumps).
-    @functools.cached_property
+    @property
     def view(self) -> QualifiedName:
         return fields.parse_view_name(self.name)
 
@@ -127,7 +125,7 @@ class ViewConfig(ViewSettings):
         """The identities of the views in ``after:``, which live in the same database."""
         return [(self.conn_id, name) for name in self.upstream]
 
-    @functools.cached_property
+    @property
     def resolved_dag_id(self) -> str:
         return self.dag_id or fields.default_dag_id(self.view)
 
