@@ -11,6 +11,7 @@ Each part is percent-encoded. Building them touches no database or Connection, s
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
@@ -25,10 +26,16 @@ SCHEME = "matview"
 SOURCES_SCHEME = "matview-sources"
 
 
+# What percent-encoding leaves as it is (RFC 3986's unreserved characters): most names need no quote() call.
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
 def _uri(scheme: str, conn_id: str, view: QualifiedName) -> str:
     if view.schema is None:
         raise ValueError(f"the asset of {view} needs a schema-qualified name")
-    return f"{scheme}://" + "/".join(quote(part, safe="") for part in (conn_id, view.schema, view.name))
+    return f"{scheme}://" + "/".join(
+        part if _UNRESERVED.fullmatch(part) else quote(part, safe="") for part in (conn_id, view.schema, view.name)
+    )
 
 
 def matview_asset_uri(conn_id: str, view: QualifiedName) -> str:

@@ -7,7 +7,6 @@ for flags and durations) whose message says what is allowed; the caller puts the
 
 from __future__ import annotations
 
-import difflib
 import functools
 import re
 import zoneinfo
@@ -76,6 +75,18 @@ def parse_duration(value: object, name: str, *, positive: bool = False) -> timed
     :param positive: refuse 0 and anything under a millisecond, for limits where 0 would mean "no limit".
     :raises InvalidSettingError: anything else, a negative value, or an out-of-range one.
     """
+    if isinstance(value, str):
+        return _text_duration(value, positive)
+    return _duration(value, positive)
+
+
+@functools.lru_cache(maxsize=1024)
+def _text_duration(value: str, positive: bool) -> timedelta:
+    """A duration written as text, read once per distinct text: a config repeats its defaults for every view."""
+    return _duration(value, positive)
+
+
+def _duration(value: object, positive: bool) -> timedelta:
     seconds: float
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
@@ -428,6 +439,8 @@ def closest_timezone(name: str) -> str | None:
     wanted = name.lower().replace(" ", "_")
     if wanted in zones:
         return zones[wanted]
+    import difflib
+
     matches = difflib.get_close_matches(wanted, zones, n=1, cutoff=0.6)
     return zones[matches[0]] if matches else None
 
@@ -567,8 +580,10 @@ def check_dag_id(dag_id: str | None) -> str | None:
     return dag_id
 
 
+@functools.lru_cache(maxsize=65536)
 def default_dag_id(view: QualifiedName) -> str:
-    """``matview.<schema>.<name>``, with every character outside ``[A-Za-z0-9_.-]`` replaced by ``_``."""
+    """``matview.<schema>.<name>``, with every character outside ``[A-Za-z0-9_.-]`` replaced by ``_`` (cached: the
+    file's rules and the DAG factory each ask for every view's)."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"matview.{view.schema}.{view.name}")
 
 

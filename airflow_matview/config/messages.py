@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +77,8 @@ def _message(
 
 def _unknown_key(where: str, location: list[Any], levels: Mapping[str, type[BaseModel]]) -> str:
     level = levels.get(where, levels["views"])
+    import difflib  # only to suggest a key: not imported at parse time
+
     close = difflib.get_close_matches(str(location[-1]), list(level.model_fields), n=1) if location else []
     message = "unknown key; " + (f"did you mean {close[0]}? " if close else "")
     message += f"allowed keys {'at the top level ' if where == 'file' else ''}are "

@@ -414,6 +414,7 @@ def _with_defaults(defaults: Mapping[str, Any], view: Mapping[str, Any]) -> dict
     merged = {**defaults, **view}
     if view.get("after") and "schedule" not in view:
         merged["schedule"] = None  # a view with after: runs when its upstream views refresh, unless told otherwise
-    if fields.flag_set(merged.get("on_change")) and "schedule" not in view and "schedule" not in defaults:
+    on_change = "on_change" in merged and fields.flag_set(merged["on_change"])
+    if on_change and "schedule" not in view and "schedule" not in defaults:
         merged["schedule"] = None  # likewise, a view with on_change: true runs when its sources change
     return merged

@@ -5,7 +5,6 @@ together are its model's.)"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from graphlib import CycleError, TopologicalSorter
 from typing import TYPE_CHECKING
 
 from airflow_matview.config.notifier_templates import template_problems
@@ -146,6 +145,10 @@ def _unused_watch_settings(defaults: ViewSettings, views: list[ViewConfig]) -> l
 
 
 def _find_cycle(config: MatviewConfig) -> list[str] | None:
+    if not any(view.after for view in config.views):
+        return None
+    from graphlib import CycleError, TopologicalSorter
+
     graph = {view.key: view.upstream_keys for view in config.views}
     try:
         TopologicalSorter(graph).prepare()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -29,8 +30,13 @@ class QualifiedName:
     name: str
 
     def __str__(self) -> str:
-        parts = [self.name] if self.schema is None else [self.schema, self.name]
-        return ".".join(quote_if_needed(part) for part in parts)
+        return _display(self.schema, self.name)
+
+
+@functools.lru_cache(maxsize=65536)
+def _display(schema: str | None, name: str) -> str:
+    """``schema.name`` as SQL reads it back (cached: a DAG file shows each view's name several times)."""
+    return quote_if_needed(name) if schema is None else f"{quote_if_needed(schema)}.{quote_if_needed(name)}"
 
 
 def quote_if_needed(identifier: str) -> str:

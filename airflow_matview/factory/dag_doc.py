@@ -12,8 +12,10 @@ from airflow_matview.text import format_seconds
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from datetime import timedelta
 
     from airflow_matview.config import ViewConfig
+    from airflow_matview.config.notifier_specs import NotifierSpec
 
 
 def dag_doc(view: ViewConfig, asset_uri: str) -> str:
@@ -26,13 +28,28 @@ def dag_doc(view: ViewConfig, asset_uri: str) -> str:
         f"Refreshes the materialized view `{view.view}` through the Airflow connection `{view.conn_id}`.\n\n"
         + (f"{view.description}\n\n" if view.description else "")
         + f"- schedule: {_schedule(view)}\n"
-        f"- concurrently: `{view.concurrently}`, analyze: `{view.analyze}`, lock timeout: `{view.lock_timeout}`, "
-        f"skip if unchanged: `{view.skip_if_unchanged}`\n"
-        f"- emits the asset `{asset_uri}` after each successful refresh\n"
-        f"- retries: {view.retries} every `{view.retry_delay}`; execution timeout: `{view.execution_timeout}`\n"
+        + _refresh_line(view.concurrently, view.analyze, view.lock_timeout, view.skip_if_unchanged)
+        + f"- emits the asset `{asset_uri}` after each successful refresh\n"
+        + _retries_line(view.retries, view.retry_delay, view.execution_timeout)
         + "".join(f"{line}\n" for line in production_lines(view))
         + "\nTrigger with parameters to override `concurrently` or `analyze` for one run."
     )
+
+
+# The lines that depend on settings alone are formatted once per distinct settings, not once per view.
+@functools.lru_cache(maxsize=256)
+def _refresh_line(
+    concurrently: bool | str, analyze: bool, lock_timeout: timedelta | None, skip_if_unchanged: bool
+) -> str:
+    return (
+        f"- concurrently: `{concurrently}`, analyze: `{analyze}`, lock timeout: `{lock_timeout}`, "
+        f"skip if unchanged: `{skip_if_unchanged}`\n"
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _retries_line(retries: int, retry_delay: timedelta, execution_timeout: timedelta | None) -> str:
+    return f"- retries: {retries} every `{retry_delay}`; execution timeout: `{execution_timeout}`\n"
 
 
 def _schedule(view: ViewConfig) -> str:
@@ -56,10 +73,14 @@ def production_lines(view: ViewConfig) -> tuple[str, ...]:
         view.pool_slots,
         view.queue,
         view.priority_weight,
-        tuple(tuple(spec.path for spec in specs) for specs in (view.on_failure, view.on_retry, view.on_success)),
+        (_spec_paths(view.on_failure), _spec_paths(view.on_retry), _spec_paths(view.on_success)),
         None if view.max_staleness is None else view.max_staleness.total_seconds(),
-        tuple(spec.path for spec in view.stale_notifiers),
+        _spec_paths(view.stale_notifiers),
     )
+
+
+def _spec_paths(specs: tuple[NotifierSpec, ...]) -> tuple[str, ...]:
+    return tuple([spec.path for spec in specs]) if specs else ()
 
 
 @functools.lru_cache(maxsize=256)

@@ -40,6 +40,8 @@ DEFER_TIMEOUT_GRACE = timedelta(seconds=30)
 # instead of waiting for ever.
 DEFER_TIMEOUT_WITHOUT_EXECUTION_TIMEOUT = timedelta(hours=1)
 
+_ON_OVERLAP = get_args(OnOverlap)
+
 log = logging.getLogger(__name__)
 
 
@@ -118,7 +120,7 @@ class RefreshMaterializedViewOperator(BaseOperator):
         self.deferrable = deferrable
         self._conn: psycopg.Connection | None = None
         self._lineage: _Lineage | None = None
-        if on_overlap not in get_args(OnOverlap):
+        if on_overlap not in _ON_OVERLAP:
             raise MatviewSetupError(f"on_overlap must be 'wait', 'skip' or 'fail', not {on_overlap!r}.")
         # Flags and durations follow the config file's rules (settings.py); a templated value is checked once
         # rendered, in execute().
@@ -146,6 +148,26 @@ class RefreshMaterializedViewOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         _check_conn_id(self.postgres_conn_id, f"{self.task_id}: postgres_conn_id (rendered)")
         view = self._parse_view()
+        flags = self._rendered_flags(view)
+        record = _FingerprintRecord(self.postgres_conn_id, view) if flags.skip_if_unchanged else None
+        settings = RefreshSettings(
+            concurrently=flags.concurrently,
+            with_data=flags.with_data,
+            analyze=flags.analyze,
+            lock_timeout=self.lock_timeout,
+            statement_timeout=self.execution_timeout,
+            on_overlap=self.on_overlap,
+            application_name=self._application_name(context),
+            skip_if_unchanged=flags.skip_if_unchanged,
+            previous_fingerprint=record.load() if record else None,
+        )
+        if flags.deferrable:
+            self._defer(view, settings)
+        result, namespace, database = self._refresh_in_this_process(view, settings)
+        return self._finish(context, result, namespace, database, record)
+
+    def _rendered_flags(self, view: QualifiedName) -> _Flags:
+        """The templated flags as rendered for this run, read by the config file's rules."""
         try:
             key = "skip_if_unchanged"
             skip_if_unchanged = parse_flag(self.skip_if_unchanged, key)
@@ -162,20 +184,12 @@ class RefreshMaterializedViewOperator(BaseOperator):
                 f"Cannot refresh {view} ({self.connection_label}): {key}: {exc}. Check the DAG's params or the values "
                 "passed to the operator."
             ) from None
-        record = _FingerprintRecord(self.postgres_conn_id, view) if skip_if_unchanged else None
-        settings = RefreshSettings(
-            concurrently=concurrently,
-            with_data=with_data,
-            analyze=analyze,
-            lock_timeout=self.lock_timeout,
-            statement_timeout=self.execution_timeout,
-            on_overlap=self.on_overlap,
-            application_name=self._application_name(context),
-            skip_if_unchanged=skip_if_unchanged,
-            previous_fingerprint=record.load() if record else None,
-        )
-        if deferrable:
-            self._defer(view, settings)
+        return _Flags(skip_if_unchanged, concurrently, with_data, analyze, deferrable)
+
+    def _refresh_in_this_process(
+        self, view: QualifiedName, settings: RefreshSettings
+    ) -> tuple[RefreshResult, str, str]:
+        """Connect and refresh; the result, and the OpenLineage namespace and database of the connection."""
         # Imported here, not at the top: psycopg and the postgres provider's hook (with SQLAlchemy) are only
         # needed to run a task; importing them at the top would slow down parsing every DAG file that uses this.
         from airflow_matview.connections import connect
@@ -198,7 +212,7 @@ class RefreshMaterializedViewOperator(BaseOperator):
                 "view keeps its previous contents. Airflow retries it if retries remain; raise execution_timeout "
                 "if the refresh needs longer."
             ) from None
-        return self._finish(context, result, namespace, database, record)
+        return result, namespace, database
 
     def _defer(self, view: QualifiedName, settings: RefreshSettings) -> None:
         """Hand the refresh to Airflow's triggerer, unless none is alive (then fail now, saying so).
@@ -325,6 +339,14 @@ class RefreshMaterializedViewOperator(BaseOperator):
         if ti is None:
             return f"airflow-matview {self.task_id}"
         return f"airflow-matview {ti.dag_id}.{ti.task_id} try {ti.try_number}"
+
+
+class _Flags(NamedTuple):
+    skip_if_unchanged: bool
+    concurrently: Concurrently
+    with_data: bool
+    analyze: bool
+    deferrable: bool
 
 
 class _Lineage(NamedTuple):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import compileall
 import json
 import shutil
 import subprocess
@@ -16,7 +17,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 # Runs in a fresh interpreter that imports airflow.sdk first, as Airflow's dag-processor has, then forks one
-# child per measurement, as the dag-processor does per file: each child imports the DAG file cold.
+# child per measurement, as the dag-processor does per file: each child imports the DAG file cold. Each child
+# calls gc.freeze(), as the dag-processor does before it forks (DagFileProcessorManager.before_run): the garbage
+# collector's full passes then walk what parsing adds, not all of Airflow's objects. The per-task re-parse is
+# measured without it (the worse case), and BENCH_GC_UNFROZEN shows a full parse without it.
 PARSE_WORKER = textwrap.dedent(
     """
     import gc, json, os, runpy, sys, time
@@ -29,13 +33,15 @@ PARSE_WORKER = textwrap.dedent(
         if pid == 0:
             os.close(read_end)
             os.environ.update(job["env"])
+            if not job["env"].get("BENCH_GC_UNFROZEN") and not job["env"].get("_AIRFLOW_PARSING_CONTEXT_DAG_ID"):
+                gc.freeze()
             if job["env"].get("BENCH_GC_OFF"):
                 gc.disable()
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             module = runpy.run_path(job["file"])
-            seconds = time.perf_counter() - started
+            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
             dags = len({value.dag_id for value in module.values() if isinstance(value, DAG)})
-            os.write(write_end, json.dumps({"seconds": seconds, "dags": dags}).encode())
+            os.write(write_end, json.dumps({"seconds": seconds, "cpu": cpu, "dags": dags}).encode())
             os._exit(0)
         os.close(write_end)
         chunks = []
@@ -113,6 +119,9 @@ def write_dag_files(root: Path, count: int) -> tuple[Path, Path]:
 
 
 def bench_parse(report: Report, plan: Plan, env: dict[str, str], root: Path) -> None:
+    # The package's bytecode, as an installed package has it: with PYTHONDONTWRITEBYTECODE set (as on some
+    # machines) every child would otherwise compile its modules from source, while the loop's provider has its own.
+    compileall.compile_dir(REPO / "airflow_matview", quiet=1)
     jobs: list[dict[str, Any]] = []
     expected: dict[str, int] = {}
     for count in plan.view_counts:
@@ -124,11 +133,13 @@ def bench_parse(report: Report, plan: Plan, env: dict[str, str], root: Path) -> 
             (f"task/{count}", factory_file, {"_AIRFLOW_PARSING_CONTEXT_DAG_ID": f"matview.public.view_{count // 2:05d}",
                                       "_AIRFLOW_PARSING_CONTEXT_TASK_ID": "refresh"}, 1),
         ]  # fmt: skip
-        if count == 1_000:  # the same with the garbage collector off, to show its share; and every production key
+        if count == 1_000:  # every production key; the garbage collector's share, with and without gc.freeze()
             alternatives += [
                 (f"production/{count}", write_production_dag_file(root, count), {}, count),
                 (f"ours-nogc/{count}", factory_file, {"BENCH_GC_OFF": "1"}, count),
                 (f"loop-nogc/{count}", loop_file, {"BENCH_GC_OFF": "1"}, count),
+                (f"ours-unfrozen/{count}", factory_file, {"BENCH_GC_UNFROZEN": "1"}, count),
+                (f"loop-unfrozen/{count}", loop_file, {"BENCH_GC_UNFROZEN": "1"}, count),
             ]
         for key, _, _, dags in alternatives:
             expected[key] = dags
@@ -147,6 +158,7 @@ def bench_parse(report: Report, plan: Plan, env: dict[str, str], root: Path) -> 
     if worker.returncode != 0:
         raise RuntimeError(f"parse benchmark failed:\n{worker.stderr[-5000:]}")
     samples: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
     for line in worker.stdout.splitlines():
         if not line.startswith("{"):
             continue
@@ -156,6 +168,7 @@ def bench_parse(report: Report, plan: Plan, env: dict[str, str], root: Path) -> 
         if result["dags"] != expected[result["key"]]:
             raise RuntimeError(f"{result['key']}: expected {expected[result['key']]} DAGs, got {result['dags']}")
         samples.setdefault(result["key"], []).append(result["seconds"])
+        cpu.setdefault(result["key"], []).append(result["cpu"])
     for count in plan.view_counts:
         full, loop, task = samples[f"ours/{count}"], samples[f"loop/{count}"], samples[f"task/{count}"]
         ratio = ratio_of_medians(full, loop)
@@ -195,6 +208,35 @@ def bench_parse(report: Report, plan: Plan, env: dict[str, str], root: Path) -> 
                     samples[f"loop-nogc/{count}"],
                 )
             )
+            report.add(
+                parse_line(
+                    f"parse {count:,} views, both without gc.freeze() before the fork (full GC passes walk all of "
+                    "Airflow's objects too)",
+                    samples[f"ours-unfrozen/{count}"],
+                    samples[f"loop-unfrozen/{count}"],
+                )
+            )
+    report.notes.append(cpu_note(cpu, plan))
+
+
+def cpu_note(cpu: dict[str, list[float]], plan: Plan) -> str:
+    """The parse ratios by CPU time, which other processes on a shared machine do not inflate as they do wall time."""
+    pairs = [
+        (f"{kind}/{count}", f"loop/{count}", f"{label} {count:,}")
+        for count in plan.view_counts
+        for kind, label in (("ours", "parse"), ("task", "per-task re-parse"))
+    ]
+    pairs += [
+        (f"{kind}/1000", f"{other}/1000", label)
+        for kind, other, label in (
+            ("production", "ours", "production keys vs without, 1,000"),
+            ("ours-nogc", "loop-nogc", "GC off, 1,000"),
+            ("ours-unfrozen", "loop-unfrozen", "without gc.freeze(), 1,000"),
+        )
+        if f"{kind}/1000" in cpu
+    ]
+    ratios = [f"{label}: {ratio_of_medians(cpu[ours], cpu[theirs]):.2f}" for ours, theirs, label in pairs]
+    return "\nParse rows by CPU time (medians of time.process_time(), same runs): " + "; ".join(ratios) + "."
 
 
 def parse_line(measurement: str, ours: list[float], theirs: list[float], target: str = "", verdict: str = "") -> Line:
