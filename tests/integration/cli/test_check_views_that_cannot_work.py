@@ -20,6 +20,7 @@ from airflow_matview.database.refresh import refresh_materialized_view
 from airflow_matview.exceptions import MatviewRefreshError
 from devtools.harness.paths import AIRFLOW_BIN
 from devtools.harness.scenario import create_reference_scenario
+from devtools.harness.triggerer_jobs import live_triggerer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -75,7 +76,7 @@ UNWATCHABLE = {  # what the view's query needs, the query, and why its sources c
 
 @pytest.mark.parametrize("kind", UNWATCHABLE)
 def test_an_on_change_only_view_that_cannot_be_watched_is_a_problem(
-    pg: psycopg.Connection, postgres_default: Database, tmp_path: Path, kind: str
+    pg: psycopg.Connection, postgres_default: Database, airflow_db: Path, tmp_path: Path, kind: str
 ) -> None:
     create_reference_scenario(pg)
     setup, query, why = UNWATCHABLE[kind]
@@ -90,7 +91,8 @@ def test_an_on_change_only_view_that_cannot_be_watched_is_a_problem(
         {"name": VIEW, "on_change": True},
     )
 
-    done = check(config)
+    with live_triggerer():  # on_change needs one; that check is another test's
+        done = check(config)
 
     assert done.returncode == 1, done.stdout + done.stderr
     never = _report(done, "public.clock")
@@ -207,7 +209,8 @@ def test_a_deferrable_view_in_a_pool_without_include_deferred_is_a_problem(
         {"name": "public.not_deferred", "pool": "matview_plain"},
     )
 
-    done = check(config)
+    with live_triggerer():  # deferrable needs one; that check is another test's
+        done = check(config)
 
     assert done.returncode == 1, done.stdout + done.stderr
     assert done.stdout.count("PROBLEM") == 1, done.stdout

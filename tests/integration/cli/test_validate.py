@@ -166,10 +166,7 @@ def test_a_config_path_with_a_newline_is_shown_escaped(tmp_path: Path) -> None:
 def test_validate_shows_the_settings_in_its_table(tmp_path: Path) -> None:
     path = tmp_path / "matviews.yaml"
     path.write_text(yaml.safe_dump({"views": [{"name": "public.sales", **ALL_KEYS}, {"name": "public.plain"}]}))
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
-    }  # for devtools.harness.recording_notifier
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # for devtools.harness.recording_notifier
     done = subprocess.run([str(CLI), "validate", str(path)], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
