@@ -431,17 +431,18 @@ def check_permission(relation: catalog.Relation, connection_label: str) -> Steps
 def _configure_session(session: _Session) -> Steps[None]:
     """Set the session up in one round trip, as the transaction's first statement.
 
-    ``lock_timeout`` and ``statement_timeout`` hold for this transaction only. ``application_name`` and
-    ``client_connection_check_interval`` are set for the session, and take effect at once: the name shows in
-    ``pg_stat_activity`` from now on, and the check (PostgreSQL 14+) makes the server notice within a second that
-    the client died (SIGKILL, lost host) and stop the refresh instead of finishing it for nobody.
+    ``lock_timeout``, ``statement_timeout`` and ``application_name`` hold for this transaction only (a connection
+    of the triggerer's pool serves many refreshes), and take effect at once: the name shows in ``pg_stat_activity``
+    while the refresh runs. ``client_connection_check_interval`` is set for the session: the check (PostgreSQL 14+)
+    makes the server notice within a second that the client died (SIGKILL, lost host) and stop the refresh instead
+    of finishing it for nobody.
     """
     settings: list[tuple[str, str, bool]] = [
         ("lock_timeout", f"{session.lock_timeout_ms}ms", True),
         ("statement_timeout", f"{session.statement_timeout_ms}ms", True),
     ]
     if session.application_name:
-        settings.append(("application_name", session.application_name[:63], False))
+        settings.append(("application_name", session.application_name[:63], True))
     state = yield from connection_state()
     if state.server_version >= 140000:
         settings.append(("client_connection_check_interval", "1s", False))
