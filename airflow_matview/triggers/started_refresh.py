@@ -15,8 +15,10 @@ needs no worker, ends the task itself:
 Otherwise it hands the outcome to a worker, which finishes exactly as a deferred refresh does
 (``execute_complete``): every failure (so that retries, their classification, ``on_failure``/``on_retry`` callbacks
 and emails are those of a worker), and a success that must register the task's asset event (``finish_on_worker``:
-a DAG is scheduled on the view's asset), that has an ``on_success_callback`` the triggerer cannot call, or whose
-lineage OpenLineage would report (only a worker's task runner emits it).
+a DAG is scheduled on the view's asset), that has an ``on_success_callback`` the triggerer cannot call (one of
+your own, or a configured notifier the triggerer cannot import: only the DAG processor and the workers have the
+DAGs folder on their path; Airflow's plugins folder and installed packages are everywhere), or whose lineage
+OpenLineage would report (only a worker's task runner emits it).
 """
 
 from __future__ import annotations
@@ -176,7 +178,7 @@ class StartedRefreshTrigger(TriggererRefresh):
                 return TaskSkippedEvent()
             self.log.info("The refresh did not succeed: a worker fails the task, with its retries and callbacks.")
             return TriggerEvent(outcome)
-        why_worker = "finish_on_worker" if self.finish_on_worker else "OpenLineage" if _lineage_enabled() else None
+        why_worker = self._why_worker()
         if why_worker is not None:
             self.log.info("Refreshed %s; a worker finishes the task (%s).", view, why_worker)
             return TriggerEvent(outcome)
@@ -193,6 +195,21 @@ class StartedRefreshTrigger(TriggererRefresh):
         )
         await self._notify_success(str(view))
         return TaskSuccessEvent(xcoms={"return_value": result})
+
+    def _why_worker(self) -> str | None:
+        """Why a worker must finish this success, or ``None``."""
+        if self.finish_on_worker:
+            return "finish_on_worker"
+        if _lineage_enabled():
+            return "OpenLineage reports its lineage"
+        from airflow_matview.config.notifier_specs import loaded_notifier
+
+        for item in self.notifiers:
+            try:
+                loaded_notifier(item["notifier"])
+            except Exception as exc:  # importable where the DAG is parsed (its folder), not here: a worker calls it
+                return f"on_success notifier {item['notifier']} cannot be imported in the triggerer: {exc}"
+        return None
 
     async def _notify_success(self, view: str) -> None:
         """The config's ``on_success`` notifiers, as a worker's task callbacks would call them: a failing one is
