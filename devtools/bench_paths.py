@@ -202,11 +202,22 @@ def summarize(
     states: dict[str, int] = {}
     for ti in tis:
         states[str(ti["state"])] = states.get(str(ti["state"]), 0) + 1
+    if failed := [ti for ti in tis if ti["state"] == "failed"]:
+        print(f"  {path}: {len(failed)} failed; the last log lines of one of them:\n{failure_log(api, failed[0])}")
     result = PathResult(
         path, views, window, len(done), first_batch, cpu, scheduler_cpu, machine, latencies, states, load_average()
     )
     print(f"  {path}: {row(result)}", flush=True)
     return result
+
+
+def failure_log(api: ApiClient, ti: dict[str, Any]) -> str:
+    path = f"/dags/{ti['dag_id']}/dagRuns/{ti['dag_run_id']}/taskInstances/refresh/logs/{ti['try_number']}"
+    try:
+        content = api.get(path)["content"]
+    except RuntimeError as error:
+        return f"    (no log: {error})"
+    return "\n".join(f"    {entry.get('event')}" for entry in content[-12:] if isinstance(entry, dict))
 
 
 def row(result: PathResult) -> str:
