@@ -24,6 +24,7 @@ every path.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -124,10 +125,20 @@ def run_afters(api: ApiClient, dag_ids: list[str], since: str) -> dict[tuple[str
 
 
 def set_paused(api: ApiClient, paused: bool) -> None:
-    """Pause or unpause every view's DAG, 100 at a time (the API's most per call)."""
+    """Pause or unpause every view's DAG, 100 at a time (the API's most per call); a call that fails (the
+    scheduler holds the DAGs' rows under load) is tried again, up to 10 times."""
     state = str(not paused).lower()
-    while api.patch(f"/dags?dag_id_pattern=matview.&paused={state}&limit=100", {"is_paused": paused})["dags"]:
-        pass
+    failures = 0
+    while True:
+        try:
+            if not api.patch(f"/dags?dag_id_pattern=matview.&paused={state}&limit=100", {"is_paused": paused})["dags"]:
+                return
+        except RuntimeError as error:
+            failures += 1
+            if failures >= 10:
+                raise
+            print(f"  (pausing failed, trying again: {str(error)[:200]})", flush=True)
+            time.sleep(2)
 
 
 def scheduler_seconds(stack: AirflowStack) -> float:
@@ -136,7 +147,25 @@ def scheduler_seconds(stack: AirflowStack) -> float:
     return sum(int(value) for value in fields[11:13]) / os.sysconf("SC_CLK_TCK")
 
 
-def measure_path(path: str, views: int, minutes: int, scheduler: dict[str, str]) -> PathResult:
+def component_seconds(stack: AirflowStack) -> dict[str, float]:
+    """The CPU time of each component's session (the scheduler's with the LocalExecutor's task processes), ended
+    children included."""
+    from devtools.airflow_stack import session_pids
+
+    seconds = {}
+    for name, process in stack.processes.items():
+        ticks = 0
+        for pid in session_pids(process.pid):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += sum(int(value) for value in fields[11:15])
+        seconds[name] = ticks / os.sysconf("SC_CLK_TCK")
+    return seconds
+
+
+def measure_path(
+    path: str, views: int, minutes: int, scheduler: dict[str, str], logs: Path | None = None
+) -> PathResult:
     print(f"{path}: {views} views on * * * * *, {minutes} minute(s) ...", flush=True)
     cluster = embedded_cluster()
     stack: AirflowStack | None = None
@@ -158,14 +187,22 @@ def measure_path(path: str, views: int, minutes: int, scheduler: dict[str, str])
         cpu, machine = StackCpu(stack, cluster.data_dir / "postmaster.pid"), CpuMeter()
         cpu.start()
         machine.start()
-        scheduler_before = scheduler_seconds(stack)
+        scheduler_before, components_before = scheduler_seconds(stack), component_seconds(stack)
         time.sleep(minutes * 60)
         used, busy = cpu.stop(), machine.stop()
         scheduler_used = scheduler_seconds(stack) - scheduler_before
+        components = component_seconds(stack)
+        split = ", ".join(f"{name} {components[name] - components_before.get(name, 0):.0f} s" for name in components)
+        print(
+            f"  {path}: CPU by component over the window (sessions; the scheduler's holds its task processes): {split}",
+            flush=True,
+        )
         set_paused(api, True)
         return summarize(path, views, api, dag_ids, start, minutes * 60, used, scheduler_used, busy)
     finally:
         if stack is not None:
+            if logs is not None:
+                shutil.copytree(stack.logs, logs / path, dirs_exist_ok=True)
             stack.stop()
         cluster.destroy()
         shutil.rmtree(dags, ignore_errors=True)
@@ -244,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scheduler", action="append", default=[], metavar="KEY=VALUE", help="an [scheduler] setting, repeatable"
     )
+    parser.add_argument("--logs", type=Path, help="keep the Airflow processes' logs in this folder, one per path")
     args = parser.parse_args(argv)
     views = args.views or (60 if args.quick else 1000)
     minutes = args.minutes or (2 if args.quick else 3)
@@ -261,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         "minute(s) from when they were unpaused (all due at once); LocalExecutor, parallelism 2, one triggerer; "
         "[scheduler] " + (", ".join(f"{key} = {value}" for key, value in scheduler.items()) or "defaults")
     )
-    results = [measure_path(path, views, minutes, scheduler) for path in args.paths]
+    results = [measure_path(path, views, minutes, scheduler, args.logs) for path in args.paths]
     print()
     print("\n".join(about))
     print()

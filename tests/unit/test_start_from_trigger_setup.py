@@ -111,3 +111,19 @@ def test_an_older_airflow_is_refused_in_one_line_naming_the_version(monkeypatch:
     with pytest.raises(MatviewSetupError, match=r"start_from_trigger: start_from_trigger needs Apache Airflow 3\.3"):
         RefreshMaterializedViewOperator(task_id="refresh", view="public.v", start_from_trigger=True)
     load_config({"views": [{"name": "public.v", "start_from_trigger": False}]})  # off: nothing to refuse
+
+
+def test_openlineage_in_the_triggerer_makes_a_worker_finish_the_success(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a worker's task runner emits OpenLineage events: with a transport set, successes go to a worker."""
+    kwargs = trigger_kwargs(build_dags(config()), "follower")
+    trigger = StartedRefreshTrigger(**kwargs)
+    monkeypatch.delenv("AIRFLOW__OPENLINEAGE__TRANSPORT", raising=False)
+    monkeypatch.setenv("AIRFLOW__OPENLINEAGE__DISABLED", "False")
+    assert trigger._why_worker() is None
+    monkeypatch.setenv("AIRFLOW__OPENLINEAGE__TRANSPORT", '{"type": "console"}')
+    assert trigger._why_worker() == "OpenLineage reports its lineage"
+    monkeypatch.setenv(
+        "AIRFLOW__OPENLINEAGE__DISABLED_FOR_OPERATORS",
+        "airflow_matview.operators.materialized_view.RefreshMaterializedViewOperator",
+    )
+    assert trigger._why_worker() is None
