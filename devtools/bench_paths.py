@@ -14,7 +14,9 @@ the end of the unpausing. Measured per path:
   divided by the refreshes in it;
 - trigger-to-success, p50 and p95: from the time a run was due (``run_after``; the unpausing for the first runs) to
   its task's success;
-- what bounded the path: the scheduler's own CPU share, the task states seen at the end.
+- what bounded the path: the scheduler's own CPU share, the CPU of each component, the task states at the end;
+- one at a time: before the 1,000 are unpaused, a view of its own (no schedule) triggered through the REST API six
+  times, one run after the other (and one warm-up): from the trigger to its task's success, on the idle stack.
 
 Each path has a stack and a PostgreSQL server of its own, so that no run of one path is left over in the next.
 Airflow's scheduler settings (``--scheduler KEY=VALUE``, e.g. ``max_dagruns_to_create_per_loop=100``) apply to
@@ -65,6 +67,7 @@ class PathResult:
     latencies: list[float]
     states: dict[str, int]
     load: str
+    single: list[float] | None = None
 
     @property
     def per_minute(self) -> float:
@@ -75,6 +78,10 @@ class PathResult:
         return self.cpu / self.refreshes if self.refreshes else float("nan")
 
 
+LATENCY_VIEW = "one_at_a_time"
+LATENCY_RUNS = 6
+
+
 def view_names(count: int) -> list[str]:
     return [f"tiny_{number:04d}" for number in range(count)]
 
@@ -83,7 +90,7 @@ def create_views(dsn: str, count: int) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE tiny_src (id integer PRIMARY KEY, val integer NOT NULL)")
         conn.execute("INSERT INTO tiny_src SELECT g, g * 7 FROM generate_series(1, 10) g")
-        for name in view_names(count):
+        for name in [*view_names(count), LATENCY_VIEW]:
             conn.execute(f"CREATE MATERIALIZED VIEW {name} AS SELECT * FROM tiny_src")
             conn.execute(f"CREATE UNIQUE INDEX ON {name} (id)")
 
@@ -92,7 +99,10 @@ def write_dags(folder: Path, count: int, path: str) -> None:
     shutil.copy(REPO / "dags" / "matviews.py", folder / "matviews.py")
     config = {
         "defaults": {"schedule": "* * * * *", "retries": 0, **PATHS[path]},
-        "views": [{"name": f"public.{name}"} for name in view_names(count)],
+        "views": [
+            *({"name": f"public.{name}"} for name in view_names(count)),
+            {"name": f"public.{LATENCY_VIEW}", "schedule": None},
+        ],
     }
     (folder / "matviews.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
@@ -180,7 +190,8 @@ def measure_path(
         stack.env.update({f"AIRFLOW__SCHEDULER__{key.upper()}": value for key, value in scheduler.items()})
         stack.start()
         api = ApiClient(stack)
-        wait_for_dags(api, views, timeout=900)
+        wait_for_dags(api, views + 1, timeout=900)
+        one_at_a_time = single_runs(api)
         dag_ids = [f"matview.public.{name}" for name in view_names(views)]
         set_paused(api, False)
         start = time.time()
@@ -198,7 +209,9 @@ def measure_path(
             flush=True,
         )
         set_paused(api, True)
-        return summarize(path, views, api, dag_ids, start, minutes * 60, used, scheduler_used, busy)
+        result = summarize(path, views, api, dag_ids, start, minutes * 60, used, scheduler_used, busy)
+        result.single = one_at_a_time
+        return result
     finally:
         if stack is not None:
             if logs is not None:
@@ -206,6 +219,22 @@ def measure_path(
             stack.stop()
         cluster.destroy()
         shutil.rmtree(dags, ignore_errors=True)
+
+
+def single_runs(api: ApiClient) -> list[float]:
+    """Trigger to success of one view's runs, one at a time on the otherwise idle stack (the first is a warm-up)."""
+    dag_id = f"matview.public.{LATENCY_VIEW}"
+    api.patch(f"/dags/{dag_id}", {"is_paused": False})
+    seconds = []
+    for _ in range(LATENCY_RUNS + 1):
+        started = time.time()
+        run_id = api.post(f"/dags/{dag_id}/dagRuns", {"logical_date": None})["dag_run_id"]
+        api.wait_for_run(dag_id, run_id, timeout=300)
+        ti = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/refresh")
+        if ti["state"] == "success":
+            seconds.append(stamp(ti["end_date"]) - started)
+    api.patch(f"/dags/{dag_id}", {"is_paused": True})
+    return seconds[1:]
 
 
 def summarize(
@@ -263,6 +292,8 @@ def row(result: PathResult) -> str:
         if result.latencies
         else "none"
     )
+    if result.single:
+        latency += f"; one at a time: p50 {statistics.median(result.single):.2f} s ({len(result.single)} runs)"
     return (
         f"| {result.path} | {result.per_minute:.0f} | {result.cpu_per_refresh:.3f} | {latency} | {result.first_batch} "
         f"| {result.cpu / result.window:.2f} cores (scheduler {result.scheduler_cpu / result.window:.2f}); machine "
