@@ -18,7 +18,7 @@ from airflow_matview.triggers.deferred_refresh import RefreshTrigger
 if TYPE_CHECKING:
     import psycopg
 
-    from tests.conftest import Database
+    from devtools.harness.databases import Database
 
 
 def backends(pg: psycopg.Connection) -> list[tuple[int, str, str]]:

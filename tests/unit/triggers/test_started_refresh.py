@@ -15,6 +15,7 @@ from airflow_matview.triggers.started_refresh import CLASSPATH, StartedRefreshTr
 from airflow_matview.version_compat import require
 
 OLD_AIRFLOW = require("start_from_trigger", "3.3", "3.2.2")
+NOTIFIER = {"notifier": "devtools.harness.recording_notifier.record", "label": "ok"}
 
 
 def config(**defaults: Any) -> dict[str, Any]:
@@ -23,7 +24,7 @@ def config(**defaults: Any) -> dict[str, Any]:
         "views": [
             {"name": "public.upstream"},
             {"name": "public.follower", "after": ["public.upstream"]},
-            {"name": "public.lone", "on_success": [{"notifier": "tests.recording_notifier.record", "label": "ok"}]},
+            {"name": "public.lone", "on_success": [NOTIFIER]},
             {"name": "public.on_worker", "start_from_trigger": False},
         ],
     }
@@ -44,7 +45,7 @@ def test_the_factory_starts_the_task_in_the_triggerer_with_the_operators_argumen
     assert kwargs["concurrently"] == "{{ params.concurrently }}", "templated: the triggerer renders it"
     assert kwargs["analyze"] == "{{ params.analyze }}"
     assert kwargs["execution_timeout"] == 3600.0 and kwargs["lock_timeout"] == 60.0
-    assert kwargs["notifiers"] == [{"notifier": "tests.recording_notifier.record", "label": "ok"}]
+    assert kwargs["notifiers"] == [NOTIFIER]
     assert kwargs["finish_on_worker"] is False
     assert StartedRefreshTrigger(**kwargs).serialize() == (CLASSPATH, kwargs), "the triggerer rebuilds it as it was"
     assert not dags["matview.public.on_worker"].get_task("refresh").start_from_trigger

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 
-from tests.deployment import Deployment, deployed, matviews_dags
+from devtools.harness.deployment import Deployment, deployed, matviews_dags
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 
-from tests.deployment import Deployment, deployed, matviews_dags
+from devtools.harness.deployment import Deployment, deployed, matviews_dags
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -194,7 +194,7 @@ def _task_log(faults: Deployment, view: str, run_id: str) -> str:
 
 
 def _session(faults: Deployment, name: str) -> list[int]:
-    from devtools.airflow_stack import session_pids
+    from devtools.harness.airflow_stack import session_pids
 
     return session_pids(faults.stack.processes[name].pid)
 

@@ -1,11 +1,11 @@
 """The three ways to run a refresh, side by side: on a worker, deferred, and started in the triggerer
 (``start_from_trigger``). Run with ``make bench-paths`` (``BENCH_ARGS=--quick`` for a smoke run).
 
-For each path in turn, a real Airflow on loopback (``devtools/airflow_stack.py``: LocalExecutor with parallelism 2,
-api-server, scheduler, dag-processor, triggerer) over ``--views`` tiny views from one config file, every one on a
-``* * * * *`` schedule, parsed while paused. Unpausing them all makes every DAG due at once (each gets the run of the
-last minute at once, ``catchup: false``), and then every minute; the stack is watched for ``--minutes`` minutes from
-the end of the unpausing. Measured per path:
+For each path in turn, a real Airflow on loopback (``devtools/harness/airflow_stack.py``: LocalExecutor with
+parallelism 2, api-server, scheduler, dag-processor, triggerer) over ``--views`` tiny views from one config file,
+every one on a ``* * * * *`` schedule, parsed while paused. Unpausing them all makes every DAG due at once (each gets
+the run of the last minute at once, ``catchup: false``), and then every minute; the stack is watched for
+``--minutes`` minutes from the end of the unpausing. Measured per path:
 
 - all at once: how long from the unpausing to the last success of those first runs (or how many of them succeeded
   within the window, when not all);
@@ -40,13 +40,13 @@ from typing import Any
 import psycopg
 import yaml
 
-from devtools.airflow_stack import AirflowStack, ApiClient
-from devtools.bench import header
-from devtools.bench_scale import CpuMeter, StackCpu, load_average, stamp, wait_for_dags
-from devtools.bench_stats import percentile
-from devtools.pgcluster import embedded_cluster
+from devtools.benchmarks.bench import header
+from devtools.benchmarks.bench_scale import CpuMeter, StackCpu, load_average, stamp, wait_for_dags
+from devtools.benchmarks.bench_stats import percentile
+from devtools.harness.airflow_stack import AirflowStack, ApiClient
+from devtools.harness.paths import REPO
+from devtools.harness.pgcluster import embedded_cluster
 
-REPO = Path(__file__).resolve().parent.parent
 PATHS = {
     "worker": {},
     "deferred": {"deferrable": True},
@@ -160,7 +160,7 @@ def scheduler_seconds(stack: AirflowStack) -> float:
 def component_seconds(stack: AirflowStack) -> dict[str, float]:
     """The CPU time of each component's session (the scheduler's with the LocalExecutor's task processes), ended
     children included."""
-    from devtools.airflow_stack import session_pids
+    from devtools.harness.airflow_stack import session_pids
 
     seconds = {}
     for name, process in stack.processes.items():
