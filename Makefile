@@ -14,7 +14,7 @@ BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: demo airflow test test-unit lint docs schema system-deps missing-system-deps chromium redis postgresql bench \
-        bench-onchange bench-scale clean constraints test-matrix test-matrix-ci
+        bench-onchange bench-scale bench-paths clean constraints test-matrix test-matrix-ci
 
 $(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +83,12 @@ bench-onchange: $(BIN)/.installed
 # config in a pool, on the real CeleryExecutor stack (about 12 minutes; BENCH_ARGS=--quick: about 3).
 bench-scale: $(BIN)/.installed redis
 	$(BIN)/python -W ignore::Warning -m devtools.benchmarks.bench_scale $(BENCH_ARGS)
+
+# The three ways to run a refresh side by side (on a worker, deferred, start_from_trigger), each on its own real
+# Airflow (LocalExecutor, parallelism 2, a triggerer) over 1,000 tiny views on * * * * * (about 30 minutes;
+# BENCH_ARGS=--quick: 60 views, about 12 minutes).
+bench-paths: $(BIN)/.installed
+	$(BIN)/python -W ignore::Warning -m devtools.benchmarks.bench_paths $(BENCH_ARGS)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

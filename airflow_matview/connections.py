@@ -7,12 +7,14 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import re
 import socket
 from contextlib import suppress
 from copy import deepcopy
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -110,30 +112,71 @@ async def aconnect(
     :param application_name: how the session shows in ``pg_stat_activity`` from the start.
     :param connect_timeout: seconds to wait for the server, unless the connection's extras say otherwise.
     """
+    target = await aconnection_target(conn_id, purpose)
+    return await target.aconnect(
+        purpose, autocommit=autocommit, application_name=application_name, connect_timeout=connect_timeout
+    )
+
+
+@dataclass(frozen=True)
+class ConnectionTarget:
+    """Where an Airflow connection leads: what it holds, and the arguments ``PostgresHook.get_conn`` would pass.
+
+    :param conn_id: the Airflow connection id.
+    :param airflow_connection: the connection as Airflow looked it up.
+    :param arguments: the libpq arguments (:func:`hook_arguments`).
+    """
+
+    conn_id: str
+    airflow_connection: Any
+    arguments: dict[str, Any] = field(repr=False)
+
+    @property
+    def digest(self) -> str:
+        """A hash of the arguments (password included, never shown): equal while the connection is unchanged."""
+        return hashlib.sha256(json.dumps(self.arguments, sort_keys=True, default=str).encode()).hexdigest()
+
+    async def aconnect(
+        self,
+        purpose: str,
+        *,
+        autocommit: bool = False,
+        application_name: str | None = None,
+        connect_timeout: int = CONNECT_TIMEOUT_SECONDS,
+    ) -> psycopg.AsyncConnection:
+        """A new asynchronous connection, set up as :func:`connect` sets up its own; the same errors."""
+        arguments: dict[str, Any] = {
+            "application_name": application_name,
+            "connect_timeout": connect_timeout,
+            **KEEPALIVES,
+            **({"tcp_user_timeout": TCP_USER_TIMEOUT_MS} if _libpq_knows("tcp_user_timeout") else {}),
+        }
+        arguments.update(self.arguments)
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                **{name: value for name, value in arguments.items() if value is not None}, autocommit=autocommit
+            )
+        except psycopg.OperationalError as exc:
+            raise _connect_failed(exc, self.airflow_connection, self.conn_id, purpose) from None
+        register_default_adapters(conn)
+        conn.row_factory = tuple_row
+        # Also in autocommit mode: the transactions the refresh opens begin with it (BEGIN ISOLATION LEVEL ...).
+        await conn.set_isolation_level(IsolationLevel.READ_COMMITTED)
+        return conn
+
+
+async def aconnection_target(conn_id: str, purpose: str) -> ConnectionTarget:
+    """Look ``conn_id`` up from the event loop and check it, with :func:`connect`'s errors.
+
+    :raises MatviewSetupError: it is not defined, or not a PostgreSQL connection Airflow can read.
+    """
     try:
         airflow_connection = await aget_airflow_connection(conn_id)
     except AirflowNotFoundException:
         # Environment variables only: no call that would block the triggerer's event loop.
         raise _undefined(conn_id, purpose, local_only=True) from None
     _check_type(airflow_connection, conn_id, purpose)
-    arguments: dict[str, Any] = {
-        "application_name": application_name,
-        "connect_timeout": connect_timeout,
-        **KEEPALIVES,
-        **({"tcp_user_timeout": TCP_USER_TIMEOUT_MS} if _libpq_knows("tcp_user_timeout") else {}),
-    }
-    arguments.update(hook_arguments(airflow_connection))
-    try:
-        conn = await psycopg.AsyncConnection.connect(
-            **{name: value for name, value in arguments.items() if value is not None}, autocommit=autocommit
-        )
-    except psycopg.OperationalError as exc:
-        raise _connect_failed(exc, airflow_connection, conn_id, purpose) from None
-    register_default_adapters(conn)
-    conn.row_factory = tuple_row
-    if not autocommit:
-        await conn.set_isolation_level(IsolationLevel.READ_COMMITTED)
-    return conn
+    return ConnectionTarget(conn_id, airflow_connection, hook_arguments(airflow_connection))
 
 
 def shut_down(conn: psycopg.AsyncConnection) -> None:

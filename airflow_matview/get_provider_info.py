@@ -32,7 +32,24 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_matview.triggers.deferred_refresh",
                     "airflow_matview.triggers.source_changes",
+                    "airflow_matview.triggers.started_refresh",
                 ],
             }
         ],
+        "config": {
+            "matview": {
+                "description": "airflow-matview's settings of Airflow's own components.",
+                "options": {
+                    "triggerer_max_connections": {
+                        "description": "The most connections one triggerer process keeps open to each Airflow "
+                        "connection for the refreshes it runs (deferrable and start_from_trigger); a refresh beyond "
+                        "that waits in the triggerer for one to come back.",
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": "16",
+                        "default": "16",
+                    }
+                },
+            }
+        },
     }

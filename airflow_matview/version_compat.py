@@ -47,6 +47,9 @@ HAS_ASYNC_CONNECTION_LOOKUP = AIRFLOW_V_3_2_PLUS
 HAS_SHARED_TRIGGER_STREAMS = AIRFLOW_V_3_3_PLUS
 #: Refresh on change: an ``AssetWatcher`` running a custom ``BaseEventTrigger`` (every supported minor has them).
 HAS_EVENT_DRIVEN_SCHEDULING = True
+#: ``start_from_trigger`` as the refresh needs it: the task's templated fields (the trigger form's params) rendered
+#: in the triggerer, and a trigger that ends its task itself (``TaskSuccessEvent`` with its XCom).
+HAS_START_FROM_TRIGGER = AIRFLOW_V_3_3_PLUS
 
 
 def require(feature: str, minimum: str, installed: str = AIRFLOW_VERSION) -> str | None:
@@ -75,6 +78,10 @@ DEADLINE_ALERTS_MISSING = (
     else f"needs Airflow 3.3 or newer (Deadline Alerts); this is Airflow {AIRFLOW_VERSION}: "
     "remove max_staleness or upgrade Airflow"
 )
+
+
+#: Why ``start_from_trigger`` cannot work here, or None.
+START_FROM_TRIGGER_MISSING = None if HAS_START_FROM_TRIGGER else require("start_from_trigger", "3.3")
 
 
 def deadline_alert_model() -> Any:
@@ -108,6 +115,8 @@ __all__ = [
     "HAS_DEADLINE_ALERTS",
     "HAS_EVENT_DRIVEN_SCHEDULING",
     "HAS_SHARED_TRIGGER_STREAMS",
+    "HAS_START_FROM_TRIGGER",
+    "START_FROM_TRIGGER_MISSING",
     "AirflowException",
     "AirflowFailException",
     "AirflowNotFoundException",

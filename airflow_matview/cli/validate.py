@@ -94,6 +94,8 @@ def settings_summary(view: ViewConfig) -> str:
         parts.append(f"queue={view.queue}")
     if view.max_staleness is not None:
         parts.append(f"stale>{format_seconds(view.max_staleness.total_seconds())}")
+    if view.start_from_trigger:
+        parts.append("start_from_trigger" + ("+finish_on_worker" if view.finish_on_worker else ""))
     alerts = [
         f"{event}:{len(specs)}"
         for event, specs in (

@@ -23,7 +23,11 @@ from pydantic import (
 from airflow_matview.config import field_schemas as schemas
 from airflow_matview.config import fields
 from airflow_matview.config.notifier_specs import NotifierSpec, parse_notifiers
-from airflow_matview.version_compat import AIRFLOW_VERSION, HAS_EVENT_DRIVEN_SCHEDULING
+from airflow_matview.version_compat import (
+    AIRFLOW_VERSION,
+    HAS_EVENT_DRIVEN_SCHEDULING,
+    START_FROM_TRIGGER_MISSING,
+)
 
 if TYPE_CHECKING:
     from airflow_matview.database.identifiers import QualifiedName
@@ -159,6 +163,29 @@ class ViewSettings(BaseModel):
         Field(
             description="Run the refresh in Airflow's triggerer instead of holding a worker slot; needs a running "
             "triggerer."
+        ),
+    ] = False
+    # Refresh without a worker: the task starts in the triggerer and, where it can, ends there.
+    start_from_trigger: Annotated[
+        bool,
+        _flag("start_from_trigger"),
+        WithJsonSchema(schemas.FLAG),
+        Field(
+            description="Start the refresh in Airflow's triggerer, without a worker (Airflow's own "
+            "`start_from_trigger`; Airflow 3.3+, a running triggerer): a successful or skipped refresh ends there, "
+            "with its XCom and `on_success` notifiers; a failure, and a success whose asset event a DAG waits for "
+            "(a view of this file with `after:` it, or `finish_on_worker`), are finished by a worker. Airflow pools "
+            "do not apply to such a task, so `pool:` is refused with it."
+        ),
+    ] = False
+    finish_on_worker: Annotated[
+        bool,
+        _flag("finish_on_worker"),
+        WithJsonSchema(schemas.FLAG),
+        Field(
+            description="With `start_from_trigger`: finish every successful refresh on a worker, so that Airflow "
+            "registers the view's asset event for DAGs outside this file scheduled on it (views of this file that "
+            "follow it with `after:` get it without this key)."
         ),
     ] = False
     tags: Annotated[
@@ -342,6 +369,16 @@ class ViewConfig(ViewSettings):
             if self.schedule in ("@once", "@continuous"):
                 raise ValueError(
                     f"schedule: {self.schedule} cannot be combined with on_change; use a cron expression or null"
+                )
+        if self.start_from_trigger:
+            if START_FROM_TRIGGER_MISSING:
+                raise ValueError(START_FROM_TRIGGER_MISSING)
+            if self.pool is not None:
+                raise ValueError(
+                    f"pool: {self.pool} cannot be combined with start_from_trigger: Airflow applies no pool to a task "
+                    "that starts in the triggerer (the scheduler defers it before it checks pools); remove pool (the "
+                    "triggerer opens at most [matview] triggerer_max_connections connections per conn_id) or "
+                    "start_from_trigger"
                 )
         if self.max_staleness is not None and not self.stale_notifiers:
             raise ValueError(

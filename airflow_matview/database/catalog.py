@@ -27,7 +27,7 @@ RELKIND_NAMES = {
     "t": "a TOAST table",
 }
 
-_FIND_RELATION = """
+FIND_RELATION = """
 SELECT c.oid, n.nspname, c.relname, c.relkind, c.relispopulated
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -82,10 +82,12 @@ class Relation:
 @step_function
 def find_relation(name: QualifiedName) -> Steps[Relation | None]:
     """Look ``name`` up like PostgreSQL would: in its schema, or else along the ``search_path``."""
-    row = yield from fetchone(_FIND_RELATION, {"name": name.name, "schema": name.schema})
-    if row is None:
-        return None
-    oid, schema, relname, relkind, populated = row
+    row = yield from fetchone(FIND_RELATION, {"name": name.name, "schema": name.schema})
+    return None if row is None else relation_from_row(*row)
+
+
+def relation_from_row(oid: int, schema: str, relname: str, relkind: str, populated: bool) -> Relation:
+    """A :class:`Relation` from the columns of :data:`FIND_RELATION`."""
     return Relation(oid=oid, name=QualifiedName(schema, relname), relkind=relkind, populated=populated)
 
 
@@ -291,14 +293,15 @@ WHERE c.relkind = 'm' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 ORDER BY n.nspname, c.relname
 """
 
-_MAY_REFRESH = """
-SELECT pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE'),
-       pg_catalog.pg_get_userbyid(c.relowner),
-       current_user,
+# Whether the current role may refresh the relation {oid} (an SQL expression): the columns of RefreshPermission.
+MAY_REFRESH = """
+SELECT pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE') AS is_owner,
+       pg_catalog.pg_get_userbyid(c.relowner) AS owner,
+       current_user AS role,
        CASE WHEN pg_catalog.current_setting('server_version_num')::int >= 170000
-            THEN pg_catalog.has_table_privilege(c.oid, 'MAINTAIN') ELSE false END,
-       (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)
-FROM pg_catalog.pg_class c WHERE c.oid = %(oid)s
+            THEN pg_catalog.has_table_privilege(c.oid, 'MAINTAIN') ELSE false END AS maintain,
+       (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) AS superuser
+FROM pg_catalog.pg_class c WHERE c.oid = {oid}
 """
 
 
@@ -344,7 +347,12 @@ class RefreshPermission:
 
 @step_function
 def refresh_permission(oid: int) -> Steps[RefreshPermission]:
-    is_owner, owner, role, maintain, superuser = yield from _the_row(_MAY_REFRESH, {"oid": oid})
+    row = yield from _the_row(MAY_REFRESH.format(oid="%(oid)s"), {"oid": oid})
+    return permission_from_row(*row)
+
+
+def permission_from_row(is_owner: bool, owner: str, role: str, maintain: bool, superuser: bool) -> RefreshPermission:
+    """A :class:`RefreshPermission` from the columns of :data:`MAY_REFRESH`."""
     # PostgreSQL 17+ grants MAINTAIN to the owner too: it is the reason only for a role that does not own the view.
     by_maintain = bool(maintain) and not is_owner
     return RefreshPermission(

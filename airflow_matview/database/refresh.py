@@ -28,6 +28,7 @@ from airflow_matview.database.steps import (
     arun,
     connection_state,
     execute,
+    fetchone,
     in_transaction,
     run,
     sleep,
@@ -132,6 +133,13 @@ def choose_mode(
 def resolve_matview(view: QualifiedName, connection_label: str) -> Steps[catalog.Relation]:
     """Find ``view`` in the catalog and check that it is a materialized view."""
     relation = yield from catalog.find_relation.steps(view)
+    return (yield from _require_matview(view, relation, connection_label))
+
+
+def _require_matview(
+    view: QualifiedName, relation: catalog.Relation | None, connection_label: str
+) -> Steps[catalog.Relation]:
+    """``relation``, the catalog's answer for ``view``, when it is a materialized view; else say what it is."""
     if relation is None:
         if view.schema is not None:
             where = f"schema {view.schema!r}"
@@ -245,9 +253,10 @@ def refresh_steps(
 def _refresh_in_transaction(
     view: QualifiedName, settings: RefreshSettings, connection_label: str, session: _Session, progress: _Progress
 ) -> Steps[RefreshResult]:
-    relation = yield from _prepare(view, connection_label, session, progress)
+    relation, locked = yield from _prepare(view, connection_label, session, progress, try_lock=True)
     progress.stage = "overlap"
-    yield from _take_refresh_lock(relation, settings, connection_label)
+    if not locked:
+        yield from _take_refresh_lock(relation, settings, connection_label)
     progress.stage = "refresh"
     facts = progress.facts = yield from catalog.refresh_facts.steps(relation.oid)
     if facts is None:
@@ -312,7 +321,7 @@ def _lock_timed_out(progress: _Progress, lock_timeout_ms: int, connection_label:
 
 @dataclass(frozen=True)
 class _Session:
-    """The session settings every transaction of a refresh starts with (see :func:`_configure_session`)."""
+    """The session settings every transaction of a refresh starts with (see :func:`_session_settings`)."""
 
     application_name: str | None
     lock_timeout_ms: int
@@ -320,13 +329,59 @@ class _Session:
 
 
 def _prepare(
-    view: QualifiedName, connection_label: str, session: _Session, progress: _Progress
-) -> Steps[catalog.Relation]:
-    """A transaction's first steps: set the session up, find the view, check the right to refresh it."""
-    yield from _configure_session(session)
-    relation = progress.relation = yield from resolve_matview.steps(view, connection_label)
-    yield from check_permission.steps(relation, connection_label)
-    return relation
+    view: QualifiedName, connection_label: str, session: _Session, progress: _Progress, *, try_lock: bool = False
+) -> Steps[tuple[catalog.Relation, bool]]:
+    """A transaction's first statement (:data:`_START`): set the session up, find the view, check the right to
+    refresh it and, with ``try_lock``, try its refresh lock; the view, and whether the lock was taken."""
+    settings = yield from _session_settings(session)
+    start = yield from _start(view, settings, try_lock)
+    relation = progress.relation = yield from _require_matview(view, start.relation, connection_label)
+    assert start.permission is not None  # found: its row was read with it
+    yield from _require_permission(relation, start.permission, connection_label)
+    return relation, start.locked
+
+
+# The refresh's first statement, one round trip: set the session up, find the view, read the role's right to
+# refresh it and, when asked and it is a materialized view the role may refresh, try its refresh lock. The session
+# settings are evaluated first (a subquery in FROM), the lock last (the select list).
+_START = """
+SELECT r.oid, r.nspname, r.relname, r.relkind, r.relispopulated, p.is_owner, p.owner, p.role, p.maintain,
+       p.superuser,
+       CASE WHEN %(try_lock)s AND r.relkind = 'm' AND (p.is_owner OR p.maintain)
+            THEN pg_catalog.pg_try_advisory_xact_lock((%(namespace)s::bigint << 32) | r.oid::bigint) END
+FROM (SELECT {settings}) AS settings
+LEFT JOIN LATERAL ({find}) AS r ON true
+LEFT JOIN LATERAL ({may_refresh}) AS p ON true
+"""
+
+
+@dataclass(frozen=True)
+class _Start:
+    relation: catalog.Relation | None
+    permission: catalog.RefreshPermission | None
+    locked: bool
+
+
+def _start(view: QualifiedName, settings: list[tuple[str, str, bool]], try_lock: bool) -> Steps[_Start]:
+    params: dict[str, Any] = {
+        "name": view.name,
+        "schema": view.schema,
+        "namespace": locks.ADVISORY_NAMESPACE,
+        "try_lock": try_lock,
+    }
+    calls = []
+    for number, (name, value, local) in enumerate(settings):
+        calls.append(f"pg_catalog.set_config(%(n{number})s, %(v{number})s, %(l{number})s)")
+        params.update({f"n{number}": name, f"v{number}": value, f"l{number}": local})
+    statement = _START.format(
+        settings=", ".join(calls), find=catalog.FIND_RELATION, may_refresh=catalog.MAY_REFRESH.format(oid="r.oid")
+    )
+    row = yield from fetchone(statement, params)
+    assert row is not None  # one row, whatever was found
+    if row[0] is None:
+        return _Start(None, None, False)
+    permission = None if row[5] is None else catalog.permission_from_row(*row[5:10])
+    return _Start(catalog.relation_from_row(*row[:5]), permission, bool(row[10]))
 
 
 @dataclass(frozen=True)
@@ -394,7 +449,7 @@ def _look(
 ) -> Steps[_Look]:
     """Read the view's change signals; with ``previous``, also how long to wait for unpublished counters when they
     say "unchanged" (and keep the session open that long)."""
-    relation = yield from _prepare(view, connection_label, session, progress)
+    relation, _ = yield from _prepare(view, connection_label, session, progress)
     signals = yield from _change_signals(relation.oid)
     if signals.writers or not unchanged(previous, signals.fingerprint) or not relation.populated:
         return _Look(relation, signals)  # it refreshes whatever unpublished counters would say
@@ -413,6 +468,12 @@ def _change_signals(oid: int) -> Steps[ChangeSignals]:
 def check_permission(relation: catalog.Relation, connection_label: str) -> Steps[None]:
     """Fail before taking any lock when the role may not refresh the view, naming the missing privilege."""
     permission = yield from catalog.refresh_permission.steps(relation.oid)
+    yield from _require_permission(relation, permission, connection_label)
+
+
+def _require_permission(
+    relation: catalog.Relation, permission: catalog.RefreshPermission, connection_label: str
+) -> Steps[None]:
     if permission.allowed:
         return
     state = yield from connection_state()
@@ -428,32 +489,31 @@ def check_permission(relation: catalog.Relation, connection_label: str) -> Steps
     )
 
 
-def _configure_session(session: _Session) -> Steps[None]:
-    """Set the session up in one round trip, as the transaction's first statement.
+def _session_settings(session: _Session) -> Steps[list[tuple[str, str, bool]]]:
+    """What a transaction's first statement sets: ``(name, value, local)`` for ``set_config``.
 
-    ``lock_timeout`` and ``statement_timeout`` hold for this transaction only. ``application_name`` and
-    ``client_connection_check_interval`` are set for the session, and take effect at once: the name shows in
-    ``pg_stat_activity`` from now on, and the check (PostgreSQL 14+) makes the server notice within a second that
-    the client died (SIGKILL, lost host) and stop the refresh instead of finishing it for nobody.
+    ``lock_timeout``, ``statement_timeout`` and ``application_name`` hold for this transaction only (a connection
+    of the triggerer's pool serves many refreshes), and take effect at once: the name shows in ``pg_stat_activity``
+    while the refresh runs. ``client_connection_check_interval`` is set for the session: the check (PostgreSQL 14+)
+    makes the server notice within a second that the client died (SIGKILL, lost host) and stop the refresh instead
+    of finishing it for nobody.
     """
     settings: list[tuple[str, str, bool]] = [
         ("lock_timeout", f"{session.lock_timeout_ms}ms", True),
         ("statement_timeout", f"{session.statement_timeout_ms}ms", True),
     ]
     if session.application_name:
-        settings.append(("application_name", session.application_name[:63], False))
+        settings.append(("application_name", session.application_name[:63], True))
     state = yield from connection_state()
     if state.server_version >= 140000:
         settings.append(("client_connection_check_interval", "1s", False))
-    calls = ", ".join("pg_catalog.set_config(%s, %s, %s)" for _ in settings)
-    yield from execute(f"SELECT {calls}", [value for setting in settings for value in setting])
+    return settings
 
 
 def _take_refresh_lock(relation: catalog.Relation, settings: RefreshSettings, connection_label: str) -> Steps[None]:
+    """When the first statement did not get the view's refresh lock: wait for it, or skip, or fail."""
     if settings.on_overlap == "wait":
         yield from locks.wait_for_refresh_lock.steps(relation.oid)
-        return
-    if (yield from locks.try_refresh_lock.steps(relation.oid)):
         return
     holders = yield from locks.describe_refresh_holders.steps(relation.oid)
     running = f"{relation.name} ({connection_label}) is already being refreshed by {holders}"

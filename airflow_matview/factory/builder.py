@@ -50,11 +50,14 @@ def build_dags(config: str | Path | Mapping[str, Any]) -> dict[str, DAG]:
     loaded = load_config(config)
     _claim(loaded, config)
     views = loaded.views
+    followed = {key for view in views for key in view.upstream_keys}
     wanted = get_parsing_context().dag_id
     if wanted is not None and any(view.resolved_dag_id == wanted for view in views):
         views = [view for view in views if view.resolved_dag_id == wanted]
     return {
-        view.resolved_dag_id: build_dag(view, [matview_asset(conn_id, name) for conn_id, name in view.upstream_keys])
+        view.resolved_dag_id: build_dag(
+            view, [matview_asset(conn_id, name) for conn_id, name in view.upstream_keys], view.key in followed
+        )
         for view in views
     }
 
@@ -96,11 +99,13 @@ def _parse_session() -> tuple[Any, str]:
     return bag, dag_file
 
 
-def build_dag(view: ViewConfig, upstream: list[Asset] | None = None) -> DAG:
+def build_dag(view: ViewConfig, upstream: list[Asset] | None = None, followed: bool = False) -> DAG:
     """The DAG that refreshes one view: task ``refresh``, no catch-up, one run at a time.
 
     :param view: the view's settings.
     :param upstream: the assets of the views named in its ``after:``.
+    :param followed: another view of the config names it in ``after:``: with ``start_from_trigger``, a worker
+        finishes its successful refreshes, so that Airflow registers the asset event that view waits for.
     """
     concurrently = "auto" if view.concurrently == "auto" else str(view.concurrently).lower()
     asset = matview_asset(view.conn_id, view.view)
@@ -133,6 +138,8 @@ def build_dag(view: ViewConfig, upstream: list[Asset] | None = None) -> DAG:
         on_overlap=view.on_overlap,
         skip_if_unchanged=view.skip_if_unchanged,
         deferrable=view.deferrable,
+        start_from_trigger=view.start_from_trigger,
+        finish_on_worker=view.finish_on_worker or followed,
         outlets=[asset],
         **_task_placement(view),
     )

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple, get_args
 
-from airflow.sdk import Asset, BaseOperator, Variable
+from airflow.sdk import Asset, BaseOperator
 
 from airflow_matview.assets import SCHEME, matview_asset
 from airflow_matview.config.fields import parse_concurrently, parse_duration, parse_flag
@@ -21,8 +18,18 @@ from airflow_matview.exceptions import (
     MatviewSetupError,
     MatviewTimeoutError,
 )
+from airflow_matview.refresh_task import (
+    FINGERPRINT_PREFIX,
+    FLAGS,
+    FingerprintRecord,
+    application_name,
+    check_conn_id,
+    fingerprint_key,
+    parse_view,
+    read_flags,
+)
 from airflow_matview.text import format_seconds
-from airflow_matview.version_compat import AirflowTaskTimeout, TaskDeferralTimeout
+from airflow_matview.version_compat import START_FROM_TRIGGER_MISSING, AirflowTaskTimeout, TaskDeferralTimeout
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -33,7 +40,8 @@ if TYPE_CHECKING:
     from airflow_matview.database.refresh import RefreshResult
 
 
-FINGERPRINT_PREFIX = "airflow_matview.fingerprint."
+__all__ = ["FINGERPRINT_PREFIX", "RefreshMaterializedViewOperator", "fingerprint_key"]
+
 # How much longer than execution_timeout a deferred refresh may take before Airflow gives up on its trigger.
 DEFER_TIMEOUT_GRACE = timedelta(seconds=30)
 # The bound of a deferred refresh without an execution_timeout: a deferral nobody picks up (no triggerer) fails
@@ -41,8 +49,6 @@ DEFER_TIMEOUT_GRACE = timedelta(seconds=30)
 DEFER_TIMEOUT_WITHOUT_EXECUTION_TIMEOUT = timedelta(hours=1)
 
 _ON_OVERLAP = get_args(OnOverlap)
-
-log = logging.getLogger(__name__)
 
 
 class RefreshMaterializedViewOperator(BaseOperator):
@@ -76,6 +82,17 @@ class RefreshMaterializedViewOperator(BaseOperator):
     :param deferrable: run the refresh in Airflow's triggerer (  :class:`~airflow_matview.triggers.deferred_refresh.
         RefreshTrigger`) instead of holding a worker slot for its whole duration; the result, asset event and
         errors are the same (templated).
+    :param start_from_trigger: start the refresh in Airflow's triggerer, without a worker (Airflow 3.3+, Airflow's
+        own ``start_from_trigger``; :class:`~airflow_matview.triggers.started_refresh.StartedRefreshTrigger`): the
+        triggerer renders the templated arguments, refreshes, and ends the task itself when nothing that follows
+        needs a worker: it records the XCom and ``skip_if_unchanged``'s signals, and calls the on_success
+        notifiers of the config. A failure, and a success that must register the task's asset event (see
+        ``finish_on_worker``), an ``on_success_callback`` of your own or OpenLineage, resume on a worker, which
+        finishes as a deferred refresh does. Airflow pools do not apply (the scheduler defers such a task before it
+        checks pools): passing ``pool`` is refused.
+    :param finish_on_worker: with ``start_from_trigger``, finish every successful refresh on a worker, so that
+        Airflow registers the task's asset event, which DAGs scheduled on the view's asset wait for (Airflow 3.3
+        registers none for a task that ends in the triggerer).
     :return: a dict with ``view``, ``mode`` (``concurrently``, ``blocking`` or ``no_data``), ``reason``,
         ``seconds`` and ``rows`` (from the catalog; ``None`` when PostgreSQL has no estimate).
     """
@@ -103,10 +120,14 @@ class RefreshMaterializedViewOperator(BaseOperator):
         on_overlap: OnOverlap = "wait",
         skip_if_unchanged: bool | str = False,
         deferrable: bool | str = False,
+        start_from_trigger: bool = False,
+        finish_on_worker: bool = False,
         **kwargs: Any,
     ) -> None:
         task_id = kwargs.get("task_id", "?")
-        _check_conn_id(postgres_conn_id, f"{task_id}: postgres_conn_id")
+        check_conn_id(postgres_conn_id, f"{task_id}: postgres_conn_id")
+        if start_from_trigger:
+            _check_start_from_trigger(view, postgres_conn_id, task_id, kwargs)
         if "outlets" not in kwargs and (asset := _static_asset(postgres_conn_id, view)) is not None:
             kwargs["outlets"] = [asset]
         super().__init__(**kwargs)
@@ -140,16 +161,21 @@ class RefreshMaterializedViewOperator(BaseOperator):
                 f"Cannot refresh {view} ({self.connection_label}): {key}: {exc}. Check the values passed to the "
                 f"operator (task {self.task_id})."
             ) from None
+        if start_from_trigger:
+            from airflow_matview.triggers.started_refresh import start_trigger_args
+
+            self.start_from_trigger = True
+            self.start_trigger_args = start_trigger_args(self, finish_on_worker)
 
     @property
     def connection_label(self) -> str:
         return f"connection {self.postgres_conn_id!r}"
 
     def execute(self, context: Context) -> dict[str, Any]:
-        _check_conn_id(self.postgres_conn_id, f"{self.task_id}: postgres_conn_id (rendered)")
+        check_conn_id(self.postgres_conn_id, f"{self.task_id}: postgres_conn_id (rendered)")
         view = self._parse_view()
-        flags = self._rendered_flags(view)
-        record = _FingerprintRecord(self.postgres_conn_id, view) if flags.skip_if_unchanged else None
+        flags = read_flags({key: getattr(self, key) for key in FLAGS}, view, self.connection_label)
+        record = FingerprintRecord(self.postgres_conn_id, view) if flags.skip_if_unchanged else None
         settings = RefreshSettings(
             concurrently=flags.concurrently,
             with_data=flags.with_data,
@@ -157,7 +183,7 @@ class RefreshMaterializedViewOperator(BaseOperator):
             lock_timeout=self.lock_timeout,
             statement_timeout=self.execution_timeout,
             on_overlap=self.on_overlap,
-            application_name=self._application_name(context),
+            application_name=application_name(context.get("ti"), self.task_id),
             skip_if_unchanged=flags.skip_if_unchanged,
             previous_fingerprint=record.load() if record else None,
         )
@@ -165,26 +191,6 @@ class RefreshMaterializedViewOperator(BaseOperator):
             self._defer(view, settings)
         result, namespace, database = self._refresh_in_this_process(view, settings)
         return self._finish(context, result, namespace, database, record)
-
-    def _rendered_flags(self, view: QualifiedName) -> _Flags:
-        """The templated flags as rendered for this run, read by the config file's rules."""
-        try:
-            key = "skip_if_unchanged"
-            skip_if_unchanged = parse_flag(self.skip_if_unchanged, key)
-            key = "concurrently"
-            concurrently = parse_concurrently(self.concurrently)
-            key = "with_data"
-            with_data = parse_flag(self.with_data, key)
-            key = "analyze"
-            analyze = parse_flag(self.analyze, key)
-            key = "deferrable"
-            deferrable = parse_flag(self.deferrable, key)
-        except InvalidSettingError as exc:
-            raise MatviewSetupError(
-                f"Cannot refresh {view} ({self.connection_label}): {key}: {exc}. Check the DAG's params or the values "
-                "passed to the operator."
-            ) from None
-        return _Flags(skip_if_unchanged, concurrently, with_data, analyze, deferrable)
 
     def _refresh_in_this_process(
         self, view: QualifiedName, settings: RefreshSettings
@@ -276,11 +282,11 @@ class RefreshMaterializedViewOperator(BaseOperator):
             raise error_from_event(event)
         result = RefreshResult(**event["result"])
         skip_if_unchanged = parse_flag(self.skip_if_unchanged, "skip_if_unchanged")
-        record = _FingerprintRecord(self.postgres_conn_id, self._parse_view()) if skip_if_unchanged else None
+        record = FingerprintRecord(self.postgres_conn_id, self._parse_view()) if skip_if_unchanged else None
         return self._finish(context, result, event["namespace"], event["database"], record)
 
     def _finish(
-        self, context: Context, result: RefreshResult, namespace: str, database: str, record: _FingerprintRecord | None
+        self, context: Context, result: RefreshResult, namespace: str, database: str, record: FingerprintRecord | None
     ) -> dict[str, Any]:
         """What follows a successful refresh, wherever it ran: lineage, fingerprint, asset event, XCom."""
         self._lineage = _Lineage(namespace, database, result.view, result.sources)
@@ -329,24 +335,7 @@ class RefreshMaterializedViewOperator(BaseOperator):
             self.log.warning("Could not cancel the refresh: %s", exc)
 
     def _parse_view(self) -> QualifiedName:
-        try:
-            return parse_qualified_name(self.view)
-        except InvalidIdentifierError as exc:
-            raise MatviewSetupError(f"{exc} ({self.connection_label})") from None
-
-    def _application_name(self, context: Context) -> str:
-        ti = context.get("ti")
-        if ti is None:
-            return f"airflow-matview {self.task_id}"
-        return f"airflow-matview {ti.dag_id}.{ti.task_id} try {ti.try_number}"
-
-
-class _Flags(NamedTuple):
-    skip_if_unchanged: bool
-    concurrently: Concurrently
-    with_data: bool
-    analyze: bool
-    deferrable: bool
+        return parse_view(self.view, self.connection_label)
 
 
 class _Lineage(NamedTuple):
@@ -367,57 +356,17 @@ def _static_asset(conn_id: str, view: str) -> Asset | None:
     return matview_asset(conn_id, name) if name.schema is not None else None
 
 
-def fingerprint_key(conn_id: str, view: QualifiedName) -> str:
-    """The Airflow Variable holding ``view``'s change signals: ``airflow_matview.fingerprint.`` and the first 32 hex
-    digits of the SHA-256 of the JSON ``[conn_id, schema, name]``, valid whatever characters the name holds."""
-    digest = hashlib.sha256(json.dumps([conn_id, view.schema, view.name]).encode()).hexdigest()[:32]
-    return f"{FINGERPRINT_PREFIX}{digest}"
-
-
-class _FingerprintRecord:
-    """The change signals recorded at the view's last successful refresh, in an Airflow Variable.
-
-    The key is ``airflow_matview.fingerprint.`` and a hash of the connection id and the view's name, so it is valid
-    whatever characters the name holds; the Variable's description names the view and the connection.
-    """
-
-    def __init__(self, conn_id: str, view: QualifiedName) -> None:
-        self.key = fingerprint_key(conn_id, view)
-        self.description = f"airflow-matview: change signals of {view} (connection {conn_id}) at its last refresh"
-
-    def load(self) -> dict[str, Any] | None:
-        stored = Variable.get(self.key, default=None)
-        try:
-            return json.loads(stored) if stored else None
-        except ValueError:
-            return None
-
-    def save(self, fingerprint: dict[str, Any] | None) -> None:
-        """Record ``fingerprint`` (``None``: forget the record). The refresh has committed: a failure here is logged,
-        never raised, and the stale record is deleted if possible, so that no later run skips on it."""
-        try:
-            if fingerprint is not None:
-                Variable.set(self.key, json.dumps(fingerprint), description=self.description)
-                return
-        except Exception as exc:
-            log.warning(
-                "The refresh succeeded, but its change signals could not be recorded in Variable %s (%s); the next "
-                "run will refresh rather than skip.",
-                self.key,
-                exc,
-            )
-        try:
-            Variable.delete(self.key)  # changes went unseen or were not recorded: a later run must not skip on it
-        except Exception as exc:
-            log.warning("Could not delete the outdated Variable %s (%s).", self.key, exc)
-
-
-def _check_conn_id(conn_id: object, what: str) -> None:
-    """Refuse a connection URI or DSN given as a connection id, without repeating it (it may hold a password)."""
-    if isinstance(conn_id, str) and "{{" not in conn_id and any(mark in conn_id for mark in ("://", "=", "@")):
+def _check_start_from_trigger(view: str, conn_id: str, task_id: str, kwargs: dict[str, Any]) -> None:
+    """Refuse ``start_from_trigger`` where it cannot work: an older Airflow, or with a pool Airflow would ignore."""
+    where = f"Cannot refresh {view} (connection {conn_id!r}, task {task_id}): start_from_trigger"
+    if START_FROM_TRIGGER_MISSING:
+        raise MatviewSetupError(f"{where}: {START_FROM_TRIGGER_MISSING}.")
+    if kwargs.get("pool") not in (None, "default_pool"):
         raise MatviewSetupError(
-            f"{what}: this looks like a connection URI or DSN (not repeated here, as it may hold a password). "
-            "Create an Airflow connection with it and pass the connection's id."
+            f"{where}: Airflow applies no pool to a task that starts in the triggerer (the scheduler defers it "
+            f"before it checks pools), so pool {kwargs['pool']!r} would not limit it. Remove pool, or "
+            "start_from_trigger; the triggerer opens at most [matview] triggerer_max_connections connections per "
+            "Airflow connection."
         )
 
 

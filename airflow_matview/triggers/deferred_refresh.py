@@ -3,8 +3,9 @@
 It runs the very refresh the operator runs (the steps of
 :func:`airflow_matview.database.refresh.refresh_materialized_view`,
 with its catalog checks, advisory lock, ``lock_timeout``, ``statement_timeout``, ``application_name`` and
-``client_connection_check_interval``) on an asynchronous psycopg connection of its own, in the triggerer's event
-loop: no thread, and a waiting refresh costs one connection and a few kilobytes. Whatever ends the trigger early (the
+``client_connection_check_interval``) on an asynchronous psycopg connection borrowed from the triggerer's pool
+(:mod:`airflow_matview.triggers.connection_pool`), in the triggerer's event loop: no thread, and a waiting refresh
+costs one connection and a few kilobytes. Whatever ends the trigger early (the
 task marked failed or cleared, the trigger's timeout, the triggerer stopping) cancels the statement on the server,
 which rolls it back and releases its locks; a triggerer that dies outright drops the connection, which the server
 notices within a second (``client_connection_check_interval``). The outcome travels back to the worker as an event:
@@ -57,57 +58,39 @@ def error_from_event(event: dict[str, Any]) -> BaseException:
     return TASK_ERRORS.get(event.get("error", ""), MatviewRefreshError)(event.get("message", "The refresh failed."))
 
 
-class RefreshTrigger(BaseTrigger):
-    """Refresh one materialized view in the triggerer and fire one event with the outcome.
+class TriggererRefresh(BaseTrigger):
+    """What every refresh in the triggerer shares: the refresh on a pooled connection, as a task of its own that a
+    cancelled trigger stops on the server first (see :meth:`refresh_shielded`)."""
 
-    :param view: the view, as the operator parsed it (``schema.name``, quoted where needed).
-    :param postgres_conn_id: the Airflow connection to the database.
-    :param settings: :func:`settings_to_kwargs` of the refresh's settings.
-    """
+    _conn: psycopg.AsyncConnection | None = None
 
-    def __init__(self, view: str, postgres_conn_id: str, settings: dict[str, Any]) -> None:
-        super().__init__()
-        self.view = view
-        self.postgres_conn_id = postgres_conn_id
-        self.settings = settings
-        self._conn: psycopg.AsyncConnection | None = None
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {"view": self.view, "postgres_conn_id": self.postgres_conn_id, "settings": self.settings},
-        )
-
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        # A task of its own, so that a cancelled trigger can cancel the statement on the server first, and then wait
-        # for the refresh to roll back before it lets the cancellation go on.
-        refresh = asyncio.create_task(self._refresh(), name=f"refresh {self.view}")
+    async def refresh_shielded(self, view: str, postgres_conn_id: str, settings: RefreshSettings) -> dict[str, Any]:
+        """:meth:`refresh`, in a task of its own: when the trigger is cancelled, the statement is cancelled on the
+        server, and the cancellation goes on once the refresh has rolled back."""
+        refresh = asyncio.create_task(self.refresh(view, postgres_conn_id, settings), name=f"refresh {view}")
         try:
-            outcome = await asyncio.shield(refresh)
+            return await asyncio.shield(refresh)
         except asyncio.CancelledError:
-            self.log.warning("Refresh of %s stopped: cancelling it on the server.", self.view)
+            self.log.warning("Refresh of %s stopped: cancelling it on the server.", view)
             await self._stop(refresh)
             raise
-        yield TriggerEvent(outcome)
 
-    async def _refresh(self) -> dict[str, Any]:
-        """The refresh, on a connection of its own; its result or its error as the event's payload."""
-        from airflow_matview.connections import aconnect
+    async def refresh(self, view_name: str, postgres_conn_id: str, settings: RefreshSettings) -> dict[str, Any]:
+        """The refresh, on a connection of the triggerer's pool; its result or its error as an event's payload."""
         from airflow_matview.database.identifiers import parse_qualified_name
         from airflow_matview.database.refresh import arefresh_materialized_view
-        from airflow_matview.database.refresh_settings import RefreshSettings
+        from airflow_matview.triggers.connection_pool import pool_for
 
-        view = parse_qualified_name(self.view)
-        label = f"connection {self.postgres_conn_id!r}"
+        view = parse_qualified_name(view_name)
+        label = f"connection {postgres_conn_id!r}"
         try:
-            conn = await aconnect(self.postgres_conn_id, f"refresh {view}")
-            self._conn = conn
-            try:
-                namespace, database = f"postgres://{conn.info.host}:{conn.info.port}", conn.info.dbname
-                result = await arefresh_materialized_view(conn, view, RefreshSettings(**self.settings), label)
-            finally:
-                self._conn = None
-                await conn.close()
+            async with pool_for(postgres_conn_id).connection(f"refresh {view}") as conn:
+                self._conn = conn
+                try:
+                    namespace, database = f"postgres://{conn.info.host}:{conn.info.port}", conn.info.dbname
+                    result = await arefresh_materialized_view(conn, view, settings, label)
+                finally:
+                    self._conn = None
         except tuple(TASK_ERRORS.values()) as exc:
             return {"status": "error", "error": type(exc).__name__, "message": str(exc)}
         except Exception as exc:  # anything else still ends the task, with its cause, instead of hanging it
@@ -135,3 +118,30 @@ class RefreshTrigger(BaseTrigger):
                 await conn.close()  # the server notices within a second, and rolls back
         elif not refresh.cancelled():
             refresh.exception()  # it ended otherwise; nobody waits for its outcome any more
+
+
+class RefreshTrigger(TriggererRefresh):
+    """Refresh one materialized view in the triggerer and fire one event with the outcome.
+
+    :param view: the view, as the operator parsed it (``schema.name``, quoted where needed).
+    :param postgres_conn_id: the Airflow connection to the database.
+    :param settings: :func:`settings_to_kwargs` of the refresh's settings.
+    """
+
+    def __init__(self, view: str, postgres_conn_id: str, settings: dict[str, Any]) -> None:
+        super().__init__()
+        self.view = view
+        self.postgres_conn_id = postgres_conn_id
+        self.settings = settings
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {"view": self.view, "postgres_conn_id": self.postgres_conn_id, "settings": self.settings},
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_matview.database.refresh_settings import RefreshSettings
+
+        outcome = await self.refresh_shielded(self.view, self.postgres_conn_id, RefreshSettings(**self.settings))
+        yield TriggerEvent(outcome)

@@ -68,6 +68,8 @@ class AirflowStack:
     :param triggerer: also run the triggerer, which runs deferred work, Deadline Alert callbacks
         (``max_staleness``) and the watchers of ``on_change`` views; it waits idle until there is work.
     :param executor: ``local`` (LocalExecutor) or ``celery`` (CeleryExecutor, Redis and two workers).
+    :param triggerers: how many triggerers (high availability): the first is ``triggerer``, the others
+        ``triggerer-2``, ``triggerer-3``...
     """
 
     def __init__(
@@ -78,8 +80,11 @@ class AirflowStack:
         port: int | None = None,
         triggerer: bool = True,
         executor: Executor = "local",
+        triggerers: int = 1,
     ) -> None:
         self.components = COMPONENTS if triggerer else tuple(c for c in COMPONENTS if c != "triggerer")
+        if triggerer:
+            self.components += tuple(f"triggerer-{number}" for number in range(2, triggerers + 1))
         self.cluster = cluster
         self.executor = executor
         self.redis_port = free_port()
@@ -149,7 +154,12 @@ class AirflowStack:
             redis = [shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--port"]
             redis += [str(self.redis_port), "--save", "", "--appendonly", "no", "--dir", str(self.home)]
             commands["redis"] = (redis, self.env)
-        commands.update({component: ([airflow, component], self.env) for component in self.components})
+        commands.update(
+            {
+                component: ([airflow, "triggerer" if component.startswith("triggerer-") else component], self.env)
+                for component in self.components
+            }
+        )
         if self.executor == "celery":
             for name in CELERY_WORKERS:
                 worker = [airflow, "celery", "worker", "--concurrency", "2", "--celery-hostname", f"{name}@%h"]

@@ -1,0 +1,129 @@
+"""What a refresh task does around the refresh itself, wherever it runs (on a worker, deferred to the triggerer, or
+started there): its rendered arguments read as flags, its ``application_name``, and the change signals that
+``skip_if_unchanged`` records in an Airflow Variable. Imported at DAG-parse time: no psycopg here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow_matview.config.fields import parse_concurrently, parse_flag
+from airflow_matview.database.identifiers import parse_qualified_name
+from airflow_matview.exceptions import InvalidIdentifierError, InvalidSettingError, MatviewSetupError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from airflow_matview.database.identifiers import QualifiedName
+    from airflow_matview.database.refresh_settings import Concurrently
+
+FINGERPRINT_PREFIX = "airflow_matview.fingerprint."
+#: The templated flags of a refresh task, in the order they are checked.
+FLAGS = ("skip_if_unchanged", "concurrently", "with_data", "analyze", "deferrable")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TaskFlags:
+    """A refresh task's flags once rendered and read."""
+
+    skip_if_unchanged: bool
+    concurrently: Concurrently
+    with_data: bool
+    analyze: bool
+    deferrable: bool
+
+
+def read_flags(values: Mapping[str, object], view: QualifiedName, connection_label: str) -> TaskFlags:
+    """The rendered values of :data:`FLAGS` (a missing one is false), read as the config file reads them.
+
+    :raises MatviewSetupError: one is not a flag (or, for ``concurrently``, ``auto``), naming it.
+    """
+    parsed: dict[str, Any] = {}
+    for key in FLAGS:
+        value = values.get(key, False)
+        try:
+            parsed[key] = parse_concurrently(value) if key == "concurrently" else parse_flag(value, key)
+        except InvalidSettingError as exc:
+            raise MatviewSetupError(
+                f"Cannot refresh {view} ({connection_label}): {key}: {exc}. Check the DAG's params or the values "
+                "passed to the operator."
+            ) from None
+    return TaskFlags(**parsed)
+
+
+def check_conn_id(conn_id: object, what: str) -> None:
+    """Refuse a connection URI or DSN given as a connection id, without repeating it (it may hold a password)."""
+    if isinstance(conn_id, str) and "{{" not in conn_id and any(mark in conn_id for mark in ("://", "=", "@")):
+        raise MatviewSetupError(
+            f"{what}: this looks like a connection URI or DSN (not repeated here, as it may hold a password). "
+            "Create an Airflow connection with it and pass the connection's id."
+        )
+
+
+def parse_view(view: str, connection_label: str) -> QualifiedName:
+    """The rendered view name, or a :class:`MatviewSetupError` naming the connection."""
+    try:
+        return parse_qualified_name(view)
+    except InvalidIdentifierError as exc:
+        raise MatviewSetupError(f"{exc} ({connection_label})") from None
+
+
+def application_name(ti: Any, task_id: str) -> str:
+    """How the refresh's session shows in ``pg_stat_activity``: the DAG, the task and the try."""
+    if ti is None:
+        return f"airflow-matview {task_id}"
+    return f"airflow-matview {ti.dag_id}.{ti.task_id} try {ti.try_number}"
+
+
+def fingerprint_key(conn_id: str, view: QualifiedName) -> str:
+    """The Airflow Variable holding ``view``'s change signals: ``airflow_matview.fingerprint.`` and the first 32 hex
+    digits of the SHA-256 of the JSON ``[conn_id, schema, name]``, valid whatever characters the name holds."""
+    digest = hashlib.sha256(json.dumps([conn_id, view.schema, view.name]).encode()).hexdigest()[:32]
+    return f"{FINGERPRINT_PREFIX}{digest}"
+
+
+class FingerprintRecord:
+    """The change signals recorded at the view's last successful refresh, in an Airflow Variable.
+
+    The key is ``airflow_matview.fingerprint.`` and a hash of the connection id and the view's name, so it is valid
+    whatever characters the name holds; the Variable's description names the view and the connection.
+    """
+
+    def __init__(self, conn_id: str, view: QualifiedName) -> None:
+        self.key = fingerprint_key(conn_id, view)
+        self.description = f"airflow-matview: change signals of {view} (connection {conn_id}) at its last refresh"
+
+    def load(self) -> dict[str, Any] | None:
+        from airflow.sdk import Variable
+
+        stored = Variable.get(self.key, default=None)
+        try:
+            return json.loads(stored) if stored else None
+        except ValueError:
+            return None
+
+    def save(self, fingerprint: dict[str, Any] | None) -> None:
+        """Record ``fingerprint`` (``None``: forget the record). The refresh has committed: a failure here is logged,
+        never raised, and the stale record is deleted if possible, so that no later run skips on it."""
+        from airflow.sdk import Variable
+
+        try:
+            if fingerprint is not None:
+                Variable.set(self.key, json.dumps(fingerprint), description=self.description)
+                return
+        except Exception as exc:
+            log.warning(
+                "The refresh succeeded, but its change signals could not be recorded in Variable %s (%s); the next "
+                "run will refresh rather than skip.",
+                self.key,
+                exc,
+            )
+        try:
+            Variable.delete(self.key)  # changes went unseen or were not recorded: a later run must not skip on it
+        except Exception as exc:
+            log.warning("Could not delete the outdated Variable %s (%s).", self.key, exc)
