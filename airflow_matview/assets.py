@@ -70,7 +70,7 @@ def sources_asset(conn_id: str, view: QualifiedName, settings: ViewSettings) -> 
 
     :param conn_id: the Airflow connection of the view's database.
     :param view: the view, schema-qualified.
-    :param settings: its ``poll_interval`` and ``min_interval``.
+    :param settings: its ``poll_interval``, ``min_interval`` and ``target_lag``.
     """
     from airflow_matview.triggers.source_changes import SourceChangesTrigger
 
@@ -79,7 +79,8 @@ def sources_asset(conn_id: str, view: QualifiedName, settings: ViewSettings) -> 
         conn_id=conn_id,
         view=str(view),
         poll_interval=settings.poll_interval.total_seconds(),
-        min_interval=settings.min_interval.total_seconds(),
+        min_interval=settings.watch_min_interval.total_seconds(),
+        target_lag=None if settings.target_lag is None else settings.target_lag.total_seconds(),
     )
     watcher = AssetWatcher(name=f"{conn_id}.{view}.sources", trigger=trigger)
     return Asset(uri=uri, name=uri, group="matview", watchers=[watcher])

@@ -27,6 +27,24 @@ Basis = Literal["sources", "last_refresh", "unknown"]
 MAX_PENDING = 32
 
 
+#: Until measured for a view: from an event of its watcher to the commit of the refresh it starts (the scheduler's
+#: reaction, the task's start, the refresh itself).
+DEFAULT_FIRE_TO_COMMIT_SECONDS = 10.0
+
+
+def refresh_lead(target: float, poll_interval: float, fire_to_commit: float) -> float:
+    """How long a change first seen may wait (coalescing later writes) before its refresh must start, to be
+    reflected within ``target`` seconds: less one poll (the decision is taken at polls) and the time from an event
+    to its refresh's commit."""
+    return max(0.0, target - poll_interval - fire_to_commit)
+
+
+def unwatched_period(target: float, poll_interval: float, min_interval: float, fire_to_commit: float) -> float:
+    """How often to refresh a view whose sources cannot be watched, so that its last refresh is never older than
+    ``target`` seconds (when a refresh takes ``fire_to_commit``)."""
+    return max(poll_interval, min_interval, target - fire_to_commit)
+
+
 @dataclass(frozen=True)
 class Lag:
     """A view's lag at one moment.

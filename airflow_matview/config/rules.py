@@ -122,8 +122,9 @@ _WATCH_SETTINGS = ("min_interval", "poll_interval")
 
 
 def _unused_watch_settings(defaults: ViewSettings, views: list[ViewConfig]) -> list[str]:
-    """``poll_interval`` and ``min_interval`` where nothing watches: on a view without ``on_change``, or in
-    ``defaults:`` when no view has it (defaults apply to every view: views that do not watch ignore them)."""
+    """``poll_interval`` and ``min_interval`` where nothing watches: on a view without ``on_change`` or
+    ``target_lag``, or in ``defaults:`` when no view has either (defaults apply to every view: views that do not
+    watch ignore them)."""
     problems = []
     in_defaults = [key for key in _WATCH_SETTINGS if key in defaults.model_fields_set]
     for index, view in enumerate(views):
@@ -133,9 +134,9 @@ def _unused_watch_settings(defaults: ViewSettings, views: list[ViewConfig]) -> l
             f"views[{index}] ({view.name}): {key}: is only used with on_change: true, which this view does not set; "
             f"set on_change: true or remove {key}"
             for key in sorted(own)
-            if not view.on_change
+            if not view.watched
         ]
-    if in_defaults and not any(view.on_change for view in views):
+    if in_defaults and not any(view.watched for view in views):
         problems.append(
             f"defaults: {', '.join(in_defaults)}: no view has on_change: true, so "
             f"{'they are' if len(in_defaults) > 1 else 'it is'} never used; set on_change on the views to watch, "

@@ -165,8 +165,8 @@ def _schedule(
     view: ViewConfig, upstream: list[Asset]
 ) -> str | BaseAsset | CronTriggerTimetable | AssetOrTimeSchedule | None:
     """The cron or preset (in the view's timezone); with ``after:``, a refresh of any upstream view; with
-    ``on_change``, a change of its sources; or any of these."""
-    if view.on_change:
+    ``on_change`` or ``target_lag``, a change of its sources; or any of these."""
+    if view.watched:
         upstream = [*upstream, sources_asset(view.conn_id, view.view, view)]
     if not upstream:
         if view.timezone == "UTC" or view.schedule in (None, "@once", "@continuous"):
