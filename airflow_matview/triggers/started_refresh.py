@@ -26,10 +26,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from airflow_matview.database.refresh_settings import RECORD_ONLY
 from airflow_matview.exceptions import MatviewSetupError
 from airflow_matview.refresh_task import (
     FLAGS,
     FingerprintRecord,
+    RefreshRecord,
     application_name,
     check_conn_id,
     parse_view,
@@ -71,6 +73,8 @@ def start_trigger_args(operator: BaseOperator, finish_on_worker: bool) -> StartT
         skip_on_worker=bool(operator.on_skipped_callback),
         notifiers=[call.spec.as_dict() for call in success if isinstance(call, TaskNotifier)],
     )
+    if getattr(operator, "record_freshness", False):
+        kwargs["record_freshness"] = True
     return StartTriggerArgs(trigger_cls=CLASSPATH, trigger_kwargs=kwargs, next_method="execute_complete")
 
 
@@ -100,6 +104,7 @@ class StartedRefreshTrigger(TriggererRefresh):
         finish_on_worker: bool = False,
         skip_on_worker: bool = False,
         notifiers: list[dict[str, Any]] | None = None,
+        record_freshness: bool = False,
     ) -> None:
         super().__init__()
         self.view = view
@@ -114,6 +119,7 @@ class StartedRefreshTrigger(TriggererRefresh):
         self.finish_on_worker = finish_on_worker
         self.skip_on_worker = skip_on_worker
         self.notifiers = list(notifiers or [])
+        self.record_freshness = bool(record_freshness)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         names = ("view", "postgres_conn_id", "on_overlap", *FLAGS[:4], "lock_timeout", "execution_timeout")
@@ -122,6 +128,7 @@ class StartedRefreshTrigger(TriggererRefresh):
             "finish_on_worker": self.finish_on_worker,
             "skip_on_worker": self.skip_on_worker,
             "notifiers": self.notifiers,
+            **({"record_freshness": True} if self.record_freshness else {}),
         }
 
     @property
@@ -153,6 +160,7 @@ class StartedRefreshTrigger(TriggererRefresh):
             application_name=application_name(ti, getattr(ti, "task_id", "refresh")),
             skip_if_unchanged=flags.skip_if_unchanged,
             previous_fingerprint=record.load() if record else None,
+            read_signals=self.record_freshness,
         )
         outcome = await self.refresh_shielded(str(view), self.postgres_conn_id, settings)
         yield await self._end(outcome, view, record)
@@ -185,7 +193,10 @@ class StartedRefreshTrigger(TriggererRefresh):
         result = dict(outcome["result"])
         if record is not None:
             record.save(result.get("fingerprint"))
-        result.pop("fingerprint", None)
+        if self.record_freshness:
+            RefreshRecord(self.postgres_conn_id, view).save({key: result.get(key) for key in RECORD_ONLY})
+        for key in RECORD_ONLY:
+            result.pop(key, None)
         self.log.info(
             "Refreshed %s (%s) in %.3fs; about %s rows.",
             result["view"],
