@@ -237,8 +237,9 @@ class ViewSettings(BaseModel):
         PlainValidator(_notifiers_or_none),
         WithJsonSchema(schemas.nullable(schemas.NOTIFIERS)),
         Field(
-            description="Notifiers called when a run misses `max_staleness` (as `on_failure`); `null`: the "
-            "`on_failure` notifiers. An error on a view without `max_staleness`, where it would never be called."
+            description="Notifiers called when a run misses `max_staleness`, and when the view's lag goes over "
+            "`target_lag` and back (as `on_failure`); `null`: the `on_failure` notifiers. An error on a view "
+            "without either, where it would never be called."
         ),
     ] = None
     max_staleness: Annotated[

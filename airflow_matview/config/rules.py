@@ -102,20 +102,25 @@ def _unknown_upstream(config: MatviewConfig) -> list[str]:
 
 
 def _unused_on_stale(defaults: ViewSettings, views: list[ViewConfig]) -> list[str]:
-    """``on_stale`` notifiers that would never be called, since no ``max_staleness`` applies to them."""
+    """``on_stale`` notifiers that would never be called, since no ``max_staleness`` or ``target_lag`` applies to
+    them."""
     problems = []
     for index, view in enumerate(views):
-        if view.on_stale and view.max_staleness is None and view.on_stale != defaults.on_stale:
+        if view.on_stale and not _alerts_on_lag(view) and view.on_stale != defaults.on_stale:
             problems.append(
-                f"views[{index}] ({view.name}): on_stale: is never called without max_staleness; "
-                "set max_staleness (e.g. 2h) or remove on_stale"
+                f"views[{index}] ({view.name}): on_stale: is never called without max_staleness or target_lag; "
+                "set max_staleness (e.g. 2h) or target_lag, or remove on_stale"
             )
-    if defaults.on_stale and all(view.max_staleness is None for view in views):
+    if defaults.on_stale and not any(_alerts_on_lag(view) for view in views):
         problems.append(
-            "defaults: on_stale: is never called, as no view has max_staleness; "
-            "set max_staleness (e.g. 2h) or remove on_stale"
+            "defaults: on_stale: is never called, as no view has max_staleness or target_lag; "
+            "set max_staleness (e.g. 2h) or target_lag, or remove on_stale"
         )
     return problems
+
+
+def _alerts_on_lag(view: ViewConfig) -> bool:
+    return view.max_staleness is not None or view.target_lag is not None
 
 
 _WATCH_SETTINGS = ("min_interval", "poll_interval")

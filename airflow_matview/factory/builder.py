@@ -23,6 +23,7 @@ from airflow_matview.config.rules import Claim, claimed_elsewhere
 from airflow_matview.database.identifiers import printable
 from airflow_matview.exceptions import InvalidConfigFileError
 from airflow_matview.factory.dag_doc import dag_doc
+from airflow_matview.factory.monitor import MONITOR_PREFIX, build_monitors
 from airflow_matview.operators.materialized_view import RefreshMaterializedViewOperator
 from airflow_matview.version_compat import AssetOrTimeSchedule, CronTriggerTimetable
 
@@ -52,14 +53,19 @@ def build_dags(config: str | Path | Mapping[str, Any]) -> dict[str, DAG]:
     views = loaded.views
     followed = {key for view in views for key in view.upstream_keys}
     wanted = get_parsing_context().dag_id
+    if wanted is not None and wanted.startswith(MONITOR_PREFIX):
+        return {dag_id: dag for dag_id, dag in build_monitors(views).items() if dag_id == wanted}
     if wanted is not None and any(view.resolved_dag_id == wanted for view in views):
         views = [view for view in views if view.resolved_dag_id == wanted]
-    return {
+    dags = {
         view.resolved_dag_id: build_dag(
             view, [matview_asset(conn_id, name) for conn_id, name in view.upstream_keys], view.key in followed
         )
         for view in views
     }
+    if wanted is None or len(views) == len(loaded.views):
+        dags.update(build_monitors(loaded.views))
+    return dags
 
 
 def _claim(config: MatviewConfig, source: str | Path | Mapping[str, Any]) -> None:

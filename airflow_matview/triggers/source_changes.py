@@ -173,6 +173,9 @@ class SourceChangesTrigger(BaseEventTrigger):
                 if self.target_lag is None or not self._period_elapsed(fired_at):
                     continue
                 changes = [f"none seen: {state.problem}; refreshed every {format_seconds(self._period())}"]
+            elif baseline is None and self.target_lag is not None:
+                # Its lag cannot be known until a refresh records what it reflects: one refresh now.
+                changes = ["none recorded yet: one refresh to start measuring its lag"]
             elif baseline is None:
                 baseline = state.fingerprint
                 await self._store(BASELINE_KEY, baseline)

@@ -51,18 +51,19 @@ def _fired_at(
 
 def test_changes_wait_as_long_as_the_target_allows_then_fire_once(monkeypatch: pytest.MonkeyPatch) -> None:
     trigger = SourceChangesTrigger("pg", VIEW, poll_interval=5, min_interval=0, target_lag=60)
-    polls = [(0.0, ViewState(_signals(0), {}))]  # the baseline
+    polls = [(0.0, ViewState(_signals(0), {}))]  # no baseline: one refresh, to record what the view reflects
     polls += [(float(t), ViewState(_signals(t), {"10": "public.t"})) for t in range(5, 200, 5)]  # a commit a poll
     fired = _fired_at(trigger, polls, monkeypatch)
     # Lead: 60 s target - 5 s poll - 10 s from event to commit (not measured yet) = 45 s after the first change (5 s).
-    assert [at for at, _ in fired] == [50.0, 100.0, 150.0]
-    assert fired[0][1]["changed"] == ["public.t"]
+    assert [at for at, _ in fired] == [0.0, 50.0, 100.0, 150.0]
+    assert fired[0][1]["changed"] == ["none recorded yet: one refresh to start measuring its lag"]
+    assert fired[1][1]["changed"] == ["public.t"]
 
 
 def test_nothing_fires_while_nothing_changes(monkeypatch: pytest.MonkeyPatch) -> None:
     trigger = SourceChangesTrigger("pg", VIEW, poll_interval=5, min_interval=0, target_lag=60)
     polls = [(float(t), ViewState(_signals(0), {})) for t in range(0, 600, 5)]
-    assert _fired_at(trigger, polls, monkeypatch) == []
+    assert [at for at, _ in _fired_at(trigger, polls, monkeypatch)] == [0.0]  # only the first, recording refresh
 
 
 def test_a_measured_refresh_time_starts_the_refresh_earlier(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -70,7 +71,7 @@ def test_a_measured_refresh_time_starts_the_refresh_earlier(monkeypatch: pytest.
     monkeypatch.setitem(source_changes._FIRE_TO_COMMIT, ("pg", VIEW), 30.0)
     polls = [(0.0, ViewState(_signals(0), {})), (5.0, ViewState(_signals(1), {}))]
     polls += [(float(t), ViewState(_signals(1), {})) for t in range(10, 100, 5)]
-    assert [at for at, _ in _fired_at(trigger, polls, monkeypatch)] == [30.0]  # 5 + (60 - 5 - 30)
+    assert [at for at, _ in _fired_at(trigger, polls, monkeypatch)] == [0.0, 30.0]  # 5 + (60 - 5 - 30)
 
 
 def test_without_a_target_a_change_fires_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
