@@ -102,18 +102,24 @@ class FreshnessTrigger(BaseEventTrigger):
 
     :param conn_id: the Airflow connection of the views' database.
     :param poll_interval: seconds between two polls (the shared poll of the views watched with the same).
-    :param views: each ``{"view", "dag_id", "target", "after", "notifiers"}``, upstream views first.
+    :param views: each ``{"view", "dag_id", "target", "after", "notifiers"}``, upstream views first; or that list
+        as JSON text, as it is serialized (Airflow compares a watcher's arguments by a hash of their serialized form,
+        which nested mappings would not survive unchanged).
     """
 
-    def __init__(self, conn_id: str, poll_interval: float, views: list[dict[str, Any]]) -> None:
+    def __init__(self, conn_id: str, poll_interval: float, views: list[dict[str, Any]] | str) -> None:
         super().__init__()
         self.conn_id = conn_id
         self.poll_interval = float(poll_interval)
-        self.views = [dict(view) for view in views]
+        self.views = [dict(view) for view in (json.loads(views) if isinstance(views, str) else views)]
         self._sending: set[asyncio.Future[Any]] = set()
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return CLASSPATH, {"conn_id": self.conn_id, "poll_interval": self.poll_interval, "views": self.views}
+        return CLASSPATH, {
+            "conn_id": self.conn_id,
+            "poll_interval": self.poll_interval,
+            "views": json.dumps(self.views, sort_keys=True),
+        }
 
     def shared_stream_key(self) -> Hashable:
         return ("airflow_matview.source_changes", self.conn_id, self.poll_interval)

@@ -3,6 +3,8 @@ watcher measures the views with a target and, upstream first, the views they are
 
 from __future__ import annotations
 
+import json
+
 from airflow_matview.factory import build_dags
 
 NOTIFY = [{"notifier": "devtools.harness.recording_notifier.record", "label": "late"}]
@@ -30,6 +32,7 @@ def test_one_monitor_per_connection_measuring_targets_and_their_upstream_views()
     assert monitor.tasks == [] and monitor.is_paused_upon_creation is False
     (watcher,) = monitor.timetable.asset_condition.watchers
     classpath, kwargs = watcher.trigger.serialize()
+    kwargs = {**kwargs, "views": json.loads(kwargs["views"])}
     assert classpath == "airflow_matview.triggers.freshness_monitor.FreshnessTrigger"
     assert kwargs["poll_interval"] == 10.0
     assert kwargs["views"] == [

@@ -1,0 +1,91 @@
+"""target_lag end to end in a real Airflow (api-server, scheduler, dag-processor, triggerer, LocalExecutor): a view
+refreshes on its first poll and records what it reflects; with its DAG paused, a change nobody refreshes makes the
+lag monitor (a DAG of its own, created unpaused) tell the on_stale notifier, once and with why, although no DAG run
+exists; unpaused, the watcher refreshes it and the notifier hears that it caught up."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from devtools.harness.deployment import deployed, matviews_dags
+from devtools.harness.scenario import create_reference_scenario
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    import psycopg
+
+    from devtools.harness.deployment import Deployment
+
+AUDIT_DAG = "matview.public.audit_count"
+MONITOR_DAG = "matview.freshness.postgres_default"
+TARGET, POLL = 20.0, 1.0
+# On this shared 2-core machine a task process takes seconds to start; the bound says what the alert may take.
+SLACK = 15.0
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def _scenario(conn: psycopg.Connection) -> None:
+    create_reference_scenario(conn)
+    conn.execute("CREATE TABLE audit (id integer)")
+    conn.execute("CREATE MATERIALIZED VIEW audit_count AS SELECT count(*) AS n FROM audit")
+
+
+def _wait(condition: Callable[[], Any], timeout: float, what: str, up: Deployment) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            logs = "\n".join(f"--- {name}\n{up.stack.log(name)}" for name in ("triggerer", "scheduler"))
+            raise AssertionError(f"{what} not within {timeout:.0f}s\n{logs}")
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
+def _alerts(sink: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in sink.read_text().splitlines()] if sink.exists() else []
+
+
+def test_a_paused_dag_alerts_on_lag_with_no_run_and_recovers_when_unpaused(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    sink = tmp_path_factory.mktemp("alerts") / "alerts.jsonl"
+    notifier = {"notifier": "devtools.harness.recording_notifier.append_to_file", "path": str(sink)}
+    config = {
+        "defaults": {"retries": 0, "poll_interval": f"{POLL:g}s"},
+        "views": [{"name": "public.audit_count", "target_lag": f"{TARGET:g}s", "on_stale": [notifier]}],
+    }
+    dags = matviews_dags(tmp_path_factory.mktemp("dags"), config)
+    with deployed(dags, _scenario, (AUDIT_DAG, MONITOR_DAG), triggerer=True) as up:
+        assert up.api.get(f"/dags/{MONITOR_DAG}")["is_paused"] is False, "the monitor is created unpaused"
+        up.api.patch(f"/dags/{AUDIT_DAG}", {"is_paused": False})
+        # The watcher's first poll refreshes the view once, which records what it reflects.
+        _wait(lambda: [run["state"] for run in up.runs(AUDIT_DAG)] == ["success"], 180, "the first refresh", up)
+        up.api.patch(f"/dags/{AUDIT_DAG}", {"is_paused": True})
+        time.sleep(5)  # the scheduler drops the paused DAG's watcher
+        with up.connect() as conn:
+            conn.execute("INSERT INTO audit VALUES (1), (2)")
+        committed = time.time()
+        _wait(lambda: _alerts(sink), TARGET + POLL + SLACK + 30, "the lag alert", up)
+        (behind,) = _alerts(sink)
+        print(f"commit -> alert: {behind['measured_at'] - committed:.1f}s (target_lag {TARGET:g}s)")
+        assert behind["event"] == "behind" and behind["view"] == "public.audit_count", behind
+        assert TARGET <= behind["measured_at"] - committed <= TARGET + POLL + SLACK, behind
+        assert "no watcher requests its refresh in this triggerer" in behind["reason"], behind
+        assert len(up.runs(AUDIT_DAG)) == 1, "no DAG run exists for the change"
+
+        up.api.patch(f"/dags/{AUDIT_DAG}", {"is_paused": False})
+        unpaused = time.monotonic()
+        _wait(lambda: len(_alerts(sink)) == 2, 180, "the recovery notice", up)
+        print(f"unpause -> caught up: {time.monotonic() - unpaused:.1f}s")
+        caught_up = _alerts(sink)[1]
+        assert caught_up["event"] == "caught_up" and caught_up["lag_seconds"] == 0.0, caught_up
+        with up.connect() as conn:
+            assert conn.execute("SELECT n FROM audit_count").fetchone() == (2,)
+        time.sleep(10)
+        assert len(_alerts(sink)) == 2, "once per episode"
