@@ -231,3 +231,27 @@ def _own_lag(record: LagRecord, now: float, stale_after: float) -> Lag:
         return Lag(0.0, "sources")
     since = float(record.pending[0][0])
     return Lag(max(0.0, now - since), "sources", since, "a source change not reflected yet")
+
+
+def lags_of(states: dict[str, dict[str, Any]], now: float) -> dict[str, Lag]:
+    """The lag at ``now`` of each view of one lag monitor, from what it stored (its ``state`` per view: ``record``,
+    ``stale_after``, ``after``), computed as the monitor computes it: what the fleet page shows is what the alerts
+    said. A view whose upstream view is not in ``states`` is measured without it."""
+    lags: dict[str, Lag] = {}
+
+    def lag(name: str, seen: frozenset[str]) -> Lag:
+        if name not in lags:
+            state = states[name]
+            upstream = [lag(up, seen | {name}) for up in state.get("after", []) if up in states and up not in seen]
+            stale = state.get("stale_after")
+            lags[name] = lag_of(
+                LagRecord.from_dict(state.get("record")),
+                now,
+                stale_after=float(stale) if isinstance(stale, (int, float)) else 0.0,
+                upstream=upstream,
+            )
+        return lags[name]
+
+    for name in states:
+        lag(name, frozenset())
+    return lags

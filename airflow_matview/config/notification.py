@@ -7,6 +7,7 @@ the very facts a notification gets (:mod:`airflow_matview.config.notifier_templa
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow_matview.config.notifier_specs import NotifierSpec, loaded_notifier
@@ -14,7 +15,6 @@ from airflow_matview.text import format_seconds
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from datetime import datetime
 
 EVENTS = {
     "failure": "refresh failed",
@@ -156,7 +156,7 @@ def describe_lag(
     :param target: the view's ``target_lag`` in seconds.
     :param reason: why the view is behind (``behind``).
     """
-    seconds = lag.get("seconds")
+    seconds, since = lag.get("seconds"), lag.get("since")
     return describe(
         event,
         view,
@@ -166,6 +166,9 @@ def describe_lag(
         lag="unknown" if seconds is None else format_seconds(float(seconds)),
         lag_seconds=None if seconds is None else round(float(seconds), 1),
         lag_basis=lag.get("basis"),
+        lag_since=None
+        if not isinstance(since, (int, float))
+        else datetime.fromtimestamp(since, timezone.utc).isoformat().replace("+00:00", "Z"),
         target_lag=format_seconds(target),
         target_lag_seconds=target,
         reason=reason,

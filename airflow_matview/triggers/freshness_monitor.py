@@ -66,6 +66,7 @@ class Watched:
     record: LagRecord = field(default_factory=LagRecord)
     lag: Lag = field(default_factory=lambda: unknown("not measured yet"))
     alerting: bool = False
+    stale_after: float = 0.0
     saved: str = ""
     saved_at: float = 0.0
 
@@ -93,6 +94,8 @@ class Watched:
             "over": self.over,
             "alerting": self.alerting,
             "evaluated_at": now,
+            "stale_after": self.stale_after,
+            "after": list(self.spec.get("after", [])),
             "record": self.record.as_dict(),
         }
 
@@ -149,7 +152,7 @@ class FreshnessTrigger(BaseEventTrigger):
     async def _monitor(self, stream: AsyncIterator[dict[str, ViewState]]) -> AsyncIterator[TriggerEvent]:
         """Every poll interval, measure every view with what the latest poll saw (nothing new: the lag turns unknown
         after :func:`stale_after`); the stream is read by a task of its own, so a dead poll cannot stop this."""
-        views = [Watched(spec) for spec in self.views]
+        views = [Watched(spec, stale_after=stale_after(self.poll_interval)) for spec in self.views]
         for view in views:
             await self._load(view)
         latest: dict[str, tuple[float, ViewState]] = {}
@@ -173,9 +176,7 @@ class FreshnessTrigger(BaseEventTrigger):
             upstream = [by_name[name] for name in view.spec.get("after", []) if name in by_name]
             if seen is not None:
                 self._observe(view, seen, upstream)
-            view.lag = lag_of(
-                view.record, now, stale_after=stale_after(self.poll_interval), upstream=[u.lag for u in upstream]
-            )
+            view.lag = lag_of(view.record, now, stale_after=view.stale_after, upstream=[u.lag for u in upstream])
             if reader.done() and view.lag.known:
                 view.lag = unknown("the poll of the change signals stopped")
             await self._alert(view, now)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -78,6 +79,11 @@ def test_a_paused_dag_alerts_on_lag_with_no_run_and_recovers_when_unpaused(
         assert TARGET <= behind["measured_at"] - committed <= TARGET + POLL + SLACK, behind
         assert "no watcher requests its refresh in this triggerer" in behind["reason"], behind
         assert len(up.runs(AUDIT_DAG)) == 1, "no DAG run exists for the change"
+        # The fleet page says what the alert said: the same oldest unreflected change, over the same target.
+        page = _fleet_view(up, AUDIT_DAG)
+        assert (page["lag_state"], page["target_lag"], page["lag_since"]) == ("over", TARGET, behind["lag_since"])
+        assert page["lag"] >= behind["lag_seconds"], (page, behind)
+        assert page["status"] == "paused"
 
         up.api.patch(f"/dags/{AUDIT_DAG}", {"is_paused": False})
         unpaused = time.monotonic()
@@ -89,3 +95,15 @@ def test_a_paused_dag_alerts_on_lag_with_no_run_and_recovers_when_unpaused(
             assert conn.execute("SELECT n FROM audit_count").fetchone() == (2,)
         time.sleep(10)
         assert len(_alerts(sink)) == 2, "once per episode"
+        page = _fleet_view(up, AUDIT_DAG)
+        assert (page["lag_state"], page["lag"]) == ("within", 0.0), page
+
+
+def _fleet_view(up: Deployment, dag_id: str) -> dict[str, Any]:
+    request = urllib.request.Request(f"{up.stack.url}/matview-fleet/api/views")
+    request.add_header("Authorization", f"Bearer {up.api.token}")
+    request.add_header("Cookie", f"_token={up.api.token}")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        document = json.loads(response.read())
+    assert document["lag_counts"]["within"] + document["lag_counts"]["over"] + document["lag_counts"]["unknown"] == 1
+    return next(view for view in document["views"] if view["dag_id"] == dag_id)

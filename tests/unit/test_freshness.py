@@ -133,3 +133,21 @@ def test_the_record_survives_json_and_rejects_garbage() -> None:
     assert back == record
     assert LagRecord.from_dict("nonsense") == LagRecord()
     assert LagRecord.from_dict({"pending": [1, 2]}).pending == []
+
+
+def test_what_a_monitor_stored_gives_the_same_lags_chains_included() -> None:
+    from airflow_matview.freshness import lags_of
+
+    upstream, downstream = LagRecord(), LagRecord()
+    cover(upstream, signals(0), read_at=90.0, committed_at=91.0)
+    observe(upstream, signals(1), 100.0)
+    observe(downstream, signals(0), 100.0)
+    cover(downstream, signals(0), read_at=100.0, committed_at=100.0)
+    states = {
+        "public.up": {"record": upstream.as_dict(), "stale_after": 60.0, "after": []},
+        "public.down": {"record": downstream.as_dict(), "stale_after": 60.0, "after": ["public.up"]},
+    }
+    lags = lags_of(states, 130.0)
+    assert lags["public.up"] == lag_of(upstream, 130.0, stale_after=60.0)
+    assert (lags["public.down"].seconds, lags["public.down"].since) == (30.0, 100.0)
+    assert lags_of(states, 200.0)["public.down"].seconds is None  # no measurement since 100: unknown
