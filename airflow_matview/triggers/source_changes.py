@@ -60,11 +60,13 @@ class ViewState:
     :param fingerprint: its sources' change signals (JSON-ready), or ``None`` when they cannot be watched.
     :param source_names: the display names of its sources by oid (as text), to say which ones changed.
     :param problem: why the view cannot be watched now (missing, not a materialized view, blind signals).
+    :param exists: whether the view exists as a materialized view (so that refreshing it can work).
     """
 
     fingerprint: dict[str, Any] | None
     source_names: dict[str, str]
     problem: str | None = None
+    exists: bool = True
 
 
 # The views each shared poll watches, registered by the triggers of its group (the triggerer runs them all in
@@ -170,7 +172,7 @@ class SourceChangesTrigger(BaseEventTrigger):
                 else:
                     self.log.info("airflow-matview: watching %s", self.view)
             if state.fingerprint is None:
-                if self.target_lag is None or not self._period_elapsed(fired_at):
+                if self.target_lag is None or not state.exists or not self._period_elapsed(fired_at):
                     continue
                 changes = [f"none seen: {state.problem}; refreshed every {format_seconds(self._period())}"]
             elif baseline is None and self.target_lag is not None:
@@ -363,9 +365,9 @@ def poll_steps(names: list[str]) -> Steps[dict[str, ViewState]]:
     for name, qualified in parsed.items():
         relation = found.get(qualified)
         if relation is None:
-            states[name] = ViewState(None, {}, "it does not exist (yet); watching for it to be created")
+            states[name] = ViewState(None, {}, "it does not exist (yet); watching for it to be created", False)
         elif relation.relkind != "m":
-            states[name] = ViewState(None, {}, "it is not a materialized view")
+            states[name] = ViewState(None, {}, "it is not a materialized view", False)
         else:
             oids[relation.oid] = name
     if oids:

@@ -91,3 +91,9 @@ def test_unwatchable_sources_fire_on_the_period_the_target_gives(monkeypatch: py
     # Without a target such a view is left to its schedule.
     plain = SourceChangesTrigger("pg", VIEW, poll_interval=5, min_interval=0)
     assert _fired_at(plain, polls, monkeypatch) == []
+
+
+def test_a_view_that_does_not_exist_is_not_refreshed_on_the_period(monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = ViewState(None, {}, "it does not exist (yet); watching for it to be created", False)
+    trigger = SourceChangesTrigger("pg", VIEW, poll_interval=5, min_interval=0, target_lag=60)
+    assert _fired_at(trigger, [(float(t), missing) for t in range(1000, 1200, 5)], monkeypatch) == []
