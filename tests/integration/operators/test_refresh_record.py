@@ -43,7 +43,7 @@ def test_a_refresh_records_what_the_view_reflects(
         create_reference_scenario(conn)
         conn.execute("SELECT pg_stat_force_next_flush()")
     config = {"views": [{"name": VIEW, "target_lag": "1m", "deferrable": deferrable}]}
-    (dag,) = build_dags(config).values()
+    dag = build_dags(config)["matview.public.polls_user_matt_view"]
     before = time.time()
     state, xcom = task_result(run_dag(dag))
     assert state == "success"
