@@ -329,11 +329,11 @@ def test_hostile_values_show_as_text_and_run_no_script(deployment: Deployment, b
     tab.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     response = tab.goto(f"{deployment.stack.url}/matview-fleet/")
     tab.locator("body[data-loaded=true]").wait_for(timeout=30_000)
-    row = tab.locator("#rows tr").filter(has=tab.get_by_text(f"public.{VIEW_NAME}", exact=True))
+    row = tab.locator("#rows tr").filter(has=tab.get_by_text(HOSTILE_VIEW, exact=True))
     row.locator("span.tag").filter(has_text="onmouseover").hover()
     assert tab.evaluate("window.pwned") is None and dialogs == [], "a value from the database ran as script"
 
-    assert row.locator("td.view b").inner_text() == f"public.{VIEW_NAME}"
+    assert row.locator("td.view b").inner_text() == HOSTILE_VIEW
     assert sorted(row.locator("span.tag").all_inner_texts()) == sorted([TAG, QUOTES_TAG])
     assert row.locator("td").nth(6).inner_text() == "-", "the posted mode was dropped"
     assert row.locator("td").nth(7).inner_text() == "-", "the posted rows were dropped"
@@ -341,7 +341,7 @@ def test_hostile_values_show_as_text_and_run_no_script(deployment: Deployment, b
     assert other.locator("td").nth(1).inner_text() == CONN_ID
     assert other.locator("td").nth(3).inner_text() == SCHEDULE
     follower = tab.locator('tr[data-view="public.follower"]')
-    assert follower.locator("td").nth(3).inner_text() == f"after public.{VIEW_NAME}"
+    assert follower.locator("td").nth(3).inner_text() == f"after {HOSTILE_VIEW}"
     assert tab.locator("#rows img, #rows svg[onload], #rows script").count() == 0, "no element made from data"
     assert "skipped" in tab.locator("#skipped").inner_text() and tab.locator("#skipped").is_visible()
 
@@ -357,7 +357,7 @@ def test_hostile_values_show_as_text_and_run_no_script(deployment: Deployment, b
     tab.goto(f"{deployment.stack.url}/plugin/matview-fleet")
     frame = tab.frame_locator("iframe").first
     frame.locator("body[data-loaded=true]").wait_for(timeout=30_000)
-    assert frame.get_by_text(f"public.{VIEW_NAME}", exact=True).count() == 1
+    assert frame.get_by_text(HOSTILE_VIEW, exact=True).count() == 1
     assert tab.evaluate("window.pwned") is None and dialogs == []
 
     document = deployment.fleet()
