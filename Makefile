@@ -109,7 +109,7 @@ schema: $(BIN)/.installed
 # pytest-xdist workers: most of the suite waits on servers and real Airflow stacks, so two processes keep both cores
 # busy (devtools/harness/xdist_scheduling.py keeps the tests of one real-Airflow stack in one worker). PYTEST_ARGS=
 # runs serially.
-PYTEST_ARGS ?= -n 2
+PYTEST_ARGS ?= -n 2 --durations=40
 
 test: lint docs $(if $(filter 0,$(shell id -u)),system-deps,missing-system-deps)
 	$(BIN)/pytest $(PYTEST_ARGS)
