@@ -176,7 +176,8 @@ class _Records:
     schedule: records.ScheduleAssets
     recent: records.RecentRuns
     totals: dict[str, Row[Any]]
-    events: dict[int, Any]
+    events: dict[int, tuple[datetime, Any]]
+    results: dict[str, tuple[datetime, Any]]
     pending: dict[str, datetime]
     timetables: dict[str, Any]
     deadlines: dict[str, list[Any]]
@@ -204,6 +205,7 @@ def load_fleet(session: Session, dag_ids: Collection[str] | None = None, now: da
         recent=records.read_recent_runs(db, tasks),
         totals=records.read_totals(db, tasks),
         events=records.read_last_events(db, [row.id for row in outlets.rows.values()]),
+        results=records.read_last_results(db, tasks),
         pending=records.read_pending_runs(db, wanted),
         timetables=records.read_timetables(db, wanted),
         deadlines=records.read_deadline_intervals(db, wanted),
@@ -250,7 +252,7 @@ def _view(dag_id: str, found: _Records, now: datetime, check: _Checker) -> Fleet
         staleness=_age(fresh_as_of, now),
         last_state=last_state,
         last_run_start=_iso(found.recent.last_start.get(dag_id)),
-        **_last_refresh(found.events.get(row.id), states, found.recent.seconds.get(dag_id, []), check),
+        **_last_refresh(_last_report(found, dag_id, row.id), states, found.recent.seconds.get(dag_id, []), check),
         **budget,
         skipped_runs=total.skipped if total else 0,
         failed_runs=total.failed if total else 0,
@@ -270,6 +272,15 @@ def _budget(dag_id: str, found: _Records, now: datetime, check: _Checker) -> dic
         "max_staleness": budget,
         "breached": budget is not None and pending_for is not None and pending_for > budget,
     }
+
+
+def _last_report(found: _Records, dag_id: str, asset_id: int) -> Any:
+    """What the latest refresh reported: its asset event's ``extra``, or its return value when that is newer (a
+    refresh that ended in the triggerer registers no asset event)."""
+    event, result = found.events.get(asset_id), found.results.get(dag_id)
+    if result is not None and (event is None or result[0] > event[0]):
+        return result[1]
+    return None if event is None else event[1]
 
 
 def _last_refresh(extra: Any, states: list[str | None], durations: list[Any], check: _Checker) -> dict[str, Any]:

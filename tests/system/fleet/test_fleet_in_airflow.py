@@ -145,25 +145,6 @@ class Deployment(BaseDeployment):
         """An autocommit connection to Airflow's metadata database."""
         return psycopg.connect(self.stack.cluster.dsn("airflow"), autocommit=True)
 
-    def http(self, method: str, path: str, token: str | None = None, timeout: float = 30) -> tuple[int, Any, bytes]:
-        """``(status, headers, body)`` of one request to the api-server, signed in as the admin by default."""
-        request = urllib.request.Request(f"{self.stack.url}{path}", method=method)
-        request.add_header("Authorization", f"Bearer {token or self.api.token}")
-        request.add_header("Cookie", f"_token={token or self.api.token}")  # the page reads the UI's cookie
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return response.status, response.headers, response.read()
-        except urllib.error.HTTPError as error:
-            return error.code, error.headers, error.read()
-
-    def fleet(self) -> dict[str, Any]:
-        status, _, body = self.http("GET", "/matview-fleet/api/views")
-        assert status == 200, body
-        return dict(json.loads(body))
-
-    def fleet_view(self, dag_id: str) -> dict[str, Any]:
-        return next(view for view in self.fleet()["views"] if view["dag_id"] == dag_id)
-
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:

@@ -144,6 +144,11 @@ def test_a_lone_view_ends_in_the_triggerer_with_the_xcom_of_a_worker(paths: Path
     # A task that ends in the triggerer registers no asset event (Airflow 3.3): nobody follows this view.
     assert len(paths.asset_events("w_lone")) == 1
     assert paths.asset_events("t_lone") == []
+    # The fleet page reads the figures of a refresh that ended in the triggerer from its return value.
+    shown = {path: paths.fleet_view(dag(f"{path}_lone")) for path in PATHS}
+    figures = {path: (row["mode"], row["rows"], row["status"]) for path, row in shown.items()}
+    assert figures == {"w": ("concurrently", 10, "fresh"), "t": ("concurrently", 10, "fresh")}
+    assert shown["t"]["refresh_seconds"] == round(results["t"]["seconds"], 3)
     assert sorted(paths.notes.read_text().splitlines()) == ["t public.t_lone success", "w public.w_lone success"]
 
 
