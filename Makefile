@@ -105,11 +105,11 @@ docs: $(BIN)/.installed
 schema: $(BIN)/.installed
 	$(BIN)/airflow-matview schema > docs/matviews.schema.json
 
-# The whole suite, every tier (tests/unit, tests/integration, tests/system), after the linters and the docs. Two
-# pytest-xdist workers: most of the suite waits on servers and real Airflow stacks, so two processes keep both cores
-# busy (devtools/harness/xdist_scheduling.py keeps the tests of one real-Airflow stack in one worker). PYTEST_ARGS=
-# runs serially.
-PYTEST_ARGS ?= -n 2 --durations=40
+# The whole suite, every tier (tests/unit, tests/integration, tests/system), after the linters and the docs. Three
+# pytest-xdist workers on the 2-core machine: most of the suite waits on servers, subprocesses and real Airflow stacks
+# rather than computes (devtools/harness/xdist_scheduling.py keeps the tests of one real-Airflow stack in one worker).
+# PYTEST_ARGS= runs serially; the 40 slowest tests are listed at the end.
+PYTEST_ARGS ?= -n 3 --durations=40
 
 test: lint docs $(if $(filter 0,$(shell id -u)),system-deps,missing-system-deps)
 	$(BIN)/pytest $(PYTEST_ARGS)
