@@ -17,6 +17,7 @@ from airflow_matview.exceptions import InvalidIdentifierError, InvalidSettingErr
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from airflow_matview.database.history import HistoryTarget
     from airflow_matview.database.identifiers import QualifiedName
     from airflow_matview.database.refresh_settings import Concurrently
 
@@ -127,3 +128,59 @@ class FingerprintRecord:
             Variable.delete(self.key)  # changes went unseen or were not recorded: a later run must not skip on it
         except Exception as exc:
             log.warning("Could not delete the outdated Variable %s (%s).", self.key, exc)
+
+
+# The asset schemes of airflow_matview.assets (a layer above this module; a unit test keeps them equal).
+SOURCES_URI_PREFIX = "matview-sources://"
+VIEW_URI_PREFIX = "matview://"
+# Airflow's DAG run types, as the history's started_by says them (any other is kept as Airflow names it).
+_RUN_TYPES = {"scheduled": "schedule", "manual": "manual", "backfill": "manual", "operator_triggered": "manual"}
+
+
+def started_by(context: Mapping[str, Any] | None) -> str | None:
+    """What started the refresh, for its history row: ``schedule``, ``manual``, ``on_change`` (a change of its
+    sources), ``chain`` (a refresh of a view it is built on, ``after:``), ``asset`` (another asset), or Airflow's run
+    type; ``None`` outside a DAG run.
+
+    :param context: the task's context (``dag_run``, ``triggering_asset_events``).
+    """
+    dag_run = (context or {}).get("dag_run")
+    if dag_run is None:
+        return None
+    run_type = str(getattr(getattr(dag_run, "run_type", None), "value", getattr(dag_run, "run_type", None)))
+    if run_type != "asset_triggered":
+        return _RUN_TYPES.get(run_type, run_type)
+    try:
+        uris = [str(getattr(asset, "uri", "")) for asset in (context or {}).get("triggering_asset_events") or {}]
+    except Exception:  # the run's asset events could not be read: it was still started by an asset
+        uris = []
+    if any(uri.startswith(SOURCES_URI_PREFIX) for uri in uris):
+        return "on_change"
+    if any(uri.startswith(VIEW_URI_PREFIX) for uri in uris):
+        return "chain"
+    return "asset"
+
+
+def history_target(
+    table: str | None, retention_seconds: float | None, context: Mapping[str, Any] | None
+) -> HistoryTarget | None:
+    """Where the refresh records its history row, with the run that started it; ``None`` without ``table``.
+
+    :param table: the ``history`` table, ``schema.table``.
+    :param retention_seconds: ``history_retention`` in seconds.
+    :param context: the task's context.
+    """
+    from airflow_matview.database.history import HistoryTarget
+
+    if table is None:
+        return None
+    ti = (context or {}).get("ti")
+    try_number = getattr(ti, "try_number", None)
+    return HistoryTarget(
+        table=table,
+        retention_seconds=retention_seconds,
+        started_by=started_by(context),
+        dag_id=getattr(ti, "dag_id", None),
+        run_id=getattr(ti, "run_id", None),
+        try_number=None if try_number is None else int(try_number),
+    )

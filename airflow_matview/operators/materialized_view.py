@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, get_args
 from airflow.sdk import Asset, BaseOperator
 
 from airflow_matview.assets import SCHEME, matview_asset
-from airflow_matview.config.fields import parse_concurrently, parse_duration, parse_flag
+from airflow_matview.config.fields import parse_concurrently, parse_duration, parse_flag, parse_history_table
 from airflow_matview.database.identifiers import QualifiedName, parse_qualified_name
 from airflow_matview.database.refresh_settings import Concurrently, OnOverlap, RefreshSettings
 from airflow_matview.exceptions import (
@@ -25,6 +25,7 @@ from airflow_matview.refresh_task import (
     application_name,
     check_conn_id,
     fingerprint_key,
+    history_target,
     parse_view,
     read_flags,
 )
@@ -93,6 +94,11 @@ class RefreshMaterializedViewOperator(BaseOperator):
     :param finish_on_worker: with ``start_from_trigger``, finish every successful refresh on a worker, so that
         Airflow registers the task's asset event, which DAGs scheduled on the view's asset wait for (Airflow 3.3
         registers none for a task that ends in the triggerer).
+    :param history: record each refresh in this table of the view's database, ``schema.table`` (see
+        docs/observability.md; ``airflow-matview history init`` creates it): a success row in the refresh's own
+        transaction, a skip or failure row after it. A row that cannot be written is logged, never fails the task.
+    :param history_retention: with ``history``, delete the view's rows older than this (a timedelta, seconds or
+        text such as ``"90d"``), in small batches after each refresh.
     :return: a dict with ``view``, ``mode`` (``concurrently``, ``blocking`` or ``no_data``), ``reason``,
         ``seconds`` and ``rows`` (from the catalog; ``None`` when PostgreSQL has no estimate).
     """
@@ -122,6 +128,8 @@ class RefreshMaterializedViewOperator(BaseOperator):
         deferrable: bool | str = False,
         start_from_trigger: bool = False,
         finish_on_worker: bool = False,
+        history: str | None = None,
+        history_retention: timedelta | float | str | None = None,
         **kwargs: Any,
     ) -> None:
         task_id = kwargs.get("task_id", "?")
@@ -148,6 +156,14 @@ class RefreshMaterializedViewOperator(BaseOperator):
         key = "lock_timeout"
         try:
             self.lock_timeout = None if lock_timeout is None else parse_duration(lock_timeout, key, positive=True)
+            key = "history"
+            self.history = _history_table(history)
+            key = "history_retention"
+            self.history_retention = (
+                None if history_retention is None else parse_duration(history_retention, key, positive=True)
+            )
+            if self.history_retention is not None and self.history is None:
+                raise InvalidSettingError("set history too: without it nothing is recorded to prune")
             for key, value in (
                 ("concurrently", concurrently),
                 ("with_data", with_data),
@@ -171,6 +187,10 @@ class RefreshMaterializedViewOperator(BaseOperator):
     def connection_label(self) -> str:
         return f"connection {self.postgres_conn_id!r}"
 
+    @property
+    def history_retention_seconds(self) -> float | None:
+        return None if self.history_retention is None else self.history_retention.total_seconds()
+
     def execute(self, context: Context) -> dict[str, Any]:
         check_conn_id(self.postgres_conn_id, f"{self.task_id}: postgres_conn_id (rendered)")
         view = self._parse_view()
@@ -186,6 +206,7 @@ class RefreshMaterializedViewOperator(BaseOperator):
             application_name=application_name(context.get("ti"), self.task_id),
             skip_if_unchanged=flags.skip_if_unchanged,
             previous_fingerprint=record.load() if record else None,
+            history=history_target(self.history, self.history_retention_seconds, context),
         )
         if flags.deferrable:
             self._defer(view, settings)
@@ -368,6 +389,13 @@ def _check_start_from_trigger(view: str, conn_id: str, task_id: str, kwargs: dic
             "start_from_trigger; the triggerer opens at most [matview] triggerer_max_connections connections per "
             "Airflow connection."
         )
+
+
+def _history_table(value: str | None) -> str | None:
+    try:
+        return parse_history_table(value)
+    except ValueError as exc:
+        raise InvalidSettingError(str(exc)) from None
 
 
 def _unquoted(name: str) -> str:
