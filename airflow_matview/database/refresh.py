@@ -65,6 +65,7 @@ class RefreshResult:
     :param rows: the view's row count from the catalog, not a full count: ``pg_class.reltuples``, which a plain
         refresh of an indexed view and ``analyze=True`` make exact; after CONCURRENTLY, the estimate from before
         plus the refresh's exact net change. ``None`` when PostgreSQL has no estimate (no index, never analyzed).
+    :param lock_wait: seconds spent waiting for another refresh of the view to finish (``on_overlap: wait``).
     """
 
     view: str
@@ -74,6 +75,7 @@ class RefreshResult:
     rows: int | None
     sources: list[str] = field(default_factory=list)
     fingerprint: dict[str, Any] | None = field(default=None, repr=False)
+    lock_wait: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """The XCom value: everything but the fingerprint, which only ``skip_if_unchanged`` needs."""
@@ -344,6 +346,7 @@ def _refresh_in_transaction(
         rows=rows,
         sources=[str(source.name) for source in facts.sources],
         fingerprint=signals.fingerprint if signals else None,
+        lock_wait=round(progress.lock_wait, 6),
     )
 
 

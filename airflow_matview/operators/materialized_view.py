@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple, get_args
 
@@ -30,10 +31,16 @@ from airflow_matview.refresh_task import (
     read_flags,
 )
 from airflow_matview.text import format_seconds
-from airflow_matview.version_compat import START_FROM_TRIGGER_MISSING, AirflowTaskTimeout, TaskDeferralTimeout
+from airflow_matview.version_compat import (
+    START_FROM_TRIGGER_MISSING,
+    AirflowSkipException,
+    AirflowTaskTimeout,
+    TaskDeferralTimeout,
+    TaskDeferred,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     import psycopg
     from airflow.sdk import Context
@@ -192,6 +199,26 @@ class RefreshMaterializedViewOperator(BaseOperator):
         return None if self.history_retention is None else self.history_retention.total_seconds()
 
     def execute(self, context: Context) -> dict[str, Any]:
+        with self._counted():
+            return self._execute(context)
+
+    @contextmanager
+    def _counted(self) -> Iterator[None]:
+        """Count a skipped or failed refresh in Airflow's metrics (a success is counted by :meth:`_finish`)."""
+        from airflow_matview import refresh_metrics
+
+        try:
+            yield
+        except TaskDeferred:
+            raise
+        except AirflowSkipException:
+            refresh_metrics.skipped(self.postgres_conn_id, str(self.view))
+            raise
+        except Exception:
+            refresh_metrics.failed(self.postgres_conn_id, str(self.view))
+            raise
+
+    def _execute(self, context: Context) -> dict[str, Any]:
         check_conn_id(self.postgres_conn_id, f"{self.task_id}: postgres_conn_id (rendered)")
         view = self._parse_view()
         flags = read_flags({key: getattr(self, key) for key in FLAGS}, view, self.connection_label)
@@ -296,6 +323,10 @@ class RefreshMaterializedViewOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after a deferred refresh: record and return its result, or raise its error as it was raised."""
+        with self._counted():
+            return self._execute_complete(context, event)
+
+    def _execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         from airflow_matview.database.refresh import RefreshResult
         from airflow_matview.triggers.deferred_refresh import error_from_event
 
@@ -309,11 +340,14 @@ class RefreshMaterializedViewOperator(BaseOperator):
     def _finish(
         self, context: Context, result: RefreshResult, namespace: str, database: str, record: FingerprintRecord | None
     ) -> dict[str, Any]:
-        """What follows a successful refresh, wherever it ran: lineage, fingerprint, asset event, XCom."""
+        """What follows a successful refresh, wherever it ran: lineage, fingerprint, metrics, asset event, XCom."""
+        from airflow_matview import refresh_metrics
+
         self._lineage = _Lineage(namespace, database, result.view, result.sources)
         if record is not None:
             record.save(result.fingerprint)
         outcome = result.as_dict()
+        refresh_metrics.refreshed(self.postgres_conn_id, outcome)
         self._describe_asset_event(context, outcome)
         self.log.info(
             "Refreshed %s (%s) in %.3fs; about %s rows.", result.view, result.mode, result.seconds, result.rows

@@ -184,9 +184,12 @@ class StartedRefreshTrigger(TriggererRefresh):
         """The event that ends the task here, or the one that hands the outcome to a worker."""
         from airflow.triggers.base import TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
 
+        from airflow_matview import refresh_metrics
+
         if outcome["status"] != "success":
             if outcome.get("error") == "AirflowSkipException" and not self.skip_on_worker:
                 self.log.info("%s", outcome["message"])
+                refresh_metrics.skipped(self.postgres_conn_id, str(view))
                 return TaskSkippedEvent()
             self.log.info("The refresh did not succeed: a worker fails the task, with its retries and callbacks.")
             return TriggerEvent(outcome)
@@ -198,6 +201,7 @@ class StartedRefreshTrigger(TriggererRefresh):
         if record is not None:
             record.save(result.get("fingerprint"))
         result.pop("fingerprint", None)
+        refresh_metrics.refreshed(self.postgres_conn_id, result)
         self.log.info(
             "Refreshed %s (%s) in %.3fs; about %s rows.",
             result["view"],
