@@ -11,7 +11,7 @@ from airflow_matview.refresh_metrics import name_part
     ("text", "expected"),
     [
         ("public.polls_user_matt_view", "public__polls_user_matt_view"),
-        ('"Sales Report"."Q1 Totals"', "_Sales_Report___Q1_Totals_"),
+        ('"Sales Report"."Q1 Totals"', "_Sales_Report____Q1_Totals_"),
         ("warehouse-eu", "warehouse-eu"),
         ("ventes_été", "ventes__t_"),
     ],
