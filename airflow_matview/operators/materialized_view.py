@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from airflow.sdk import Asset, BaseOperator
 
@@ -19,6 +19,7 @@ from airflow_matview.exceptions import (
     MatviewSetupError,
     MatviewTimeoutError,
 )
+from airflow_matview.operators.lineage import Lineage
 from airflow_matview.refresh_task import (
     FINGERPRINT_PREFIX,
     FLAGS,
@@ -155,7 +156,7 @@ class RefreshMaterializedViewOperator(BaseOperator):
         self.skip_if_unchanged = skip_if_unchanged
         self.deferrable = deferrable
         self._conn: psycopg.Connection | None = None
-        self._lineage: _Lineage | None = None
+        self._lineage: Lineage | None = None
         if on_overlap not in _ON_OVERLAP:
             raise MatviewSetupError(f"on_overlap must be 'wait', 'skip' or 'fail', not {on_overlap!r}.")
         # Flags and durations follow the config file's rules (settings.py); a templated value is checked once
@@ -343,7 +344,7 @@ class RefreshMaterializedViewOperator(BaseOperator):
         """What follows a successful refresh, wherever it ran: lineage, fingerprint, metrics, asset event, XCom."""
         from airflow_matview import refresh_metrics
 
-        self._lineage = _Lineage(namespace, database, result.view, result.sources)
+        self._lineage = Lineage(namespace, database, result.view, result.sources)
         if record is not None:
             record.save(result.fingerprint)
         outcome = result.as_dict()
@@ -362,19 +363,24 @@ class RefreshMaterializedViewOperator(BaseOperator):
             if isinstance(outlet, Asset) and outlet.uri.startswith(f"{SCHEME}://"):
                 events[outlet].extra.update({key: result[key] for key in ("view", "rows", "seconds", "mode")})
 
+    def get_openlineage_facets_on_start(self) -> Any:
+        """OpenLineage's START: the view as the output (its inputs are known once it has refreshed)."""
+        from airflow_matview.operators.lineage import view_only
+
+        return view_only(self.postgres_conn_id, str(self._parse_view()))
+
     def get_openlineage_facets_on_complete(self, task_instance: object) -> Any:
-        """OpenLineage: the view is the output, the tables it reads are the inputs (when the provider is installed)."""
+        """OpenLineage's COMPLETE: the view is the output, the tables it reads are the inputs, each with its columns
+        (when the provider is installed)."""
         if self._lineage is None:
             return None
-        from airflow.providers.common.compat.openlineage.facet import Dataset
-        from airflow.providers.openlineage.extractors import OperatorLineage
+        from airflow_matview.operators.lineage import on_complete
 
-        namespace, database, view, sources = self._lineage
+        return on_complete(self._lineage, self.postgres_conn_id)
 
-        def dataset(name: str) -> Dataset:
-            return Dataset(namespace=namespace, name=f"{database}.{_unquoted(name)}")
-
-        return OperatorLineage(inputs=[dataset(name) for name in sources], outputs=[dataset(view)])
+    def get_openlineage_facets_on_failure(self, task_instance: object) -> Any:
+        """OpenLineage's FAIL: the view that was not refreshed, as the output."""
+        return self.get_openlineage_facets_on_start()
 
     def on_kill(self) -> None:
         """Cancel the running refresh on the server; PostgreSQL rolls it back and releases its locks."""
@@ -391,13 +397,6 @@ class RefreshMaterializedViewOperator(BaseOperator):
 
     def _parse_view(self) -> QualifiedName:
         return parse_view(self.view, self.connection_label)
-
-
-class _Lineage(NamedTuple):
-    namespace: str
-    database: str
-    view: str
-    sources: list[str]
 
 
 def _static_asset(conn_id: str, view: str) -> Asset | None:
@@ -430,8 +429,3 @@ def _history_table(value: str | None) -> str | None:
         return parse_history_table(value)
     except ValueError as exc:
         raise InvalidSettingError(str(exc)) from None
-
-
-def _unquoted(name: str) -> str:
-    parsed = parse_qualified_name(name)
-    return f"{parsed.schema}.{parsed.name}"
