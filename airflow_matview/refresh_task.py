@@ -150,15 +150,42 @@ def started_by(context: Mapping[str, Any] | None) -> str | None:
     run_type = str(getattr(getattr(dag_run, "run_type", None), "value", getattr(dag_run, "run_type", None)))
     if run_type != "asset_triggered":
         return _RUN_TYPES.get(run_type, run_type)
-    try:
-        uris = [str(getattr(asset, "uri", "")) for asset in (context or {}).get("triggering_asset_events") or {}]
-    except Exception:  # the run's asset events could not be read: it was still started by an asset
-        uris = []
+    uris = _triggering_uris(context or {}) or _schedule_uris(context or {})
     if any(uri.startswith(SOURCES_URI_PREFIX) for uri in uris):
         return "on_change"
     if any(uri.startswith(VIEW_URI_PREFIX) for uri in uris):
         return "chain"
     return "asset"
+
+
+def _triggering_uris(context: Mapping[str, Any]) -> list[str]:
+    """The URIs of the asset events that started the run, as a worker's context has them."""
+    try:
+        return [str(getattr(asset, "uri", "")) for asset in context.get("triggering_asset_events") or {}]
+    except Exception:  # the run's asset events could not be read: it was still started by an asset
+        return []
+
+
+def _schedule_uris(context: Mapping[str, Any]) -> list[str]:
+    """The URIs of the assets the DAG is scheduled on, when they are all of one kind (``after:`` views, or the
+    ``on_change`` watcher): what started an asset-triggered run where its events are not in the context (a task
+    started in the triggerer)."""
+    try:
+        uris = sorted(set(_asset_uris(context["dag"].timetable.asset_condition)))
+    except Exception:  # no DAG or no asset schedule in this context
+        return []
+    kinds = {uri.startswith(SOURCES_URI_PREFIX) for uri in uris}
+    return uris if len(kinds) == 1 else []
+
+
+def _asset_uris(condition: Any) -> list[str]:
+    """The asset URIs of a schedule's asset condition: the task SDK's (``objects``) or a deserialized DAG's
+    (``iter_assets()``)."""
+    if hasattr(condition, "iter_assets"):
+        return [str(asset.uri) for _, asset in condition.iter_assets()]
+    if hasattr(condition, "objects"):
+        return [uri for part in condition.objects for uri in _asset_uris(part)]
+    return [str(condition.uri)] if hasattr(condition, "uri") else []
 
 
 def history_target(

@@ -577,8 +577,10 @@ def _take_refresh_lock(relation: catalog.Relation, settings: RefreshSettings, co
 
 
 def _holders(describe: Steps[str]) -> Steps[str]:
+    """Who holds the lock, read in a transaction of its own that is rolled back: on a connection outside autocommit
+    a bare query would leave a transaction open, into which a history row after it would go, lost at close."""
     try:
-        return (yield from describe)
+        return (yield from in_transaction(describe, rollback=True))
     except psycopg.Error:
         return "a session that could not be identified"
 
@@ -659,7 +661,7 @@ def _not_allowed(
     missing: list[catalog.MissingPrivilege] = []
     if relation is not None:
         try:
-            privileges = yield from catalog.missing_privileges.steps(relation.oid)
+            privileges = yield from in_transaction(catalog.missing_privileges.steps(relation.oid), rollback=True)
         except psycopg.Error:  # e.g. the connection is closed
             privileges = []
         missing = [privilege for privilege in privileges if mode == "concurrently" or not privilege.concurrently_only]

@@ -86,3 +86,23 @@ def test_the_history_target_names_the_run() -> None:
     assert target is not None
     assert (target.started_by, target.dag_id, target.run_id, target.try_number) == ("schedule", "d", "r", 3)
     assert history_target(None, None, _context("scheduled")) is None
+
+
+@pytest.mark.parametrize(
+    ("view", "expected"),
+    [
+        ({"after": ["public.up"]}, "chain"),
+        ({"on_change": True}, "on_change"),
+        ({"after": ["public.up"], "on_change": True}, "asset"),
+    ],
+)
+def test_what_started_an_asset_run_whose_events_are_not_in_the_context(view: dict[str, Any], expected: str) -> None:
+    """In the triggerer the run's asset events are not in the context: the DAG's schedule says, when it can."""
+    config = {"views": [{"name": "public.up"}, {"name": "public.down", **view}]}
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    dag = build_dags(config)["matview.public.down"]
+    deserialized = DagSerialization.from_dict(DagSerialization.to_dict(dag))  # as the triggerer has it
+    for found in (dag, deserialized):
+        context = {"dag": found, "dag_run": SimpleNamespace(run_type="asset_triggered"), "triggering_asset_events": {}}
+        assert started_by(context) == expected

@@ -16,7 +16,7 @@ from airflow_matview.database.identifiers import parse_qualified_name
 from airflow_matview.database.locks import advisory_key
 from airflow_matview.database.refresh import arefresh_materialized_view, refresh_materialized_view
 from airflow_matview.database.refresh_settings import RefreshSettings
-from airflow_matview.exceptions import MatviewQueryError
+from airflow_matview.exceptions import MatviewQueryError, MatviewRefreshError
 from airflow_matview.version_compat import AirflowSkipException
 from devtools.harness.scenario import FIRST_USERS, NEW_USERS, add_new_users, create_reference_scenario, view_rows
 
@@ -126,3 +126,20 @@ def test_the_async_driver_writes_the_same_row(scenario: psycopg.Connection, data
     asyncio.run(refresh_async())
     (row,) = rows(scenario)
     assert (row["outcome"], row["mode"], row["rows"], row["run_id"]) == ("success", "concurrently", 7, "r1")
+
+
+def test_a_lock_timeout_leaves_a_failure_row_on_the_operators_connection(
+    scenario: psycopg.Connection, database: Database
+) -> None:
+    """On a connection outside autocommit, closed without a commit as the operator closes it, the failure row after
+    the lock holders were described is committed."""
+    with psycopg.connect(database.dsn) as holder:
+        holder.execute("LOCK TABLE polls_user IN ACCESS EXCLUSIVE MODE")
+        conn = psycopg.connect(database.dsn)
+        try:
+            settings = RefreshSettings(history=TARGET, lock_timeout=0.5)
+            with pytest.raises(MatviewRefreshError, match=r"lock_timeout.*blocked by pid \d+"):
+                refresh_materialized_view(conn, VIEW, settings, "c")
+        finally:
+            conn.close()
+    assert [(row["outcome"], row["mode"]) for row in rows(scenario)] == [("failed", "concurrently")]
