@@ -131,11 +131,13 @@ def _insert(target: HistoryTarget, row: HistoryRow) -> Steps[None]:
 
 def write_in_refresh(target: HistoryTarget, row: HistoryRow, connection_label: str) -> Steps[None]:
     """Write a success row inside the refresh's transaction, in a savepoint: if the write fails, it alone is rolled
-    back, one line says why, and the refresh commits all the same."""
+    back, one line says why, and the refresh commits all the same. Its waits are short (a locked history table
+    must not keep the refreshed view locked for the refresh's whole ``lock_timeout``); the refresh commits right
+    after it, so these settings outlive it only by the commit."""
     import psycopg
 
     try:
-        yield from in_transaction(_insert(target, row))
+        yield from in_transaction(_short(_insert(target, row)))
     except psycopg.Error as exc:
         _log_failure(target, row, connection_label, exc)
 

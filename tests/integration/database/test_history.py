@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -143,3 +144,18 @@ def test_a_lock_timeout_leaves_a_failure_row_on_the_operators_connection(
         finally:
             conn.close()
     assert [(row["outcome"], row["mode"]) for row in rows(scenario)] == [("failed", "concurrently")]
+
+
+def test_a_locked_history_table_delays_the_refresh_a_second_at_most(
+    scenario: psycopg.Connection, database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    with psycopg.connect(database.dsn) as holder:
+        holder.execute(f"LOCK TABLE {TABLE} IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger=history.__name__):
+            refresh(database, lock_timeout=60)
+        took = time.monotonic() - started
+    assert took < 5, f"the refresh waited {took:.1f}s for the history table"
+    assert view_rows(scenario) == sorted(FIRST_USERS + NEW_USERS)
+    assert "could not record the success" in caplog.text and "lock timeout" in caplog.text
+    assert rows(scenario) == []
