@@ -1,6 +1,7 @@
 """OpenLineage in a real Airflow run (``airflow dags test`` in a subprocess, the OpenLineage provider with a file
 transport): START and COMPLETE of a refresh on a worker and of a deferred one, FAIL of a failed one, with the view
-as output, the tables it reads (through a plain view) as inputs, and their columns as schema facets."""
+as output, the relations it reads (through a plain view; another materialized view in a chain) as inputs, and their
+columns as schema facets."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ with DAG("matview_lineage", schedule=None):
     RefreshMaterializedViewOperator(task_id="on_worker", view="public.polls_user_matt_view")
     RefreshMaterializedViewOperator(task_id="deferred", view="public.through_view", deferrable=True)
     RefreshMaterializedViewOperator(task_id="failed", view="public.fragile", retries=0)
+    RefreshMaterializedViewOperator(task_id="chained", view="public.chained")
 """
 
 
@@ -55,6 +57,7 @@ def test_start_complete_and_fail_with_datasets_and_schemas(
     pg.execute("CREATE FUNCTION boom(a integer) RETURNS integer LANGUAGE sql AS 'SELECT 1 / (a - 99)'")
     pg.execute("CREATE MATERIALIZED VIEW fragile AS SELECT boom(age) AS x FROM polls_user")
     pg.execute("INSERT INTO polls_user VALUES (99, 'zed', 99)")
+    pg.execute("CREATE MATERIALIZED VIEW chained AS SELECT count(*) AS n FROM polls_user_matt_view")
     (tmp_path / "dags").mkdir()
     (tmp_path / "dags" / "lineage_dag.py").write_text(DAG_FILE)
     log_file = tmp_path / "lineage" / "events.json"
@@ -97,6 +100,11 @@ def test_start_complete_and_fail_with_datasets_and_schemas(
         assert datasets(complete, "outputs") == [(namespace, f"{db}.public.{view}", columns)]
         assert datasets(complete, "inputs") == [polls_user]
     assert datasets(by_task["failed"][-1], "outputs") == [(namespace, f"{db}.public.fragile", None)]
+    # A chain: a materialized view built on another is that view's input, not the other's tables.
+    chained = by_task["chained"][-1]
+    assert chained["eventType"] == "COMPLETE"
+    assert datasets(chained, "inputs") == [(namespace, f"{db}.public.polls_user_matt_view", polls_user[2])]
+    assert datasets(chained, "outputs") == [(namespace, f"{db}.public.chained", [("n", "bigint")])]
 
 
 def datasets(event: dict[str, Any], side: str) -> list[tuple[str, str, list[tuple[str, str]] | None]]:
