@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_matview.exceptions import InvalidSettingError
+
+if TYPE_CHECKING:
+    from airflow_matview.database.history import HistoryTarget
 
 Concurrently = Literal["auto"] | bool
 OnOverlap = Literal["wait", "skip", "fail"]
@@ -31,6 +34,8 @@ class RefreshSettings:
     :param skip_if_unchanged: skip the refresh (``AirflowSkipException``) when ``previous_fingerprint`` shows
         that no source of the view changed since the refresh that recorded it.
     :param previous_fingerprint: the ``fingerprint`` of the last successful refresh's result, if known.
+    :param history: where to record the refresh's history row (see :mod:`airflow_matview.database.history`);
+        ``None`` records none.
     """
 
     concurrently: Concurrently = "auto"
@@ -42,6 +47,7 @@ class RefreshSettings:
     application_name: str | None = None
     skip_if_unchanged: bool = False
     previous_fingerprint: dict[str, Any] | None = None
+    history: HistoryTarget | None = None
 
 
 def to_milliseconds(value: timedelta | float | None, name: str) -> int:

@@ -140,6 +140,8 @@ def build_dag(view: ViewConfig, upstream: list[Asset] | None = None, followed: b
         deferrable=view.deferrable,
         start_from_trigger=view.start_from_trigger,
         finish_on_worker=view.finish_on_worker or followed,
+        history=view.history,
+        history_retention=view.history_retention,
         outlets=[asset],
         **_task_placement(view),
     )

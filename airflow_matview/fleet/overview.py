@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard, get_args
 from airflow_matview.database.identifiers import MAX_IDENTIFIER_BYTES, control_character
 from airflow_matview.database.refresh import RefreshMode
 from airflow_matview.fleet import records
+from airflow_matview.fleet.links import view_links
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -85,6 +86,7 @@ class FleetView:
     max_staleness: float | None
     breached: bool
     status: str
+    links: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -233,11 +235,12 @@ def _view(dag_id: str, found: _Records, now: datetime, check: _Checker) -> Fleet
     states = [check.choice(state, check.states, "run state") for state in found.recent.states.get(dag_id, [])]
     last_state = states[-1] if states else None
     budget = _budget(dag_id, found, now, check)
+    task_id = check.text(row.task_id, "task id", 250, _AIRFLOW_KEY) or ""
     return FleetView(
         view=str(name),
         conn_id=conn_id,
         dag_id=dag_id,
-        task_id=check.text(row.task_id, "task id", 250, _AIRFLOW_KEY) or "",
+        task_id=task_id,
         tags=check.texts(found.tags.get(dag_id, []), "tag", TAG_MAX_LEN),
         paused=bool(row.is_paused),
         schedule=check.text(_schedule_text(row.timetable_summary), "schedule", SCHEDULE_MAX_LEN) or "",
@@ -257,6 +260,7 @@ def _view(dag_id: str, found: _Records, now: datetime, check: _Checker) -> Fleet
         skipped_runs=total.skipped if total else 0,
         failed_runs=total.failed if total else 0,
         status=_status(bool(row.is_paused), last_state, budget["breached"], fresh_as_of),
+        links=view_links(str(name), conn_id, dag_id, task_id),
     )
 
 
