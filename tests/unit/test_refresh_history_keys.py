@@ -59,7 +59,8 @@ def _context(run_type: str, *uris: str) -> dict[str, Any]:
 
     return {
         "dag_run": SimpleNamespace(run_type=run_type),
-        "triggering_asset_events": {Asset(uri=uri): [] for uri in uris},
+        # Iterated for its keys, the assets (a list: an Asset cannot be a dict key on Airflow 3.1, it hashes a dict).
+        "triggering_asset_events": [Asset(uri=uri) for uri in uris],
         "ti": SimpleNamespace(dag_id="d", run_id="r", try_number=3),
     }
 
