@@ -14,7 +14,7 @@ BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: demo airflow test test-unit lint docs schema system-deps missing-system-deps chromium redis postgresql bench \
-        bench-onchange bench-scale bench-paths clean constraints test-matrix test-matrix-ci
+        bench-onchange bench-scale bench-paths bench-history clean constraints test-matrix test-matrix-ci
 
 $(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -89,6 +89,10 @@ bench-scale: $(BIN)/.installed redis
 # BENCH_ARGS=--quick: 60 views, about 12 minutes).
 bench-paths: $(BIN)/.installed
 	$(BIN)/python -W ignore::Warning -m devtools.benchmarks.bench_paths $(BENCH_ARGS)
+
+# What the refresh history adds to a refresh (a row in its transaction, retention), side by side (about a minute).
+bench-history: $(BIN)/.installed
+	$(BIN)/python -W ignore::Warning -m devtools.benchmarks.bench_history $(BENCH_ARGS)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
