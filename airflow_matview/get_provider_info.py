@@ -48,7 +48,24 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "integer",
                         "example": "16",
                         "default": "16",
-                    }
+                    },
+                    "metrics_url": {
+                        "description": "A URL template linking each view of the fleet overview to its metrics (e.g. "
+                        "a Grafana dashboard filtered on it); placeholders {view}, {view_metric}, {conn_id}, "
+                        "{conn_metric}, {dag_id}, {task_id}, percent-encoded; http(s) only. Empty: no link.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "https://grafana.example.com/d/airflow-matview-refreshes?var-view={view_metric}",
+                        "default": "",
+                    },
+                    "lineage_url": {
+                        "description": "A URL template linking each view of the fleet overview to its lineage "
+                        "(e.g. a Marquez job page); the placeholders of metrics_url; http(s) only. Empty: no link.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "https://marquez.example.com/lineage/job/airflow/{dag_id}.{task_id}",
+                        "default": "",
+                    },
                 },
             }
         },

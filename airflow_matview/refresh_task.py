@@ -17,6 +17,7 @@ from airflow_matview.exceptions import InvalidIdentifierError, InvalidSettingErr
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from airflow_matview.database.history import HistoryTarget
     from airflow_matview.database.identifiers import QualifiedName
     from airflow_matview.database.refresh_settings import Concurrently
 
@@ -164,3 +165,86 @@ class FingerprintRecord:
             Variable.delete(self.key)  # changes went unseen or were not recorded: a later run must not skip on it
         except Exception as exc:
             log.warning("Could not delete the outdated Variable %s (%s).", self.key, exc)
+
+
+# The asset schemes of airflow_matview.assets (a layer above this module; a unit test keeps them equal).
+SOURCES_URI_PREFIX = "matview-sources://"
+VIEW_URI_PREFIX = "matview://"
+# Airflow's DAG run types, as the history's started_by says them (any other is kept as Airflow names it).
+_RUN_TYPES = {"scheduled": "schedule", "manual": "manual", "backfill": "manual", "operator_triggered": "manual"}
+
+
+def started_by(context: Mapping[str, Any] | None) -> str | None:
+    """What started the refresh, for its history row: ``schedule``, ``manual``, ``on_change`` (a change of its
+    sources), ``chain`` (a refresh of a view it is built on, ``after:``), ``asset`` (another asset), or Airflow's run
+    type; ``None`` outside a DAG run.
+
+    :param context: the task's context (``dag_run``, ``triggering_asset_events``).
+    """
+    dag_run = (context or {}).get("dag_run")
+    if dag_run is None:
+        return None
+    run_type = str(getattr(getattr(dag_run, "run_type", None), "value", getattr(dag_run, "run_type", None)))
+    if run_type != "asset_triggered":
+        return _RUN_TYPES.get(run_type, run_type)
+    uris = _triggering_uris(context or {}) or _schedule_uris(context or {})
+    if any(uri.startswith(SOURCES_URI_PREFIX) for uri in uris):
+        return "on_change"
+    if any(uri.startswith(VIEW_URI_PREFIX) for uri in uris):
+        return "chain"
+    return "asset"
+
+
+def _triggering_uris(context: Mapping[str, Any]) -> list[str]:
+    """The URIs of the asset events that started the run, as a worker's context has them."""
+    try:
+        return [str(getattr(asset, "uri", "")) for asset in context.get("triggering_asset_events") or {}]
+    except Exception:  # the run's asset events could not be read: it was still started by an asset
+        return []
+
+
+def _schedule_uris(context: Mapping[str, Any]) -> list[str]:
+    """The URIs of the assets the DAG is scheduled on, when they are all of one kind (``after:`` views, or the
+    ``on_change`` watcher): what started an asset-triggered run where its events are not in the context (a task
+    started in the triggerer)."""
+    try:
+        uris = sorted(set(_asset_uris(context["dag"].timetable.asset_condition)))
+    except Exception:  # no DAG or no asset schedule in this context
+        return []
+    kinds = {uri.startswith(SOURCES_URI_PREFIX) for uri in uris}
+    return uris if len(kinds) == 1 else []
+
+
+def _asset_uris(condition: Any) -> list[str]:
+    """The asset URIs of a schedule's asset condition: the task SDK's (``objects``) or a deserialized DAG's
+    (``iter_assets()``)."""
+    if hasattr(condition, "iter_assets"):
+        return [str(asset.uri) for _, asset in condition.iter_assets()]
+    if hasattr(condition, "objects"):
+        return [uri for part in condition.objects for uri in _asset_uris(part)]
+    return [str(condition.uri)] if hasattr(condition, "uri") else []
+
+
+def history_target(
+    table: str | None, retention_seconds: float | None, context: Mapping[str, Any] | None
+) -> HistoryTarget | None:
+    """Where the refresh records its history row, with the run that started it; ``None`` without ``table``.
+
+    :param table: the ``history`` table, ``schema.table``.
+    :param retention_seconds: ``history_retention`` in seconds.
+    :param context: the task's context.
+    """
+    from airflow_matview.database.history import HistoryTarget
+
+    if table is None:
+        return None
+    ti = (context or {}).get("ti")
+    try_number = getattr(ti, "try_number", None)
+    return HistoryTarget(
+        table=table,
+        retention_seconds=retention_seconds,
+        started_by=started_by(context),
+        dag_id=getattr(ti, "dag_id", None),
+        run_id=getattr(ti, "run_id", None),
+        try_number=None if try_number is None else int(try_number),
+    )

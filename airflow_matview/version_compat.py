@@ -106,6 +106,29 @@ def asset_watcher_asset_id() -> Any:
     return asset_trigger_association_table.c.asset_id
 
 
+def airflow_stats() -> Any:
+    """Airflow's own metrics layer (StatsD, Datadog or OpenTelemetry, as ``[metrics]`` configures it), with
+    ``incr``, ``gauge`` and ``timing`` taking ``tags``. Airflow 3.3 keeps it in the task SDK
+    (``airflow.sdk.observability.stats``, whose backend a task runner sets up); where nothing set it up in this
+    process (``dag.test()``, the triggerer's trigger runner) it is set up here from the same configuration. Airflow
+    3.1 and 3.2 have ``airflow.stats.Stats``, set up on import."""
+    if AIRFLOW_V_3_3_PLUS:
+        from airflow.sdk._shared.observability.metrics import stats
+
+        if getattr(stats, "_factory", None) is None:
+            from airflow.sdk.configuration import conf
+            from airflow.sdk.observability.metrics import stats_utils
+
+            stats.initialize(
+                factory=stats_utils.get_stats_factory(),
+                export_legacy_names=conf.getboolean("metrics", "legacy_names_on", fallback=True),
+            )
+        return stats
+    from airflow.stats import Stats  # type: ignore[attr-defined,unused-ignore]
+
+    return Stats
+
+
 __all__ = [
     "AIRFLOW_VERSION",
     "AIRFLOW_V_3_2_PLUS",
@@ -126,6 +149,7 @@ __all__ = [
     "CronTriggerTimetable",
     "TaskDeferralTimeout",
     "TaskDeferred",
+    "airflow_stats",
     "asset_watcher_asset_id",
     "deadline_alert_model",
     "require",

@@ -12,9 +12,11 @@ import psycopg
 from airflow_matview.cli.connect import dsn_options, open_connection
 from airflow_matview.cli.output import EXIT_OK, EXIT_PROBLEMS
 from airflow_matview.config import ViewConfig, load_config
-from airflow_matview.database import catalog, search_path
+from airflow_matview.database import catalog, history, search_path
 from airflow_matview.database.change_signals import read_change_signals
+from airflow_matview.database.identifiers import parse_qualified_name
 from airflow_matview.database.refresh import choose_mode, resolve_matview
+from airflow_matview.database.steps import run
 from airflow_matview.exceptions import CliError, MatviewRefreshError, MatviewSetupError
 from airflow_matview.text import format_seconds, one_line
 from airflow_matview.triggerer_health import triggerer_problem_in_metadata, unreadable_metadata
@@ -204,8 +206,20 @@ def check_view(conn: psycopg.Connection, view: ViewConfig, label: str) -> tuple[
     if read_only is not None:
         path_lines.append(f"read-only: {read_only.describe()}")
     watch_ok, watch_lines = _on_change(conn, view, relation.oid)
-    ok = permission.allowed and not blocking and path_ok and read_only is None and watch_ok
-    return ok, lines + path_lines + watch_lines
+    history_ok, history_lines = _history(conn, view)
+    ok = permission.allowed and not blocking and path_ok and read_only is None and watch_ok and history_ok
+    return ok, lines + path_lines + watch_lines + history_lines
+
+
+def _history(conn: psycopg.Connection, view: ViewConfig) -> tuple[bool, list[str]]:
+    """Whether the view's refresh history can be written (and pruned, with ``history_retention``)."""
+    if view.history is None:
+        return True, []
+    table = parse_qualified_name(view.history)
+    problem = run(conn, history.table_problem(table, view.history_retention is not None))
+    if problem is None:
+        return True, [f"history: recorded in {table}"]
+    return False, [f"history: {problem}"]
 
 
 def _on_change(conn: psycopg.Connection, view: ViewConfig, oid: int) -> tuple[bool, list[str]]:

@@ -20,6 +20,7 @@ import psycopg
 from airflow_matview.cli.check import run_check
 from airflow_matview.cli.connect import check_conn_id
 from airflow_matview.cli.discover import run_discover
+from airflow_matview.cli.history import run_history_init
 from airflow_matview.cli.output import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERNAL,
@@ -71,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_validate(args.config, secrets)
         if args.command == "check":
             return run_check(args.config, args.conn_id, args.dsn)
+        if args.command == "history":
+            return run_history_init(args.config, args.conn_id, args.dsn, args.refresh_role, args.reporting_role)
         if args.command == "schema":
             sys.stdout.write(schema_text())
             return EXIT_OK
@@ -164,6 +167,22 @@ def _parser(secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
         help="only this schema (repeat for more); folded to lower case unless double-quoted, as in SQL "
         "(default: every schema but pg_catalog and information_schema)",
     )
+    history = commands.add_parser(
+        "history", help="set up the refresh history tables a config file names (history:)"
+    ).add_subparsers(dest="action", required=True)
+    init = history.add_parser(
+        "init",
+        help="create each history table and the view beside it, and print the GRANTs for its roles",
+        description="Create each table named by history: in the config (CREATE ... IF NOT EXISTS; its schema too) "
+        "and the view <table>_latest beside it, on each view's connection, then print the GRANTs the refreshing "
+        "role and a reporting role need (not run: review them, run them as the tables' owner).",
+    )
+    init.add_argument("config", help="the YAML config file")
+    group = init.add_mutually_exclusive_group()
+    group.add_argument("--conn-id", help="connect through this Airflow connection (default: each view's conn_id)")
+    group.add_argument("--dsn", help="connect with this libpq connection string or URI instead")
+    init.add_argument("--refresh-role", help="the role the refreshes connect as (default: the role connected as)")
+    init.add_argument("--reporting-role", default="reporting", help="the role that reads the history")
     commands.add_parser(
         "schema",
         help="print the config file's JSON Schema, for editors that check YAML against one",
@@ -171,7 +190,7 @@ def _parser(secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
         "`airflow-matview schema > matviews.schema.json`, then point the config at it with a first line "
         "`# yaml-language-server: $schema=matviews.schema.json`.",
     )
-    for command in commands.choices.values():
+    for command in [*commands.choices.values(), init]:
         command.secrets = list(secrets)
     return parser
 

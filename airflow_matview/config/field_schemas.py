@@ -171,4 +171,5 @@ _UNQUOTED_PART = rf"([a-z_]|{_NON_ASCII})([a-z0-9_$]|{_NON_ASCII})*"
 _QUOTED_PART = rf'"([^"{_CONTROL}]|"")+"'
 _PART = f"({_UNQUOTED_PART}|{_QUOTED_PART})"
 VIEW_NAME = _text("view name", rf"^{_PART}\.{_PART}$")
+HISTORY_TABLE = _text("table name", rf"^{_PART}\.{_PART}$")
 VIEW_NAMES: JsonSchema = {"title": "list of view names", "type": "array", "items": VIEW_NAME}

@@ -174,6 +174,28 @@ def _name(value: object, what: str, example: str) -> str | None:
     raise ValueError(f"{shown(value)} is not a {what} name; use up to 256 letters, digits, _ . and - (e.g. {example})")
 
 
+def parse_history_table(value: object) -> str | None:
+    """The refresh history table, ``schema.table`` as written in SQL; ``None`` records no history."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{shown(value)} is not a table name; use schema.table, e.g. ops.matview_history")
+    from airflow_matview.database.history import MAX_TABLE_NAME
+
+    try:
+        table = parse_view_name(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (the history table, e.g. ops.matview_history)") from None
+    if table.schema is None:
+        raise ValueError(f"{value!r} has no schema; use schema.table, e.g. ops.matview_history")
+    if len(table.name.encode()) > MAX_TABLE_NAME:
+        raise ValueError(
+            f"{value!r}: the table's name is longer than {MAX_TABLE_NAME} bytes, which leaves no room for the view "
+            "beside it (<table>_latest) in PostgreSQL's 63; use a shorter name"
+        )
+    return value
+
+
 def parse_pool_slots(value: object) -> int:
     """How many slots of its pool the refresh takes: a whole number from 1, written ``2`` or ``"2"``."""
     number = whole_number(value)

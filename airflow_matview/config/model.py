@@ -156,6 +156,25 @@ class ViewSettings(BaseModel):
             "refresh; the task ends skipped and emits no asset event."
         ),
     ] = False
+    history: Annotated[
+        str | None,
+        PlainValidator(fields.parse_history_table),
+        WithJsonSchema(schemas.nullable(schemas.HISTORY_TABLE)),
+        Field(
+            description="Record each refresh in this table of the view's database, `schema.table` (opt-in; "
+            "`airflow-matview history init` creates it and the view `<table>_latest` beside it): a success row in "
+            "the refresh's own transaction, a skip or failure row after it; `null` records nothing."
+        ),
+    ] = None
+    history_retention: Annotated[
+        timedelta | None,
+        _duration("history_retention", positive=True),
+        WithJsonSchema(schemas.nullable(schemas.duration(minimum=1))),
+        Field(
+            description="With `history`: delete the view's history rows older than this, in small batches after "
+            "each refresh (never blocking one); `null` keeps every row."
+        ),
+    ] = None
     # Deferrable refreshes: the refresh runs in the triggerer instead of holding a worker slot.
     deferrable: Annotated[
         bool,
@@ -411,6 +430,8 @@ class ViewConfig(ViewSettings):
                     "triggerer opens at most [matview] triggerer_max_connections connections per conn_id) or "
                     "start_from_trigger"
                 )
+        if self.history_retention is not None and self.history is None:
+            raise ValueError("history_retention: the view records no history; set history: <schema>.<table> too")
         if self.max_staleness is not None and not self.stale_notifiers:
             raise ValueError(
                 "max_staleness: no notifier would be told when the view is stale; list them under on_stale "

@@ -111,6 +111,28 @@ def find_relations(names: list[QualifiedName]) -> Steps[dict[QualifiedName, Rela
     }
 
 
+# The columns of the relations named, in their order, with their types as SQL writes them.
+_COLUMNS = """
+SELECT w.schema, w.relname, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod)
+FROM ROWS FROM (pg_catalog.unnest(%(schemas)s::text[]), pg_catalog.unnest(%(names)s::text[])) AS w(schema, relname)
+JOIN pg_catalog.pg_namespace n ON n.nspname = w.schema
+JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = w.relname
+JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY w.schema, w.relname, a.attnum
+"""
+
+
+@step_function
+def relation_columns(names: list[QualifiedName]) -> Steps[dict[QualifiedName, list[tuple[str, str]]]]:
+    """The columns (name, type) of the schema-qualified ``names`` that exist, in one query (for lineage)."""
+    params = {"schemas": [name.schema for name in names], "names": [name.name for name in names]}
+    rows = yield from fetchall(_COLUMNS, params)
+    columns: dict[QualifiedName, list[tuple[str, str]]] = {}
+    for schema, relname, column, type_name in rows:
+        columns.setdefault(QualifiedName(schema, relname), []).append((column, type_name))
+    return columns
+
+
 @step_function
 def existing_schemas(names: list[str]) -> Steps[set[str]]:
     """Those of the schemas ``names`` that exist."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import psycopg
 from psycopg import sql
 
-from airflow_matview.database import catalog, locks, pgerrors
+from airflow_matview.database import catalog, history, locks, pgerrors
 from airflow_matview.database.change_signals import (
     STATS_IDLE_INTERVAL,
     ChangeSignals,
@@ -67,6 +67,7 @@ class RefreshResult:
     :param rows: the view's row count from the catalog, not a full count: ``pg_class.reltuples``, which a plain
         refresh of an indexed view and ``analyze=True`` make exact; after CONCURRENTLY, the estimate from before
         plus the refresh's exact net change. ``None`` when PostgreSQL has no estimate (no index, never analyzed).
+    :param lock_wait: seconds spent waiting for another refresh of the view to finish (``on_overlap: wait``).
     """
 
     view: str
@@ -78,6 +79,7 @@ class RefreshResult:
     fingerprint: dict[str, Any] | None = field(default=None, repr=False)
     signals_read_at: float | None = field(default=None, repr=False)
     committed_at: float | None = field(default=None, repr=False)
+    lock_wait: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """The XCom value: everything but what only the records of ``skip_if_unchanged`` and lag need."""
@@ -176,6 +178,9 @@ class _Progress:
     relation: catalog.Relation | None = None
     facts: catalog.RefreshFacts | None = None
     mode: RefreshMode = "blocking"
+    chosen: RefreshMode | None = None
+    lock_wait: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
 
 
 def refresh_materialized_view(
@@ -217,11 +222,44 @@ async def arefresh_materialized_view(
 def refresh_steps(
     view: QualifiedName, settings: RefreshSettings | None = None, connection_label: str = "the connection"
 ) -> Steps[RefreshResult]:
-    """The steps of :func:`refresh_materialized_view`, for either kind of connection."""
+    """The steps of :func:`refresh_materialized_view`, for either kind of connection: the refresh and, with
+    ``settings.history``, its history row (see :mod:`airflow_matview.database.history`)."""
     settings = settings or RefreshSettings()
+    progress = _Progress()
+    target = settings.history
+    if target is None:
+        return (yield from _refresh_steps(view, settings, connection_label, progress))
+    try:
+        result = yield from _refresh_steps(view, settings, connection_label, progress)
+    except (
+        AirflowSkipException,
+        MatviewSetupError,
+        MatviewRefreshError,
+        MatviewQueryError,
+        MatviewOverlapError,
+    ) as exc:
+        outcome: history.Outcome = "skipped" if isinstance(exc, AirflowSkipException) else "failed"
+        name = str(progress.relation.name) if progress.relation else str(view)
+        row = history.HistoryRow(
+            view=name,
+            outcome=outcome,
+            elapsed=time.perf_counter() - progress.started,
+            mode=progress.chosen,
+            lock_wait=round(progress.lock_wait, 6),
+            message=str(exc),
+        )
+        yield from history.write_after(target, row, connection_label)
+        yield from history.prune(target, name, connection_label)
+        raise
+    yield from history.prune(target, result.view, connection_label)
+    return result
+
+
+def _refresh_steps(
+    view: QualifiedName, settings: RefreshSettings, connection_label: str, progress: _Progress
+) -> Steps[RefreshResult]:
     lock_timeout_ms = to_milliseconds(settings.lock_timeout, "lock_timeout")
     statement_timeout_ms = to_milliseconds(settings.statement_timeout, "statement_timeout")
-    progress = _Progress()
     session = _Session(settings.application_name, lock_timeout_ms, statement_timeout_ms)
     try:
         if settings.skip_if_unchanged and settings.with_data:
@@ -266,7 +304,11 @@ def _refresh_in_transaction(
     relation, locked = yield from _prepare(view, connection_label, session, progress, try_lock=True)
     progress.stage = "overlap"
     if not locked:
-        yield from _take_refresh_lock(relation, settings, connection_label)
+        waiting = time.perf_counter()
+        try:
+            yield from _take_refresh_lock(relation, settings, connection_label)
+        finally:
+            progress.lock_wait = time.perf_counter() - waiting
     progress.stage = "refresh"
     facts = progress.facts = yield from catalog.refresh_facts.steps(relation.oid)
     if facts is None:
@@ -288,7 +330,7 @@ def _refresh_in_transaction(
         connection_label,
         facts.temp_grant,
     )
-    progress.mode = mode
+    progress.mode = progress.chosen = mode
     log.info("Refreshing %s (%s): %s.", relation.name, mode, reason)
     counters_before = facts.counters if mode == "concurrently" else None
     started = time.perf_counter()
@@ -297,6 +339,17 @@ def _refresh_in_transaction(
     if settings.analyze and mode != "no_data":
         yield from execute(sql.SQL("ANALYZE {}").format(identifier(relation.name)))
     rows = yield from _rows_after(relation.oid, mode, settings.analyze, counters_before)
+    if settings.history is not None:
+        row = history.HistoryRow(
+            view=str(relation.name),
+            outcome="success",
+            elapsed=time.perf_counter() - progress.started,
+            seconds=round(seconds, 6),
+            mode=mode,
+            rows=rows,
+            lock_wait=round(progress.lock_wait, 6),
+        )
+        yield from history.write_in_refresh(settings.history, row, connection_label)
     return RefreshResult(
         view=str(relation.name),
         mode=mode,
@@ -306,6 +359,7 @@ def _refresh_in_transaction(
         sources=[str(source.name) for source in facts.sources],
         fingerprint=signals.fingerprint if signals else None,
         signals_read_at=read_at,
+        lock_wait=round(progress.lock_wait, 6),
     )
 
 
@@ -536,8 +590,10 @@ def _take_refresh_lock(relation: catalog.Relation, settings: RefreshSettings, co
 
 
 def _holders(describe: Steps[str]) -> Steps[str]:
+    """Who holds the lock, read in a transaction of its own that is rolled back: on a connection outside autocommit
+    a bare query would leave a transaction open, into which a history row after it would go, lost at close."""
     try:
-        return (yield from describe)
+        return (yield from in_transaction(describe, rollback=True))
     except psycopg.Error:
         return "a session that could not be identified"
 
@@ -618,7 +674,7 @@ def _not_allowed(
     missing: list[catalog.MissingPrivilege] = []
     if relation is not None:
         try:
-            privileges = yield from catalog.missing_privileges.steps(relation.oid)
+            privileges = yield from in_transaction(catalog.missing_privileges.steps(relation.oid), rollback=True)
         except psycopg.Error:  # e.g. the connection is closed
             privileges = []
         missing = [privilege for privilege in privileges if mode == "concurrently" or not privilege.concurrently_only]

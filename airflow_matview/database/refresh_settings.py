@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_matview.exceptions import InvalidSettingError
+
+if TYPE_CHECKING:
+    from airflow_matview.database.history import HistoryTarget
 
 Concurrently = Literal["auto"] | bool
 OnOverlap = Literal["wait", "skip", "fail"]
@@ -36,6 +39,8 @@ class RefreshSettings:
     :param previous_fingerprint: the ``fingerprint`` of the last successful refresh's result, if known.
     :param read_signals: read the sources' change signals in the refresh's transaction even without
         ``skip_if_unchanged``, so that the result says what the view now reflects (``target_lag``'s measurement).
+    :param history: where to record the refresh's history row (see :mod:`airflow_matview.database.history`);
+        ``None`` records none.
     """
 
     concurrently: Concurrently = "auto"
@@ -48,6 +53,7 @@ class RefreshSettings:
     skip_if_unchanged: bool = False
     previous_fingerprint: dict[str, Any] | None = None
     read_signals: bool = False
+    history: HistoryTarget | None = None
 
 
 def to_milliseconds(value: timedelta | float | None, name: str) -> int:

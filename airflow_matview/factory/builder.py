@@ -147,6 +147,8 @@ def build_dag(view: ViewConfig, upstream: list[Asset] | None = None, followed: b
         start_from_trigger=view.start_from_trigger,
         finish_on_worker=view.finish_on_worker or followed,
         record_freshness=view.target_lag is not None,
+        history=view.history,
+        history_retention=view.history_retention,
         outlets=[asset],
         **_task_placement(view),
     )

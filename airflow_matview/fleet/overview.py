@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard, get_args
 from airflow_matview.database.identifiers import MAX_IDENTIFIER_BYTES, control_character
 from airflow_matview.database.refresh import RefreshMode
 from airflow_matview.fleet import records
+from airflow_matview.fleet.links import view_links
 from airflow_matview.freshness import Lag, lags_of
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ class FleetView:
     lag_since: str | None
     lag_reason: str | None
     status: str
+    links: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -188,7 +190,8 @@ class _Records:
     schedule: records.ScheduleAssets
     recent: records.RecentRuns
     totals: dict[str, Row[Any]]
-    events: dict[int, Any]
+    events: dict[int, tuple[datetime, Any]]
+    results: dict[str, tuple[datetime, Any]]
     pending: dict[str, datetime]
     timetables: dict[str, Any]
     deadlines: dict[str, list[Any]]
@@ -217,6 +220,7 @@ def load_fleet(session: Session, dag_ids: Collection[str] | None = None, now: da
         recent=records.read_recent_runs(db, tasks),
         totals=records.read_totals(db, tasks),
         events=records.read_last_events(db, [row.id for row in outlets.rows.values()]),
+        results=records.read_last_results(db, tasks),
         pending=records.read_pending_runs(db, wanted),
         timetables=records.read_timetables(db, wanted),
         deadlines=records.read_deadline_intervals(db, wanted),
@@ -249,11 +253,12 @@ def _view(dag_id: str, found: _Records, now: datetime, check: _Checker) -> Fleet
     last_state = states[-1] if states else None
     budget = _budget(dag_id, found, now, check)
     lag = _lag(found.lags.get((conn_id, str(name))), check)
+    task_id = check.text(row.task_id, "task id", 250, _AIRFLOW_KEY) or ""
     return FleetView(
         view=str(name),
         conn_id=conn_id,
         dag_id=dag_id,
-        task_id=check.text(row.task_id, "task id", 250, _AIRFLOW_KEY) or "",
+        task_id=task_id,
         tags=check.texts(found.tags.get(dag_id, []), "tag", TAG_MAX_LEN),
         paused=bool(row.is_paused),
         schedule=check.text(_schedule_text(row.timetable_summary), "schedule", SCHEDULE_MAX_LEN) or "",
@@ -268,12 +273,13 @@ def _view(dag_id: str, found: _Records, now: datetime, check: _Checker) -> Fleet
         staleness=_age(fresh_as_of, now),
         last_state=last_state,
         last_run_start=_iso(found.recent.last_start.get(dag_id)),
-        **_last_refresh(found.events.get(row.id), states, found.recent.seconds.get(dag_id, []), check),
+        **_last_refresh(_last_report(found, dag_id, row.id), states, found.recent.seconds.get(dag_id, []), check),
         **budget,
         **lag,
         skipped_runs=total.skipped if total else 0,
         failed_runs=total.failed if total else 0,
         status=_status(bool(row.is_paused), last_state, budget["breached"] or lag["lag_state"] == "over", fresh_as_of),
+        links=view_links(str(name), conn_id, dag_id, task_id),
     )
 
 
@@ -308,6 +314,15 @@ def _budget(dag_id: str, found: _Records, now: datetime, check: _Checker) -> dic
         "max_staleness": budget,
         "breached": budget is not None and pending_for is not None and pending_for > budget,
     }
+
+
+def _last_report(found: _Records, dag_id: str, asset_id: int) -> Any:
+    """What the latest refresh reported: its asset event's ``extra``, or its return value when that is newer (a
+    refresh that ended in the triggerer registers no asset event)."""
+    event, result = found.events.get(asset_id), found.results.get(dag_id)
+    if result is not None and (event is None or result[0] > event[0]):
+        return result[1]
+    return None if event is None else event[1]
 
 
 def _last_refresh(extra: Any, states: list[str | None], durations: list[Any], check: _Checker) -> dict[str, Any]:

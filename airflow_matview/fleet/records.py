@@ -256,14 +256,52 @@ def read_totals(db: Connection, tasks: Subquery) -> dict[str, Row[Any]]:
     return {row.dag_id: row for row in db.execute(query)}
 
 
-def read_last_events(db: Connection, asset_ids: Collection[int]) -> dict[int, Any]:
-    """The ``extra`` of each asset's latest event (what the last refresh reported: rows, seconds, mode), as stored:
-    anyone allowed to post an asset event wrote it, so the reader checks every value."""
+def read_last_events(db: Connection, asset_ids: Collection[int]) -> dict[int, tuple[datetime, Any]]:
+    """When each asset's latest event was made and its ``extra`` (what the last refresh reported: rows, seconds,
+    mode), as stored: anyone allowed to post an asset event wrote it, so the reader checks every value."""
     from airflow.models.asset import AssetEvent
 
     last_ids = select(func.max(AssetEvent.id)).where(AssetEvent.asset_id.in_(asset_ids)).group_by(AssetEvent.asset_id)
-    query = select(AssetEvent.asset_id, AssetEvent.extra).where(AssetEvent.id.in_(last_ids))
-    return {asset_id: extra for asset_id, extra in db.execute(query)}
+    query = select(AssetEvent.asset_id, AssetEvent.timestamp, AssetEvent.extra).where(AssetEvent.id.in_(last_ids))
+    return {asset_id: (made, extra) for asset_id, made, extra in db.execute(query)}
+
+
+def read_last_results(db: Connection, tasks: Subquery) -> dict[str, tuple[datetime, Any]]:
+    """When each refresh task last returned a value and that value (its ``return_value`` XCom, decoded).
+
+    A refresh that ends in the triggerer (``start_from_trigger``) registers no asset event (Airflow 3.3), so its
+    figures are read from what it returned; the reader checks every value as it does an event's ``extra``.
+    """
+    from airflow.models.xcom import XComModel
+
+    mine = and_(
+        XComModel.dag_id == tasks.c.dag_id,
+        XComModel.task_id == tasks.c.task_id,
+        XComModel.key == "return_value",
+        XComModel.map_index == -1,
+    )
+    latest = (
+        select(XComModel.dag_id, func.max(XComModel.timestamp).label("made"))
+        .join(tasks, mine)
+        .group_by(XComModel.dag_id)
+        .subquery()
+    )
+    query = (
+        select(XComModel.dag_id, XComModel.timestamp, XComModel.value)
+        .join(tasks, mine)
+        .join(latest, and_(latest.c.dag_id == XComModel.dag_id, latest.c.made == XComModel.timestamp))
+    )
+    return {dag_id: (made, _decoded(value)) for dag_id, made, value in db.execute(query)}
+
+
+def _decoded(value: Any) -> Any:
+    """An XCom value as a task returned it: Airflow stores some as JSON text inside the JSON column."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return None
+    return value
 
 
 def read_pending_runs(db: Connection, wanted: Collection[str]) -> dict[str, datetime]:

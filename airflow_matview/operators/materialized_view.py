@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from airflow.sdk import Asset, BaseOperator
 
 from airflow_matview.assets import SCHEME, matview_asset
-from airflow_matview.config.fields import parse_concurrently, parse_duration, parse_flag
+from airflow_matview.config.fields import parse_concurrently, parse_duration, parse_flag, parse_history_table
 from airflow_matview.database.identifiers import QualifiedName, parse_qualified_name
 from airflow_matview.database.refresh_settings import Concurrently, OnOverlap, RefreshSettings
 from airflow_matview.exceptions import (
@@ -18,6 +19,7 @@ from airflow_matview.exceptions import (
     MatviewSetupError,
     MatviewTimeoutError,
 )
+from airflow_matview.operators.lineage import Lineage
 from airflow_matview.refresh_task import (
     FINGERPRINT_PREFIX,
     FLAGS,
@@ -26,14 +28,21 @@ from airflow_matview.refresh_task import (
     application_name,
     check_conn_id,
     fingerprint_key,
+    history_target,
     parse_view,
     read_flags,
 )
 from airflow_matview.text import format_seconds
-from airflow_matview.version_compat import START_FROM_TRIGGER_MISSING, AirflowTaskTimeout, TaskDeferralTimeout
+from airflow_matview.version_compat import (
+    START_FROM_TRIGGER_MISSING,
+    AirflowSkipException,
+    AirflowTaskTimeout,
+    TaskDeferralTimeout,
+    TaskDeferred,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     import psycopg
     from airflow.sdk import Context
@@ -94,6 +103,11 @@ class RefreshMaterializedViewOperator(BaseOperator):
     :param finish_on_worker: with ``start_from_trigger``, finish every successful refresh on a worker, so that
         Airflow registers the task's asset event, which DAGs scheduled on the view's asset wait for (Airflow 3.3
         registers none for a task that ends in the triggerer).
+    :param history: record each refresh in this table of the view's database, ``schema.table`` (see
+        docs/observability.md; ``airflow-matview history init`` creates it): a success row in the refresh's own
+        transaction, a skip or failure row after it. A row that cannot be written is logged, never fails the task.
+    :param history_retention: with ``history``, delete the view's rows older than this (a timedelta, seconds or
+        text such as ``"90d"``), in small batches after each refresh.
     :return: a dict with ``view``, ``mode`` (``concurrently``, ``blocking`` or ``no_data``), ``reason``,
         ``seconds`` and ``rows`` (from the catalog; ``None`` when PostgreSQL has no estimate).
     """
@@ -124,6 +138,8 @@ class RefreshMaterializedViewOperator(BaseOperator):
         start_from_trigger: bool = False,
         finish_on_worker: bool = False,
         record_freshness: bool = False,
+        history: str | None = None,
+        history_retention: timedelta | float | str | None = None,
         **kwargs: Any,
     ) -> None:
         task_id = kwargs.get("task_id", "?")
@@ -143,7 +159,7 @@ class RefreshMaterializedViewOperator(BaseOperator):
         self.deferrable = deferrable
         self.record_freshness = bool(record_freshness)
         self._conn: psycopg.Connection | None = None
-        self._lineage: _Lineage | None = None
+        self._lineage: Lineage | None = None
         if on_overlap not in _ON_OVERLAP:
             raise MatviewSetupError(f"on_overlap must be 'wait', 'skip' or 'fail', not {on_overlap!r}.")
         # Flags and durations follow the config file's rules (settings.py); a templated value is checked once
@@ -151,6 +167,14 @@ class RefreshMaterializedViewOperator(BaseOperator):
         key = "lock_timeout"
         try:
             self.lock_timeout = None if lock_timeout is None else parse_duration(lock_timeout, key, positive=True)
+            key = "history"
+            self.history = _history_table(history)
+            key = "history_retention"
+            self.history_retention = (
+                None if history_retention is None else parse_duration(history_retention, key, positive=True)
+            )
+            if self.history_retention is not None and self.history is None:
+                raise InvalidSettingError("set history too: without it nothing is recorded to prune")
             for key, value in (
                 ("concurrently", concurrently),
                 ("with_data", with_data),
@@ -174,7 +198,31 @@ class RefreshMaterializedViewOperator(BaseOperator):
     def connection_label(self) -> str:
         return f"connection {self.postgres_conn_id!r}"
 
+    @property
+    def history_retention_seconds(self) -> float | None:
+        return None if self.history_retention is None else self.history_retention.total_seconds()
+
     def execute(self, context: Context) -> dict[str, Any]:
+        with self._counted():
+            return self._execute(context)
+
+    @contextmanager
+    def _counted(self) -> Iterator[None]:
+        """Count a skipped or failed refresh in Airflow's metrics (a success is counted by :meth:`_finish`)."""
+        from airflow_matview import refresh_metrics
+
+        try:
+            yield
+        except TaskDeferred:
+            raise
+        except AirflowSkipException:
+            refresh_metrics.skipped(self.postgres_conn_id, str(self.view))
+            raise
+        except Exception:
+            refresh_metrics.failed(self.postgres_conn_id, str(self.view))
+            raise
+
+    def _execute(self, context: Context) -> dict[str, Any]:
         check_conn_id(self.postgres_conn_id, f"{self.task_id}: postgres_conn_id (rendered)")
         view = self._parse_view()
         flags = read_flags({key: getattr(self, key) for key in FLAGS}, view, self.connection_label)
@@ -190,6 +238,7 @@ class RefreshMaterializedViewOperator(BaseOperator):
             skip_if_unchanged=flags.skip_if_unchanged,
             previous_fingerprint=record.load() if record else None,
             read_signals=self.record_freshness,
+            history=history_target(self.history, self.history_retention_seconds, context),
         )
         if flags.deferrable:
             self._defer(view, settings)
@@ -279,6 +328,10 @@ class RefreshMaterializedViewOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after a deferred refresh: record and return its result, or raise its error as it was raised."""
+        with self._counted():
+            return self._execute_complete(context, event)
+
+    def _execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         from airflow_matview.database.refresh import RefreshResult
         from airflow_matview.triggers.deferred_refresh import error_from_event
 
@@ -292,13 +345,16 @@ class RefreshMaterializedViewOperator(BaseOperator):
     def _finish(
         self, context: Context, result: RefreshResult, namespace: str, database: str, record: FingerprintRecord | None
     ) -> dict[str, Any]:
-        """What follows a successful refresh, wherever it ran: lineage, fingerprint, asset event, XCom."""
-        self._lineage = _Lineage(namespace, database, result.view, result.sources)
+        """What follows a successful refresh, wherever it ran: lineage, fingerprint, metrics, asset event, XCom."""
+        from airflow_matview import refresh_metrics
+
+        self._lineage = Lineage(namespace, database, result.view, result.sources)
         if record is not None:
             record.save(result.fingerprint)
         if self.record_freshness:
             RefreshRecord(self.postgres_conn_id, self._parse_view()).save(result.records())
         outcome = result.as_dict()
+        refresh_metrics.refreshed(self.postgres_conn_id, outcome)
         self._describe_asset_event(context, outcome)
         self.log.info(
             "Refreshed %s (%s) in %.3fs; about %s rows.", result.view, result.mode, result.seconds, result.rows
@@ -313,19 +369,24 @@ class RefreshMaterializedViewOperator(BaseOperator):
             if isinstance(outlet, Asset) and outlet.uri.startswith(f"{SCHEME}://"):
                 events[outlet].extra.update({key: result[key] for key in ("view", "rows", "seconds", "mode")})
 
+    def get_openlineage_facets_on_start(self) -> Any:
+        """OpenLineage's START: the view as the output (its inputs are known once it has refreshed)."""
+        from airflow_matview.operators.lineage import view_only
+
+        return view_only(self.postgres_conn_id, str(self._parse_view()))
+
     def get_openlineage_facets_on_complete(self, task_instance: object) -> Any:
-        """OpenLineage: the view is the output, the tables it reads are the inputs (when the provider is installed)."""
+        """OpenLineage's COMPLETE: the view is the output, the tables it reads are the inputs, each with its columns
+        (when the provider is installed)."""
         if self._lineage is None:
             return None
-        from airflow.providers.common.compat.openlineage.facet import Dataset
-        from airflow.providers.openlineage.extractors import OperatorLineage
+        from airflow_matview.operators.lineage import on_complete
 
-        namespace, database, view, sources = self._lineage
+        return on_complete(self._lineage, self.postgres_conn_id)
 
-        def dataset(name: str) -> Dataset:
-            return Dataset(namespace=namespace, name=f"{database}.{_unquoted(name)}")
-
-        return OperatorLineage(inputs=[dataset(name) for name in sources], outputs=[dataset(view)])
+    def get_openlineage_facets_on_failure(self, task_instance: object) -> Any:
+        """OpenLineage's FAIL: the view that was not refreshed, as the output."""
+        return self.get_openlineage_facets_on_start()
 
     def on_kill(self) -> None:
         """Cancel the running refresh on the server; PostgreSQL rolls it back and releases its locks."""
@@ -342,13 +403,6 @@ class RefreshMaterializedViewOperator(BaseOperator):
 
     def _parse_view(self) -> QualifiedName:
         return parse_view(self.view, self.connection_label)
-
-
-class _Lineage(NamedTuple):
-    namespace: str
-    database: str
-    view: str
-    sources: list[str]
 
 
 def _static_asset(conn_id: str, view: str) -> Asset | None:
@@ -376,6 +430,8 @@ def _check_start_from_trigger(view: str, conn_id: str, task_id: str, kwargs: dic
         )
 
 
-def _unquoted(name: str) -> str:
-    parsed = parse_qualified_name(name)
-    return f"{parsed.schema}.{parsed.name}"
+def _history_table(value: str | None) -> str | None:
+    try:
+        return parse_history_table(value)
+    except ValueError as exc:
+        raise InvalidSettingError(str(exc)) from None

@@ -50,8 +50,19 @@ def settings_to_kwargs(settings: RefreshSettings) -> dict[str, Any]:
         "skip_if_unchanged": settings.skip_if_unchanged,
         "previous_fingerprint": settings.previous_fingerprint,
         "read_signals": settings.read_signals,
+        "history": None if settings.history is None else settings.history.as_dict(),
         **seconds,
     }
+
+
+def settings_from_kwargs(kwargs: dict[str, Any]) -> RefreshSettings:
+    """The :class:`RefreshSettings` that :func:`settings_to_kwargs` wrote (a trigger stored by an earlier release
+    has no ``history``)."""
+    from airflow_matview.database.history import HistoryTarget
+    from airflow_matview.database.refresh_settings import RefreshSettings
+
+    history = kwargs.get("history")
+    return RefreshSettings(**{**kwargs, "history": None if history is None else HistoryTarget(**history)})
 
 
 def error_from_event(event: dict[str, Any]) -> BaseException:
@@ -142,7 +153,5 @@ class RefreshTrigger(TriggererRefresh):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_matview.database.refresh_settings import RefreshSettings
-
-        outcome = await self.refresh_shielded(self.view, self.postgres_conn_id, RefreshSettings(**self.settings))
+        outcome = await self.refresh_shielded(self.view, self.postgres_conn_id, settings_from_kwargs(self.settings))
         yield TriggerEvent(outcome)

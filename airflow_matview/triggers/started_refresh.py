@@ -34,6 +34,7 @@ from airflow_matview.refresh_task import (
     RefreshRecord,
     application_name,
     check_conn_id,
+    history_target,
     parse_view,
     read_flags,
 )
@@ -72,6 +73,8 @@ def start_trigger_args(operator: BaseOperator, finish_on_worker: bool) -> StartT
         finish_on_worker=finish_on_worker or any(not isinstance(call, TaskNotifier) for call in success),
         skip_on_worker=bool(operator.on_skipped_callback),
         notifiers=[call.spec.as_dict() for call in success if isinstance(call, TaskNotifier)],
+        history=operator.history,  # type: ignore[attr-defined]
+        history_retention=operator.history_retention_seconds,  # type: ignore[attr-defined]
     )
     if getattr(operator, "record_freshness", False):
         kwargs["record_freshness"] = True
@@ -88,6 +91,8 @@ class StartedRefreshTrigger(TriggererRefresh):
     :param finish_on_worker: hand every success to a worker (for the task's asset event, or a callback of its own).
     :param skip_on_worker: hand a skip to a worker (the task has an ``on_skipped_callback``).
     :param notifiers: the config's ``on_success`` notifiers (:meth:`NotifierSpec.as_dict`), called here.
+    :param history: the refresh history table, ``schema.table``, or ``None``.
+    :param history_retention: its retention in seconds, or ``None``.
     """
 
     def __init__(
@@ -105,6 +110,8 @@ class StartedRefreshTrigger(TriggererRefresh):
         skip_on_worker: bool = False,
         notifiers: list[dict[str, Any]] | None = None,
         record_freshness: bool = False,
+        history: str | None = None,
+        history_retention: float | None = None,
     ) -> None:
         super().__init__()
         self.view = view
@@ -120,6 +127,8 @@ class StartedRefreshTrigger(TriggererRefresh):
         self.skip_on_worker = skip_on_worker
         self.notifiers = list(notifiers or [])
         self.record_freshness = bool(record_freshness)
+        self.history = history
+        self.history_retention = history_retention
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         names = ("view", "postgres_conn_id", "on_overlap", *FLAGS[:4], "lock_timeout", "execution_timeout")
@@ -129,6 +138,8 @@ class StartedRefreshTrigger(TriggererRefresh):
             "skip_on_worker": self.skip_on_worker,
             "notifiers": self.notifiers,
             **({"record_freshness": True} if self.record_freshness else {}),
+            "history": self.history,
+            "history_retention": self.history_retention,
         }
 
     @property
@@ -161,6 +172,7 @@ class StartedRefreshTrigger(TriggererRefresh):
             skip_if_unchanged=flags.skip_if_unchanged,
             previous_fingerprint=record.load() if record else None,
             read_signals=self.record_freshness,
+            history=history_target(self.history, self.history_retention, self._context() if self.history else None),
         )
         outcome = await self.refresh_shielded(str(view), self.postgres_conn_id, settings)
         yield await self._end(outcome, view, record)
@@ -180,9 +192,12 @@ class StartedRefreshTrigger(TriggererRefresh):
         """The event that ends the task here, or the one that hands the outcome to a worker."""
         from airflow.triggers.base import TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
 
+        from airflow_matview import refresh_metrics
+
         if outcome["status"] != "success":
             if outcome.get("error") == "AirflowSkipException" and not self.skip_on_worker:
                 self.log.info("%s", outcome["message"])
+                refresh_metrics.skipped(self.postgres_conn_id, str(view))
                 return TaskSkippedEvent()
             self.log.info("The refresh did not succeed: a worker fails the task, with its retries and callbacks.")
             return TriggerEvent(outcome)
@@ -197,6 +212,7 @@ class StartedRefreshTrigger(TriggererRefresh):
             RefreshRecord(self.postgres_conn_id, view).save({key: result.get(key) for key in RECORD_ONLY})
         for key in RECORD_ONLY:
             result.pop(key, None)
+        refresh_metrics.refreshed(self.postgres_conn_id, result)
         self.log.info(
             "Refreshed %s (%s) in %.3fs; about %s rows.",
             result["view"],

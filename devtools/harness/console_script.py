@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,15 @@ from devtools.harness.paths import CLI
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+
+def interruptible() -> None:
+    """A ``preexec_fn`` that lets the child take Ctrl-C (SIGINT) as a terminal's foreground command does.
+
+    A shell that starts the suite in the background (``pytest ... &``) makes it ignore SIGINT, every child inherits
+    that, and Python then installs no KeyboardInterrupt handler: a test of Ctrl-C would see no interrupt at all.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

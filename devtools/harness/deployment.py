@@ -5,8 +5,11 @@ happens, every process and server stopped at the end (the stack first, then the 
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +51,25 @@ class Deployment:
     def runs(self, dag_id: str) -> list[dict[str, Any]]:
         """The runs of ``dag_id``, oldest first."""
         return list(self.api.get(f"/dags/{dag_id}/dagRuns?order_by=run_after")["dag_runs"])
+
+    def http(self, method: str, path: str, token: str | None = None, timeout: float = 30) -> tuple[int, Any, bytes]:
+        """``(status, headers, body)`` of one request to the api-server, signed in as the admin by default."""
+        request = urllib.request.Request(f"{self.stack.url}{path}", method=method)
+        request.add_header("Authorization", f"Bearer {token or self.api.token}")
+        request.add_header("Cookie", f"_token={token or self.api.token}")  # the page reads the UI's cookie
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, response.headers, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers, error.read()
+
+    def fleet(self) -> dict[str, Any]:
+        status, _, body = self.http("GET", "/matview-fleet/api/views")
+        assert status == 200, body
+        return dict(json.loads(body))
+
+    def fleet_view(self, dag_id: str) -> dict[str, Any]:
+        return next(view for view in self.fleet()["views"] if view["dag_id"] == dag_id)
 
 
 def matviews_dags(folder: Path, config: dict[str, Any]) -> Path:

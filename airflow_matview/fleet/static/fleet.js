@@ -127,9 +127,21 @@ function dagCell(v) {
   const link = el("a", "", v.dag_id);
   link.href = "../dags/" + encodeURIComponent(v.dag_id);
   link.target = "_top";
-  const cell = el("td", "dag", v.paused ? el("span", "muted", "(paused)") : null, v.paused ? " " : null, link);
+  const cell = el("td", "dag", v.paused ? el("span", "muted", "(paused)") : null, v.paused ? " " : null, link,
+    ...outsideLinks(v));
   cell.title = v.dag_id;
   return cell;
+}
+// The view's metrics and lineage pages ([matview] metrics_url, lineage_url): http(s) only, opened in a new tab.
+function outsideLinks(v) {
+  return ["metrics", "lineage"].filter((name) => /^https?:\/\//i.test((v.links || {})[name] || "")).flatMap((name) => {
+    const link = el("a", "outside", name);
+    link.href = v.links[name];
+    link.target = "_blank";
+    link.rel = "noopener noreferrer";
+    link.dataset.link = name;
+    return [" ", link];
+  });
 }
 function stateCell(v) {
   const cell = el("td", "");

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 import yaml
 
-from devtools.harness.console_script import assert_one_clean_line, cli, write_config
+from devtools.harness.console_script import assert_one_clean_line, cli, interruptible, write_config
 from devtools.harness.paths import AIRFLOW_BIN, CLI
 from devtools.harness.pgcluster import free_port
 from devtools.harness.scenario import create_reference_scenario
@@ -129,7 +129,11 @@ def test_an_interrupted_check_ends_with_one_line_and_exit_130(tmp_path: Path) ->
         dsn = f"host=127.0.0.1 port={silent.getsockname()[1]} user=app password=Sup3rSecret connect_timeout=60"
         config = write_config(tmp_path, ["public.a"])
         with subprocess.Popen(
-            [str(CLI), "check", str(config), "--dsn", dsn], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [str(CLI), "check", str(config), "--dsn", dsn],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=interruptible,
         ) as proc:
             accepted, _ = silent.accept()
             time.sleep(0.5)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools.harness.console_script import assert_one_clean_line, cli, write_config
+from devtools.harness.console_script import assert_one_clean_line, cli, interruptible, write_config
 
 
 @pytest.mark.parametrize(
@@ -87,7 +87,11 @@ def test_a_uri_given_as_conn_id_is_refused_without_echoing_it(tmp_path: Path, co
 def test_ctrl_c_while_the_command_starts_is_one_line_and_exit_130() -> None:
     script = Path(sys.executable).parent / "airflow-matview"
     process = subprocess.Popen(
-        [str(script), "validate", "dags/matviews.yaml"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [str(script), "validate", "dags/matviews.yaml"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=interruptible,
     )
     time.sleep(0.3)  # well inside the import of Airflow, which takes over a second
     process.send_signal(signal.SIGINT)

@@ -13,6 +13,7 @@ import textwrap
 import time
 from pathlib import Path
 
+from devtools.harness.console_script import interruptible
 from devtools.harness.paths import REPO
 
 CLI = Path(sys.executable).parent / "airflow-matview"
@@ -72,6 +73,7 @@ def test_ctrl_c_while_a_notifier_module_hangs_is_the_users_interrupt(tmp_path: P
         stderr=subprocess.PIPE,
         text=True,
         env={**env, "HANGING": str(hanging)},
+        preexec_fn=interruptible,
     )
     try:
         deadline = time.monotonic() + 60

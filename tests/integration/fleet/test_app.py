@@ -197,3 +197,16 @@ def test_a_user_sees_only_the_views_of_dags_they_may_read(fleet: tuple[TestClien
         "matview.sales.refunds",
     ]
     assert response.json()["total"] == 2
+
+
+def test_each_view_links_to_its_metrics_and_lineage_where_configured(
+    fleet: tuple[TestClient, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, manager = fleet
+    monkeypatch.setenv("AIRFLOW__MATVIEW__METRICS_URL", "https://grafana.example/d/m?var-view={view_metric}")
+    monkeypatch.setenv("AIRFLOW__MATVIEW__LINEAGE_URL", "javascript:alert({view})")  # refused: no such link
+    response = client.get(
+        "/matview-fleet/api/views", headers={"Authorization": f"Bearer {_token(manager, 'admin', 'admin')}"}
+    )
+    orders = _ours(response.json())["matview.sales.orders"]
+    assert orders["links"] == {"metrics": "https://grafana.example/d/m?var-view=sales__orders"}

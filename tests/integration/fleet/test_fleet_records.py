@@ -24,6 +24,7 @@ NOW = datetime.now(timezone.utc).replace(microsecond=0)
 PREFIX = "fleetcheck"
 VIEWS = ["events_list", "events_text", "extra_types", "extra_infinite", "state", "timetable", "timezone", "summary"]
 VIEWS += ["deadline", "mixed", "queued_late", "queued_recently", "failed_then_ok", "plain"]
+VIEWS += ["result_text", "result_hostile", "result_older"]
 FOREIGN_URIS = [
     "matview://team-b/exports",  # two parts
     "matview://team-b/a/b/c",  # four parts
@@ -85,6 +86,37 @@ def _add_event(session: Any, dag_id: str, extra: Any) -> None:
     session.execute(insert(AssetEvent.__table__).values(asset_id=asset_id, extra=extra, timestamp=NOW))
 
 
+def _add_result(session: Any, dag_id: str, value: Any, made: datetime) -> None:
+    """The return value of the latest refresh task of ``dag_id``, as a refresh that ended in the triggerer leaves it
+    (no asset event), or as a custom XCom backend or a hand-written task may leave it."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.xcom import XComModel
+    from sqlalchemy import delete, insert, select
+
+    ti = session.execute(
+        select(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.run_id, TaskInstance.dag_version_id)
+        .where(TaskInstance.dag_id == dag_id)
+        .order_by(TaskInstance.start_date.desc())
+        .limit(1)
+    ).one()
+    from airflow.models.dagrun import DagRun
+
+    run_id = session.scalar(select(DagRun.id).where(DagRun.dag_id == dag_id, DagRun.run_id == ti.run_id))
+    session.execute(delete(XComModel).where(XComModel.dag_id == dag_id))
+    session.execute(
+        insert(XComModel.__table__).values(
+            dag_run_id=run_id,
+            task_id=ti.task_id,
+            map_index=-1,
+            key="return_value",
+            dag_id=dag_id,
+            run_id=ti.run_id,
+            value=value,
+            timestamp=made,
+        )
+    )
+
+
 def _add_run(session: Any, dag_id: str, state: str, queued_at: datetime) -> None:
     from airflow.models.dagrun import DagRun
     from sqlalchemy import insert
@@ -127,6 +159,12 @@ def _spoil(session: Any) -> None:
     _add_event(session, _dag_id("extra_types"), {"rows": "12", "seconds": -1, "mode": "<b>fast</b>"})
     # 1e400 is valid JSON, which Python reads as infinity (and would write back as Infinity, which is not JSON).
     _add_event(session, _dag_id("extra_infinite"), {"rows": float("inf"), "seconds": float("inf"), "mode": "blocking"})
+    # Airflow stores a value pushed through XComModel.set as JSON text inside its JSON column.
+    later = NOW + timedelta(seconds=1)
+    _add_result(session, _dag_id("result_text"), json.dumps({"rows": 77, "seconds": 0.25, "mode": "blocking"}), later)
+    _add_result(session, _dag_id("result_hostile"), {"rows": -5, "seconds": "1", "mode": "<img src=x>"}, later)
+    _add_event(session, _dag_id("result_older"), {"rows": 3, "seconds": 1.5, "mode": "blocking"})
+    _add_result(session, _dag_id("result_older"), {"rows": 99, "seconds": 9.0, "mode": "concurrently"}, NOW - BUDGET)
     latest = (
         select(TaskInstance.id)
         .where(TaskInstance.dag_id == _dag_id("state"))
@@ -206,9 +244,18 @@ def test_asset_event_extras_of_any_shape_give_no_value_of_the_wrong_type(documen
     assert (wrong["rows"], wrong["refresh_seconds"], wrong["mode"]) == (None, None, None), "'12', -1, '<b>fast</b>'"
     infinite = views["extra_infinite"]
     assert (infinite["rows"], infinite["refresh_seconds"], infinite["mode"]) == (None, None, "blocking")
-    assert document["skipped"]["rows"] == 2 and document["skipped"]["seconds"] == 2 and document["skipped"]["mode"] == 1
+    # and result_hostile's three (test_a_return_value_newer_than_the_asset_event_gives_the_figures_and_is_checked)
+    assert document["skipped"]["rows"] == 3 and document["skipped"]["seconds"] == 3 and document["skipped"]["mode"] == 2
     plain = views["plain"]
     assert isinstance(plain["rows"], int) and plain["mode"] == "concurrently", "a refresh's own event is kept"
+
+
+def test_a_return_value_newer_than_the_asset_event_gives_the_figures_and_is_checked(document: dict[str, Any]) -> None:
+    views = _views(document)
+    shown = {name: (views[name]["rows"], views[name]["refresh_seconds"], views[name]["mode"]) for name in views}
+    assert shown["result_text"] == (77, 0.25, "blocking"), "a value stored as JSON text is read"
+    assert shown["result_hostile"] == (None, None, None), "-5, '1', '<img src=x>' are left out"
+    assert shown["result_older"] == (3, 1.5, "blocking"), "the newer asset event wins over an older return value"
 
 
 def test_states_timetables_summaries_and_tags_of_unexpected_shapes_are_left_out(document: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -50,6 +51,7 @@ EXTRA = {
     "mode": "<img src=x onerror=window.pwned=6>",
     "seconds": "<img src=x onerror=window.pwned=7>",
 }
+METRICS_URL = "https://grafana.example/d/m?var-view={view}&var-conn={conn_id}"
 HOSTILE_VIEW = f'public."{VIEW_NAME}"'
 HOSTILE_DAG = "matview.public._img_src_x_onerror_window.pwned_1_"
 MALLORY = "mallory"  # the Op user
@@ -145,25 +147,6 @@ class Deployment(BaseDeployment):
         """An autocommit connection to Airflow's metadata database."""
         return psycopg.connect(self.stack.cluster.dsn("airflow"), autocommit=True)
 
-    def http(self, method: str, path: str, token: str | None = None, timeout: float = 30) -> tuple[int, Any, bytes]:
-        """``(status, headers, body)`` of one request to the api-server, signed in as the admin by default."""
-        request = urllib.request.Request(f"{self.stack.url}{path}", method=method)
-        request.add_header("Authorization", f"Bearer {token or self.api.token}")
-        request.add_header("Cookie", f"_token={token or self.api.token}")  # the page reads the UI's cookie
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return response.status, response.headers, response.read()
-        except urllib.error.HTTPError as error:
-            return error.code, error.headers, error.read()
-
-    def fleet(self) -> dict[str, Any]:
-        status, _, body = self.http("GET", "/matview-fleet/api/views")
-        assert status == 200, body
-        return dict(json.loads(body))
-
-    def fleet_view(self, dag_id: str) -> dict[str, Any]:
-        return next(view for view in self.fleet()["views"] if view["dag_id"] == dag_id)
-
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
@@ -176,6 +159,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"admin:admin,{MALLORY}:op",
         "AIRFLOW__MATVIEW__FLEET_QUERY_TIMEOUT": str(QUERY_TIMEOUT),
+        "AIRFLOW__MATVIEW__METRICS_URL": METRICS_URL,
+        "AIRFLOW__MATVIEW__LINEAGE_URL": "javascript:window.pwned=9//{view}",  # not http(s): no link
     }
     with SmtpSink() as sink, deployed(dags, SCENARIO, DAG_IDS, connections={"smtp_sink": sink.uri}, env=env) as up:
         assert up.api.get("/importErrors")["total_entries"] == 0, up.api.get("/importErrors")
@@ -327,13 +312,16 @@ def test_hostile_values_show_as_text_and_run_no_script(deployment: Deployment, b
     dialogs: list[str] = []
     tab = browser.new_page()
     tab.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
     response = tab.goto(f"{deployment.stack.url}/matview-fleet/")
     tab.locator("body[data-loaded=true]").wait_for(timeout=30_000)
-    row = tab.locator("#rows tr").filter(has=tab.get_by_text(f"public.{VIEW_NAME}", exact=True))
+    assert errors == [], "the page's script failed"
+    row = tab.locator("#rows tr").filter(has=tab.get_by_text(HOSTILE_VIEW, exact=True))
     row.locator("span.tag").filter(has_text="onmouseover").hover()
     assert tab.evaluate("window.pwned") is None and dialogs == [], "a value from the database ran as script"
 
-    assert row.locator("td.view b").inner_text() == f"public.{VIEW_NAME}"
+    assert row.locator("td.view b").inner_text() == HOSTILE_VIEW
     assert sorted(row.locator("span.tag").all_inner_texts()) == sorted([TAG, QUOTES_TAG])
     assert row.locator("td").nth(6).inner_text() == "-", "the posted mode was dropped"
     assert row.locator("td").nth(7).inner_text() == "-", "the posted rows were dropped"
@@ -341,7 +329,7 @@ def test_hostile_values_show_as_text_and_run_no_script(deployment: Deployment, b
     assert other.locator("td").nth(1).inner_text() == CONN_ID
     assert other.locator("td").nth(3).inner_text() == SCHEDULE
     follower = tab.locator('tr[data-view="public.follower"]')
-    assert follower.locator("td").nth(3).inner_text() == f"after public.{VIEW_NAME}"
+    assert follower.locator("td").nth(3).inner_text() == f"after {HOSTILE_VIEW}"
     assert tab.locator("#rows img, #rows svg[onload], #rows script").count() == 0, "no element made from data"
     assert "skipped" in tab.locator("#skipped").inner_text() and tab.locator("#skipped").is_visible()
 
@@ -357,7 +345,7 @@ def test_hostile_values_show_as_text_and_run_no_script(deployment: Deployment, b
     tab.goto(f"{deployment.stack.url}/plugin/matview-fleet")
     frame = tab.frame_locator("iframe").first
     frame.locator("body[data-loaded=true]").wait_for(timeout=30_000)
-    assert frame.get_by_text(f"public.{VIEW_NAME}", exact=True).count() == 1
+    assert frame.get_by_text(HOSTILE_VIEW, exact=True).count() == 1
     assert tab.evaluate("window.pwned") is None and dialogs == []
 
     document = deployment.fleet()
@@ -366,6 +354,22 @@ def test_hostile_values_show_as_text_and_run_no_script(deployment: Deployment, b
     assert (hostile["rows"], hostile["mode"], hostile["refresh_seconds"]) == (None, None, None), "dropped"
     assert {"rows", "mode", "seconds"} <= set(document["skipped"])
     assert connection["schedule"] == SCHEDULE and connection["conn_id"] == CONN_ID, "text, kept as it is"
+
+    # The links to the view's metrics ([matview] metrics_url): the name percent-encoded; the javascript: template of
+    # lineage_url makes no link.
+    metrics = METRICS_URL.format(view=quote(hostile["view"], safe=""), conn_id=quote(hostile["conn_id"], safe=""))
+    assert hostile["links"] == {"metrics": metrics}
+    tab.goto(f"{deployment.stack.url}/matview-fleet/")
+    tab.locator("body[data-loaded=true]").wait_for(timeout=30_000)
+    row = tab.locator("#rows tr").filter(has=tab.get_by_text(HOSTILE_VIEW, exact=True))
+    link = row.locator("a[data-link=metrics]")
+    assert (link.get_attribute("href"), link.get_attribute("target"), link.inner_text()) == (
+        metrics,
+        "_blank",
+        "metrics",
+    )
+    assert tab.locator("a[data-link=lineage]").count() == 0
+    assert tab.evaluate("window.pwned") is None and tab.evaluate("window.violations") == []
 
 
 def test_a_locked_metadata_table_gives_503_and_the_page_says_so(deployment: Deployment, browser: Any) -> None:

@@ -1,17 +1,22 @@
 """start_from_trigger against a refresh on a worker, in a real Airflow (api-server, scheduler, dag-processor,
 triggerer, LocalExecutor): pairs of identical views from one config, one refreshed on a worker and one started in
-the triggerer, compared on their XCom, asset events, chain runs, notifications, skips and failures."""
+the triggerer, compared on their XCom, asset events, chain runs, notifications, skips, failures, refresh history
+rows and StatsD metrics."""
 
 from __future__ import annotations
 
 import json
+import socket
 import textwrap
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
 
+from airflow_matview.database import history
+from airflow_matview.database.identifiers import parse_qualified_name
 from devtools.harness.deployment import Deployment, deployed, matviews_dags
 
 if TYPE_CHECKING:
@@ -35,6 +40,9 @@ NOTIFIER = textwrap.dedent(
 )
 
 
+HISTORY = "public.matview_history"
+
+
 def dag(view: str) -> str:
     return f"matview.public.{view}"
 
@@ -51,6 +59,8 @@ def scenario(conn: psycopg.Connection) -> None:
         conn.execute(f"CREATE MATERIALIZED VIEW {path}_follower AS SELECT count(*) AS n FROM {path}_view")
         conn.execute(f"CREATE MATERIALIZED VIEW {path}_bad AS SELECT id, n / d AS q FROM ratios")
     conn.execute("INSERT INTO ratios VALUES (2, 1, 0)")  # the *_bad views' query fails from now on
+    for statement in history.create_statements(parse_qualified_name(HISTORY)):
+        conn.execute(statement)
 
 
 def config() -> dict[str, Any]:
@@ -73,11 +83,42 @@ def config() -> dict[str, Any]:
             "on_success": [{"notifier": "dagnotes.note", "label": "d"}],
         }
     )
-    return {"defaults": {"schedule": None, "retries": 0}, "views": views}
+    return {"defaults": {"schedule": None, "retries": 0, "history": HISTORY}, "views": views}
+
+
+class StatsdListener:
+    """A StatsD server on loopback: a UDP socket drained by a thread (Airflow's own metrics would fill its buffer)."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.settimeout(0.5)
+        self.lines: list[str] = []
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self.socket.getsockname()[1])
+
+    def _drain(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                packet = self.socket.recv(65536)
+            except TimeoutError:
+                continue
+            self.lines += packet.decode(errors="replace").splitlines()
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join(5)
+        self.socket.close()
 
 
 class Paths(Deployment):
     notes: Path
+    statsd: StatsdListener
 
     def metadata(self) -> psycopg.Connection:
         uri = self.stack.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("postgresql+psycopg2://", "postgresql://")
@@ -118,17 +159,28 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Paths]:
     notes = tmp_path_factory.mktemp("notes") / "notes.txt"
     notes.touch()
     dag_ids = [dag(view["name"].split(".")[1]) for view in config()["views"]]
-    env = {NOTES_ENV: str(notes), "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins)}
-    with deployed(dags, scenario, dag_ids, unpause=True, triggerer=True, env=env) as up:
-        found = Paths(up.stack, up.api, up.dsn, up.started_in)
-        found.notes = notes
-        yield found
+    statsd = StatsdListener()
+    env = {
+        NOTES_ENV: str(notes),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins),
+        "AIRFLOW__METRICS__STATSD_ON": "True",
+        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+        "AIRFLOW__METRICS__STATSD_PORT": str(statsd.port),
+    }
+    try:
+        with deployed(dags, scenario, dag_ids, unpause=True, triggerer=True, env=env) as up:
+            found = Paths(up.stack, up.api, up.dsn, up.started_in)
+            found.notes = notes
+            found.statsd = statsd
+            yield found
+    finally:
+        statsd.close()
 
 
 def same_result(result: dict[str, Any], path: str) -> dict[str, Any]:
     """A refresh's XCom (or asset event extra) with the names made path-neutral and its timing left out."""
     neutral = json.loads(json.dumps(result).replace(f"{path}_", "x_"))
-    return {**neutral, "seconds": None}
+    return {**neutral, "seconds": None, "lock_wait": None}
 
 
 def test_a_lone_view_ends_in_the_triggerer_with_the_xcom_of_a_worker(paths: Paths) -> None:
@@ -144,6 +196,11 @@ def test_a_lone_view_ends_in_the_triggerer_with_the_xcom_of_a_worker(paths: Path
     # A task that ends in the triggerer registers no asset event (Airflow 3.3): nobody follows this view.
     assert len(paths.asset_events("w_lone")) == 1
     assert paths.asset_events("t_lone") == []
+    # The fleet page reads the figures of a refresh that ended in the triggerer from its return value.
+    shown = {path: paths.fleet_view(dag(f"{path}_lone")) for path in PATHS}
+    figures = {path: (row["mode"], row["rows"], row["status"]) for path, row in shown.items()}
+    assert figures == {"w": ("concurrently", 10, "fresh"), "t": ("concurrently", 10, "fresh")}
+    assert shown["t"]["refresh_seconds"] == round(results["t"]["seconds"], 3)
     assert sorted(paths.notes.read_text().splitlines()) == ["t public.t_lone success", "w public.w_lone success"]
 
 
@@ -242,3 +299,34 @@ def test_a_refresh_in_the_triggerer_reuses_its_connection(paths: Paths) -> None:
     assert started is not None
     reused = {pid for pid, since in after.items() if pid in before and since < started[0]}
     assert reused, f"every connection is new: {before} -> {after}"
+
+
+def test_history_rows_and_metrics_are_the_same_on_both_paths(paths: Paths) -> None:
+    """Every refresh of the tests above left one history row and its metrics, wherever it ran (this test runs last:
+    it reads what they did)."""
+    with paths.connect() as conn:
+        rows = conn.execute(
+            f"SELECT view, outcome, started_by, try_number, dag_id, run_id FROM {HISTORY} ORDER BY id"
+        ).fetchall()
+    by_path: dict[str, list[tuple[Any, ...]]] = {path: [] for path in PATHS}
+    for view, outcome, started_by, try_number, dag_id, run_id in rows:
+        path, name = view.removeprefix("public.").split("_", 1)
+        assert dag_id == dag(f"{path}_{name}") and run_id, (view, dag_id, run_id)
+        if name != "dagsnote":
+            by_path[path].append((name, outcome, started_by, try_number))
+    assert set(by_path["t"]) == set(by_path["w"])  # t_lone ran once more (the connection reuse test)
+    found = set(by_path["t"])
+    assert {("lone", "success", "manual", 1), ("skip", "skipped", "manual", 1), ("bad", "failed", "manual", 1)} <= found
+    assert ("follower", "success", "chain", 1) in found
+    assert {("locked", "failed", "manual", 1), ("locked", "success", "manual", 2)} <= found
+    counts: dict[str, int] = {}
+    for line in paths.statsd.lines:
+        name, _, value = line.partition(":")
+        if name.startswith("airflow.matview.refresh.") and value.endswith("|c"):
+            counts[name] = counts.get(name, 0) + int(value.split("|")[0])
+    for path in PATHS:
+        view = f"postgres_default.public__{path}"
+        assert counts.get(f"airflow.matview.refresh.skipped.{view}_skip") == 1, counts
+        assert counts.get(f"airflow.matview.refresh.failed.{view}_bad") == 1, counts
+        successes = sum(1 for row in by_path[path] if row[:2] == ("lone", "success"))
+        assert counts.get(f"airflow.matview.refresh.succeeded.{view}_lone") == successes, counts

@@ -293,15 +293,16 @@ def test_an_empty_defaults_block_is_accepted(tmp_path: Path) -> None:
         (
             {"defaults": {"name": "public.a"}, "views": [{"name": "public.a"}]},
             "defaults: name: unknown key; allowed keys are analyze, concurrently, conn_id, deferrable, description, "
-            "execution_timeout, finish_on_worker, lock_timeout, max_staleness, min_interval, on_change, on_failure, "
-            "on_overlap, on_retry, on_stale, on_success, owner, poll_interval, pool, pool_slots, priority_weight, "
-            "queue, retries, retry_delay, retry_exponential_backoff, schedule, skip_if_unchanged, "
-            "start_from_trigger, tags, target_lag, timezone",
+            "execution_timeout, finish_on_worker, history, history_retention, lock_timeout, max_staleness, "
+            "min_interval, on_change, on_failure, on_overlap, on_retry, on_stale, on_success, owner, poll_interval, "
+            "pool, pool_slots, priority_weight, queue, retries, retry_delay, retry_exponential_backoff, schedule, "
+            "skip_if_unchanged, start_from_trigger, tags, target_lag, timezone",
         ),
         (
             {"views": [{"name": "public.a", "colour": "blue"}]},
             "views[0] (public.a): colour: unknown key; allowed keys are after, analyze, concurrently, conn_id, "
-            "dag_id, deferrable, description, execution_timeout, finish_on_worker, lock_timeout, max_staleness, "
+            "dag_id, deferrable, description, execution_timeout, finish_on_worker, history, history_retention, "
+            "lock_timeout, max_staleness, "
             "min_interval, name, on_change, on_failure, on_overlap, on_retry, on_stale, on_success, owner, "
             "poll_interval, pool, pool_slots, priority_weight, queue, retries, retry_delay, "
             "retry_exponential_backoff, schedule, skip_if_unchanged, start_from_trigger, tags, target_lag, timezone",
