@@ -5,6 +5,9 @@
 - ``matview-sources://<conn_id>/<schema>/<name>`` stands for the view's sources: its ``AssetWatcher`` runs
   :class:`~airflow_matview.triggers.source_changes.SourceChangesTrigger` in the triggerer, whose events (which
   sources changed) start the DAG of an ``on_change`` view.
+- ``matview-freshness://<conn_id>`` stands for the lag of a config's views with ``target_lag`` on one connection:
+  its watcher runs :class:`~airflow_matview.triggers.freshness_monitor.FreshnessTrigger`, which measures and alerts
+  and never fires, and its state store holds what it measured.
 
 Each part is percent-encoded. Building them touches no database or Connection, so it is cheap at parse time.
 """
@@ -12,7 +15,7 @@ Each part is percent-encoded. Building them touches no database or Connection, s
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from airflow.sdk import Asset, AssetWatcher
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
 
 SCHEME = "matview"
 SOURCES_SCHEME = "matview-sources"
+FRESHNESS_SCHEME = "matview-freshness"
 
 
 # What percent-encoding leaves as it is (RFC 3986's unreserved characters): most names need no quote() call.
@@ -70,7 +74,7 @@ def sources_asset(conn_id: str, view: QualifiedName, settings: ViewSettings) -> 
 
     :param conn_id: the Airflow connection of the view's database.
     :param view: the view, schema-qualified.
-    :param settings: its ``poll_interval`` and ``min_interval``.
+    :param settings: its ``poll_interval``, ``min_interval`` and ``target_lag``.
     """
     from airflow_matview.triggers.source_changes import SourceChangesTrigger
 
@@ -79,7 +83,27 @@ def sources_asset(conn_id: str, view: QualifiedName, settings: ViewSettings) -> 
         conn_id=conn_id,
         view=str(view),
         poll_interval=settings.poll_interval.total_seconds(),
-        min_interval=settings.min_interval.total_seconds(),
+        min_interval=settings.watch_min_interval.total_seconds(),
+        target_lag=None if settings.target_lag is None else settings.target_lag.total_seconds(),
     )
     watcher = AssetWatcher(name=f"{conn_id}.{view}.sources", trigger=trigger)
+    return Asset(uri=uri, name=uri, group="matview", watchers=[watcher])
+
+
+def freshness_asset_uri(conn_id: str) -> str:
+    """``matview-freshness://<conn_id>``, percent-encoded."""
+    return f"{FRESHNESS_SCHEME}://" + (conn_id if _UNRESERVED.fullmatch(conn_id) else quote(conn_id, safe=""))
+
+
+def freshness_asset(conn_id: str, poll_interval: float, views: list[dict[str, Any]]) -> Asset:
+    """The asset whose watcher measures the lag of ``views`` on ``conn_id`` (see :func:`freshness_asset_uri`).
+
+    :param poll_interval: seconds between polls: it joins the shared poll of the views watched with the same.
+    :param views: :class:`~airflow_matview.triggers.freshness_monitor.FreshnessTrigger`'s ``views``.
+    """
+    from airflow_matview.triggers.freshness_monitor import FreshnessTrigger
+
+    uri = freshness_asset_uri(conn_id)
+    trigger = FreshnessTrigger(conn_id=conn_id, poll_interval=poll_interval, views=views)
+    watcher = AssetWatcher(name=f"{conn_id}.freshness", trigger=trigger)
     return Asset(uri=uri, name=uri, group="matview", watchers=[watcher])

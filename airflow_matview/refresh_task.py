@@ -88,6 +88,43 @@ def fingerprint_key(conn_id: str, view: QualifiedName) -> str:
     return f"{FINGERPRINT_PREFIX}{digest}"
 
 
+FRESHNESS_PREFIX = "airflow_matview.freshness."
+
+
+class RefreshRecord:
+    """What the view's last successful refresh reflects, for its lag (``target_lag``): the change signals it read,
+    when it read them and when it committed, in an Airflow Variable the triggerer's measurement reads.
+
+    The key is ``airflow_matview.freshness.`` and the same hash as :func:`fingerprint_key`.
+    """
+
+    def __init__(self, conn_id: str, view: QualifiedName) -> None:
+        self.key = FRESHNESS_PREFIX + fingerprint_key(conn_id, view).removeprefix(FINGERPRINT_PREFIX)
+        self.description = f"airflow-matview: what the last refresh of {view} (connection {conn_id}) reflects"
+
+    def load(self) -> dict[str, Any] | None:
+        """The record, or ``None`` when there is none or it cannot be read."""
+        from airflow.sdk import Variable
+
+        try:
+            stored = Variable.get(self.key, default=None)
+            record = json.loads(stored) if stored else None
+        except Exception as exc:  # the measurement goes on without it: a lag too high, never too low
+            log.warning("Cannot read Variable %s (%s).", self.key, exc)
+            return None
+        return record if isinstance(record, dict) else None
+
+    def save(self, records: dict[str, Any]) -> None:
+        """Record a committed refresh (:meth:`RefreshResult.records`); a failure is logged, never raised: the lag
+        then stays counted from the changes this refresh covered (too high, never too low)."""
+        from airflow.sdk import Variable
+
+        try:
+            Variable.set(self.key, json.dumps(records), description=self.description)
+        except Exception as exc:
+            log.warning("The refresh succeeded, but Variable %s could not be written (%s).", self.key, exc)
+
+
 class FingerprintRecord:
     """The change signals recorded at the view's last successful refresh, in an Airflow Variable.
 

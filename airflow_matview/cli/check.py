@@ -18,7 +18,7 @@ from airflow_matview.database.identifiers import parse_qualified_name
 from airflow_matview.database.refresh import choose_mode, resolve_matview
 from airflow_matview.database.steps import run
 from airflow_matview.exceptions import CliError, MatviewRefreshError, MatviewSetupError
-from airflow_matview.text import one_line
+from airflow_matview.text import format_seconds, one_line
 from airflow_matview.triggerer_health import triggerer_problem_in_metadata, unreadable_metadata
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def _airflow_problems(views: list[ViewConfig]) -> dict[str, list[tuple[bool, str
     """Per DAG id, what Airflow's side stops or hinders (its pool, a triggerer it needs): whether it is fatal, and
     what to say."""
     problems: dict[str, list[tuple[bool, str]]] = {}
-    for found in (_pool_problems(views), _triggerer_problems(views)):
+    for found in (_pool_problems(views), _triggerer_problems(views), _target_lag_problems(views)):
         for dag_id, problem in found.items():
             problems.setdefault(dag_id, []).append(problem)
     return problems
@@ -99,9 +99,63 @@ def _triggerer_need(view: ViewConfig) -> tuple[bool, str] | None:
         return True, "deferrable: true refreshes the view in the triggerer"
     if view.on_change:
         return True, "on_change: true watches the view's sources from the triggerer"
+    if view.target_lag is not None:
+        return True, "target_lag watches the view's sources and measures its lag from the triggerer"
     if view.max_staleness is not None:
         return False, "max_staleness: the triggerer sends its on_stale alert"
     return None
+
+
+def _target_lag_problems(views: list[ViewConfig]) -> dict[str, tuple[bool, str]]:
+    """Per DAG id, a ``target_lag`` that its view's last measured refresh (its record, in Airflow's metadata) could
+    not meet: the refresh alone took longer; a note when the records cannot be read."""
+    targets = [view for view in views if view.target_lag is not None]
+    if not targets:
+        return {}
+    try:
+        took = refresh_times(targets)
+    except RuntimeError as error:
+        return {view.resolved_dag_id: (False, f"target_lag: refresh time not checked: {error}") for view in targets}
+    problems = {}
+    for view in targets:
+        seconds = took.get(view.resolved_dag_id)
+        target = view.target_lag.total_seconds() if view.target_lag is not None else 0.0
+        if seconds is not None and seconds >= target:
+            problems[view.resolved_dag_id] = (
+                True,
+                f"target_lag: {format_seconds(target)} is shorter than its last measured refresh "
+                f"({format_seconds(seconds)}): no refresh can keep it within; lengthen target_lag or make the "
+                "refresh faster",
+            )
+    return problems
+
+
+def refresh_times(views: list[ViewConfig]) -> dict[str, float]:
+    """Per DAG id, how long the view's last recorded refresh took (from reading the change signals to its commit).
+
+    :raises RuntimeError: when Airflow's metadata database cannot be read.
+    """
+    import json
+
+    from airflow_matview.refresh_task import RefreshRecord
+
+    try:
+        from airflow.models.variable import Variable
+
+        stored = {
+            view.resolved_dag_id: Variable.get(RefreshRecord(view.conn_id, view.view).key, default_var=None)
+            for view in views
+        }
+    except Exception as error:
+        raise RuntimeError(unreadable_metadata("refresh records", error)) from None
+    times = {}
+    for dag_id, text in stored.items():
+        try:
+            record = json.loads(text) if text else {}
+            times[dag_id] = float(record["committed_at"]) - float(record["signals_read_at"])
+        except (TypeError, ValueError, KeyError):
+            continue
+    return times
 
 
 def _pool_problems(views: list[ViewConfig]) -> dict[str, tuple[bool, str]]:
@@ -171,6 +225,8 @@ def _history(conn: psycopg.Connection, view: ViewConfig) -> tuple[bool, list[str
 def _on_change(conn: psycopg.Connection, view: ViewConfig, oid: int) -> tuple[bool, list[str]]:
     """Whether the view's ``on_change`` can work, and what to say: the sources it watches, or why it cannot watch
     them (a problem when nothing else starts a run: no schedule, no after:)."""
+    if view.target_lag is not None:
+        return _target_lag_watch(conn, view, oid)
     if not view.on_change:
         return True, []
     signals = read_change_signals(conn, [oid])[oid]
@@ -184,6 +240,27 @@ def _on_change(conn: psycopg.Connection, view: ViewConfig, oid: int) -> tuple[bo
     return False, [
         f"{cannot}, and it has no schedule and no after:, so it never refreshes; give it a schedule "
         "(e.g. schedule: '@hourly') or drop on_change"
+    ]
+
+
+def _target_lag_watch(conn: psycopg.Connection, view: ViewConfig, oid: int) -> tuple[bool, list[str]]:
+    """What a ``target_lag`` view's watcher sees: the sources it watches, or the period it refreshes on instead."""
+    from airflow_matview.freshness import DEFAULT_FIRE_TO_COMMIT_SECONDS, unwatched_period
+
+    target = view.target_lag.total_seconds() if view.target_lag is not None else 0.0
+    signals = read_change_signals(conn, [oid])[oid]
+    if signals.untracked_because is None:
+        sources = ", ".join(sorted(set(signals.source_names.values())))
+        return True, [f"target_lag {format_seconds(target)}: watches {sources}"]
+    period = unwatched_period(
+        target,
+        view.poll_interval.total_seconds(),
+        view.watch_min_interval.total_seconds(),
+        DEFAULT_FIRE_TO_COMMIT_SECONDS,
+    )
+    return True, [
+        f"target_lag {format_seconds(target)}: its sources cannot be watched ({signals.untracked_because}); it "
+        f"refreshes every {format_seconds(period)} instead, and its lag is the age of its last refresh"
     ]
 
 

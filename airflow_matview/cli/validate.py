@@ -10,6 +10,7 @@ from airflow_matview.config import InvalidConfigFileError, load_config
 from airflow_matview.config.fields import timezone_note
 from airflow_matview.config.rules import Claim, claimed_elsewhere
 from airflow_matview.database.identifiers import printable
+from airflow_matview.freshness import DEFAULT_FIRE_TO_COMMIT_SECONDS, refresh_lead, unwatched_period
 from airflow_matview.text import cell, format_seconds
 
 if TYPE_CHECKING:
@@ -51,8 +52,27 @@ def _list(path: str, views: list[ViewConfig]) -> None:
         for row, view in zip(rows, views, strict=True):
             row.append(cell(view.description or "-", DESCRIPTION_WIDTH))
     print_table(header, rows)
-    for line in timezone_notes(views):
+    for line in [*timezone_notes(views), *target_lag_notes(views)]:
         print(line)
+
+
+def target_lag_notes(views: list[ViewConfig]) -> list[str]:
+    """How each view with a ``target_lag`` is refreshed, watchable or not (only ``check`` can tell which)."""
+    notes = []
+    for index, view in enumerate(views):
+        if view.target_lag is None:
+            continue
+        target, poll = view.target_lag.total_seconds(), view.poll_interval.total_seconds()
+        floor = view.watch_min_interval.total_seconds()
+        lead = refresh_lead(target, poll, DEFAULT_FIRE_TO_COMMIT_SECONDS)
+        period = unwatched_period(target, poll, floor, DEFAULT_FIRE_TO_COMMIT_SECONDS)
+        notes.append(
+            f"note: views[{index}] ({view.name}): target_lag {format_seconds(target)}: refreshed when its sources "
+            f"change, once the changes have waited up to {format_seconds(lead)} (less once a refresh is measured), "
+            f"never while nothing changes; if its sources cannot be watched (`airflow-matview check` tells), every "
+            f"{format_seconds(period)} instead"
+        )
+    return notes
 
 
 def timezone_notes(views: list[ViewConfig]) -> list[str]:
@@ -74,6 +94,7 @@ def schedule_text(view: ViewConfig) -> str:
     parts = [
         "after " + ", ".join(str(name) for name in view.upstream) if view.after else None,
         "on change" if view.on_change else None,
+        f"target lag {format_seconds(view.target_lag.total_seconds())}" if view.target_lag is not None else None,
         view.schedule,
     ]
     return " + ".join(part for part in parts if part) or "(manual)"

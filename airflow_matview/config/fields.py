@@ -249,6 +249,22 @@ def parse_max_staleness(value: object) -> timedelta | None:
     return parse_duration(value, "max_staleness", positive=True)
 
 
+def parse_target_lag(value: object) -> timedelta | None:
+    """How far behind its sources a view may be (its lag, see :mod:`airflow_matview.freshness`); ``None``: no target."""
+    if value is None:
+        return None
+    try:
+        duration = parse_duration(value, "target_lag", positive=True)
+    except InvalidSettingError as error:
+        raise ValueError(str(error)) from None
+    if duration < timedelta(seconds=1):
+        raise ValueError(
+            f"{value!r} is under a second, sooner than a change can be seen; "
+            "use a duration such as 30s, 5m or 1h, or null for no target"
+        )
+    return duration
+
+
 # --- schedules and time zones
 SCHEDULE_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
 

@@ -23,6 +23,7 @@ from pydantic import (
 from airflow_matview.config import field_schemas as schemas
 from airflow_matview.config import fields
 from airflow_matview.config.notifier_specs import NotifierSpec, parse_notifiers
+from airflow_matview.text import format_seconds
 from airflow_matview.version_compat import (
     AIRFLOW_VERSION,
     HAS_EVENT_DRIVEN_SCHEDULING,
@@ -255,8 +256,9 @@ class ViewSettings(BaseModel):
         PlainValidator(_notifiers_or_none),
         WithJsonSchema(schemas.nullable(schemas.NOTIFIERS)),
         Field(
-            description="Notifiers called when a run misses `max_staleness` (as `on_failure`); `null`: the "
-            "`on_failure` notifiers. An error on a view without `max_staleness`, where it would never be called."
+            description="Notifiers called when a run misses `max_staleness`, and when the view's lag goes over "
+            "`target_lag` and back (as `on_failure`); `null`: the `on_failure` notifiers. An error on a view "
+            "without either, where it would never be called."
         ),
     ] = None
     max_staleness: Annotated[
@@ -331,8 +333,35 @@ class ViewSettings(BaseModel):
         timedelta,
         _duration("min_interval"),
         WithJsonSchema(schemas.duration()),
-        Field(description="With `on_change`: at most one run per this long, however many changes."),
+        Field(
+            description="With `on_change`: at most one run per this long, however many changes. With `target_lag` "
+            "and no `min_interval` set, no such floor: the target decides."
+        ),
     ] = timedelta(minutes=1)
+    target_lag: Annotated[
+        timedelta | None,
+        PlainValidator(fields.parse_target_lag),
+        WithJsonSchema(schemas.nullable(schemas.duration(minimum=1))),
+        Field(
+            description="How far behind its sources the view may be (its lag: 0 when it reflects every committed "
+            "change, else the time since the oldest change it does not reflect was seen). The triggerer watches the "
+            "sources (as `on_change`) and starts a refresh once changes have waited as long as the target allows, "
+            "given the view's measured refresh time; never while nothing changed. A view whose sources cannot be "
+            "watched is refreshed on a period derived from the target. Longer than `poll_interval`; `null`: none."
+        ),
+    ] = None
+
+    @property
+    def watched(self) -> bool:
+        """Whether a watcher in the triggerer starts this view's runs: ``on_change`` or ``target_lag``."""
+        return self.on_change or self.target_lag is not None
+
+    @property
+    def watch_min_interval(self) -> timedelta:
+        """The watcher's floor between two runs: ``min_interval``; with ``target_lag``, only when set."""
+        if self.target_lag is not None and "min_interval" not in self.model_fields_set:
+            return timedelta(0)
+        return self.min_interval
 
     @property
     def stale_notifiers(self) -> tuple[NotifierSpec, ...]:
@@ -379,16 +408,18 @@ class ViewConfig(ViewSettings):
         """Refuse keys of one view (its defaults merged in) that cannot work together or here."""
         if self.after and self.schedule in ("@once", "@continuous"):
             raise ValueError(f"schedule: {self.schedule} cannot be combined with after:; use a cron expression or null")
-        if self.on_change:
+        if self.watched:
+            key = "on_change" if self.on_change else "target_lag"
             if not HAS_EVENT_DRIVEN_SCHEDULING:
                 raise ValueError(
-                    f"on_change: Airflow {AIRFLOW_VERSION} has no event-driven scheduling (AssetWatcher, "
+                    f"{key}: Airflow {AIRFLOW_VERSION} has no event-driven scheduling (AssetWatcher, "
                     "BaseEventTrigger); use a schedule, or upgrade Airflow"
                 )
             if self.schedule in ("@once", "@continuous"):
                 raise ValueError(
-                    f"schedule: {self.schedule} cannot be combined with on_change; use a cron expression or null"
+                    f"schedule: {self.schedule} cannot be combined with {key}; use a cron expression or null"
                 )
+        self._check_target_lag()
         if self.start_from_trigger:
             if START_FROM_TRIGGER_MISSING:
                 raise ValueError(START_FROM_TRIGGER_MISSING)
@@ -407,6 +438,23 @@ class ViewConfig(ViewSettings):
                 "(or on_failure, which on_stale defaults to)"
             )
         return self
+
+    def _check_target_lag(self) -> None:
+        """Refuse a ``target_lag`` that the watcher cannot meet by construction."""
+        if self.target_lag is None:
+            return
+        target = format_seconds(self.target_lag.total_seconds())
+        if self.poll_interval >= self.target_lag:
+            raise ValueError(
+                f"target_lag: {target} is not longer than poll_interval "
+                f"{format_seconds(self.poll_interval.total_seconds())}, and a change is seen up to one poll_interval "
+                "after its commit; lengthen target_lag or shorten poll_interval"
+            )
+        if self.watch_min_interval >= self.target_lag:
+            raise ValueError(
+                f"min_interval: {format_seconds(self.min_interval.total_seconds())} keeps runs further apart than "
+                f"target_lag {target} allows; shorten min_interval or remove it (the target then decides)"
+            )
 
     @property
     def view(self) -> QualifiedName:
@@ -473,6 +521,7 @@ def _with_defaults(defaults: Mapping[str, Any], view: Mapping[str, Any]) -> dict
     if view.get("after") and "schedule" not in view:
         merged["schedule"] = None  # a view with after: runs when its upstream views refresh, unless told otherwise
     on_change = "on_change" in merged and fields.flag_set(merged["on_change"])
+    on_change = on_change or merged.get("target_lag") is not None
     if on_change and "schedule" not in view and "schedule" not in defaults:
-        merged["schedule"] = None  # likewise, a view with on_change: true runs when its sources change
+        merged["schedule"] = None  # likewise, a view with on_change: true or a target_lag runs on its sources' changes
     return merged

@@ -7,6 +7,7 @@ the very facts a notification gets (:mod:`airflow_matview.config.notifier_templa
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow_matview.config.notifier_specs import NotifierSpec, loaded_notifier
@@ -14,13 +15,14 @@ from airflow_matview.text import format_seconds
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from datetime import datetime
 
 EVENTS = {
     "failure": "refresh failed",
     "retry": "refresh failed, will retry",
     "success": "refreshed",
     "stale": "is stale",
+    "behind": "is behind its target_lag",
+    "caught_up": "is back within its target_lag",
 }
 
 
@@ -82,6 +84,10 @@ def _message_lines(facts: Mapping[str, Any]) -> list[str]:
             f"Stale: its refresh due at {facts['due_at']} has not succeeded after {facts['stale_for']} "
             f"(max_staleness {facts['max_staleness']}, {facts['late_by']} late); run state: {facts.get('run_state')}"
         )
+    if facts.get("lag") is not None:
+        lines.append(f"Lag: {facts['lag']} (target_lag {facts['target_lag']})")
+    if facts.get("reason"):
+        lines.append(f"Why: {facts['reason']}")
     if facts.get("error"):
         lines.append(f"Error: {facts['error']}")
     if facts.get("try_number") is not None:
@@ -131,4 +137,39 @@ def describe_stale(
         max_staleness=format_seconds(max_staleness_seconds),
         run_state=run.get("state"),
         log_url=run_url,
+    )
+
+
+def describe_lag(
+    event: str,
+    view: str,
+    conn_id: str,
+    dag_id: str | None,
+    *,
+    lag: Mapping[str, Any],
+    target: float,
+    reason: str | None,
+) -> dict[str, Any]:
+    """The facts of a ``behind`` or ``caught_up`` event (the lag monitor's): :func:`describe` plus the lag.
+
+    :param lag: :meth:`airflow_matview.freshness.Lag.as_dict`.
+    :param target: the view's ``target_lag`` in seconds.
+    :param reason: why the view is behind (``behind``).
+    """
+    seconds, since = lag.get("seconds"), lag.get("since")
+    return describe(
+        event,
+        view,
+        conn_id,
+        {},
+        dag_id=dag_id,
+        lag="unknown" if seconds is None else format_seconds(float(seconds)),
+        lag_seconds=None if seconds is None else round(float(seconds), 1),
+        lag_basis=lag.get("basis"),
+        lag_since=None
+        if not isinstance(since, (int, float))
+        else datetime.fromtimestamp(since, timezone.utc).isoformat().replace("+00:00", "Z"),
+        target_lag=format_seconds(target),
+        target_lag_seconds=target,
+        reason=reason,
     )

@@ -102,28 +102,34 @@ def _unknown_upstream(config: MatviewConfig) -> list[str]:
 
 
 def _unused_on_stale(defaults: ViewSettings, views: list[ViewConfig]) -> list[str]:
-    """``on_stale`` notifiers that would never be called, since no ``max_staleness`` applies to them."""
+    """``on_stale`` notifiers that would never be called, since no ``max_staleness`` or ``target_lag`` applies to
+    them."""
     problems = []
     for index, view in enumerate(views):
-        if view.on_stale and view.max_staleness is None and view.on_stale != defaults.on_stale:
+        if view.on_stale and not _alerts_on_lag(view) and view.on_stale != defaults.on_stale:
             problems.append(
-                f"views[{index}] ({view.name}): on_stale: is never called without max_staleness; "
-                "set max_staleness (e.g. 2h) or remove on_stale"
+                f"views[{index}] ({view.name}): on_stale: is never called without max_staleness or target_lag; "
+                "set max_staleness (e.g. 2h) or target_lag, or remove on_stale"
             )
-    if defaults.on_stale and all(view.max_staleness is None for view in views):
+    if defaults.on_stale and not any(_alerts_on_lag(view) for view in views):
         problems.append(
-            "defaults: on_stale: is never called, as no view has max_staleness; "
-            "set max_staleness (e.g. 2h) or remove on_stale"
+            "defaults: on_stale: is never called, as no view has max_staleness or target_lag; "
+            "set max_staleness (e.g. 2h) or target_lag, or remove on_stale"
         )
     return problems
+
+
+def _alerts_on_lag(view: ViewConfig) -> bool:
+    return view.max_staleness is not None or view.target_lag is not None
 
 
 _WATCH_SETTINGS = ("min_interval", "poll_interval")
 
 
 def _unused_watch_settings(defaults: ViewSettings, views: list[ViewConfig]) -> list[str]:
-    """``poll_interval`` and ``min_interval`` where nothing watches: on a view without ``on_change``, or in
-    ``defaults:`` when no view has it (defaults apply to every view: views that do not watch ignore them)."""
+    """``poll_interval`` and ``min_interval`` where nothing watches: on a view without ``on_change`` or
+    ``target_lag``, or in ``defaults:`` when no view has either (defaults apply to every view: views that do not
+    watch ignore them)."""
     problems = []
     in_defaults = [key for key in _WATCH_SETTINGS if key in defaults.model_fields_set]
     for index, view in enumerate(views):
@@ -133,9 +139,9 @@ def _unused_watch_settings(defaults: ViewSettings, views: list[ViewConfig]) -> l
             f"views[{index}] ({view.name}): {key}: is only used with on_change: true, which this view does not set; "
             f"set on_change: true or remove {key}"
             for key in sorted(own)
-            if not view.on_change
+            if not view.watched
         ]
-    if in_defaults and not any(view.on_change for view in views):
+    if in_defaults and not any(view.watched for view in views):
         problems.append(
             f"defaults: {', '.join(in_defaults)}: no view has on_change: true, so "
             f"{'they are' if len(in_defaults) > 1 else 'it is'} never used; set on_change on the views to watch, "

@@ -23,7 +23,7 @@ from airflow_matview.database.change_signals import (
     unchanged,
     unpublished_statistics,
 )
-from airflow_matview.database.refresh_settings import Concurrently, RefreshSettings, to_milliseconds
+from airflow_matview.database.refresh_settings import RECORD_ONLY, Concurrently, RefreshSettings, to_milliseconds
 from airflow_matview.database.steps import (
     arun,
     connection_state,
@@ -62,6 +62,8 @@ class RefreshResult:
     :param seconds: how long ``REFRESH MATERIALIZED VIEW`` took.
     :param sources: the tables and materialized views the view reads, directly or through plain views.
     :param fingerprint: the sources' change signals as of this refresh (see :attr:`ChangeSignals.fingerprint`).
+    :param signals_read_at: when the refresh read them (wall-clock seconds), before it read the sources.
+    :param committed_at: when the refresh committed (wall-clock seconds).
     :param rows: the view's row count from the catalog, not a full count: ``pg_class.reltuples``, which a plain
         refresh of an indexed view and ``analyze=True`` make exact; after CONCURRENTLY, the estimate from before
         plus the refresh's exact net change. ``None`` when PostgreSQL has no estimate (no index, never analyzed).
@@ -75,13 +77,20 @@ class RefreshResult:
     rows: int | None
     sources: list[str] = field(default_factory=list)
     fingerprint: dict[str, Any] | None = field(default=None, repr=False)
+    signals_read_at: float | None = field(default=None, repr=False)
+    committed_at: float | None = field(default=None, repr=False)
     lock_wait: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        """The XCom value: everything but the fingerprint, which only ``skip_if_unchanged`` needs."""
+        """The XCom value: everything but what only the records of ``skip_if_unchanged`` and lag need."""
         result = asdict(self)
-        del result["fingerprint"]
+        for key in RECORD_ONLY:
+            del result[key]
         return result
+
+    def records(self) -> dict[str, Any]:
+        """What the records need: the change signals, when they were read and when the refresh committed."""
+        return {key: getattr(self, key) for key in RECORD_ONLY}
 
 
 def choose_mode(
@@ -255,7 +264,8 @@ def _refresh_steps(
     try:
         if settings.skip_if_unchanged and settings.with_data:
             yield from _skip_if_unchanged(view, settings, connection_label, session, progress)
-        return (yield from in_transaction(_refresh_in_transaction(view, settings, connection_label, session, progress)))
+        result = yield from in_transaction(_refresh_in_transaction(view, settings, connection_label, session, progress))
+        return replace(result, committed_at=time.time())
     except psycopg.errors.LockNotAvailable:
         raise (yield from _lock_timed_out(progress, lock_timeout_ms, connection_label)) from None
     except psycopg.errors.QueryCanceled as exc:
@@ -308,7 +318,9 @@ def _refresh_in_transaction(
         )
     relation = progress.relation = replace(relation, populated=facts.populated)  # another refresh may have changed it
     signals: ChangeSignals | None = None
-    if settings.skip_if_unchanged and settings.with_data:  # recorded as of before the refresh reads the sources
+    read_at = None
+    if (settings.skip_if_unchanged or settings.read_signals) and settings.with_data:  # as of before it reads them
+        read_at = time.time()
         signals = (yield from read_change_signals.steps([relation.oid]))[relation.oid]
     mode, reason = choose_mode(
         relation,
@@ -346,6 +358,7 @@ def _refresh_in_transaction(
         rows=rows,
         sources=[str(source.name) for source in facts.sources],
         fingerprint=signals.fingerprint if signals else None,
+        signals_read_at=read_at,
         lock_wait=round(progress.lock_wait, 6),
     )
 

@@ -14,6 +14,9 @@ if TYPE_CHECKING:
 
 Concurrently = Literal["auto"] | bool
 OnOverlap = Literal["wait", "skip", "fail"]
+#: The fields of a refresh's result kept out of its XCom value: what the records of ``skip_if_unchanged`` and of
+#: lag need.
+RECORD_ONLY = ("fingerprint", "signals_read_at", "committed_at")
 # PostgreSQL's timeouts are int4 milliseconds (about 24.8 days); a longer one is as good as that.
 MAX_TIMEOUT_MS = 2**31 - 1
 
@@ -34,6 +37,8 @@ class RefreshSettings:
     :param skip_if_unchanged: skip the refresh (``AirflowSkipException``) when ``previous_fingerprint`` shows
         that no source of the view changed since the refresh that recorded it.
     :param previous_fingerprint: the ``fingerprint`` of the last successful refresh's result, if known.
+    :param read_signals: read the sources' change signals in the refresh's transaction even without
+        ``skip_if_unchanged``, so that the result says what the view now reflects (``target_lag``'s measurement).
     :param history: where to record the refresh's history row (see :mod:`airflow_matview.database.history`);
         ``None`` records none.
     """
@@ -47,6 +52,7 @@ class RefreshSettings:
     application_name: str | None = None
     skip_if_unchanged: bool = False
     previous_fingerprint: dict[str, Any] | None = None
+    read_signals: bool = False
     history: HistoryTarget | None = None
 
 

@@ -23,6 +23,7 @@ from airflow_matview.config.rules import Claim, claimed_elsewhere
 from airflow_matview.database.identifiers import printable
 from airflow_matview.exceptions import InvalidConfigFileError
 from airflow_matview.factory.dag_doc import dag_doc
+from airflow_matview.factory.monitor import MONITOR_PREFIX, build_monitors
 from airflow_matview.operators.materialized_view import RefreshMaterializedViewOperator
 from airflow_matview.version_compat import AssetOrTimeSchedule, CronTriggerTimetable
 
@@ -52,14 +53,19 @@ def build_dags(config: str | Path | Mapping[str, Any]) -> dict[str, DAG]:
     views = loaded.views
     followed = {key for view in views for key in view.upstream_keys}
     wanted = get_parsing_context().dag_id
+    if wanted is not None and wanted.startswith(MONITOR_PREFIX):
+        return {dag_id: dag for dag_id, dag in build_monitors(views).items() if dag_id == wanted}
     if wanted is not None and any(view.resolved_dag_id == wanted for view in views):
         views = [view for view in views if view.resolved_dag_id == wanted]
-    return {
+    dags = {
         view.resolved_dag_id: build_dag(
             view, [matview_asset(conn_id, name) for conn_id, name in view.upstream_keys], view.key in followed
         )
         for view in views
     }
+    if wanted is None or len(views) == len(loaded.views):
+        dags.update(build_monitors(loaded.views))
+    return dags
 
 
 def _claim(config: MatviewConfig, source: str | Path | Mapping[str, Any]) -> None:
@@ -140,6 +146,7 @@ def build_dag(view: ViewConfig, upstream: list[Asset] | None = None, followed: b
         deferrable=view.deferrable,
         start_from_trigger=view.start_from_trigger,
         finish_on_worker=view.finish_on_worker or followed,
+        record_freshness=view.target_lag is not None,
         history=view.history,
         history_retention=view.history_retention,
         outlets=[asset],
@@ -167,8 +174,8 @@ def _schedule(
     view: ViewConfig, upstream: list[Asset]
 ) -> str | BaseAsset | CronTriggerTimetable | AssetOrTimeSchedule | None:
     """The cron or preset (in the view's timezone); with ``after:``, a refresh of any upstream view; with
-    ``on_change``, a change of its sources; or any of these."""
-    if view.on_change:
+    ``on_change`` or ``target_lag``, a change of its sources; or any of these."""
+    if view.watched:
         upstream = [*upstream, sources_asset(view.conn_id, view.view, view)]
     if not upstream:
         if view.timezone == "UTC" or view.schedule in (None, "@once", "@continuous"):

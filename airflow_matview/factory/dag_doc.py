@@ -54,10 +54,15 @@ def _retries_line(retries: int, retry_delay: timedelta, execution_timeout: timed
 
 def _schedule(view: ViewConfig) -> str:
     schedule = f"`{view.schedule}`" if view.schedule else "manual runs only (trigger it from the UI)"
-    if not (view.after or view.on_change):
+    if not (view.after or view.watched):
         return schedule
     events = [f"after each refresh of {', '.join(f'`{name}`' for name in view.upstream)}"] if view.after else []
-    if view.on_change:
+    if view.target_lag is not None:
+        events.append(
+            f"when its sources change, early enough to stay within `target_lag` {view.target_lag} (polled every "
+            f"{view.poll_interval})"
+        )
+    elif view.on_change:
         events.append(
             f"when its sources change (polled every {view.poll_interval}, at most one run per {view.min_interval})"
         )

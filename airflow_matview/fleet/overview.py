@@ -20,6 +20,7 @@ from airflow_matview.database.identifiers import MAX_IDENTIFIER_BYTES, control_c
 from airflow_matview.database.refresh import RefreshMode
 from airflow_matview.fleet import records
 from airflow_matview.fleet.links import view_links
+from airflow_matview.freshness import Lag, lags_of
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from airflow_matview.database.identifiers import QualifiedName
 
 STATUSES = ("fresh", "stale", "failing", "paused")
+LAG_STATES = ("within", "over", "unknown")
 MODES = frozenset(get_args(RefreshMode))
 # Airflow's own limits: KEY_REGEX for DAG and task ids, TAG_MAX_LEN for tags, String(1000) for timetable summaries.
 _AIRFLOW_KEY = re.compile(r"[\w.-]{1,250}")
@@ -53,6 +55,10 @@ class FleetView:
     ``pending_since`` is when the oldest run queued after the last successful one, and not successful itself, was
     queued (``pending_for`` seconds ago): the ``max_staleness`` Deadline Alert counts from there, so ``breached``
     is true exactly when that alert has fired for a run that no later run has made good.
+
+    ``lag`` and the fields after it are the lag monitor's measurement (``target_lag``, see
+    :mod:`airflow_matview.freshness`), computed from what it stored as it computes it for its alerts; ``lag_state``
+    is ``within``, ``over`` or ``unknown``, and ``None`` (as the others) for a view it does not measure.
     """
 
     view: str
@@ -85,6 +91,12 @@ class FleetView:
     failed_runs: int
     max_staleness: float | None
     breached: bool
+    target_lag: float | None
+    lag: float | None
+    lag_state: str | None
+    lag_basis: str | None
+    lag_since: str | None
+    lag_reason: str | None
     status: str
     links: dict[str, str] = dataclasses.field(default_factory=dict)
 
@@ -183,6 +195,7 @@ class _Records:
     pending: dict[str, datetime]
     timetables: dict[str, Any]
     deadlines: dict[str, list[Any]]
+    lags: dict[tuple[str, str], tuple[Lag, dict[str, Any]]]
 
 
 def load_fleet(session: Session, dag_ids: Collection[str] | None = None, now: datetime | None = None) -> Fleet:
@@ -211,9 +224,13 @@ def load_fleet(session: Session, dag_ids: Collection[str] | None = None, now: da
         pending=records.read_pending_runs(db, wanted),
         timetables=records.read_timetables(db, wanted),
         deadlines=records.read_deadline_intervals(db, wanted),
+        lags={},
     )
     check.skipped["asset URI"] += found.schedule.unreadable
     now = now or datetime.now(timezone.utc)
+    for conn_id, states in records.read_lag_states(db).items():
+        for name, lag in lags_of(states, now.timestamp()).items():
+            found.lags[(conn_id, name)] = (lag, states[name])
     views = [view for dag_id in outlets.rows if (view := _view(dag_id, found, now, check)) is not None]
     return Fleet(sorted(views, key=lambda v: (v.view, v.conn_id)), check.skipped)
 
@@ -235,6 +252,7 @@ def _view(dag_id: str, found: _Records, now: datetime, check: _Checker) -> Fleet
     states = [check.choice(state, check.states, "run state") for state in found.recent.states.get(dag_id, [])]
     last_state = states[-1] if states else None
     budget = _budget(dag_id, found, now, check)
+    lag = _lag(found.lags.get((conn_id, str(name))), check)
     task_id = check.text(row.task_id, "task id", 250, _AIRFLOW_KEY) or ""
     return FleetView(
         view=str(name),
@@ -257,11 +275,31 @@ def _view(dag_id: str, found: _Records, now: datetime, check: _Checker) -> Fleet
         last_run_start=_iso(found.recent.last_start.get(dag_id)),
         **_last_refresh(_last_report(found, dag_id, row.id), states, found.recent.seconds.get(dag_id, []), check),
         **budget,
+        **lag,
         skipped_runs=total.skipped if total else 0,
         failed_runs=total.failed if total else 0,
-        status=_status(bool(row.is_paused), last_state, budget["breached"], fresh_as_of),
+        status=_status(bool(row.is_paused), last_state, budget["breached"] or lag["lag_state"] == "over", fresh_as_of),
         links=view_links(str(name), conn_id, dag_id, task_id),
     )
+
+
+def _lag(measured: tuple[Lag, dict[str, Any]] | None, check: _Checker) -> dict[str, Any]:
+    """The lag monitor's fields of a row (all ``None`` for a view it does not measure)."""
+    if measured is None:
+        return dict.fromkeys(("target_lag", "lag", "lag_state", "lag_basis", "lag_since", "lag_reason"))
+    lag, state = measured
+    target = check.seconds(state.get("target"), "target_lag")
+    seconds = None if lag.seconds is None else round(lag.seconds, 1)
+    since = datetime.fromtimestamp(lag.since, timezone.utc) if lag.since is not None else None
+    over = target is not None and lag.over(target)
+    return {
+        "target_lag": target,
+        "lag": seconds,
+        "lag_state": "unknown" if seconds is None else ("over" if over else "within"),
+        "lag_basis": lag.basis,
+        "lag_since": _iso(since),
+        "lag_reason": check.text(lag.reason, "lag reason", 1000),
+    }
 
 
 def _budget(dag_id: str, found: _Records, now: datetime, check: _Checker) -> dict[str, Any]:
@@ -384,6 +422,15 @@ def max_staleness_of(intervals: Collection[Any], check: _Checker | None = None) 
     return min(budgets, default=None)
 
 
+def summarize_lags(views: list[FleetView]) -> dict[str, int]:
+    """How many measured views are within their target_lag, over it, and of unknown lag."""
+    counts = dict.fromkeys(LAG_STATES, 0)
+    for view in views:
+        if view.lag_state is not None:
+            counts[view.lag_state] += 1
+    return counts
+
+
 def summarize(views: list[FleetView]) -> dict[str, int]:
     """How many views are fresh, stale, failing and paused."""
     counts = dict.fromkeys(STATUSES, 0)
@@ -397,6 +444,7 @@ def as_json(fleet: Fleet, now: datetime | None = None) -> dict[str, Any]:
     return {
         "generated_at": _iso(now or datetime.now(timezone.utc)),
         "counts": summarize(fleet.views),
+        "lag_counts": summarize_lags(fleet.views),
         "total": len(fleet.views),
         "skipped_records": sum(fleet.skipped.values()),
         "skipped": dict(sorted((kind, count) for kind, count in fleet.skipped.items() if count)),

@@ -8,10 +8,12 @@ the cost grows with the number of rows read, not with one round trip per view.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from sqlalchemy import JSON, Numeric, and_, case, cast, func, or_, select, type_coerce
 
@@ -389,3 +391,34 @@ def _serialized_intervals(deadline: Any) -> list[Any]:
         if isinstance(alert, dict) and "interval" in alert:
             found.append(alert["interval"])
     return found
+
+
+def read_lag_states(db: Connection) -> dict[str, dict[str, dict[str, Any]]]:
+    """What each lag monitor stored (``matview-freshness://<conn_id>``'s state store, Airflow 3.3+): per connection
+    id, per view name, the JSON the monitor wrote; a value that is not JSON of a mapping is left out."""
+    try:
+        from airflow.models.asset_state_store import AssetStateStoreModel
+    except ImportError:  # Airflow before 3.3: no state store, no stored measurement
+        return {}
+    from airflow.models.asset import AssetModel
+
+    from airflow_matview.assets import FRESHNESS_SCHEME
+
+    query = (
+        select(AssetModel.uri, AssetStateStoreModel.key, AssetStateStoreModel.value)
+        .join(AssetStateStoreModel, AssetStateStoreModel.asset_id == AssetModel.id)
+        .where(AssetModel.uri.startswith(f"{FRESHNESS_SCHEME}://"), AssetStateStoreModel.key.startswith("lag:"))
+    )
+    states: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for uri, key, value in db.execute(query):
+        conn_id = unquote(uri[len(FRESHNESS_SCHEME) + 3 :].rstrip("/"))
+        try:
+            state = json.loads(value)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(state, str):  # stored as JSON text of JSON
+            with contextlib.suppress(ValueError):
+                state = json.loads(state)
+        if isinstance(state, dict):
+            states[conn_id][key.removeprefix("lag:")] = state
+    return states

@@ -24,6 +24,7 @@ from airflow_matview.refresh_task import (
     FINGERPRINT_PREFIX,
     FLAGS,
     FingerprintRecord,
+    RefreshRecord,
     application_name,
     check_conn_id,
     fingerprint_key,
@@ -136,6 +137,7 @@ class RefreshMaterializedViewOperator(BaseOperator):
         deferrable: bool | str = False,
         start_from_trigger: bool = False,
         finish_on_worker: bool = False,
+        record_freshness: bool = False,
         history: str | None = None,
         history_retention: timedelta | float | str | None = None,
         **kwargs: Any,
@@ -155,6 +157,7 @@ class RefreshMaterializedViewOperator(BaseOperator):
         self.on_overlap = on_overlap
         self.skip_if_unchanged = skip_if_unchanged
         self.deferrable = deferrable
+        self.record_freshness = bool(record_freshness)
         self._conn: psycopg.Connection | None = None
         self._lineage: Lineage | None = None
         if on_overlap not in _ON_OVERLAP:
@@ -234,6 +237,7 @@ class RefreshMaterializedViewOperator(BaseOperator):
             application_name=application_name(context.get("ti"), self.task_id),
             skip_if_unchanged=flags.skip_if_unchanged,
             previous_fingerprint=record.load() if record else None,
+            read_signals=self.record_freshness,
             history=history_target(self.history, self.history_retention_seconds, context),
         )
         if flags.deferrable:
@@ -347,6 +351,8 @@ class RefreshMaterializedViewOperator(BaseOperator):
         self._lineage = Lineage(namespace, database, result.view, result.sources)
         if record is not None:
             record.save(result.fingerprint)
+        if self.record_freshness:
+            RefreshRecord(self.postgres_conn_id, self._parse_view()).save(result.records())
         outcome = result.as_dict()
         refresh_metrics.refreshed(self.postgres_conn_id, outcome)
         self._describe_asset_event(context, outcome)

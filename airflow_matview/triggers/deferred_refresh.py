@@ -49,6 +49,7 @@ def settings_to_kwargs(settings: RefreshSettings) -> dict[str, Any]:
         "application_name": settings.application_name,
         "skip_if_unchanged": settings.skip_if_unchanged,
         "previous_fingerprint": settings.previous_fingerprint,
+        "read_signals": settings.read_signals,
         "history": None if settings.history is None else settings.history.as_dict(),
         **seconds,
     }
@@ -111,7 +112,7 @@ class TriggererRefresh(BaseTrigger):
             "status": "success",
             "namespace": namespace,
             "database": database,
-            "result": {**result.as_dict(), "fingerprint": result.fingerprint},
+            "result": {**result.as_dict(), **result.records()},
         }
 
     async def _stop(self, refresh: asyncio.Task[dict[str, Any]]) -> None:

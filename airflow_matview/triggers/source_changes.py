@@ -26,7 +26,8 @@ from airflow_matview.database import catalog
 from airflow_matview.database.change_signals import describe_changes, read_change_signals
 from airflow_matview.database.identifiers import parse_qualified_name
 from airflow_matview.database.steps import arun, execute
-from airflow_matview.text import error_line
+from airflow_matview.freshness import DEFAULT_FIRE_TO_COMMIT_SECONDS, refresh_lead, unwatched_period
+from airflow_matview.text import error_line, format_seconds
 from airflow_matview.version_compat import HAS_SHARED_TRIGGER_STREAMS
 
 if TYPE_CHECKING:
@@ -59,11 +60,13 @@ class ViewState:
     :param fingerprint: its sources' change signals (JSON-ready), or ``None`` when they cannot be watched.
     :param source_names: the display names of its sources by oid (as text), to say which ones changed.
     :param problem: why the view cannot be watched now (missing, not a materialized view, blind signals).
+    :param exists: whether the view exists as a materialized view (so that refreshing it can work).
     """
 
     fingerprint: dict[str, Any] | None
     source_names: dict[str, str]
     problem: str | None = None
+    exists: bool = True
 
 
 # The views each shared poll watches, registered by the triggers of its group (the triggerer runs them all in
@@ -72,6 +75,8 @@ _WATCHED: dict[Hashable, Counter[str]] = {}
 # When each watched view last fired in this triggerer, and its signals then: min_interval also holds across a
 # trigger's restarts within the process and between two instances of one trigger (conn_id, view).
 _LAST_FIRED: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = {}
+# With target_lag: how long from an event to the commit of the refresh it started, as last measured per view.
+_FIRE_TO_COMMIT: dict[tuple[str, str], float] = {}
 
 
 class SourceChangesTrigger(BaseEventTrigger):
@@ -81,22 +86,36 @@ class SourceChangesTrigger(BaseEventTrigger):
     :param view: the view, ``schema.name`` as in SQL.
     :param poll_interval: seconds between two polls of the change signals.
     :param min_interval: seconds: at most one event per this long, however many changes.
+    :param target_lag: seconds the view may be behind its sources (``target_lag``): changes wait, coalescing, until
+        a refresh started now would only just meet it; sources that cannot be watched fire on a period derived from
+        it. ``None``: fire as soon as a change is seen (``on_change``).
     """
 
-    def __init__(self, conn_id: str, view: str, poll_interval: float = 10.0, min_interval: float = 60.0) -> None:
+    def __init__(
+        self,
+        conn_id: str,
+        view: str,
+        poll_interval: float = 10.0,
+        min_interval: float = 60.0,
+        target_lag: float | None = None,
+    ) -> None:
         super().__init__()
         self.conn_id = conn_id
         self.view = view
         self.poll_interval = float(poll_interval)
         self.min_interval = float(min_interval)
+        self.target_lag = None if target_lag is None else float(target_lag)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return CLASSPATH, {
+        kwargs: dict[str, Any] = {
             "conn_id": self.conn_id,
             "view": self.view,
             "poll_interval": self.poll_interval,
             "min_interval": self.min_interval,
         }
+        if self.target_lag is not None:  # left out otherwise: the watchers of on_change views keep their identity
+            kwargs["target_lag"] = self.target_lag
+        return CLASSPATH, kwargs
 
     def shared_stream_key(self) -> Hashable:
         return ("airflow_matview.source_changes", self.conn_id, self.poll_interval)
@@ -129,12 +148,14 @@ class SourceChangesTrigger(BaseEventTrigger):
             _WATCHED[key][self.view] -= 1
 
     async def _fire_on_change(self, stream: AsyncIterator[dict[str, ViewState]]) -> AsyncIterator[TriggerEvent]:
-        """Fire when this view's signals differ from the baseline, at most once per ``min_interval``."""
+        """Fire when this view's signals differ from the baseline, at most once per ``min_interval`` (with a target,
+        once the changes have waited as long as it allows; for sources that cannot be watched, periodically)."""
         from airflow.triggers.base import TriggerEvent
 
         baseline: dict[str, Any] | None = await self._stored(BASELINE_KEY)
         fired_at = float(await self._stored(FIRED_AT_KEY) or 0.0)
         problem: str | None = None
+        pending_since: float | None = None  # when a change not fired for yet was first seen
         names: dict[str, str] = {}  # every source seen, to name one that is no longer read
         async for states in stream:
             state = states.get(self.view)
@@ -151,27 +172,59 @@ class SourceChangesTrigger(BaseEventTrigger):
                 else:
                     self.log.info("airflow-matview: watching %s", self.view)
             if state.fingerprint is None:
-                continue
-            if baseline is None:
+                if self.target_lag is None or not state.exists or not self._period_elapsed(fired_at):
+                    continue
+                changes = [f"none seen: {state.problem}; refreshed every {format_seconds(self._period())}"]
+            elif baseline is None and self.target_lag is not None:
+                # Its lag cannot be known until a refresh records what it reflects: one refresh now.
+                changes = ["none recorded yet: one refresh to start measuring its lag"]
+            elif baseline is None:
                 baseline = state.fingerprint
                 await self._store(BASELINE_KEY, baseline)
                 self.log.info("airflow-matview: recorded the change signals of %s as its baseline", self.view)
                 continue
-            changes = describe_changes(baseline, state.fingerprint, names)
-            if not changes:
-                # Equivalent signals (only writes that rolled back in between): moving the baseline keeps those
-                # writes from counting after a later ANALYZE. Kept in memory: a restart only risks one event too many.
-                baseline = state.fingerprint
-                continue
-            if time.time() - fired_at < self.min_interval:
-                continue
+            else:
+                changes = describe_changes(baseline, state.fingerprint, names)
+                if not changes:
+                    # Equivalent signals (only writes that rolled back in between): moving the baseline keeps those
+                    # writes from counting after a later ANALYZE. In memory: a restart risks one event too many.
+                    baseline, pending_since = state.fingerprint, None
+                    continue
+                pending_since = pending_since or time.time()
+                if not self._due(pending_since, fired_at):
+                    continue
             fired_at = time.time()
             _LAST_FIRED[(self.conn_id, self.view)] = (fired_at, state.fingerprint)
             yield TriggerEvent({"view": self.view, "changed": changes, "detected_at": fired_at})
             # Stored after the event left: a crash in between fires again after a restart rather than never.
-            baseline = state.fingerprint
-            await self._store(BASELINE_KEY, baseline)
+            pending_since = None
+            if state.fingerprint is not None:
+                baseline = state.fingerprint
+                await self._store(BASELINE_KEY, baseline)
             await self._store(FIRED_AT_KEY, fired_at)
+
+    def _due(self, pending_since: float, fired_at: float) -> bool:
+        """Whether changes first seen at ``pending_since`` should start a refresh now: past ``min_interval`` and,
+        with a target, once they have waited (coalescing later writes) as long as the target allows."""
+        now = time.time()
+        if now - fired_at < self.min_interval:
+            return False
+        return self.target_lag is None or now - pending_since >= self._lead()
+
+    def _lead(self) -> float:
+        """How long a change may wait before its refresh starts: the target, less one poll (it is seen up to a poll
+        late), less the time from an event to its refresh's commit (measured, else an allowance)."""
+        return refresh_lead(self.target_lag or 0.0, self.poll_interval, self._fire_to_commit())
+
+    def _period(self) -> float:
+        """With a target, sources that cannot be watched: a refresh this often keeps the view within it."""
+        return unwatched_period(self.target_lag or 0.0, self.poll_interval, self.min_interval, self._fire_to_commit())
+
+    def _fire_to_commit(self) -> float:
+        return _FIRE_TO_COMMIT.get((self.conn_id, self.view), DEFAULT_FIRE_TO_COMMIT_SECONDS)
+
+    def _period_elapsed(self, fired_at: float) -> bool:
+        return time.time() - fired_at >= self._period()
 
     async def _stored(self, key: str) -> Any:
         store = self.asset_state_store if HAS_SHARED_TRIGGER_STREAMS else None
@@ -312,9 +365,9 @@ def poll_steps(names: list[str]) -> Steps[dict[str, ViewState]]:
     for name, qualified in parsed.items():
         relation = found.get(qualified)
         if relation is None:
-            states[name] = ViewState(None, {}, "it does not exist (yet); watching for it to be created")
+            states[name] = ViewState(None, {}, "it does not exist (yet); watching for it to be created", False)
         elif relation.relkind != "m":
-            states[name] = ViewState(None, {}, "it is not a materialized view")
+            states[name] = ViewState(None, {}, "it is not a materialized view", False)
         else:
             oids[relation.oid] = name
     if oids:

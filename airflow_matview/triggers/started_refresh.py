@@ -26,10 +26,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from airflow_matview.database.refresh_settings import RECORD_ONLY
 from airflow_matview.exceptions import MatviewSetupError
 from airflow_matview.refresh_task import (
     FLAGS,
     FingerprintRecord,
+    RefreshRecord,
     application_name,
     check_conn_id,
     history_target,
@@ -74,6 +76,8 @@ def start_trigger_args(operator: BaseOperator, finish_on_worker: bool) -> StartT
         history=operator.history,  # type: ignore[attr-defined]
         history_retention=operator.history_retention_seconds,  # type: ignore[attr-defined]
     )
+    if getattr(operator, "record_freshness", False):
+        kwargs["record_freshness"] = True
     return StartTriggerArgs(trigger_cls=CLASSPATH, trigger_kwargs=kwargs, next_method="execute_complete")
 
 
@@ -105,6 +109,7 @@ class StartedRefreshTrigger(TriggererRefresh):
         finish_on_worker: bool = False,
         skip_on_worker: bool = False,
         notifiers: list[dict[str, Any]] | None = None,
+        record_freshness: bool = False,
         history: str | None = None,
         history_retention: float | None = None,
     ) -> None:
@@ -121,6 +126,7 @@ class StartedRefreshTrigger(TriggererRefresh):
         self.finish_on_worker = finish_on_worker
         self.skip_on_worker = skip_on_worker
         self.notifiers = list(notifiers or [])
+        self.record_freshness = bool(record_freshness)
         self.history = history
         self.history_retention = history_retention
 
@@ -131,6 +137,7 @@ class StartedRefreshTrigger(TriggererRefresh):
             "finish_on_worker": self.finish_on_worker,
             "skip_on_worker": self.skip_on_worker,
             "notifiers": self.notifiers,
+            **({"record_freshness": True} if self.record_freshness else {}),
             "history": self.history,
             "history_retention": self.history_retention,
         }
@@ -164,6 +171,7 @@ class StartedRefreshTrigger(TriggererRefresh):
             application_name=application_name(ti, getattr(ti, "task_id", "refresh")),
             skip_if_unchanged=flags.skip_if_unchanged,
             previous_fingerprint=record.load() if record else None,
+            read_signals=self.record_freshness,
             history=history_target(self.history, self.history_retention, self._context() if self.history else None),
         )
         outcome = await self.refresh_shielded(str(view), self.postgres_conn_id, settings)
@@ -200,7 +208,10 @@ class StartedRefreshTrigger(TriggererRefresh):
         result = dict(outcome["result"])
         if record is not None:
             record.save(result.get("fingerprint"))
-        result.pop("fingerprint", None)
+        if self.record_freshness:
+            RefreshRecord(self.postgres_conn_id, view).save({key: result.get(key) for key in RECORD_ONLY})
+        for key in RECORD_ONLY:
+            result.pop(key, None)
         refresh_metrics.refreshed(self.postgres_conn_id, result)
         self.log.info(
             "Refreshed %s (%s) in %.3fs; about %s rows.",

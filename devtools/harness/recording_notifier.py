@@ -26,3 +26,12 @@ def keyword_context(*, context: dict[str, Any]) -> None:
 def record_any(context: dict[str, Any], **kwargs: Any) -> None:
     """Note every keyword argument it is called with (any name is accepted)."""
     context.setdefault("recorded", []).append(kwargs)
+
+
+def append_to_file(context: dict[str, Any], path: str) -> None:
+    """Append the notification's facts (``context["matview"]``) to ``path`` as one JSON line: a sink the test reads
+    from another process (the triggerer's)."""
+    import json
+
+    with open(path, "a", encoding="utf-8") as sink:
+        sink.write(json.dumps(context.get("matview"), default=str) + "\n")

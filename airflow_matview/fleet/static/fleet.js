@@ -16,6 +16,7 @@ const COLUMNS = [
   ["next_run", "Next run", (v) => v.next_run || "~"],
   ["staleness", "Staleness", (v) => v.staleness ?? Infinity],
   ["max_staleness", "Max staleness", (v) => v.max_staleness ?? Infinity],
+  ["lag", "Lag / target", (v) => v.lag_state == null ? -1 : v.lag ?? Infinity],
 ];
 const STATUSES = ["fresh", "stale", "failing", "paused"];
 const STATES = ["success", "failed", "upstream_failed", "skipped", "running", "queued"];
@@ -61,7 +62,7 @@ function scheduleText(v) {
   if (v.schedule) parts.push(v.schedule + (v.timezone && v.timezone !== "UTC" ? " (" + v.timezone + ")" : v.timezone ? " UTC" : ""));
   if (v.after.length) parts.push("after " + v.after.join(", "));
   if (v.other_assets) parts.push(`after ${v.other_assets} other asset${v.other_assets === 1 ? "" : "s"}`);
-  if (v.on_change) parts.push("on change");
+  if (v.on_change) parts.push(v.target_lag == null ? "on change" : `on change, target lag ${age(v.target_lag)}`);
   return parts.join(" or ") || "manual";
 }
 function svg(tag, attributes) {
@@ -159,6 +160,19 @@ function stalenessCells(v) {
   budget.dataset.col = "max_staleness";
   return [staleness, budget];
 }
+function lagCell(v) {
+  const cell = el("td", "num" + (v.lag_state === "over" || v.lag_state === "unknown" ? " breach" : ""));
+  cell.dataset.col = "lag";
+  if (v.lag_state == null) {
+    cell.append("-");
+    return cell;
+  }
+  cell.append(v.lag == null ? "unknown" : age(v.lag), el("span", "muted age", ` / ${age(v.target_lag)}`));
+  const why = [v.lag_basis === "last_refresh" ? "sources cannot be watched: age of the last refresh" : null,
+    v.lag_since ? `oldest change not reflected seen at ${v.lag_since}` : null, v.lag_reason].filter(Boolean);
+  if (why.length) cell.title = why.join("\n");
+  return cell;
+}
 function row(v) {
   const success = v.last_success
     ? [whenCell(v.last_success), el("span", "muted age", `${age(v.last_success_age)} ago`)]
@@ -175,7 +189,8 @@ function row(v) {
     el("td", "num", secs(v.duration), spark(v)),
     el("td", "num", String(v.skipped_runs)),
     el("td", "", whenCell(v.next_run)),
-    ...stalenessCells(v));
+    ...stalenessCells(v),
+    lagCell(v));
   tr.dataset.view = v.view;
   tr.dataset.status = v.status;
   return tr;

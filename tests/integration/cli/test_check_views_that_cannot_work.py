@@ -1,6 +1,7 @@
 """``airflow-matview check`` reports views that validate but cannot work: an on_change-only view whose sources
-cannot be watched, a read-only connection (a standby, default_transaction_read_only), a deferrable view in a pool
-that does not count deferred tasks. A refresh on a read-only connection says so and is retried."""
+cannot be watched, a target_lag shorter than the view's last recorded refresh (and says how a target is kept), a
+read-only connection (a standby, default_transaction_read_only), a deferrable view in a pool that does not count
+deferred tasks. A refresh on a read-only connection says so and is retried."""
 
 from __future__ import annotations
 
@@ -221,3 +222,45 @@ def test_a_deferrable_view_in_a_pool_without_include_deferred_is_a_problem(
         "in Admin -> Pools)"
     ) in done.stdout, done.stdout
     assert done.stdout.splitlines()[-1] == "2 of 3 view(s) can be refreshed as configured."
+
+
+def test_check_says_how_a_target_is_kept_and_refuses_one_shorter_than_the_refresh(
+    pg: psycopg.Connection, postgres_default: Database, airflow_db: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from airflow.models.variable import Variable
+
+    from airflow_matview.refresh_task import RefreshRecord
+
+    create_reference_scenario(pg)
+    pg.execute("CREATE MATERIALIZED VIEW public.clock AS SELECT now() AS at WITH NO DATA")
+    config = write_config(
+        tmp_path,
+        {"name": VIEW, "target_lag": "30s"},
+        {"name": "public.clock", "target_lag": "2m"},
+    )
+    slow = {"fingerprint": None, "signals_read_at": 1000.0, "committed_at": 1045.0}  # a 45 s refresh
+    Variable.set(
+        RefreshRecord("postgres_default", QualifiedName("public", "polls_user_matt_view")).key, json.dumps(slow)
+    )
+    try:
+        with live_triggerer():
+            done = check(config)
+    finally:
+        Variable.delete(RefreshRecord("postgres_default", QualifiedName("public", "polls_user_matt_view")).key)
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    report = _report(done, VIEW)
+    assert report.startswith(f"PROBLEM {VIEW}"), done.stdout
+    assert "target_lag 30s: watches public.polls_user" in report, report
+    assert (
+        "target_lag: 30s is shorter than its last measured refresh (45s): no refresh can keep it within; lengthen "
+        "target_lag or make the refresh faster"
+    ) in report, report
+    clock = _report(done, "public.clock")
+    assert clock.startswith("OK      public.clock"), clock
+    assert (
+        "target_lag 2m: its sources cannot be watched (it reads no table whose changes could be seen); it refreshes "
+        "every 1m50s instead, and its lag is the age of its last refresh"
+    ) in clock, clock

@@ -31,3 +31,19 @@ def test_pool_and_slots_are_two_settings(
     assert main(["validate", str(path)]) == 0
     row = capsys.readouterr().out.splitlines()[2]
     assert row.endswith(f"postgres_default  {shown}"), row
+
+
+def test_a_target_lag_says_how_the_view_is_refreshed_watchable_or_not(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "matviews.yaml"
+    path.write_text(yaml.safe_dump({"views": [{"name": "public.a", "target_lag": "2m"}, {"name": "public.b"}]}))
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "target lag 2m" in out
+    assert out.strip().splitlines()[-1] == (
+        "note: views[0] (public.a): target_lag 2m: refreshed when its sources change, once the changes have waited "
+        "up to 1m40s (less once a refresh is measured), never while nothing changes; if its sources cannot be "
+        "watched (`airflow-matview check` tells), every 1m50s instead"
+    )
+    assert "views[1]" not in out.split("note:", 1)[1]

@@ -296,7 +296,7 @@ def test_an_empty_defaults_block_is_accepted(tmp_path: Path) -> None:
             "execution_timeout, finish_on_worker, history, history_retention, lock_timeout, max_staleness, "
             "min_interval, on_change, on_failure, on_overlap, on_retry, on_stale, on_success, owner, poll_interval, "
             "pool, pool_slots, priority_weight, queue, retries, retry_delay, retry_exponential_backoff, schedule, "
-            "skip_if_unchanged, start_from_trigger, tags, timezone",
+            "skip_if_unchanged, start_from_trigger, tags, target_lag, timezone",
         ),
         (
             {"views": [{"name": "public.a", "colour": "blue"}]},
@@ -305,7 +305,7 @@ def test_an_empty_defaults_block_is_accepted(tmp_path: Path) -> None:
             "lock_timeout, max_staleness, "
             "min_interval, name, on_change, on_failure, on_overlap, on_retry, on_stale, on_success, owner, "
             "poll_interval, pool, pool_slots, priority_weight, queue, retries, retry_delay, "
-            "retry_exponential_backoff, schedule, skip_if_unchanged, start_from_trigger, tags, timezone",
+            "retry_exponential_backoff, schedule, skip_if_unchanged, start_from_trigger, tags, target_lag, timezone",
         ),
     ],
     ids=["top-level", "defaults", "view"],

@@ -170,12 +170,12 @@ def test_links_and_fixed_offsets_of_the_iana_database_are_accepted(zone: str) ->
 def test_on_stale_without_any_max_staleness_is_an_error_where_it_is_written() -> None:
     stale = [{"notifier": SMTP, "to": "oncall@example.com"}]
     assert problems_of({"views": [{"name": "public.a", "on_stale": stale}]}) == [
-        "views[0] (public.a): on_stale: is never called without max_staleness; "
-        "set max_staleness (e.g. 2h) or remove on_stale"
+        "views[0] (public.a): on_stale: is never called without max_staleness or target_lag; "
+        "set max_staleness (e.g. 2h) or target_lag, or remove on_stale"
     ]
     assert problems_of({"defaults": {"on_stale": stale}, "views": [{"name": "public.a"}]}) == [
-        "defaults: on_stale: is never called, as no view has max_staleness; "
-        "set max_staleness (e.g. 2h) or remove on_stale"
+        "defaults: on_stale: is never called, as no view has max_staleness or target_lag; "
+        "set max_staleness (e.g. 2h) or target_lag, or remove on_stale"
     ]
     # In defaults for the views that set max_staleness; a view may opt out with max_staleness: null.
     views = load_config(

@@ -73,3 +73,19 @@ def test_bad_on_change_settings_are_one_clear_line(view: dict[str, object], mess
         load_config(_config(**view))
     (problem,) = error.value.problems
     assert problem.startswith(f"views[0] ({VIEW}): ") and message in problem, problem
+
+
+def test_the_dag_runs_on_its_watcher_which_carries_the_target() -> None:
+    dag = build_dags({"views": [{"name": VIEW, "target_lag": "45s", "poll_interval": "5s"}]})[
+        "matview.public.polls_user_matt_view"
+    ]
+    (asset,) = _assets(dag.timetable.asset_condition)
+    (watcher,) = asset.watchers
+    assert watcher.trigger.serialize()[1] == {
+        "conn_id": "postgres_default",
+        "view": VIEW,
+        "poll_interval": 5.0,
+        "min_interval": 0.0,
+        "target_lag": 45.0,
+    }
+    assert "within `target_lag` 0:00:45" in dag.doc_md

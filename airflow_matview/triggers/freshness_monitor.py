@@ -1,0 +1,296 @@
+"""The lag monitor: measures the lag of every view of a config with a ``target_lag``, from the triggerer, whatever
+their DAGs do, and tells their ``on_stale`` notifiers once per episode over the target, and again when it is over.
+
+One ``FreshnessTrigger`` per connection of the config watches an asset of its own (``matview-freshness://<conn_id>``,
+scheduling a DAG that never runs: ``matview.freshness.<conn_id>``), so it runs while the views' DAGs are paused, and
+joins the connection's shared poll (:mod:`.source_changes`: the same two catalog queries, whatever the number of
+views). Each poll it updates each view's :class:`~airflow_matview.freshness.LagRecord`: the changes seen, and the
+refresh that covered them (read from the refresh's :class:`~airflow_matview.refresh_task.RefreshRecord` Variable
+while changes are pending). What it measured is kept in the asset's state store (Airflow 3.3+), which survives
+triggerer restarts and which the fleet page reads. It never fires an event.
+
+Imported at DAG-parse time (the monitor DAG's ``AssetWatcher`` holds an instance): nothing heavy at the top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from airflow.triggers.base import BaseEventTrigger
+
+from airflow_matview.freshness import Lag, LagRecord, cover, lag_of, observe, unknown
+from airflow_matview.text import error_line
+from airflow_matview.triggers import source_changes
+from airflow_matview.version_compat import HAS_SHARED_TRIGGER_STREAMS
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Coroutine, Hashable
+
+    from airflow.triggers.base import TriggerEvent
+
+    from airflow_matview.triggers.source_changes import ViewState
+
+log = logging.getLogger(__name__)
+
+CLASSPATH = "airflow_matview.triggers.freshness_monitor.FreshnessTrigger"
+#: The state store key of a view's measurement: this prefix and the view's name.
+STATE_KEY_PREFIX = "lag:"
+#: A view's measurement is written to the state store when it changes, and at least this often (for the page).
+HEARTBEAT_SECONDS = 30.0
+
+
+def stale_after(poll_interval: float) -> float:
+    """Seconds without a successful poll after which a lag is unknown: a poll's time limit, its watchdog's grace,
+    one poll interval and one heartbeat (what the fleet page reads is at most that old)."""
+    limit = source_changes.poll_time_limit(poll_interval)
+    return limit + source_changes.WATCHDOG_GRACE_SECONDS + poll_interval + HEARTBEAT_SECONDS
+
+
+@dataclass
+class Watched:
+    """One view the monitor measures, and what it knows of it.
+
+    :param spec: the view as the DAG file gave it: ``view``, ``dag_id``, ``target`` (seconds), ``after`` (names),
+        ``notifiers`` (:meth:`NotifierSpec.as_dict`).
+    """
+
+    spec: dict[str, Any]
+    record: LagRecord = field(default_factory=LagRecord)
+    lag: Lag = field(default_factory=lambda: unknown("not measured yet"))
+    alerting: bool = False
+    stale_after: float = 0.0
+    saved: str = ""
+    saved_at: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return str(self.spec["view"])
+
+    @property
+    def target(self) -> float | None:
+        """Its ``target_lag`` in seconds; ``None`` for a view measured only as the upstream of one with a target."""
+        target = self.spec.get("target")
+        return None if target is None else float(target)
+
+    @property
+    def over(self) -> bool:
+        return self.target is not None and self.lag.over(self.target)
+
+    def state(self, now: float) -> dict[str, Any]:
+        """What is stored and shown: the lag, the target, whether it is over, the record."""
+        return {
+            "view": self.name,
+            "dag_id": self.spec.get("dag_id"),
+            "target": self.target,
+            "lag": self.lag.as_dict(),
+            "over": self.over,
+            "alerting": self.alerting,
+            "evaluated_at": now,
+            "stale_after": self.stale_after,
+            "after": list(self.spec.get("after", [])),
+            "record": self.record.as_dict(),
+        }
+
+
+class FreshnessTrigger(BaseEventTrigger):
+    """Measure the lag of ``views`` (on one connection) and alert on it; never fires.
+
+    :param conn_id: the Airflow connection of the views' database.
+    :param poll_interval: seconds between two polls (the shared poll of the views watched with the same).
+    :param views: each ``{"view", "dag_id", "target", "after", "notifiers"}``, upstream views first; or that list
+        as JSON text, as it is serialized (Airflow compares a watcher's arguments by a hash of their serialized form,
+        which nested mappings would not survive unchanged).
+    """
+
+    def __init__(self, conn_id: str, poll_interval: float, views: list[dict[str, Any]] | str) -> None:
+        super().__init__()
+        self.conn_id = conn_id
+        self.poll_interval = float(poll_interval)
+        self.views = [dict(view) for view in (json.loads(views) if isinstance(views, str) else views)]
+        self._sending: set[asyncio.Future[Any]] = set()
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return CLASSPATH, {
+            "conn_id": self.conn_id,
+            "poll_interval": self.poll_interval,
+            "views": json.dumps(self.views, sort_keys=True),
+        }
+
+    def shared_stream_key(self) -> Hashable:
+        return ("airflow_matview.source_changes", self.conn_id, self.poll_interval)
+
+    @classmethod
+    async def open_shared_stream(cls, kwargs: dict[str, Any]) -> AsyncIterator[dict[str, ViewState]]:
+        """The connection's shared poll, as :class:`~.source_changes.SourceChangesTrigger` opens it."""
+        async for states in source_changes.SourceChangesTrigger.open_shared_stream(kwargs):
+            yield states
+
+    async def filter_shared_stream(self, shared_stream: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:
+        key = self.shared_stream_key()
+        names = [str(view["view"]) for view in self.views]
+        source_changes._WATCHED.setdefault(key, Counter()).update(names)
+        try:
+            async for event in self._monitor(shared_stream):
+                yield event
+        finally:
+            source_changes._WATCHED[key].subtract(names)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Without shared streams (Airflow before 3.3): a poll loop of its own."""
+        watched = Counter(str(view["view"]) for view in self.views)
+        async for event in self._monitor(source_changes._poll(self.conn_id, self.poll_interval, watched)):
+            yield event
+
+    async def _monitor(self, stream: AsyncIterator[dict[str, ViewState]]) -> AsyncIterator[TriggerEvent]:
+        """Every poll interval, measure every view with what the latest poll saw (nothing new: the lag turns unknown
+        after :func:`stale_after`); the stream is read by a task of its own, so a dead poll cannot stop this."""
+        views = [Watched(spec, stale_after=stale_after(self.poll_interval)) for spec in self.views]
+        for view in views:
+            await self._load(view)
+        latest: dict[str, tuple[float, ViewState]] = {}
+        reader = asyncio.ensure_future(_read(stream, latest))
+        try:
+            while True:
+                await asyncio.sleep(self.poll_interval)
+                await self._measure(views, latest, time.time(), reader)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+        yield  # pragma: no cover  (never reached: an async generator that never fires)
+
+    async def _measure(
+        self, views: list[Watched], latest: dict[str, tuple[float, ViewState]], now: float, reader: asyncio.Future[Any]
+    ) -> None:
+        by_name = {view.name: view for view in views}
+        for view in views:
+            seen = latest.pop(view.name, None)
+            upstream = [by_name[name] for name in view.spec.get("after", []) if name in by_name]
+            if seen is not None:
+                self._observe(view, seen, upstream)
+            view.lag = lag_of(view.record, now, stale_after=view.stale_after, upstream=[u.lag for u in upstream])
+            if reader.done() and view.lag.known:
+                view.lag = unknown("the poll of the change signals stopped")
+            await self._alert(view, now)
+            await self._save(view, now)
+
+    def _observe(self, view: Watched, seen: tuple[float, ViewState], upstream: list[Watched]) -> None:
+        at, state = seen
+        if view.record.pending or state.fingerprint is None or view.record.refreshed_at is None:
+            self._cover(view, upstream)
+        origins = [
+            u.record.covered_origin
+            for u in upstream
+            if u.record.covered_origin is not None and (u.record.refreshed_at or 0.0) > (view.record.read_at or 0.0)
+        ]
+        problem = None if state.fingerprint is not None else (state.problem or "its sources cannot be watched")
+        observe(view.record, state.fingerprint, at, unwatchable=problem, origin=min(origins) if origins else None)
+
+    def _cover(self, view: Watched, upstream: list[Watched]) -> None:
+        """Apply the view's latest refresh, when it is one this record has not seen."""
+        from airflow_matview.database.identifiers import parse_qualified_name
+        from airflow_matview.refresh_task import RefreshRecord
+
+        refresh = RefreshRecord(self.conn_id, parse_qualified_name(view.name)).load()
+        if not refresh or not isinstance(refresh.get("committed_at"), (int, float)):
+            return
+        if refresh["committed_at"] == view.record.refreshed_at:
+            return
+        read_at = float(refresh.get("signals_read_at") or refresh["committed_at"])
+        origins = [u.record.covered_origin for u in upstream if u.record.covered_origin is not None]
+        cover(
+            view.record,
+            refresh.get("fingerprint"),
+            read_at=read_at,
+            committed_at=float(refresh["committed_at"]),
+            origin=min(origins) if origins else None,
+        )
+        fired_at, _ = source_changes._LAST_FIRED.get((self.conn_id, view.name), (0.0, None))
+        if 0.0 < fired_at <= read_at:  # this refresh answered the watcher's event: how long that took
+            source_changes._FIRE_TO_COMMIT[(self.conn_id, view.name)] = float(refresh["committed_at"]) - fired_at
+
+    async def _alert(self, view: Watched, now: float) -> None:
+        """Tell the view's notifiers when its lag goes over the target (once per episode) and when it is back."""
+        from airflow_matview.alerting.lag_alerts import notify_lag
+
+        if not view.alerting and view.over:
+            view.alerting = True
+            self._send(notify_lag("behind", view.spec, self.conn_id, view.lag, self._reason(view), now))
+        elif view.alerting and not view.over:
+            view.alerting = False
+            self._send(notify_lag("caught_up", view.spec, self.conn_id, view.lag, None, now))
+
+    def _send(self, notification: Coroutine[Any, Any, Any]) -> None:
+        """Send in the background: a slow notifier does not hold the measurement of the other views up."""
+        sending = asyncio.ensure_future(notification)
+        self._sending.add(sending)
+        sending.add_done_callback(self._sending.discard)
+
+    def _reason(self, view: Watched) -> str:
+        """Why the view is behind, as far as the triggerer can tell."""
+        lag = view.lag
+        if not lag.known:
+            return f"its lag cannot be measured: {lag.reason}"
+        if lag.basis == "last_refresh":
+            return f"its sources cannot be watched ({lag.reason}), and its last refresh is that old"
+        since = _iso(lag.since)
+        fired_at, _ = source_changes._LAST_FIRED.get((self.conn_id, view.name), (0.0, None))
+        if lag.since is not None and fired_at >= lag.since:
+            return (
+                f"its sources changed at {since}; a refresh was requested at {_iso(fired_at)} and none has "
+                "committed since (the run is queued, running or failing)"
+            )
+        if not source_changes._WATCHED.get(self.shared_stream_key(), Counter()).get(view.name, 0) > 1:
+            return (
+                f"its sources changed at {since}; no watcher requests its refresh in this triggerer (its DAG is "
+                "paused, or another triggerer runs its watcher)"
+            )
+        return f"its sources changed at {since}; its refresh is not requested yet"
+
+    async def _load(self, view: Watched) -> None:
+        stored = await self._store_call("aget", STATE_KEY_PREFIX + view.name)
+        if isinstance(stored, str):
+            with contextlib.suppress(ValueError):
+                stored = json.loads(stored)
+        if isinstance(stored, dict):
+            view.record = LagRecord.from_dict(stored.get("record"))
+            view.alerting = bool(stored.get("alerting"))
+
+    async def _save(self, view: Watched, now: float) -> None:
+        """Store the view's measurement when it changed, and at least every :data:`HEARTBEAT_SECONDS`."""
+        state = view.state(now)
+        changed = json.dumps({**state, "evaluated_at": None, "lag": None}, sort_keys=True, default=str)
+        if changed == view.saved and now - view.saved_at < HEARTBEAT_SECONDS:
+            return
+        view.saved, view.saved_at = changed, now
+        await self._store_call("aset", STATE_KEY_PREFIX + view.name, state)
+
+    async def _store_call(self, method: str, *args: Any) -> Any:
+        store = self.asset_state_store if HAS_SHARED_TRIGGER_STREAMS else None
+        if store is None:
+            return None
+        try:
+            return await getattr(store, method)(*args)
+        except Exception as exc:  # measuring goes on; only a restart or the fleet page would miss it
+            self.log.warning("airflow-matview: the lag monitor cannot %s its state: %s", method[1:], error_line(exc))
+            return None
+
+
+async def _read(stream: AsyncIterator[dict[str, ViewState]], latest: dict[str, tuple[float, ViewState]]) -> None:
+    async for states in stream:
+        now = time.time()
+        latest.update({name: (now, state) for name, state in states.items()})
+
+
+def _iso(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,133 @@
+"""target_lag end to end in a real Airflow (api-server, scheduler, dag-processor, triggerer, LocalExecutor): a view
+refreshes on its first poll and records what it reflects; with its DAG paused, a change nobody refreshes makes the
+lag monitor (a DAG of its own, created unpaused) tell the on_stale notifier, once and with why, although no DAG run
+exists; unpaused, the watcher refreshes it and the notifier hears that it caught up. Alongside, a view whose refresh
+breaks (a division by zero once its source changes) is reported behind, with the refresh requested and never
+committed as the reason. The fleet page says what the alerts said."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from devtools.harness.deployment import deployed, matviews_dags
+from devtools.harness.scenario import create_reference_scenario
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    import psycopg
+
+    from devtools.harness.deployment import Deployment
+
+AUDIT_DAG = "matview.public.audit_count"
+RATIO_DAG = "matview.public.ratio"
+MONITOR_DAG = "matview.freshness.postgres_default"
+TARGET, POLL = 20.0, 1.0
+# On this shared 2-core machine a task process takes seconds to start; the bound says what the alert may take.
+SLACK = 15.0
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def _scenario(conn: psycopg.Connection) -> None:
+    create_reference_scenario(conn)
+    conn.execute("CREATE TABLE audit (id integer)")
+    conn.execute("CREATE MATERIALIZED VIEW audit_count AS SELECT count(*) AS n FROM audit")
+    conn.execute("CREATE TABLE divisor (n integer)")
+    conn.execute("INSERT INTO divisor VALUES (1)")
+    conn.execute("CREATE MATERIALIZED VIEW ratio AS SELECT 100 / (SELECT count(*) FROM divisor) AS r")
+
+
+def _wait(condition: Callable[[], Any], timeout: float, what: str, up: Deployment) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            logs = "\n".join(f"--- {name}\n{up.stack.log(name)}" for name in ("triggerer", "scheduler"))
+            raise AssertionError(f"{what} not within {timeout:.0f}s\n{logs}")
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
+def _alerts(sink: Path, view: str = "public.audit_count") -> list[dict[str, Any]]:
+    sent = [json.loads(line) for line in sink.read_text().splitlines()] if sink.exists() else []
+    return [alert for alert in sent if alert["view"] == view]
+
+
+def test_a_paused_dag_alerts_on_lag_with_no_run_and_recovers_when_unpaused(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    sink = tmp_path_factory.mktemp("alerts") / "alerts.jsonl"
+    notifier = {"notifier": "devtools.harness.recording_notifier.append_to_file", "path": str(sink)}
+    config = {
+        "defaults": {"retries": 0, "poll_interval": f"{POLL:g}s"},
+        "views": [
+            {"name": "public.audit_count", "target_lag": f"{TARGET:g}s", "on_stale": [notifier]},
+            {"name": "public.ratio", "target_lag": f"{TARGET:g}s", "on_stale": [notifier]},
+        ],
+    }
+    dags = matviews_dags(tmp_path_factory.mktemp("dags"), config)
+    with deployed(dags, _scenario, (AUDIT_DAG, RATIO_DAG, MONITOR_DAG), triggerer=True) as up:
+        assert up.api.get(f"/dags/{MONITOR_DAG}")["is_paused"] is False, "the monitor is created unpaused"
+        for dag_id in (AUDIT_DAG, RATIO_DAG):
+            up.api.patch(f"/dags/{dag_id}", {"is_paused": False})
+        # The watcher's first poll refreshes each view once, which records what it reflects.
+        for dag_id in (AUDIT_DAG, RATIO_DAG):
+            _wait(lambda d=dag_id: [run["state"] for run in up.runs(d)] == ["success"], 180, "a first refresh", up)
+        up.api.patch(f"/dags/{AUDIT_DAG}", {"is_paused": True})
+        time.sleep(5)  # the scheduler drops the paused DAG's watcher
+        with up.connect() as conn:
+            conn.execute("INSERT INTO audit VALUES (1), (2)")
+            conn.execute("DELETE FROM divisor")  # ratio's next refresh divides by zero
+        committed = time.time()
+        _wait(lambda: _alerts(sink), TARGET + POLL + SLACK + 30, "the lag alert", up)
+        (behind,) = _alerts(sink)
+        print(f"commit -> alert: {behind['measured_at'] - committed:.1f}s (target_lag {TARGET:g}s)")
+        assert behind["event"] == "behind" and behind["view"] == "public.audit_count", behind
+        assert TARGET <= behind["measured_at"] - committed <= TARGET + POLL + SLACK, behind
+        assert "no watcher requests its refresh in this triggerer" in behind["reason"], behind
+        assert len(up.runs(AUDIT_DAG)) == 1, "no DAG run exists for the change"
+        # The fleet page says what the alert said: the same oldest unreflected change, over the same target.
+        page = _fleet_view(up, AUDIT_DAG)
+        assert (page["lag_state"], page["target_lag"], page["lag_since"]) == ("over", TARGET, behind["lag_since"])
+        assert page["lag"] >= behind["lag_seconds"], (page, behind)
+        assert page["status"] == "paused"
+
+        _wait(lambda: _alerts(sink, "public.ratio"), 60, "the broken refresh's lag alert", up)
+        (broken,) = _alerts(sink, "public.ratio")
+        print(f"commit -> alert, refresh broken: {broken['measured_at'] - committed:.1f}s (target_lag {TARGET:g}s)")
+        assert TARGET <= broken["measured_at"] - committed <= TARGET + POLL + SLACK, broken
+        assert "a refresh was requested at" in broken["reason"], broken
+        assert "none has committed since (the run is queued, running or failing)" in broken["reason"], broken
+        assert [run["state"] for run in up.runs(RATIO_DAG)][-1] == "failed"
+        ratio = _fleet_view(up, RATIO_DAG)
+        assert (ratio["lag_state"], ratio["lag_since"], ratio["status"]) == ("over", broken["lag_since"], "failing")
+
+        up.api.patch(f"/dags/{AUDIT_DAG}", {"is_paused": False})
+        unpaused = time.monotonic()
+        _wait(lambda: len(_alerts(sink)) == 2, 180, "the recovery notice", up)
+        print(f"unpause -> caught up: {time.monotonic() - unpaused:.1f}s")
+        caught_up = _alerts(sink)[1]
+        assert caught_up["event"] == "caught_up" and caught_up["lag_seconds"] == 0.0, caught_up
+        with up.connect() as conn:
+            assert conn.execute("SELECT n FROM audit_count").fetchone() == (2,)
+        time.sleep(10)
+        assert len(_alerts(sink)) == 2, "once per episode"
+        assert len(_alerts(sink, "public.ratio")) == 1, "once per episode"
+        page = _fleet_view(up, AUDIT_DAG)
+        assert (page["lag_state"], page["lag"]) == ("within", 0.0), page
+
+
+def _fleet_view(up: Deployment, dag_id: str) -> dict[str, Any]:
+    request = urllib.request.Request(f"{up.stack.url}/matview-fleet/api/views")
+    request.add_header("Authorization", f"Bearer {up.api.token}")
+    request.add_header("Cookie", f"_token={up.api.token}")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        document = json.loads(response.read())
+    assert sum(document["lag_counts"].values()) == 2
+    return next(view for view in document["views"] if view["dag_id"] == dag_id)
