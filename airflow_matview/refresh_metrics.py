@@ -19,6 +19,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 PREFIX = "matview.refresh"
+#: The lag monitor's gauges (``target_lag`` views), sent at every measurement whether or not a DAG run exists.
+LAG_PREFIX = "matview.freshness"
 # The characters a StatsD name may hold (Airflow's validator); anything else in a view or connection becomes "_".
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -55,7 +57,25 @@ def failed(conn_id: str, view: str) -> None:
     _send(conn_id, view, [("incr", "failed", 1)], {})
 
 
-def _send(conn_id: str, view: str, sends: list[tuple[str, str, Any]], extra: dict[str, str]) -> None:
+def lag(conn_id: str, view: str, seconds: float | None, target: float | None) -> None:
+    """A view's measured lag (see :mod:`airflow_matview.freshness`): ``matview.freshness.lag`` in seconds when known,
+    and ``matview.freshness.unknown`` (1 when the lag could not be measured, else 0), so a dashboard never reads an
+    unmeasured lag as 0; ``matview.freshness.target`` is the view's ``target_lag``.
+
+    :param seconds: the lag, ``None`` when unknown.
+    :param target: the view's ``target_lag`` in seconds.
+    """
+    sends: list[tuple[str, str, Any]] = [("gauge", "unknown", int(seconds is None))]
+    if seconds is not None:
+        sends.append(("gauge", "lag", float(seconds)))
+    if target is not None:
+        sends.append(("gauge", "target", float(target)))
+    _send(conn_id, view, sends, {}, prefix=LAG_PREFIX)
+
+
+def _send(
+    conn_id: str, view: str, sends: list[tuple[str, str, Any]], extra: dict[str, str], prefix: str = PREFIX
+) -> None:
     try:
         from airflow_matview.version_compat import airflow_stats
 
@@ -63,7 +83,7 @@ def _send(conn_id: str, view: str, sends: list[tuple[str, str, Any]], extra: dic
         tags = {"view": view, "conn_id": conn_id, **extra}
         suffix = f"{name_part(conn_id)}.{name_part(view)}"
         for kind, metric, value in sends:
-            for name, tagged in ((f"{PREFIX}.{metric}", tags), (f"{PREFIX}.{metric}.{suffix}", None)):
+            for name, tagged in ((f"{prefix}.{metric}", tags), (f"{prefix}.{metric}.{suffix}", None)):
                 if kind == "incr":
                     stats.incr(name, value, tags=tagged)
                 elif kind == "gauge":
@@ -71,4 +91,4 @@ def _send(conn_id: str, view: str, sends: list[tuple[str, str, Any]], extra: dic
                 else:
                     stats.timing(name, value, tags=tagged)
     except Exception as exc:  # metrics are a side channel: never the reason a refresh task fails
-        log.warning("Could not send the refresh metrics of %s (connection %r): %s", view, conn_id, exc)
+        log.warning("Could not send the metrics of %s (connection %r): %s", view, conn_id, exc)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseEventTrigger
 
+from airflow_matview import refresh_metrics
 from airflow_matview.freshness import Lag, LagRecord, cover, lag_of, observe, unknown
 from airflow_matview.text import error_line
 from airflow_matview.triggers import source_changes
@@ -179,6 +180,7 @@ class FreshnessTrigger(BaseEventTrigger):
             view.lag = lag_of(view.record, now, stale_after=view.stale_after, upstream=[u.lag for u in upstream])
             if reader.done() and view.lag.known:
                 view.lag = unknown("the poll of the change signals stopped")
+            refresh_metrics.lag(self.conn_id, view.name, view.lag.seconds, view.target)
             await self._alert(view, now)
             await self._save(view, now)
 

@@ -3,11 +3,15 @@ refreshes on its first poll and records what it reflects; with its DAG paused, a
 lag monitor (a DAG of its own, created unpaused) tell the on_stale notifier, once and with why, although no DAG run
 exists; unpaused, the watcher refreshes it and the notifier hears that it caught up. Alongside, a view whose refresh
 breaks (a division by zero once its source changes) is reported behind, with the refresh requested and never
-committed as the reason. The fleet page says what the alerts said."""
+committed as the reason. The fleet page says what the alerts said, and the lag monitor's StatsD gauges (to a UDP
+listener on loopback) the same lag."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import socket
 import time
 import urllib.request
 from typing import TYPE_CHECKING, Any
@@ -15,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from devtools.harness.deployment import deployed, matviews_dags
+from devtools.harness.paths import REPO
 from devtools.harness.scenario import create_reference_scenario
 
 if TYPE_CHECKING:
@@ -59,9 +64,36 @@ def _alerts(sink: Path, view: str = "public.audit_count") -> list[dict[str, Any]
     return [alert for alert in sent if alert["view"] == view]
 
 
+def _statsd_lines(listener: socket.socket) -> list[str]:
+    """Every StatsD line received since the last call."""
+    lines: list[str] = []
+    listener.settimeout(0.2)
+    while True:
+        try:
+            lines += listener.recv(65536).decode().splitlines()
+        except TimeoutError:
+            return lines
+
+
+def _gauges(lines: list[str], metric: str) -> list[float]:
+    """The values of the plain-StatsD gauge ``metric`` of public.audit_count (Airflow's ``airflow.`` prefix)."""
+    name = re.escape(f"airflow.matview.freshness.{metric}.postgres_default.public__audit_count")
+    return [float(found.group(1)) for line in lines if (found := re.fullmatch(rf"{name}:([-0-9.e]+)\|g", line))]
+
+
 def test_a_paused_dag_alerts_on_lag_with_no_run_and_recovers_when_unpaused(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    env = {
+        # The notifier lives in devtools.harness: the stack's processes import it from this checkout.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        "AIRFLOW__METRICS__STATSD_ON": "True",
+        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+        "AIRFLOW__METRICS__STATSD_PORT": str(listener.getsockname()[1]),
+    }
     sink = tmp_path_factory.mktemp("alerts") / "alerts.jsonl"
     notifier = {"notifier": "devtools.harness.recording_notifier.append_to_file", "path": str(sink)}
     config = {
@@ -72,7 +104,7 @@ def test_a_paused_dag_alerts_on_lag_with_no_run_and_recovers_when_unpaused(
         ],
     }
     dags = matviews_dags(tmp_path_factory.mktemp("dags"), config)
-    with deployed(dags, _scenario, (AUDIT_DAG, RATIO_DAG, MONITOR_DAG), triggerer=True) as up:
+    with listener, deployed(dags, _scenario, (AUDIT_DAG, RATIO_DAG, MONITOR_DAG), triggerer=True, env=env) as up:
         assert up.api.get(f"/dags/{MONITOR_DAG}")["is_paused"] is False, "the monitor is created unpaused"
         for dag_id in (AUDIT_DAG, RATIO_DAG):
             up.api.patch(f"/dags/{dag_id}", {"is_paused": False})
@@ -97,6 +129,13 @@ def test_a_paused_dag_alerts_on_lag_with_no_run_and_recovers_when_unpaused(
         assert (page["lag_state"], page["target_lag"], page["lag_since"]) == ("over", TARGET, behind["lag_since"])
         assert page["lag"] >= behind["lag_seconds"], (page, behind)
         assert page["status"] == "paused"
+        # The lag monitor's gauges say the same lag, at each poll, with no DAG run.
+        _statsd_lines(listener)
+        time.sleep(3 * POLL)
+        lines = _statsd_lines(listener)
+        assert _gauges(lines, "unknown") and set(_gauges(lines, "unknown")) == {0.0}, lines[:20]
+        assert _gauges(lines, "target") and set(_gauges(lines, "target")) == {TARGET}
+        assert _gauges(lines, "lag") and min(_gauges(lines, "lag")) >= behind["lag_seconds"], lines[:20]
 
         _wait(lambda: _alerts(sink, "public.ratio"), 60, "the broken refresh's lag alert", up)
         (broken,) = _alerts(sink, "public.ratio")

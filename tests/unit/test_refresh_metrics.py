@@ -58,6 +58,8 @@ def test_the_statsd_exporter_mapping_labels_every_metric_by_view(monkeypatch: py
     refresh_metrics.refreshed("warehouse.eu", result)
     refresh_metrics.skipped("warehouse.eu", "public.v")
     refresh_metrics.failed("warehouse.eu", "public.v")
+    refresh_metrics.lag("warehouse.eu", "public.v", 12.5, 30.0)
+    refresh_metrics.lag("warehouse.eu", "public.v", None, 30.0)
     mappings = yaml.safe_load((DOCS / "statsd_exporter.yml").read_text())["mappings"]
     labelled = set()
     for name, tagged in recorder.sent:
@@ -73,12 +75,20 @@ def test_the_statsd_exporter_mapping_labels_every_metric_by_view(monkeypatch: py
         "matview_refresh_mode_total",
         "matview_refresh_total",
         "matview_rows",
+        "matview_lag_seconds",
+        "matview_lag_unknown",
+        "matview_target_lag_seconds",
     }
-    assert len(recorder.sent) == 2 * 7
+    assert len(recorder.sent) == 2 * (7 + 3 + 2), "a lag that is unknown sends no lag gauge"
 
 
 def test_the_grafana_dashboard_reads_the_mapped_metrics() -> None:
     dashboard = json.loads((DOCS / "grafana-dashboard.json").read_text())
     exprs = " ".join(target["expr"] for panel in dashboard["panels"] for target in panel["targets"])
-    for metric in ("matview_refresh_total", "matview_refresh_duration_seconds_bucket", "matview_rows"):
+    for metric in (
+        "matview_refresh_total",
+        "matview_refresh_duration_seconds_bucket",
+        "matview_rows",
+        "matview_lag_seconds",
+    ):
         assert metric in exprs
