@@ -1,7 +1,7 @@
 """OpenLineage in a real Airflow run (``airflow dags test`` in a subprocess, the OpenLineage provider with a file
 transport): START and COMPLETE of a refresh on a worker and of a deferred one, FAIL of a failed one, with the view
-as output, the relations it reads (through a plain view; another materialized view in a chain) as inputs, and their
-columns as schema facets."""
+as output, the relations it reads (through a plain view; another materialized view in a chain; a partitioned
+table, named by its parent) as inputs, and their columns as schema facets."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ with DAG("matview_lineage", schedule=None):
     RefreshMaterializedViewOperator(task_id="deferred", view="public.through_view", deferrable=True)
     RefreshMaterializedViewOperator(task_id="failed", view="public.fragile", retries=0)
     RefreshMaterializedViewOperator(task_id="chained", view="public.chained")
+    RefreshMaterializedViewOperator(task_id="partitioned", view="public.by_region")
 """
 
 
@@ -58,6 +59,11 @@ def test_start_complete_and_fail_with_datasets_and_schemas(
     pg.execute("CREATE MATERIALIZED VIEW fragile AS SELECT boom(age) AS x FROM polls_user")
     pg.execute("INSERT INTO polls_user VALUES (99, 'zed', 99)")
     pg.execute("CREATE MATERIALIZED VIEW chained AS SELECT count(*) AS n FROM polls_user_matt_view")
+    pg.execute("CREATE TABLE events (id integer, region text) PARTITION BY LIST (region)")
+    pg.execute("CREATE TABLE events_eu PARTITION OF events FOR VALUES IN ('eu')")
+    pg.execute("CREATE TABLE events_us PARTITION OF events FOR VALUES IN ('us')")
+    pg.execute("INSERT INTO events VALUES (1, 'eu'), (2, 'us'), (3, 'us')")
+    pg.execute("CREATE MATERIALIZED VIEW by_region AS SELECT region, count(*) AS n FROM events GROUP BY region")
     (tmp_path / "dags").mkdir()
     (tmp_path / "dags" / "lineage_dag.py").write_text(DAG_FILE)
     log_file = tmp_path / "lineage" / "events.json"
@@ -105,6 +111,12 @@ def test_start_complete_and_fail_with_datasets_and_schemas(
     assert chained["eventType"] == "COMPLETE"
     assert datasets(chained, "inputs") == [(namespace, f"{db}.public.polls_user_matt_view", polls_user[2])]
     assert datasets(chained, "outputs") == [(namespace, f"{db}.public.chained", [("n", "bigint")])]
+    # A partitioned table is one input, named by its parent: the partitions are where its rows are stored.
+    partitioned = by_task["partitioned"][-1]
+    assert partitioned["eventType"] == "COMPLETE"
+    assert datasets(partitioned, "inputs") == [
+        (namespace, f"{db}.public.events", [("id", "integer"), ("region", "text")])
+    ]
 
 
 def datasets(event: dict[str, Any], side: str) -> list[tuple[str, str, list[tuple[str, str]] | None]]:
