@@ -90,6 +90,14 @@ def _sid(pid: int) -> int:
         return 0
 
 
+def _command_line(process: psutil.Process) -> str:
+    """``process``'s command line, or ``""`` once it has ended (a zombie not yet reaped has none)."""
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return ""
+
+
 def _connections(process: psutil.Process) -> list[psutil._common.pconn]:
     try:
         return list(process.net_connections(kind="tcp"))
@@ -169,7 +177,7 @@ def test_ctrl_c_with_the_output_pipe_gone_while_starting_airflow(tmp_path: Path)
         airflow.wait_for(lambda: "Starting Airflow" in airflow.text(), "starting Airflow")
         root = psutil.Process(airflow.process.pid)
         airflow.wait_for(
-            lambda: any("api_server" in " ".join(child.cmdline()) for child in root.children()), "spawning components"
+            lambda: any("api_server" in _command_line(child) for child in root.children()), "spawning components"
         )
         sessions, ports = airflow.sessions_and_ports()
         assert airflow.process.stdout is not None

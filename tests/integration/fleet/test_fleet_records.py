@@ -18,6 +18,7 @@ import pytest
 from airflow_matview.version_compat import DEADLINE_ALERTS_MISSING
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -202,7 +203,7 @@ def _spoil_deadline(session: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def document(airflow_db: Path) -> dict[str, Any]:
+def document(airflow_db: Path) -> Iterator[dict[str, Any]]:
     from airflow.utils.session import create_session
 
     from airflow_matview.fleet.overview import as_json, load_fleet
@@ -219,7 +220,13 @@ def document(airflow_db: Path) -> dict[str, Any]:
             *(f"{PREFIX}_foreign_{number}" for number in range(len(FOREIGN_URIS))),
         ]
         found = as_json(load_fleet(session, dag_ids, now=NOW))
-    return dict(json.loads(json.dumps(found, allow_nan=False)))  # valid JSON, as a browser reads it
+    yield dict(json.loads(json.dumps(found, allow_nan=False)))  # valid JSON, as a browser reads it
+    # The metadata database is the test worker's: other tests read every DAG in it (`airflow dags list`), and a
+    # spoiled serialized DAG fails them.
+    from airflow.api.common.delete_dag import delete_dag
+
+    for dag_id in dag_ids:
+        delete_dag(dag_id)
 
 
 def _views(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
