@@ -136,10 +136,11 @@ async def _stall_and_recover(
         assert proxy.stall() == 1
         stopped.append(_watcher_pid(admin, "stopped") or 0)
         os.kill(stopped[0], signal.SIGSTOP)
-        locker.execute("LOCK TABLE pg_catalog.pg_class IN ACCESS EXCLUSIVE MODE")
+        # In a thread: the LOCK may wait for the watcher's poll, which this event loop runs.
+        await asyncio.to_thread(locker.execute, "LOCK TABLE pg_catalog.pg_class IN ACCESS EXCLUSIVE MODE")
         await until(lambda: lines.failed("locked"), 90, "the locked poll given up")
-        locker.rollback()
-        locker.close()
+        await asyncio.to_thread(locker.rollback)
+        await asyncio.to_thread(locker.close)
         await until(lambda: all(lines.failed(name) for name in STALLS), 90, "every stalled poll given up")
         await until(lambda: all(lines.back(name) for name in STALLS), 60, "every watcher back")
         for user, name in enumerate(STALLS, start=100):
