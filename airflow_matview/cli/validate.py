@@ -52,8 +52,22 @@ def _list(path: str, views: list[ViewConfig]) -> None:
         for row, view in zip(rows, views, strict=True):
             row.append(cell(view.description or "-", DESCRIPTION_WIDTH))
     print_table(header, rows)
-    for line in [*timezone_notes(views), *target_lag_notes(views)]:
+    for line in [*timezone_notes(views), *monitor_notes(views), *target_lag_notes(views)]:
         print(line)
+
+
+def monitor_notes(views: list[ViewConfig]) -> list[str]:
+    """The lag monitor's DAG of each connection with ``target_lag`` views: a DAG of the file beyond the table's."""
+    connections = list(dict.fromkeys(view.conn_id for view in views if view.target_lag is not None))
+    if not connections:
+        return []
+    from airflow_matview.factory.monitor import monitor_dag_id
+
+    return [
+        f"note: and the DAG {monitor_dag_id(conn_id)}: the lag monitor of the target_lag views on connection "
+        f"{conn_id!r} (it never runs; created unpaused, it measures their lag and tells their on_stale notifiers)"
+        for conn_id in connections
+    ]
 
 
 def target_lag_notes(views: list[ViewConfig]) -> list[str]:
