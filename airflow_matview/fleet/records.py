@@ -295,7 +295,8 @@ def read_last_results(db: Connection, tasks: Subquery) -> dict[str, tuple[dateti
 
 
 def _decoded(value: Any) -> Any:
-    """An XCom value as a task returned it: Airflow stores some as JSON text inside the JSON column."""
+    """An XCom value as a task returned it: Airflow stores some as JSON text inside the JSON column. Plain JSON,
+    not ``XComModel.deserialize_value``: its ``XComDecoder`` builds objects from text any task may have written."""
     if isinstance(value, str):
         try:
             return json.loads(value)
