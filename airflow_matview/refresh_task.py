@@ -124,6 +124,18 @@ class RefreshRecord:
         except Exception as exc:
             log.warning("The refresh succeeded, but Variable %s could not be written (%s).", self.key, exc)
 
+    def save_failure(self, error: str, at: float) -> None:
+        """Add to the record that a refresh failed at ``at`` (epoch seconds) with ``error`` (one line), for the reason
+        a lag alert gives; the next success replaces it. A failure to write is logged, never raised."""
+        from airflow.sdk import Variable
+
+        record = self.load() or {}
+        record["failed_at"], record["error"] = at, error[:500]
+        try:
+            Variable.set(self.key, json.dumps(record), description=self.description)
+        except Exception as exc:
+            log.warning("Variable %s could not be written (%s).", self.key, exc)
+
 
 class FingerprintRecord:
     """The change signals recorded at the view's last successful refresh, in an Airflow Variable.

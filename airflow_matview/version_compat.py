@@ -38,8 +38,6 @@ AirflowTaskTimeout = _task_exceptions.AirflowTaskTimeout
 TaskDeferralTimeout = _task_exceptions.TaskDeferralTimeout
 TaskDeferred = _task_exceptions.TaskDeferred
 
-#: Deadline Alerts as ``max_staleness`` uses them: an AsyncCallback that gets the run in its context.
-HAS_DEADLINE_ALERTS = AIRFLOW_V_3_3_PLUS
 #: ``BaseHook.aget_connection``: a connection looked up from the triggerer's event loop without blocking it.
 HAS_ASYNC_CONNECTION_LOOKUP = AIRFLOW_V_3_2_PLUS
 #: Shared trigger streams and the asset state store: one poll per connection for every watched view, and a
@@ -57,7 +55,7 @@ def require(feature: str, minimum: str, installed: str = AIRFLOW_VERSION) -> str
 
     Config keys and operator arguments that only work on a newer Airflow call this at ``validate`` and at DAG parse
     time, and report the message as a config problem (prefixed with the key) instead of failing with an ImportError
-    later, e.g. ``problem = require("max_staleness (Deadline Alerts)", "3.3")``.
+    later, e.g. ``problem = require("start_from_trigger", "3.3")``.
 
     :param feature: what the user asked for, as they would recognise it (a config key, an operator argument).
     :param minimum: the first Airflow version that has it, e.g. ``"3.2"``.
@@ -71,32 +69,13 @@ def require(feature: str, minimum: str, installed: str = AIRFLOW_VERSION) -> str
     )
 
 
-#: Why ``max_staleness`` cannot work here, or None.
-DEADLINE_ALERTS_MISSING = (
-    None
-    if HAS_DEADLINE_ALERTS
-    else f"needs Airflow 3.3 or newer (Deadline Alerts); this is Airflow {AIRFLOW_VERSION}: "
-    "remove max_staleness or upgrade Airflow"
-)
-
-
 #: Why ``start_from_trigger`` cannot work here, or None.
 START_FROM_TRIGGER_MISSING = None if HAS_START_FROM_TRIGGER else require("start_from_trigger", "3.3")
 
 
-def deadline_alert_model() -> Any:
-    """Airflow 3.2+'s ``deadline_alert`` table (one row per Deadline Alert of a serialized DAG), or ``None`` on
-    Airflow 3.1, which keeps the alerts inside the serialized DAG. Imported on call: the ORM is no parse-time cost."""
-    if not AIRFLOW_V_3_2_PLUS:
-        return None
-    from airflow.models.deadline_alert import DeadlineAlert
-
-    return DeadlineAlert
-
-
 def asset_watcher_asset_id() -> Any:
     """The column that lists the assets with a watcher (an ``AssetWatcher`` in a DAG): ``asset_watcher.asset_id``
-    on Airflow 3.2+, ``asset_trigger.asset_id`` on Airflow 3.1. Imported on call, as :func:`deadline_alert_model`."""
+    on Airflow 3.2+, ``asset_trigger.asset_id`` on Airflow 3.1. Imported on call: the ORM is no parse-time cost."""
     if AIRFLOW_V_3_2_PLUS:
         from airflow.models.asset import AssetWatcherModel
 
@@ -133,9 +112,7 @@ __all__ = [
     "AIRFLOW_VERSION",
     "AIRFLOW_V_3_2_PLUS",
     "AIRFLOW_V_3_3_PLUS",
-    "DEADLINE_ALERTS_MISSING",
     "HAS_ASYNC_CONNECTION_LOOKUP",
-    "HAS_DEADLINE_ALERTS",
     "HAS_EVENT_DRIVEN_SCHEDULING",
     "HAS_SHARED_TRIGGER_STREAMS",
     "HAS_START_FROM_TRIGGER",
@@ -151,6 +128,5 @@ __all__ = [
     "TaskDeferred",
     "airflow_stats",
     "asset_watcher_asset_id",
-    "deadline_alert_model",
     "require",
 ]

@@ -1,5 +1,6 @@
 """The lag monitor's notifications: a view's ``on_stale`` notifiers told, from the triggerer, that its lag went over
-its ``target_lag`` (with why) and that it is back within it. See :mod:`airflow_matview.triggers.freshness_monitor`."""
+its ``max_staleness`` or ``target_lag`` (with why) and that it is back within it. See
+:mod:`airflow_matview.triggers.freshness_monitor`."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ async def notify_lag(
     """Call each notifier of the view; one that fails is logged and does not silence the others.
 
     :param event: ``behind`` or ``caught_up``.
-    :param spec: the monitor's entry for the view (``view``, ``dag_id``, ``target``, ``notifiers``).
+    :param spec: the monitor's entry for the view (``view``, ``dag_id``, ``target``, ``alert_after``, ``alert_key``,
+        ``notifiers``).
     :param reason: why it is behind.
     :param now: when the lag was measured.
     :return: the notifiers that failed, with their error.
@@ -34,8 +36,10 @@ async def notify_lag(
         conn_id,
         spec.get("dag_id"),
         lag=lag.as_dict(),
-        target=float(spec["target"]),
+        target=None if spec.get("target") is None else float(spec["target"]),
         reason=reason,
+        alert_after=float(spec.get("alert_after") or spec["target"]),
+        alert_key=str(spec.get("alert_key") or "target_lag"),
     )
     facts["measured_at"] = now
     context = with_accessors({"matview": facts})

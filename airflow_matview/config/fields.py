@@ -18,7 +18,6 @@ from croniter import CroniterError, croniter
 from airflow_matview.database.identifiers import control_character, parse_qualified_name, quote_if_needed
 from airflow_matview.exceptions import InvalidIdentifierError, InvalidSettingError
 from airflow_matview.text import shown, yaml_single_quoted
-from airflow_matview.version_compat import DEADLINE_ALERTS_MISSING
 
 if TYPE_CHECKING:
     from airflow_matview.database.identifiers import QualifiedName
@@ -232,7 +231,8 @@ def parse_description(value: object) -> str | None:
 
 
 def parse_max_staleness(value: object) -> timedelta | None:
-    """How long after a run was queued its refresh must have succeeded; ``None``: no staleness alert."""
+    """How far behind its sources the view may fall (its lag, see :mod:`airflow_matview.freshness`) before its
+    ``on_stale`` notifiers are told; ``None``: no staleness alert."""
     if value is None:
         return None
     try:
@@ -244,8 +244,6 @@ def parse_max_staleness(value: object) -> timedelta | None:
             f"{value!r} is under a second, sooner than any refresh can run; "
             "use a duration such as 20s, 30m or 1h, or null for no staleness alert"
         )
-    if DEADLINE_ALERTS_MISSING:
-        raise ValueError(DEADLINE_ALERTS_MISSING)
     return parse_duration(value, "max_staleness", positive=True)
 
 

@@ -256,8 +256,8 @@ class ViewSettings(BaseModel):
         PlainValidator(_notifiers_or_none),
         WithJsonSchema(schemas.nullable(schemas.NOTIFIERS)),
         Field(
-            description="Notifiers called when a run misses `max_staleness`, and when the view's lag goes over "
-            "`target_lag` and back (as `on_failure`); `null`: the `on_failure` notifiers. An error on a view "
+            description="Notifiers called when the view's lag goes over `max_staleness` (else `target_lag`) and "
+            "when it is back within it (as `on_failure`); `null`: the `on_failure` notifiers. An error on a view "
             "without either, where it would never be called."
         ),
     ] = None
@@ -266,9 +266,10 @@ class ViewSettings(BaseModel):
         PlainValidator(fields.parse_max_staleness),
         WithJsonSchema(schemas.nullable(schemas.duration(minimum=1))),
         Field(
-            description="When a run's refresh has not succeeded this long after the run was queued, the `on_stale` "
-            "notifiers are told, once per run: at least `1s`, or `null` for no staleness alert. Needs Airflow 3.3+ "
-            "(Deadline Alerts) and a running triggerer."
+            description="When the view's lag (how far behind its sources it is, as `target_lag` measures it) goes "
+            "over this, the `on_stale` notifiers are told, once until it is back within it; measured by the "
+            "triggerer whether or not a run exists. At least `1s`, not shorter than `target_lag`; `null` for no "
+            "staleness alert (a view with `target_lag` is then alerted on at its target)."
         ),
     ] = None
     pool: Annotated[
@@ -432,6 +433,12 @@ class ViewConfig(ViewSettings):
                 )
         if self.history_retention is not None and self.history is None:
             raise ValueError("history_retention: the view records no history; set history: <schema>.<table> too")
+        if self.max_staleness is not None and self.target_lag is not None and self.max_staleness < self.target_lag:
+            raise ValueError(
+                f"max_staleness: {format_seconds(self.max_staleness.total_seconds())} is shorter than target_lag "
+                f"{format_seconds(self.target_lag.total_seconds())}, so the view would be called stale while on "
+                "target; lengthen max_staleness or remove it (the target_lag is then the alert's threshold)"
+            )
         if self.max_staleness is not None and not self.stale_notifiers:
             raise ValueError(
                 "max_staleness: no notifier would be told when the view is stale; list them under on_stale "

@@ -23,6 +23,7 @@ EVENTS = {
     "stale": "is stale",
     "behind": "is behind its target_lag",
     "caught_up": "is back within its target_lag",
+    "fresh_again": "is back within its max_staleness",
 }
 
 
@@ -79,13 +80,14 @@ def describe(event: str, view: str, conn_id: str, context: Mapping[str, Any], **
 def _message_lines(facts: Mapping[str, Any]) -> list[str]:
     what = EVENTS.get(facts["event"], facts["event"])
     lines = [f"Materialized view {facts['view']} {what}.", f"Connection: {facts['conn_id']}"]
-    if facts.get("stale_for"):
+    if facts.get("stale_for") and facts.get("lag") is None:
         lines.append(
             f"Stale: its refresh due at {facts['due_at']} has not succeeded after {facts['stale_for']} "
             f"(max_staleness {facts['max_staleness']}, {facts['late_by']} late); run state: {facts.get('run_state')}"
         )
     if facts.get("lag") is not None:
-        lines.append(f"Lag: {facts['lag']} (target_lag {facts['target_lag']})")
+        key = facts.get("alert_key") or "target_lag"
+        lines.append(f"Lag: {facts['lag']} ({key} {facts.get('alert_after') or facts.get('target_lag')})")
     if facts.get("reason"):
         lines.append(f"Why: {facts['reason']}")
     if facts.get("error"):
@@ -140,6 +142,14 @@ def describe_stale(
     )
 
 
+def lag_event(event: str, alert_key: str) -> str:
+    """The event name of a lag notification: ``behind``/``caught_up`` for a ``target_lag``, ``stale``/
+    ``fresh_again`` for a ``max_staleness`` (the event a ``max_staleness`` alert has always had)."""
+    if alert_key == "max_staleness":
+        return "stale" if event == "behind" else "fresh_again"
+    return event
+
+
 def describe_lag(
     event: str,
     view: str,
@@ -147,18 +157,45 @@ def describe_lag(
     dag_id: str | None,
     *,
     lag: Mapping[str, Any],
-    target: float,
+    target: float | None,
     reason: str | None,
+    alert_after: float | None = None,
+    alert_key: str = "target_lag",
 ) -> dict[str, Any]:
-    """The facts of a ``behind`` or ``caught_up`` event (the lag monitor's): :func:`describe` plus the lag.
+    """The facts of a lag notification (the lag monitor's): :func:`describe` plus the lag.
 
+    :param event: ``behind`` or ``caught_up``; named by :func:`lag_event` after ``alert_key``.
     :param lag: :meth:`airflow_matview.freshness.Lag.as_dict`.
-    :param target: the view's ``target_lag`` in seconds.
+    :param target: the view's ``target_lag`` in seconds, if it has one.
     :param reason: why the view is behind (``behind``).
+    :param alert_after: the lag in seconds over which it alerts (``max_staleness`` or ``target_lag``).
+    :param alert_key: which of the two that is. With ``max_staleness``, the facts a ``max_staleness`` alert had
+        before it meant lag are kept for templates that use them: ``max_staleness``, ``stale_for`` and
+        ``stale_seconds`` (the lag), ``late_by`` and ``late_seconds`` (lag over the threshold), ``due_at`` (when the
+        oldest unreflected change was seen).
     """
     seconds, since = lag.get("seconds"), lag.get("since")
+    threshold = alert_after if alert_after is not None else target
+    since_iso = (
+        None
+        if not isinstance(since, (int, float))
+        else datetime.fromtimestamp(since, timezone.utc).isoformat().replace("+00:00", "Z")
+    )
+    extra: dict[str, Any] = {}
+    if alert_key == "max_staleness" and threshold is not None:
+        lagged = None if seconds is None else float(seconds)
+        late = None if lagged is None else max(0.0, lagged - threshold)
+        extra = {
+            "max_staleness": format_seconds(threshold),
+            "max_staleness_seconds": threshold,
+            "stale_for": "unknown" if lagged is None else format_seconds(lagged),
+            "stale_seconds": None if lagged is None else round(lagged, 1),
+            "late_by": "unknown" if late is None else format_seconds(late),
+            "late_seconds": None if late is None else round(late, 1),
+            "due_at": since_iso,
+        }
     return describe(
-        event,
+        lag_event(event, alert_key),
         view,
         conn_id,
         {},
@@ -166,10 +203,12 @@ def describe_lag(
         lag="unknown" if seconds is None else format_seconds(float(seconds)),
         lag_seconds=None if seconds is None else round(float(seconds), 1),
         lag_basis=lag.get("basis"),
-        lag_since=None
-        if not isinstance(since, (int, float))
-        else datetime.fromtimestamp(since, timezone.utc).isoformat().replace("+00:00", "Z"),
-        target_lag=format_seconds(target),
+        lag_since=since_iso,
+        target_lag=None if target is None else format_seconds(target),
         target_lag_seconds=target,
+        alert_key=alert_key,
+        alert_after=None if threshold is None else format_seconds(threshold),
+        alert_after_seconds=threshold,
         reason=reason,
+        **extra,
     )

@@ -6,11 +6,10 @@ Each template field a ``BaseNotifier`` is given (our default subject and message
 with Airflow's own template environment (the sandbox, Airflow's filters, ``StrictUndefined`` as a DAG has it)
 against a sample context of the shape the event gets: for a task event (``on_failure``, ``on_retry``,
 ``on_success``) the task context (``ti``, ``dag_run``, ``params``, ``ds``, ``macros``...); for ``on_stale`` what
-the scheduler sends with a missed deadline (``dag_run`` as a dict, ``deadline``); both with ``matview`` as
+the lag monitor sends from the triggerer (no task, no run); both with ``matview`` as
 :mod:`airflow_matview.config.notification` describes the event, and ``var`` and ``conn`` accessors that answer any
-name without touching Airflow's database. A name the context lacks fails, as it would when the event happens (for
-``on_stale``, Airflow would render it empty: a typo is still an error here). Functions are given their arguments
-as written, so there is nothing to render.
+name without touching Airflow's database. A name the context lacks fails, as it would when the event happens.
+Functions are given their arguments as written, so there is nothing to render.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import functools
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from airflow_matview.config.notification import describe, describe_stale, with_default_message
+from airflow_matview.config.notification import describe, describe_lag, lag_event, with_default_message
 from airflow_matview.config.notifier_specs import NotifierSpec, loaded_notifier
 from airflow_matview.text import one_line
 
@@ -91,10 +90,12 @@ def _notifiers(view: ViewConfig) -> Iterator[tuple[str, str, int, NotifierSpec]]
     for event in ("failure", "retry", "success"):
         for number, spec in enumerate(getattr(view, f"on_{event}"), 1):
             yield f"on_{event}", event, number, spec
-    if view.max_staleness is not None:
+    if view.max_staleness is not None or view.target_lag is not None:
         key = "on_stale" if view.on_stale is not None else "on_failure (as on_stale)"
-        for number, spec in enumerate(view.stale_notifiers, 1):
-            yield key, "stale", number, spec
+        alert_key = "max_staleness" if view.max_staleness is not None else "target_lag"
+        for event in ("behind", "caught_up"):
+            for number, spec in enumerate(view.stale_notifiers, 1):
+                yield key, lag_event(event, alert_key), number, spec
 
 
 def _inherited(defaults: ViewSettings, view: ViewConfig, key: str) -> bool:
@@ -114,6 +115,10 @@ def _problems(spec: NotifierSpec, event: str, folder: Path | None) -> tuple[str,
 
 _RENDERED: dict[tuple[str, str, str, Path | None], tuple[str, ...]] = {}
 
+#: The events of the lag monitor's notifications (:func:`~airflow_matview.config.notification.lag_event`): sent
+#: from the triggerer, with no task or run in their context.
+LAG_EVENTS = ("stale", "fresh_again", "behind", "caught_up")
+
 
 def _rendered(spec: NotifierSpec, event: str, folder: Path | None) -> tuple[str, ...]:
     target = loaded_notifier(spec.path)
@@ -122,7 +127,7 @@ def _rendered(spec: NotifierSpec, event: str, folder: Path | None) -> tuple[str,
     given = with_default_message(spec)
     fields = [name for name in getattr(target.obj, "template_fields", ()) if name in given]
     context = sample_context(event, *_SAMPLE_VIEW) | {name: given[name] for name in fields}
-    env = _environment(folder, event == "stale")
+    env = _environment(folder, event in LAG_EVENTS)
     problems = []
     for name in fields:
         try:
@@ -156,7 +161,10 @@ def _describe(error: Exception, event: str) -> str:
         return "on_stale is rendered in the triggerer, where a template cannot include or import a file"
     if isinstance(error, jinja2.TemplateSyntaxError):
         return f"the Jinja template does not compile ({one_line(error.message or error)}, line {error.lineno})"
-    what = "a stale alert" if event == "stale" else f"a task {event}"
+    if event in LAG_EVENTS:
+        what = "a stale alert" if event in ("stale", "fresh_again") else "a lag alert"
+    else:
+        what = f"a task {event}"
     detail = (
         one_line(error) if isinstance(error, jinja2.TemplateError) else f"{type(error).__name__}: {one_line(error)}"
     )
@@ -186,28 +194,25 @@ def sample_context(event: str, view: str, conn_id: str, dag_id: str) -> dict[str
         "var": _sample("var", {"value": _Anything("var.value"), "json": _Anything("var.json")}),
         "conn": _Conn(),
     }
-    if event == "stale":
-        run = {key: None for key in STALE_RUN_KEYS} | {
-            "dag_id": dag_id,
-            "dag_run_id": _RUN_ID,
-            "run_type": "scheduled",
-            "state": "running",
-            "conf": {},
-            "queued_at": _SAMPLE_TIME.isoformat(),
-            "logical_date": _SAMPLE_TIME.isoformat(),
+    if event in LAG_EVENTS:
+        alert_key = "max_staleness" if event in ("stale", "fresh_again") else "target_lag"
+        behind = event in ("stale", "behind")
+        context: dict[str, Any] = {
+            "matview": describe_lag(
+                "behind" if behind else "caught_up",
+                view,
+                conn_id,
+                dag_id,
+                lag={"seconds": 3900.0 if behind else 0.0, "basis": "sources", "since": _SAMPLE_TIME.timestamp()},
+                target=1800.0,
+                reason="its sources changed at 2026-01-01T00:00:00+00:00; a run is queued and has not started"
+                if behind
+                else None,
+                alert_after=3600.0,
+                alert_key=alert_key,
+            )
         }
-        context: dict[str, Any] = {"dag_run": run, "deadline": {"id": "0", "deadline_time": _SAMPLE_TIME.isoformat()}}
-        context["matview"] = describe_stale(
-            view,
-            conn_id,
-            dag_id,
-            context,
-            queued_at=_SAMPLE_TIME,
-            deadline=_SAMPLE_TIME + timedelta(hours=1),
-            now=_SAMPLE_TIME + timedelta(hours=1, minutes=5),
-            max_staleness_seconds=3600,
-            run_url="http://localhost:8080/dags/x/runs/y",
-        )
+        context["matview"]["measured_at"] = _SAMPLE_TIME.timestamp()
         return context | accessors
     context = _task_context(event, dag_id) | accessors
     context["matview"] = describe(event, view, conn_id, context)

@@ -23,7 +23,7 @@ from airflow_matview.config.rules import Claim, claimed_elsewhere
 from airflow_matview.database.identifiers import printable
 from airflow_matview.exceptions import InvalidConfigFileError
 from airflow_matview.factory.dag_doc import dag_doc
-from airflow_matview.factory.monitor import MONITOR_PREFIX, build_monitors
+from airflow_matview.factory.monitor import MONITOR_PREFIX, build_monitors, measured_keys
 from airflow_matview.operators.materialized_view import RefreshMaterializedViewOperator
 from airflow_matview.version_compat import AssetOrTimeSchedule, CronTriggerTimetable
 
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from types import FrameType
 
     from airflow.sdk.definitions.asset import BaseAsset
-    from airflow.sdk.definitions.deadline import DeadlineAlert
 
 START_DATE = datetime(2024, 1, 1, tzinfo=timezone.utc)
 # The trigger form's `concurrently`: a text field suggesting each choice once. Not a select: its choices are the
@@ -52,6 +51,7 @@ def build_dags(config: str | Path | Mapping[str, Any]) -> dict[str, DAG]:
     _claim(loaded, config)
     views = loaded.views
     followed = {key for view in views for key in view.upstream_keys}
+    measured = measured_keys(views)
     wanted = get_parsing_context().dag_id
     if wanted is not None and wanted.startswith(MONITOR_PREFIX):
         return {dag_id: dag for dag_id, dag in build_monitors(views).items() if dag_id == wanted}
@@ -59,7 +59,10 @@ def build_dags(config: str | Path | Mapping[str, Any]) -> dict[str, DAG]:
         views = [view for view in views if view.resolved_dag_id == wanted]
     dags = {
         view.resolved_dag_id: build_dag(
-            view, [matview_asset(conn_id, name) for conn_id, name in view.upstream_keys], view.key in followed
+            view,
+            [matview_asset(conn_id, name) for conn_id, name in view.upstream_keys],
+            view.key in followed,
+            measured=view.key in measured,
         )
         for view in views
     }
@@ -105,13 +108,17 @@ def _parse_session() -> tuple[Any, str]:
     return bag, dag_file
 
 
-def build_dag(view: ViewConfig, upstream: list[Asset] | None = None, followed: bool = False) -> DAG:
+def build_dag(
+    view: ViewConfig, upstream: list[Asset] | None = None, followed: bool = False, *, measured: bool | None = None
+) -> DAG:
     """The DAG that refreshes one view: task ``refresh``, no catch-up, one run at a time.
 
     :param view: the view's settings.
     :param upstream: the assets of the views named in its ``after:``.
     :param followed: another view of the config names it in ``after:``: with ``start_from_trigger``, a worker
         finishes its successful refreshes, so that Airflow registers the asset event that view waits for.
+    :param measured: the lag monitor measures the view (:func:`~airflow_matview.factory.monitor.measured_keys`): its
+        refreshes record what they reflect. ``None``: when it has a ``target_lag`` or a ``max_staleness``.
     """
     concurrently = "auto" if view.concurrently == "auto" else str(view.concurrently).lower()
     asset = matview_asset(view.conn_id, view.view)
@@ -124,7 +131,6 @@ def build_dag(view: ViewConfig, upstream: list[Asset] | None = None, followed: b
         tags=sorted({"matview", *view.tags}),
         doc_md=dag_doc(view, asset.uri),
         description=view.description,
-        deadline=_staleness_alert(view),
         default_args={
             "owner": view.owner,
             "retries": view.retries,
@@ -146,7 +152,7 @@ def build_dag(view: ViewConfig, upstream: list[Asset] | None = None, followed: b
         deferrable=view.deferrable,
         start_from_trigger=view.start_from_trigger,
         finish_on_worker=view.finish_on_worker or followed,
-        record_freshness=view.target_lag is not None,
+        record_freshness=measured if measured is not None else bool(view.target_lag or view.max_staleness),
         history=view.history,
         history_retention=view.history_retention,
         outlets=[asset],
@@ -199,17 +205,3 @@ def _task_placement(view: ViewConfig) -> dict[str, Any]:
         if specs:
             kwargs[f"on_{event}_callback"] = callbacks(event, specs, str(view.view), view.conn_id)
     return kwargs
-
-
-def _staleness_alert(view: ViewConfig) -> DeadlineAlert | None:
-    if view.max_staleness is None:
-        return None
-    from airflow_matview.alerting.staleness import deadline_alert
-
-    return deadline_alert(
-        view=str(view.view),
-        conn_id=view.conn_id,
-        dag_id=view.resolved_dag_id,
-        max_staleness=view.max_staleness,
-        notifiers=view.stale_notifiers,
-    )

@@ -114,8 +114,8 @@ def _production_lines(
             lines.append(f"- on {event}: {_paths(event_paths)}")
     if max_staleness is not None:
         lines.append(
-            f"- max staleness: `{format_seconds(max_staleness)}` after a run is queued "
-            f"(Deadline Alert, run by the triggerer), then: {_paths(stale_paths)}"
+            f"- max staleness: `{format_seconds(max_staleness)}` behind its sources (its lag, measured by the "
+            f"triggerer whether or not a run exists), then: {_paths(stale_paths)}"
         )
     return tuple(lines)
 

@@ -53,12 +53,13 @@ class FleetView:
     """One row of the fleet overview; every time is ISO 8601 in UTC, every age and duration in seconds.
 
     ``pending_since`` is when the oldest run queued after the last successful one, and not successful itself, was
-    queued (``pending_for`` seconds ago): the ``max_staleness`` Deadline Alert counts from there, so ``breached``
-    is true exactly when that alert has fired for a run that no later run has made good.
+    queued (``pending_for`` seconds ago).
 
-    ``lag`` and the fields after it are the lag monitor's measurement (``target_lag``, see
+    ``lag`` and the fields after it are the lag monitor's measurement (``target_lag`` and ``max_staleness``, see
     :mod:`airflow_matview.freshness`), computed from what it stored as it computes it for its alerts; ``lag_state``
-    is ``within``, ``over`` or ``unknown``, and ``None`` (as the others) for a view it does not measure.
+    is ``within``, ``over`` (its threshold: ``max_staleness``, else ``target_lag``) or ``unknown``, and ``None`` (as
+    the others) for a view it does not measure. ``breached`` is true when its lag is over its ``max_staleness`` or
+    unknown: when its ``on_stale`` notifiers are told.
     """
 
     view: str
@@ -194,7 +195,6 @@ class _Records:
     results: dict[str, tuple[datetime, Any]]
     pending: dict[str, datetime]
     timetables: dict[str, Any]
-    deadlines: dict[str, list[Any]]
     lags: dict[tuple[str, str], tuple[Lag, dict[str, Any]]]
 
 
@@ -223,7 +223,6 @@ def load_fleet(session: Session, dag_ids: Collection[str] | None = None, now: da
         results=records.read_last_results(db, tasks),
         pending=records.read_pending_runs(db, wanted),
         timetables=records.read_timetables(db, wanted),
-        deadlines=records.read_deadline_intervals(db, wanted),
         lags={},
     )
     check.skipped["asset URI"] += found.schedule.unreadable
@@ -251,8 +250,11 @@ def _view(dag_id: str, found: _Records, now: datetime, check: _Checker) -> Fleet
     fresh_as_of = max((t for t in (total.last_success, total.last_skip) if t), default=None) if total else None
     states = [check.choice(state, check.states, "run state") for state in found.recent.states.get(dag_id, [])]
     last_state = states[-1] if states else None
-    budget = _budget(dag_id, found, now, check)
-    lag = _lag(found.lags.get((conn_id, str(name))), check)
+    measured = found.lags.get((conn_id, str(name)))
+    state = measured[1] if measured is not None else {}
+    threshold = check.seconds(state.get("alert_after", state.get("target")), "max_staleness")
+    lag = _lag(measured, threshold, check)
+    budget = _budget(dag_id, found, now, threshold if state.get("alert_key") == "max_staleness" else None, lag)
     task_id = check.text(row.task_id, "task id", 250, _AIRFLOW_KEY) or ""
     return FleetView(
         view=str(name),
@@ -283,15 +285,17 @@ def _view(dag_id: str, found: _Records, now: datetime, check: _Checker) -> Fleet
     )
 
 
-def _lag(measured: tuple[Lag, dict[str, Any]] | None, check: _Checker) -> dict[str, Any]:
-    """The lag monitor's fields of a row (all ``None`` for a view it does not measure)."""
+def _lag(measured: tuple[Lag, dict[str, Any]] | None, threshold: float | None, check: _Checker) -> dict[str, Any]:
+    """The lag monitor's fields of a row (all ``None`` for a view it does not measure): ``lag_state`` is ``over``
+    when the lag is over ``threshold``, the lag at which its notifiers are told (``max_staleness``, else
+    ``target_lag``)."""
     if measured is None:
         return dict.fromkeys(("target_lag", "lag", "lag_state", "lag_basis", "lag_since", "lag_reason"))
     lag, state = measured
     target = check.seconds(state.get("target"), "target_lag")
     seconds = None if lag.seconds is None else round(lag.seconds, 1)
     since = datetime.fromtimestamp(lag.since, timezone.utc) if lag.since is not None else None
-    over = target is not None and lag.over(target)
+    over = threshold is not None and lag.over(threshold)
     return {
         "target_lag": target,
         "lag": seconds,
@@ -302,17 +306,15 @@ def _lag(measured: tuple[Lag, dict[str, Any]] | None, check: _Checker) -> dict[s
     }
 
 
-def _budget(dag_id: str, found: _Records, now: datetime, check: _Checker) -> dict[str, Any]:
-    """The staleness budget and whether it is breached: as the ``max_staleness`` Deadline Alert sees it, by a run
-    still not successful ``max_staleness`` after it was queued (the alert has fired for it)."""
+def _budget(dag_id: str, found: _Records, now: datetime, budget: float | None, lag: dict[str, Any]) -> dict[str, Any]:
+    """The view's ``max_staleness`` (``budget``) and whether its lag is over it or unknown (when its ``on_stale``
+    notifiers are told), and since when a run has waited to succeed."""
     pending_since = found.pending.get(dag_id)
-    pending_for = _age(pending_since, now)
-    budget = max_staleness_of(found.deadlines.get(dag_id, []), check)
     return {
         "pending_since": _iso(pending_since),
-        "pending_for": pending_for,
+        "pending_for": _age(pending_since, now),
         "max_staleness": budget,
-        "breached": budget is not None and pending_for is not None and pending_for > budget,
+        "breached": budget is not None and lag["lag_state"] in ("over", "unknown"),
     }
 
 
@@ -403,23 +405,6 @@ def timezone_of(timetable: Any, check: _Checker | None = None) -> str | None:
     if timetable is not None and check is not None:
         check.drop("timetable")
     return None
-
-
-def max_staleness_of(intervals: Collection[Any], check: _Checker | None = None) -> float | None:
-    """The staleness budget in seconds: the shortest interval of the DAG's Deadline Alerts.
-
-    Airflow stores each alert's ``interval`` (table ``deadline_alert``) as its serde form of a timedelta
-    (``{"__classname__": "datetime.timedelta", "__data__": 3600.0, ...}``) or a number of seconds; anything else
-    (e.g. an interval read from a Variable at run time) is left out, and counted by ``check``.
-    """
-    budgets = []
-    for interval in intervals:
-        seconds = interval.get("__data__") if isinstance(interval, dict) else interval
-        if _is_number(seconds) and 0 < seconds < math.inf:
-            budgets.append(float(seconds))
-        elif check is not None:
-            check.drop("deadline interval")
-    return min(budgets, default=None)
 
 
 def summarize_lags(views: list[FleetView]) -> dict[str, int]:

@@ -18,7 +18,7 @@ from urllib.parse import unquote
 from sqlalchemy import JSON, Numeric, and_, case, cast, func, or_, select, type_coerce
 
 from airflow_matview.assets import SCHEME, parse_matview_uri
-from airflow_matview.version_compat import asset_watcher_asset_id, deadline_alert_model
+from airflow_matview.version_compat import asset_watcher_asset_id
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -307,8 +307,7 @@ def _decoded(value: Any) -> Any:
 
 def read_pending_runs(db: Connection, wanted: Collection[str]) -> dict[str, datetime]:
     """When the oldest run of each DAG that has not succeeded, among those queued after its latest successful run,
-    was queued: the reference of the ``max_staleness`` Deadline Alert (``DeadlineReference.DAGRUN_QUEUED_AT``),
-    which fires for a run not successful ``max_staleness`` after it was queued."""
+    was queued: how long a refresh has waited to succeed."""
     from airflow.models.dagrun import DagRun
 
     succeeded = (
@@ -357,41 +356,6 @@ def read_timetables(db: Connection, wanted: Collection[str]) -> dict[str, Any]:
     """Each DAG's serialized timetable, from its latest serialized version."""
     latest, _ = _latest_serialized(wanted)
     return {row.dag_id: row.timetable for row in db.execute(latest)}
-
-
-def read_deadline_intervals(db: Connection, wanted: Collection[str]) -> dict[str, list[Any]]:
-    """The intervals of each DAG's Deadline Alerts (``max_staleness``), as Airflow stores them."""
-    from airflow.models.serialized_dag import SerializedDagModel
-
-    latest, serialized = _latest_serialized(wanted)
-    latest_ids = latest.with_only_columns(latest.selected_columns.id)
-    alerts = deadline_alert_model()
-    if alerts is not None:
-        query = (
-            select(SerializedDagModel.dag_id, alerts.interval)
-            .join(SerializedDagModel, SerializedDagModel.id == alerts.serialized_dag_id)
-            .where(alerts.serialized_dag_id.in_(latest_ids))
-        )
-    else:  # Airflow 3.1: the alerts are inside the serialized DAG
-        query = select(SerializedDagModel.dag_id, serialized["dag"]["deadline"]).where(
-            SerializedDagModel.id.in_(latest_ids)
-        )
-    intervals: dict[str, list[Any]] = defaultdict(list)
-    for dag_id, interval in db.execute(query):
-        intervals[dag_id].extend(_serialized_intervals(interval) if alerts is None else [interval])
-    return intervals
-
-
-def _serialized_intervals(deadline: Any) -> list[Any]:
-    """The intervals of Deadline Alerts serialized inside a DAG (Airflow 3.1: ``{"__var": {"interval": ...}}``)."""
-    alerts = deadline if isinstance(deadline, list) else [deadline]
-    found = []
-    for alert in alerts:
-        while isinstance(alert, dict) and "interval" not in alert and "__var" in alert:
-            alert = alert["__var"]
-        if isinstance(alert, dict) and "interval" in alert:
-            found.append(alert["interval"])
-    return found
 
 
 def read_lag_states(db: Connection) -> dict[str, dict[str, dict[str, Any]]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, get_args
@@ -32,7 +34,7 @@ from airflow_matview.refresh_task import (
     parse_view,
     read_flags,
 )
-from airflow_matview.text import format_seconds
+from airflow_matview.text import error_line, format_seconds
 from airflow_matview.version_compat import (
     START_FROM_TRIGGER_MISSING,
     AirflowSkipException,
@@ -218,8 +220,12 @@ class RefreshMaterializedViewOperator(BaseOperator):
         except AirflowSkipException:
             refresh_metrics.skipped(self.postgres_conn_id, str(self.view))
             raise
-        except Exception:
+        except Exception as error:
             refresh_metrics.failed(self.postgres_conn_id, str(self.view))
+            if self.record_freshness:
+                with contextlib.suppress(Exception):  # an unparsable view name: its own error is the one raised
+                    view = self._parse_view()
+                    RefreshRecord(self.postgres_conn_id, view).save_failure(error_line(error), time.time())
             raise
 
     def _execute(self, context: Context) -> dict[str, Any]:

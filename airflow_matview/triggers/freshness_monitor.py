@@ -28,7 +28,7 @@ from airflow.triggers.base import BaseEventTrigger
 
 from airflow_matview import refresh_metrics
 from airflow_matview.freshness import Lag, LagRecord, cover, lag_of, observe, unknown
-from airflow_matview.text import error_line
+from airflow_matview.text import error_line, format_seconds
 from airflow_matview.triggers import source_changes
 from airflow_matview.version_compat import HAS_SHARED_TRIGGER_STREAMS
 
@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 CLASSPATH = "airflow_matview.triggers.freshness_monitor.FreshnessTrigger"
 #: The state store key of a view's measurement: this prefix and the view's name.
 STATE_KEY_PREFIX = "lag:"
+#: Seconds the reason of an alert may wait for Airflow to say what the view's DAG runs are doing.
+RUN_FACTS_TIME_LIMIT = 10.0
 #: A view's measurement is written to the state store when it changes, and at least this often (for the page).
 HEARTBEAT_SECONDS = 30.0
 
@@ -82,8 +84,20 @@ class Watched:
         return None if target is None else float(target)
 
     @property
+    def alert_after(self) -> float | None:
+        """The lag over which its notifiers are told: its ``max_staleness`` when set, else its ``target_lag``
+        (a spec stored before ``max_staleness`` meant lag has only the target)."""
+        threshold = self.spec.get("alert_after", self.spec.get("target"))
+        return None if threshold is None else float(threshold)
+
+    @property
+    def alert_key(self) -> str:
+        """The key that set :attr:`alert_after`: ``max_staleness`` or ``target_lag``."""
+        return str(self.spec.get("alert_key") or "target_lag")
+
+    @property
     def over(self) -> bool:
-        return self.target is not None and self.lag.over(self.target)
+        return self.alert_after is not None and self.lag.over(self.alert_after)
 
     def state(self, now: float) -> dict[str, Any]:
         """What is stored and shown: the lag, the target, whether it is over, the record."""
@@ -91,6 +105,8 @@ class Watched:
             "view": self.name,
             "dag_id": self.spec.get("dag_id"),
             "target": self.target,
+            "alert_after": self.alert_after,
+            "alert_key": self.alert_key,
             "lag": self.lag.as_dict(),
             "over": self.over,
             "alerting": self.alerting,
@@ -220,12 +236,13 @@ class FreshnessTrigger(BaseEventTrigger):
             source_changes._FIRE_TO_COMMIT[(self.conn_id, view.name)] = float(refresh["committed_at"]) - fired_at
 
     async def _alert(self, view: Watched, now: float) -> None:
-        """Tell the view's notifiers when its lag goes over the target (once per episode) and when it is back."""
+        """Tell the view's notifiers when its lag goes over its threshold (once per episode) and when it is back."""
         from airflow_matview.alerting.lag_alerts import notify_lag
 
         if not view.alerting and view.over:
             view.alerting = True
-            self._send(notify_lag("behind", view.spec, self.conn_id, view.lag, self._reason(view), now))
+            reason = await self._reason(view, now)
+            self._send(notify_lag("behind", view.spec, self.conn_id, view.lag, reason, now))
         elif view.alerting and not view.over:
             view.alerting = False
             self._send(notify_lag("caught_up", view.spec, self.conn_id, view.lag, None, now))
@@ -236,26 +253,67 @@ class FreshnessTrigger(BaseEventTrigger):
         self._sending.add(sending)
         sending.add_done_callback(self._sending.discard)
 
-    def _reason(self, view: Watched) -> str:
-        """Why the view is behind, as far as the triggerer can tell."""
+    async def _reason(self, view: Watched, now: float) -> str:
+        """Why the view is behind, as far as the triggerer can tell: from its watcher (requested, held by
+        ``min_interval``, not watched here), its DAG's runs (queued, running, none) and its last failed refresh."""
         lag = view.lag
         if not lag.known:
             return f"its lag cannot be measured: {lag.reason}"
         if lag.basis == "last_refresh":
             return f"its sources cannot be watched ({lag.reason}), and its last refresh is that old"
-        since = _iso(lag.since)
+        changed = f"its sources changed at {_iso(lag.since)}"
         fired_at, _ = source_changes._LAST_FIRED.get((self.conn_id, view.name), (0.0, None))
+        if not view.spec.get("watched", True):
+            schedule = view.spec.get("schedule")
+            runs = await self._runs(view, fired_at=lag.since or now)
+            when = f"on its schedule ({schedule})" if schedule else "only when triggered (it has no schedule)"
+            return f"{changed}; it is refreshed {when}" + (f", and {runs}" if runs else ", and has not been since")
         if lag.since is not None and fired_at >= lag.since:
-            return (
-                f"its sources changed at {since}; a refresh was requested at {_iso(fired_at)} and none has "
-                "committed since (the run is queued, running or failing)"
+            requested = f"{changed}; a refresh was requested at {_iso(fired_at)}"
+            runs = await self._runs(view, fired_at=fired_at)
+            return f"{requested} and none has committed since: " + (
+                runs or "its run is queued, running or failing (its state could not be read)"
             )
         if not source_changes._WATCHED.get(self.shared_stream_key(), Counter()).get(view.name, 0) > 1:
             return (
-                f"its sources changed at {since}; no watcher requests its refresh in this triggerer (its DAG is "
-                "paused, or another triggerer runs its watcher)"
+                f"{changed}; no watcher requests its refresh in this triggerer (its DAG is paused, or another "
+                "triggerer runs its watcher)"
             )
-        return f"its sources changed at {since}; its refresh is not requested yet"
+        floor = view.spec.get("min_interval")
+        if isinstance(floor, (int, float)) and fired_at + floor > now:
+            return (
+                f"{changed}; its refresh waits for min_interval ({format_seconds(float(floor))}) until "
+                f"{_iso(fired_at + floor)}"
+            )
+        return f"{changed}; its refresh is not requested yet"
+
+    async def _runs(self, view: Watched, fired_at: float) -> str | None:
+        """What the view's DAG is doing about a refresh requested (or due) at ``fired_at``: its last refresh failed
+        since, a run queued, running, or none (the scheduler has not created one); ``None`` when that cannot be
+        read. Asked of Airflow through the triggerer (a few API calls, once per episode), within a time limit."""
+        dag_id = view.spec.get("dag_id")
+        if not dag_id:
+            return None
+        try:
+            queued, running, failed = await asyncio.wait_for(
+                asyncio.to_thread(_run_facts, str(dag_id), self.conn_id, view.name), RUN_FACTS_TIME_LIMIT
+            )
+        except Exception as exc:  # the alert goes out with less detail
+            self.log.info("airflow-matview: cannot read the runs of %s: %s", dag_id, error_line(exc))
+            return None
+        if failed is not None and float(failed[0]) >= fired_at and not running:
+            return f"its refresh failed at {_iso(float(failed[0]))} ({failed[1]})"
+        if running:
+            return f"a run of {dag_id} is running and has not committed (a long refresh, a lock wait or a retry)"
+        if queued:
+            return (
+                f"a run of {dag_id} is queued and has not started (waiting for the scheduler, a worker, a pool slot or "
+                "max_active_runs)"
+            )
+        return (
+            f"no run of {dag_id} is queued or running: the scheduler has not started one (is it running? `airflow "
+            "jobs check --job-type SchedulerJob`)"
+        )
 
     async def _load(self, view: Watched) -> None:
         stored = await self._store_call("aget", STATE_KEY_PREFIX + view.name)
@@ -284,6 +342,26 @@ class FreshnessTrigger(BaseEventTrigger):
         except Exception as exc:  # measuring goes on; only a restart or the fleet page would miss it
             self.log.warning("airflow-matview: the lag monitor cannot %s its state: %s", method[1:], error_line(exc))
             return None
+
+
+def _run_facts(dag_id: str, conn_id: str, view: str) -> tuple[int, int, tuple[float, str] | None]:
+    """The DAG's queued and running runs (its refresh task queued, scheduled or deferred counts as queued), and
+    its view's last recorded refresh failure (``(when, error)``), asked of Airflow from the triggerer."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    from airflow_matview.database.identifiers import parse_qualified_name
+    from airflow_matview.refresh_task import RefreshRecord
+
+    queued = RuntimeTaskInstance.get_dr_count(dag_id, states=["queued"])
+    running = RuntimeTaskInstance.get_dr_count(dag_id, states=["running"])
+    if running:
+        waiting = RuntimeTaskInstance.get_ti_count(dag_id, task_ids=["refresh"], states=["queued", "scheduled"])
+        if waiting:  # the run has started; its refresh has not
+            queued, running = queued + waiting, 0
+    record = RefreshRecord(conn_id, parse_qualified_name(view)).load() or {}
+    failed_at, error = record.get("failed_at"), record.get("error")
+    failure = (float(failed_at), str(error)) if isinstance(failed_at, (int, float)) and error else None
+    return queued, running, failure
 
 
 async def _read(stream: AsyncIterator[dict[str, ViewState]], latest: dict[str, tuple[float, ViewState]]) -> None:

@@ -92,7 +92,7 @@ def _write_history(
     from airflow.models.taskinstance import TaskInstance
     from sqlalchemy import insert, select, update
 
-    dag_ids = sorted(dags)
+    dag_ids = sorted(dag_id for dag_id, dag in dags.items() if "refresh" in dag.task_dict)  # not lag monitors
     session.execute(update(DagModel).where(DagModel.dag_id.in_(dag_ids)).values(is_paused=False))
     asset_ids = dict(
         session.execute(select(AssetModel.uri, AssetModel.id).where(AssetModel.uri.like("matview://%"))).tuples().all()

@@ -21,7 +21,6 @@ import pytest
 from airflow_matview.config import ViewConfig, load_config
 from airflow_matview.config.schema import config_schema
 from airflow_matview.config.yaml_reader import read_config_file
-from airflow_matview.version_compat import DEADLINE_ALERTS_MISSING
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -92,8 +91,6 @@ def test_the_pages_have_examples() -> None:
 
 @pytest.mark.parametrize("block", CONFIGS, ids=[block.label for block in CONFIGS])
 def test_config_example_validates(block: Block, tmp_path: Path) -> None:
-    if DEADLINE_ALERTS_MISSING and "max_staleness" in block.code:
-        pytest.skip(DEADLINE_ALERTS_MISSING)
     path = tmp_path / "matviews.yaml"
     path.write_text(block.code, encoding="utf-8")
     config = load_config(path)

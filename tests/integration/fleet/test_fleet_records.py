@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_matview.version_compat import DEADLINE_ALERTS_MISSING
-
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
@@ -46,14 +44,13 @@ def _config() -> dict[str, Any]:
         {"name": f"{PREFIX}.{view}", "conn_id": "warehouse", "schedule": "@hourly", "tags": ["checked"]}
         for view in VIEWS
     ]
-    if DEADLINE_ALERTS_MISSING is None:
-        for view in views:
-            view |= {
-                "max_staleness": "5m",
-                "on_stale": [
-                    {"notifier": "airflow.providers.smtp.notifications.smtp.SmtpNotifier", "to": "oncall@example.com"}
-                ],
-            }
+    for view in views:
+        view |= {
+            "max_staleness": "5m",
+            "on_stale": [
+                {"notifier": "airflow.providers.smtp.notifications.smtp.SmtpNotifier", "to": "oncall@example.com"}
+            ],
+        }
     return {"views": views}
 
 
@@ -180,26 +177,42 @@ def _spoil(session: Any) -> None:
         update(DagModel).where(DagModel.dag_id == _dag_id("summary")).values(timetable_summary="0 6 * * *\u202e")
     )
     session.execute(insert(DagTag.__table__).values(dag_id=_dag_id("summary"), name="line\nbreak"))
-    _spoil_deadline(session)
+    _add_lag_state(session, "deadline", NOW - timedelta(minutes=10), "inf")  # not a number of seconds
+    _add_lag_state(session, "queued_late", NOW - timedelta(minutes=10), BUDGET.total_seconds())
+    _add_lag_state(session, "queued_recently", NOW - timedelta(minutes=2), BUDGET.total_seconds())
+    _add_lag_state(session, "plain", None, BUDGET.total_seconds())
     _add_run(session, _dag_id("queued_late"), "queued", NOW - timedelta(minutes=10))
     _add_run(session, _dag_id("queued_recently"), "queued", NOW - timedelta(minutes=2))
     _add_run(session, _dag_id("failed_then_ok"), "failed", NOW - timedelta(minutes=12))
     _add_run(session, _dag_id("failed_then_ok"), "success", NOW - timedelta(minutes=11))
 
 
-def _spoil_deadline(session: Any) -> None:
-    """The Deadline Alert of ``deadline``, with an interval that is not a finite number of seconds."""
-    from airflow.models.serialized_dag import SerializedDagModel
-    from sqlalchemy import select, update
+def _add_lag_state(session: Any, view: str, pending_since: datetime | None, alert_after: Any) -> None:
+    """What the lag monitor of connection ``warehouse`` stores for ``view``: measured now, a change not reflected
+    since ``pending_since`` (none when ``None``), alerting at ``alert_after`` seconds (``max_staleness``)."""
+    from airflow.models.asset import AssetModel
+    from airflow.models.asset_state_store import AssetStateStoreModel
+    from sqlalchemy import insert, select
 
-    from airflow_matview.version_compat import deadline_alert_model
+    from airflow_matview.assets import freshness_asset_uri
 
-    alerts = deadline_alert_model()
-    if alerts is None or DEADLINE_ALERTS_MISSING is not None:
-        return
-    versions = select(SerializedDagModel.id).where(SerializedDagModel.dag_id == _dag_id("deadline"))
-    infinite = {"__classname__": "datetime.timedelta", "__version__": 2, "__data__": float("inf")}
-    session.execute(update(alerts).where(alerts.serialized_dag_id.in_(versions)).values(interval=infinite))
+    uri = freshness_asset_uri("warehouse")
+    asset_id = session.scalar(select(AssetModel.id).where(AssetModel.uri.in_([uri, f"{uri}/"])))  # Airflow adds "/"
+    pending = [] if pending_since is None else [[pending_since.timestamp(), NOW.timestamp(), {"t": 1}]]
+    state = {
+        "view": f"{PREFIX}.{view}",
+        "target": None,
+        "alert_after": alert_after,
+        "alert_key": "max_staleness",
+        "stale_after": 120.0,
+        "after": [],
+        "record": {"pending": pending, "measured_at": NOW.timestamp(), "refreshed_at": NOW.timestamp() - 3600},
+    }
+    session.execute(
+        insert(AssetStateStoreModel.__table__).values(
+            asset_id=asset_id, key=f"lag:{PREFIX}.{view}", value=json.dumps(state), updated_at=NOW
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -276,14 +289,15 @@ def test_states_timetables_summaries_and_tags_of_unexpected_shapes_are_left_out(
     assert views["plain"]["schedule"] == "@hourly" and views["plain"]["timezone"] == "UTC"
 
 
-@pytest.mark.skipif(DEADLINE_ALERTS_MISSING is not None, reason=str(DEADLINE_ALERTS_MISSING))
-def test_over_budget_means_a_run_not_successful_max_staleness_after_it_was_queued(document: dict[str, Any]) -> None:
+def test_over_budget_means_a_lag_over_max_staleness_as_the_monitor_stored_it(document: dict[str, Any]) -> None:
     views = _views(document)
-    assert (views["deadline"]["max_staleness"], document["skipped"]["deadline interval"]) == (None, 1)
+    assert (views["deadline"]["max_staleness"], document["skipped"]["max_staleness"]) == (None, 1)
     late, recent = views["queued_late"], views["queued_recently"]
-    assert (late["breached"], late["status"], late["pending_for"]) == (True, "stale", 600.0)
-    assert (recent["breached"], recent["status"], recent["pending_for"]) == (False, "fresh", 120.0)
+    assert (late["breached"], late["status"], late["lag_state"], late["lag"]) == (True, "stale", "over", 600.0)
+    assert (recent["breached"], recent["status"], recent["lag_state"]) == (False, "fresh", "within")
+    assert (late["pending_for"], recent["pending_for"]) == (600.0, 120.0), "runs waiting are still shown"
     assert views["failed_then_ok"]["pending_for"] is None, "a later run succeeded"
     plain = views["plain"]
-    assert (plain["max_staleness"], plain["breached"], plain["status"]) == (300.0, False, "fresh")
-    assert plain["staleness"] > 300, "the data is older than the budget, yet no run missed its deadline"
+    assert (plain["max_staleness"], plain["breached"], plain["status"], plain["lag"]) == (300.0, False, "fresh", 0.0)
+    assert plain["staleness"] > 300, "its last refresh is older than max_staleness, and it reflects every change"
+    assert views["summary"]["max_staleness"] is None, "a view the monitor stored nothing for: not measured"

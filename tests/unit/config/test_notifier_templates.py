@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from airflow_matview.config import InvalidConfigFileError, load_config
-from airflow_matview.config.notifier_templates import STALE_RUN_KEYS
 from airflow_matview.factory import build_dags
 
 if TYPE_CHECKING:
@@ -54,6 +53,8 @@ def _problems(config: dict[str, Any] | Path) -> list[str]:
         ("on_stale", "{{ matview.stale_fr }}", "the template cannot be rendered for a stale alert ('dict object' has"),
         ("on_stale", "{% include 'footer.html' %}", "on_stale is rendered in the triggerer, where a template cannot "),
         ("on_stale", "{{ x.__class__ }}", "the template cannot be rendered for a stale alert ("),
+        # Sent by the lag monitor whether or not a run exists: no run in its context.
+        ("on_stale", "{{ dag_run.queued_at }}", "the template cannot be rendered for a stale alert ('dag_run' is "),
     ],
 )
 def test_a_template_that_cannot_be_rendered_is_one_line_naming_the_view_key_and_argument(
@@ -77,7 +78,10 @@ def test_a_template_that_cannot_be_rendered_is_one_line_naming_the_view_key_and_
         ("on_retry", "{% if ti.try_number > 1 %}again{% endif %} {{ ti.max_tries - ti.try_number }}"),
         ("on_success", "{{ matview.view | upper }} {{ '%s' | format(matview.conn_id) }} {{ run_id }}"),
         ("on_stale", "{{ matview.view }} stale for {{ matview.stale_for }}, {{ matview.late_by }} late"),
-        ("on_stale", "{{ dag_run.queued_at }} {{ dag_run['dag_run_id'] }} {{ deadline.deadline_time }}"),
+        (
+            "on_stale",
+            "{{ matview.lag }} over {{ matview.max_staleness }} since {{ matview.due_at }}: {{ matview.reason }}",
+        ),
         ("on_stale", "{{ var.value.team }} {{ conn.ops.password }}"),
     ],
 )
@@ -157,9 +161,3 @@ def test_a_dag_file_with_such_a_template_fails_to_import_with_the_same_line() ->
     with pytest.raises(InvalidConfigFileError) as raised:
         build_dags({"views": [_view("on_failure", subject="{{ matview.view | nosuchfilter }}")]})
     assert "subject: the Jinja template does not compile (No filter named 'nosuchfilter'" in str(raised.value)
-
-
-def test_the_sample_run_of_a_stale_alert_has_the_keys_airflow_sends() -> None:
-    from airflow.api_fastapi.core_api.datamodels.dag_run import DAGRunResponse
-
-    assert sorted(STALE_RUN_KEYS) == sorted(DAGRunResponse.model_fields)

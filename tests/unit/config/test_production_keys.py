@@ -111,19 +111,6 @@ def test_max_staleness_without_anyone_to_tell_is_an_error() -> None:
     ]
 
 
-def test_max_staleness_on_an_airflow_without_usable_deadline_alerts_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Airflow 3.1/3.2 cannot be installed next to 3.3: the version check's message is what compat computes there.
-    monkeypatch.setattr(
-        "airflow_matview.config.fields.DEADLINE_ALERTS_MISSING",
-        "needs Airflow 3.3 or newer (Deadline Alerts); this is Airflow 3.1.8: remove max_staleness or upgrade Airflow",
-    )
-    config = {"views": [{"name": "public.a", "max_staleness": "1h", "on_failure": ALL_KEYS["on_failure"]}]}
-    assert problems_of(config) == [
-        "views[0] (public.a): max_staleness: needs Airflow 3.3 or newer (Deadline Alerts); this is Airflow 3.1.8: "
-        "remove max_staleness or upgrade Airflow"
-    ]
-
-
 def test_defaults_carry_the_production_keys_and_on_stale_defaults_to_on_failure() -> None:
     config = load_config(
         {

@@ -22,7 +22,6 @@ from airflow_matview.config import load_config
 from airflow_matview.config.schema import config_schema, duration_text, schema_text
 from airflow_matview.config.yaml_reader import read_config_file
 from airflow_matview.exceptions import InvalidConfigFileError
-from airflow_matview.version_compat import DEADLINE_ALERTS_MISSING
 
 
 def _repo() -> Path:
@@ -34,7 +33,6 @@ REPO = _repo()
 SHIPPED = REPO / "docs" / "matviews.schema.json"
 SMTP = "airflow.providers.smtp.notifications.smtp.SmtpNotifier"
 NOTIFIER = {"notifier": SMTP, "to": "ops@example.com"}
-needs_deadline_alerts = pytest.mark.skipif(DEADLINE_ALERTS_MISSING is not None, reason=str(DEADLINE_ALERTS_MISSING))
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +244,6 @@ def test_schema_and_validate_agree_on_each_value(
         assert (schema_accepts(validator, in_defaults), validate_accepts(in_defaults)) == expected
 
 
-@needs_deadline_alerts
 @pytest.mark.parametrize(
     ("value", "verdict"),
     [

@@ -3,7 +3,7 @@ cron across DST changes (the serialized timetable the scheduler reads)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -31,14 +31,22 @@ def test_the_dag_and_task_get_the_settings_and_the_doc_says_so() -> None:
     assert dag.description == "Nightly sales rollup"
     assert [repr(cb) for cb in task.on_failure_callback] == [f"TaskNotifier(failure, {SMTP})"]
     assert [repr(cb) for cb in task.on_retry_callback] == [f"TaskNotifier(retry, {SMTP})"]
-    (alert,) = dag.deadline
-    assert alert.interval == timedelta(hours=2)
-    assert alert.callback.path == "airflow_matview.alerting.staleness.notify_stale"
-    assert alert.callback.kwargs["notifiers"] == ALL_KEYS["on_stale"]
+    assert dag.deadline is None, "max_staleness is a lag, measured by the lag monitor, not a Deadline Alert"
+    assert task.record_freshness, "its refreshes record what they reflect, for its lag"
+    monitor = build_dags({"views": [{"name": "public.sales", "schedule": "30 2 * * *", **ALL_KEYS}]})[
+        "matview.freshness.postgres_default"
+    ]
+    (watcher,) = monitor.timetable.asset_condition.watchers
+    (entry,) = watcher.trigger.views
+    assert (entry["alert_after"], entry["alert_key"], entry["target"]) == (7200.0, "max_staleness", None)
+    assert entry["notifiers"] == list(ALL_KEYS["on_stale"])
     doc = dag.doc_md or ""
     assert "- cron times are Europe/Berlin local time" in doc
     assert "runs in the Airflow pool `pg_main` (2 slot(s)); **the pool must exist**" in doc
-    assert f"- max staleness: `2h` after a run is queued (Deadline Alert, run by the triggerer), then: `{SMTP}`" in doc
+    assert (
+        "- max staleness: `2h` behind its sources (its lag, measured by the triggerer whether or not a run exists), "
+        f"then: `{SMTP}`" in doc
+    )
 
     context: dict[str, Any] = {}
     task.on_success_callback[0](context)
