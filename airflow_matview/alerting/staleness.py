@@ -1,49 +1,22 @@
-"""The ``max_staleness`` key: an Airflow Deadline Alert per view's DAG, whose callback runs in the triggerer.
+"""The ``max_staleness`` Deadline Alert of airflow-matview 0.x before ``max_staleness`` meant lag: kept so that the
+deadlines a running deployment already stored (Airflow's metadata holds each callback's import path) still call
+:func:`notify_stale`. New DAGs have no Deadline Alert: the lag monitor (:mod:`airflow_matview.alerting.lag_alerts`)
+tells ``on_stale`` notifiers. :func:`with_accessors` is shared by both.
 
-The deadline is ``max_staleness`` after each run was queued (``DeadlineReference.DAGRUN_QUEUED_AT``): a run that has
-not succeeded by then (failing tries, a refresh waiting for a lock, a task waiting for a pool slot or a worker) makes
-the scheduler queue :func:`notify_stale` once for that run; a run that succeeds in time removes its deadline.
+The deadline was ``max_staleness`` after each run was queued (``DeadlineReference.DAGRUN_QUEUED_AT``).
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from airflow_matview.alerting.notify import acall
 from airflow_matview.config.notification import describe_stale
 from airflow_matview.config.notifier_specs import NotifierSpec
-from airflow_matview.text import format_seconds
-
-if TYPE_CHECKING:
-    from airflow.sdk.definitions.deadline import DeadlineAlert
 
 log = logging.getLogger(__name__)
-
-
-def deadline_alert(
-    *, view: str, conn_id: str, dag_id: str, max_staleness: timedelta, notifiers: tuple[NotifierSpec, ...]
-) -> DeadlineAlert:
-    """The DAG's Deadline Alert: :func:`notify_stale` in the triggerer, ``max_staleness`` after a run was queued."""
-    from airflow.sdk.definitions.callback import AsyncCallback
-    from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
-
-    return DeadlineAlert(
-        reference=DeadlineReference.DAGRUN_QUEUED_AT,
-        interval=max_staleness,
-        callback=AsyncCallback(
-            notify_stale,
-            kwargs={
-                "view": view,
-                "conn_id": conn_id,
-                "dag_id": dag_id,
-                "max_staleness_seconds": max_staleness.total_seconds(),
-                "notifiers": [spec.as_dict() for spec in notifiers],
-            },
-        ),
-        name=f"max_staleness {format_seconds(max_staleness.total_seconds())}",
-    )
 
 
 async def notify_stale(

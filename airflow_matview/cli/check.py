@@ -102,7 +102,7 @@ def _triggerer_need(view: ViewConfig) -> tuple[bool, str] | None:
     if view.target_lag is not None:
         return True, "target_lag watches the view's sources and measures its lag from the triggerer"
     if view.max_staleness is not None:
-        return False, "max_staleness: the triggerer sends its on_stale alert"
+        return False, "max_staleness: the triggerer measures its lag and sends its on_stale alert"
     return None
 
 

@@ -57,14 +57,18 @@ def _list(path: str, views: list[ViewConfig]) -> None:
 
 
 def monitor_notes(views: list[ViewConfig]) -> list[str]:
-    """The lag monitor's DAG of each connection with ``target_lag`` views: a DAG of the file beyond the table's."""
-    connections = list(dict.fromkeys(view.conn_id for view in views if view.target_lag is not None))
+    """The lag monitor's DAG of each connection with ``target_lag`` or ``max_staleness`` views: a DAG of the file
+    beyond the table's."""
+    connections = list(
+        dict.fromkeys(view.conn_id for view in views if view.target_lag is not None or view.max_staleness is not None)
+    )
     if not connections:
         return []
     from airflow_matview.factory.monitor import monitor_dag_id
 
     return [
-        f"note: and the DAG {monitor_dag_id(conn_id)}: the lag monitor of the target_lag views on connection "
+        f"note: and the DAG {monitor_dag_id(conn_id)}: the lag monitor of the target_lag and max_staleness views "
+        f"on connection "
         f"{conn_id!r} (it never runs; created unpaused, it measures their lag and tells their on_stale notifiers)"
         for conn_id in connections
     ]

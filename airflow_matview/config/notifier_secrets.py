@@ -1,5 +1,5 @@
 """Which notifier arguments would put a credential into the config file (and so into the DAG and, for
-``on_stale``, into Airflow's ``deadline_alert`` table, in plain text).
+``on_stale``, into Airflow's ``trigger`` table, in plain text).
 
 The rule is about where a credential can sit, not about what it looks like: each of these must come from an Airflow
 Connection or Variable, through a ``{{ conn.<conn_id>.<field> }}`` or ``{{ var.value.<name> }}`` (``var.json``)

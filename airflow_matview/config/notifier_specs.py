@@ -106,7 +106,8 @@ def parse_notifier(item: object) -> NotifierSpec:
     if secrets := credential_arguments(kwargs):
         raise ValueError(
             f"{path}: {', '.join(secrets)} may hold a credential (not repeated here), which would be stored in "
-            "plain text in the DAG and in Airflow's database (deadline_alert for on_stale); " + notifier_secrets.ADVICE
+            "plain text in the DAG and in Airflow's database (its trigger table for on_stale); "
+            + notifier_secrets.ADVICE
         )
     if unplain := [key for key, value in kwargs.items() if not _is_plain(value)]:
         raise ValueError(

@@ -102,7 +102,7 @@ def test_check_reports_the_missing_triggerer(deployment: Deployment) -> None:
     for why, views in [
         ("deferrable: true refreshes the view in the triggerer", 2),
         ("on_change: true watches the view's sources from the triggerer", 1),
-        ("max_staleness: the triggerer sends its on_stale alert", 1),
+        ("max_staleness: the triggerer measures its lag and sends its on_stale alert", 1),
     ]:
         line = f"        triggerer: {NO_TRIGGERER_EVER}, and {why}: start one (`airflow triggerer`)"
         assert lines.count(line) == views, done.stdout

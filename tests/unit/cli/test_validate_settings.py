@@ -48,7 +48,7 @@ def test_a_target_lag_says_how_the_view_is_refreshed_watchable_or_not(
     )
     assert "views[1]" not in out.split("note:", 1)[1]
     assert (
-        "note: and the DAG matview.freshness.postgres_default: the lag monitor of the target_lag views on connection "
-        "'postgres_default' (it never runs; created unpaused, it measures their lag and tells their on_stale "
-        "notifiers)"
+        "note: and the DAG matview.freshness.postgres_default: the lag monitor of the target_lag and max_staleness "
+        "views on connection 'postgres_default' (it never runs; created unpaused, it measures their lag and tells "
+        "their on_stale notifiers)"
     ) in out.splitlines()

@@ -98,7 +98,7 @@ def test_the_message_names_every_argument_and_why_in_one_line() -> None:
     assert problems == [
         f"views[0] (public.a): on_stale: item 1: {RECORD}: url (a URL with a user, a query or a token in its "
         "path), headers (a header value) may hold a credential (not repeated here), which would be stored in plain "
-        "text in the DAG and in Airflow's database (deadline_alert for on_stale); take it from Airflow: pass the "
+        "text in the DAG and in Airflow's database (its trigger table for on_stale); take it from Airflow: pass the "
         "notifier's connection id (a *_conn_id argument), or write {{ conn.<conn_id>.password }} or "
         "{{ var.value.<name> }} in one of its template fields"
     ]

@@ -71,7 +71,8 @@ def test_a_credential_inside_a_notifier_argument_is_refused_and_not_repeated(key
     assert raised.value.problems == [
         f"views[0] (public.a): on_failure: item 1: devtools.harness.recording_notifier.record: {key} ({why}) may "
         "hold a credential (not repeated here), which would be stored in plain text in the DAG and in Airflow's "
-        "database (deadline_alert for on_stale); take it from Airflow: pass the notifier's connection id (a *_conn_id "
+        "database (its trigger table for on_stale); take it from Airflow: pass the notifier's connection id "
+        "(a *_conn_id "
         "argument), or write {{ conn.<conn_id>.password }} or {{ var.value.<name> }} in one of its template fields"
     ]
     assert "hunter2" not in str(raised.value)

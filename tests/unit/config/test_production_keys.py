@@ -79,7 +79,7 @@ def test_bad_values_of_the_production_keys_are_each_reported_with_what_is_allowe
         "{notifier: airflow.providers.smtp.notifications.smtp.SmtpNotifier, to: ops@example.com}",
         f"views[0] (public.a): on_stale: item 1: {SMTP}: smtp_password (named like a credential) may hold a "
         "credential (not repeated here), which would be stored in plain text in the DAG and in Airflow's database "
-        "(deadline_alert for on_stale); take it from Airflow: pass the notifier's connection id (a *_conn_id "
+        "(its trigger table for on_stale); take it from Airflow: pass the notifier's connection id (a *_conn_id "
         "argument), or write {{ conn.<conn_id>.password }} or {{ var.value.<name> }} in one of its template fields",
         "views[0] (public.a): max_staleness: '0.5s' is under a second, sooner than any refresh can run; "
         "use a duration such as 20s, 30m or 1h, or null for no staleness alert",
