@@ -262,10 +262,12 @@ class FreshnessTrigger(BaseEventTrigger):
         if lag.basis == "last_refresh":
             return f"its sources cannot be watched ({lag.reason}), and its last refresh is that old"
         changed = f"its sources changed at {_iso(lag.since)}"
+        if view.record.refreshed_at is None:  # what it reflects is not known: counted from when it was first measured
+            changed = f"no refresh of it has been recorded since its lag is measured ({_iso(lag.since)})"
         fired_at, _ = source_changes._LAST_FIRED.get((self.conn_id, view.name), (0.0, None))
         if not view.spec.get("watched", True):
             schedule = view.spec.get("schedule")
-            runs = await self._runs(view, fired_at=lag.since or now)
+            runs = await self._runs(view, fired_at=lag.since or now, requested=False)
             when = f"on its schedule ({schedule})" if schedule else "only when triggered (it has no schedule)"
             return f"{changed}; it is refreshed {when}" + (f", and {runs}" if runs else ", and has not been since")
         if lag.since is not None and fired_at >= lag.since:
@@ -287,10 +289,11 @@ class FreshnessTrigger(BaseEventTrigger):
             )
         return f"{changed}; its refresh is not requested yet"
 
-    async def _runs(self, view: Watched, fired_at: float) -> str | None:
+    async def _runs(self, view: Watched, fired_at: float, requested: bool = True) -> str | None:
         """What the view's DAG is doing about a refresh requested (or due) at ``fired_at``: its last refresh failed
-        since, a run queued, running, or none (the scheduler has not created one); ``None`` when that cannot be
-        read. Asked of Airflow through the triggerer (a few API calls, once per episode), within a time limit."""
+        since, a run queued, running, or, when its watcher ``requested`` one, none (the scheduler has not created
+        it); ``None`` when there is nothing to say or it cannot be read. Asked of Airflow through the triggerer (a
+        few API calls, once per episode), within a time limit."""
         dag_id = view.spec.get("dag_id")
         if not dag_id:
             return None
@@ -310,6 +313,8 @@ class FreshnessTrigger(BaseEventTrigger):
                 f"a run of {dag_id} is queued and has not started (waiting for the scheduler, a worker, a pool slot or "
                 "max_active_runs)"
             )
+        if not requested:
+            return None
         return (
             f"no run of {dag_id} is queued or running: the scheduler has not started one (is it running? `airflow "
             "jobs check --job-type SchedulerJob`)"

@@ -9,8 +9,9 @@
   ``no-store``.
 - A locked metadata table: the JSON answers 503 with one line within ``[matview] fleet_query_timeout``, and the page
   shows its loading state, abandons the previous request for the next, and shows the line.
-- ``max_staleness``: the page calls a view over budget exactly when its Deadline Alert has mailed (SMTP sink), on
-  the same runs: not after a run that succeeded in time, yes once a blocked or failed run is past its deadline.
+- ``max_staleness`` (a lag): the page calls a view over budget exactly when the lag monitor has mailed (SMTP sink),
+  on the same measurement: not for a view that reflects its sources however long ago it was refreshed, yes once a
+  change waits past it behind a blocked run, a failing one, or no recorded refresh at all.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
-from airflow_matview.version_compat import DEADLINE_ALERTS_MISSING
 from devtools.harness.deployment import Deployment as BaseDeployment
 from devtools.harness.deployment import deployed, matviews_dags
 from devtools.harness.smtp_sink import SmtpSink
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 CHROMIUM = Path("/usr/bin/chromium")
 SMTP = "airflow.providers.smtp.notifications.smtp.SmtpNotifier"
 MAX_STALENESS = 20  # seconds
-STALE_BOUND = 30  # seconds from a deadline to its mail, as in test_production_end_to_end
+STALE_BOUND = 16  # seconds from a lag passing max_staleness to its mail, as in test_production_end_to_end
 RUN_TIMEOUT = 240
 QUERY_TIMEOUT = 3  # [matview] fleet_query_timeout in this stack
 # Each payload would set window.pwned to its own number if a browser ran it.
@@ -102,15 +102,11 @@ with DAG("team_b_four_parts", schedule=[Asset("matview://team-b/exports")]):
 
 
 def _notifier(to: str) -> dict[str, Any]:
-    if DEADLINE_ALERTS_MISSING is not None:
-        return {}
     return {"on_stale": [{"notifier": SMTP, "to": to, "smtp_conn_id": "smtp_sink"}]}
 
 
 def _config() -> dict[str, Any]:
-    budget: dict[str, Any] = {"max_staleness": f"{MAX_STALENESS}s", "lock_timeout": "5m"}
-    if DEADLINE_ALERTS_MISSING is not None:  # max_staleness needs Airflow 3.3+
-        budget = {"lock_timeout": "5m"}
+    budget: dict[str, Any] = {"max_staleness": f"{MAX_STALENESS}s", "lock_timeout": "5m", "poll_interval": "1s"}
     return {
         "defaults": {"schedule": None, "retries": 0, "concurrently": False},
         "views": [
@@ -180,10 +176,6 @@ def _timestamp(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def _queued_at(deployment: Deployment, dag_id: str, run_id: str) -> float:
-    return _timestamp(deployment.api.get(f"/dags/{dag_id}/dagRuns/{run_id}")["queued_at"])
-
-
 def _trigger(deployment: Deployment, view: str) -> tuple[str, str]:
     dag_id = f"matview.public.{view}"
     deployment.api.patch(f"/dags/{dag_id}", {"is_paused": False})
@@ -214,39 +206,48 @@ def browser(deployment: Deployment) -> Iterator[Any]:
             chromium.close()
 
 
-@pytest.mark.skipif(DEADLINE_ALERTS_MISSING is not None, reason=str(DEADLINE_ALERTS_MISSING))
-def test_the_page_is_over_budget_exactly_when_the_deadline_alert_fires(deployment: Deployment, browser: Any) -> None:
-    """The same runs seen by the Deadline Alert (mails) and by the page (JSON): a run that succeeded in time never
-    makes the view stale, however long ago; a run blocked or failed past its deadline does, from its mail on."""
-    deployment.api.patch("/dags/matview.public.idle", {"is_paused": False})
+def test_the_page_is_over_budget_exactly_when_the_lag_alert_fires(deployment: Deployment, browser: Any) -> None:
+    """The same measurement seen by the lag monitor's alerts (mails) and by the page (JSON): a view that reflects its
+    sources is within max_staleness however long ago it was refreshed; a change behind a blocked run, a view whose
+    refreshes fail and one never refreshed are over it, from their mail on."""
+
+    def stale_mails(to: str, since: float = 0.0) -> Any:
+        return lambda mail: to in mail.to and mail.received_at > since and "is stale" in mail.subject
+
     alerted, first = _trigger(deployment, "alerted")
     run = deployment.api.wait_for_run(alerted, first, timeout=RUN_TIMEOUT)
     assert run["state"] == "success"
     time.sleep(max(0.0, _timestamp(run["end_date"]) + MAX_STALENESS + 5 - time.time()))
     view = deployment.fleet_view(alerted)
-    assert (view["breached"], view["status"]) == (False, "fresh"), view
-    assert view["pending_for"] is None, view
-    assert view["staleness"] > MAX_STALENESS, "older than the budget, and still within it: the alert never fired"
+    assert (view["lag_state"], view["lag"], view["breached"], view["status"]) == ("within", 0.0, False, "fresh")
+    assert view["staleness"] > MAX_STALENESS, "refreshed longer ago than max_staleness, and it reflects its sources"
+    # Never refreshed since its lag is measured: what it reflects is not known, so it is over, and mailed once.
+    (idle_mail,) = deployment.sink.wait_for(stale_mails("idle@example.com"), timeout=MAX_STALENESS + STALE_BOUND + 30)
+    assert "no refresh of it has been recorded" in idle_mail.body, idle_mail.body
     idle = deployment.fleet_view("matview.public.idle")
-    assert (idle["breached"], idle["status"]) == (False, "stale"), "never run: no alert, but never refreshed"
+    assert (idle["breached"], idle["status"], idle["max_staleness"]) == (True, "stale", MAX_STALENESS), idle
 
     blocker = deployment.connect()
     try:
+        with deployment.connect() as writer:
+            writer.execute("INSERT INTO src VALUES (3)")
+        committed = time.time()
         blocker.execute("BEGIN")
         blocker.execute("SELECT count(*) FROM alerted")  # holds ACCESS SHARE: the refresh waits for its lock
         _, second = _trigger(deployment, "alerted")
         broken, failed = _trigger(deployment, "broken")
         assert deployment.api.wait_for_run(broken, failed, timeout=RUN_TIMEOUT)["state"] == "failed"
-        deadline = _queued_at(deployment, alerted, second) + MAX_STALENESS
-        if time.time() < deadline - 2:
+        if time.time() < committed + MAX_STALENESS - 3:
             before = deployment.fleet_view(alerted)
-            assert (before["breached"], before["status"]) == (False, "fresh"), before
-            assert deployment.fleet_view(broken)["breached"] is False, "failed, but not yet past its deadline"
+            assert (before["breached"], before["status"], before["lag_state"]) == (False, "fresh", "within"), before
 
-        (mail,) = deployment.sink.wait_for(_to("alerted@example.com"), timeout=MAX_STALENESS + STALE_BOUND + 30)
+        (mail,) = deployment.sink.wait_for(
+            stale_mails("alerted@example.com", committed), timeout=MAX_STALENESS + STALE_BOUND + 30
+        )
+        assert f"a run of {alerted} is running and has not committed" in mail.body, mail.body
         after = deployment.fleet_view(alerted)
-        assert (after["breached"], after["status"]) == (True, "stale"), after
-        assert after["pending_for"] > MAX_STALENESS and mail.received_at >= deadline
+        assert (after["breached"], after["status"], after["lag_state"]) == (True, "stale", "over"), after
+        assert after["lag"] > MAX_STALENESS and mail.received_at >= committed + MAX_STALENESS
         tab = browser.new_page()
         tab.goto(f"{deployment.stack.url}/matview-fleet/")
         tab.locator("body[data-loaded=true]").wait_for(timeout=30_000)
@@ -255,16 +256,21 @@ def test_the_page_is_over_budget_exactly_when_the_deadline_alert_fires(deploymen
         assert "⚠" in row.locator("td[data-col=max_staleness]").inner_text()
         assert "run waiting" in row.locator("td[data-col=max_staleness]").inner_text()
         tab.close()
-        deployment.sink.wait_for(_to("broken@example.com"), timeout=MAX_STALENESS + STALE_BOUND + 30)
+        deployment.sink.wait_for(stale_mails("broken@example.com"), timeout=MAX_STALENESS + STALE_BOUND + 30)
         failing = deployment.fleet_view(broken)
         assert (failing["breached"], failing["status"]) == (True, "failing"), failing
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
     assert deployment.api.wait_for_run(alerted, second, timeout=RUN_TIMEOUT)["state"] == "success"
+    deployment.sink.wait_for(
+        lambda mail: "alerted@example.com" in mail.to and "is back within its max_staleness" in mail.subject,
+        timeout=30,
+    )
     done = deployment.fleet_view(alerted)
-    assert (done["breached"], done["status"], done["pending_for"]) == (False, "fresh", None), done
-    assert deployment.sink.matching(_to("idle@example.com")) == []
+    assert (done["breached"], done["status"], done["pending_for"], done["lag"]) == (False, "fresh", None, 0.0), done
+    assert len(deployment.sink.matching(stale_mails("alerted@example.com", committed))) == 1, "once per episode"
+    assert len(deployment.sink.matching(stale_mails("idle@example.com"))) == 1, "once per episode"
 
 
 def test_docs_and_schema_are_not_served_and_head_answers_like_get(deployment: Deployment) -> None:
