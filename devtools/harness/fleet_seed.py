@@ -43,7 +43,8 @@ def seed_fleet(
     now: datetime | None = None,
     outcomes: dict[str, list[str]] | None = None,
 ) -> list[str]:
-    """Write the DAGs of ``config`` and ``runs`` finished runs for each; returns the DAG ids.
+    """Write the DAGs of ``config`` and ``runs`` finished runs for each view; returns the views' DAG ids (a lag
+    monitor's DAG, with ``target_lag``, is written and never runs).
 
     :param config: a matviews config (as :func:`fleet_config` returns).
     :param runs: how many runs each view has had, every 15 minutes up to ``now``.
@@ -92,7 +93,7 @@ def _write_history(
     from airflow.models.taskinstance import TaskInstance
     from sqlalchemy import insert, select, update
 
-    dag_ids = sorted(dags)
+    dag_ids = sorted(dag_id for dag_id, dag in dags.items() if "refresh" in dag.task_dict)  # not a lag monitor's
     session.execute(update(DagModel).where(DagModel.dag_id.in_(dag_ids)).values(is_paused=False))
     asset_ids = dict(
         session.execute(select(AssetModel.uri, AssetModel.id).where(AssetModel.uri.like("matview://%"))).tuples().all()
