@@ -16,6 +16,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeGuard, get_args
 
+from airflow_matview import lag_history
 from airflow_matview.database.identifiers import MAX_IDENTIFIER_BYTES, control_character
 from airflow_matview.database.refresh import RefreshMode
 from airflow_matview.fleet import records
@@ -59,7 +60,9 @@ class FleetView:
     :mod:`airflow_matview.freshness`), computed from what it stored as it computes it for its alerts; ``lag_state``
     is ``within``, ``over`` (its threshold: ``max_staleness``, else ``target_lag``) or ``unknown``, and ``None`` (as
     the others) for a view it does not measure. ``breached`` is true when its lag is over its ``max_staleness`` or
-    unknown: when its ``on_stale`` notifiers are told.
+    unknown: when its ``on_stale`` notifiers are told. ``lag_history`` is its lag over the last 24 hours
+    (:mod:`airflow_matview.lag_history`), oldest first, each ``[bucket_start, max_lag, over, unknown]`` (seconds since
+    the epoch; seconds or ``None``; two booleans), the lag shown in ``lag`` folded into the latest bucket.
     """
 
     view: str
@@ -98,6 +101,7 @@ class FleetView:
     lag_basis: str | None
     lag_since: str | None
     lag_reason: str | None
+    lag_history: list[list[Any]] | None
     status: str
     links: dict[str, str] = dataclasses.field(default_factory=dict)
 
@@ -150,6 +154,14 @@ class _Checker:
 
     def texts(self, values: Collection[Any], kind: str, limit: int) -> list[str]:
         return [text for value in values if (text := self.text(value, kind, limit)) is not None]
+
+    def history(self, value: Any, now: float) -> list[lag_history.Point]:
+        """The points of a stored 24-hour lag series (see :func:`airflow_matview.lag_history.load`); each item that
+        is not one is counted under ``lag history``."""
+        points, refused = lag_history.load(value, now)
+        if refused:
+            self.skipped["lag history"] += refused
+        return points
 
     def views(self, names: Collection[QualifiedName], kind: str) -> list[str]:
         """``schema.name`` of each of ``names`` that PostgreSQL could have stored."""
@@ -253,7 +265,7 @@ def _view(dag_id: str, found: _Records, now: datetime, check: _Checker) -> Fleet
     measured = found.lags.get((conn_id, str(name)))
     state = measured[1] if measured is not None else {}
     threshold = check.seconds(state.get("alert_after", state.get("target")), "max_staleness")
-    lag = _lag(measured, threshold, check)
+    lag = _lag(measured, threshold, now, check)
     budget = _budget(dag_id, found, now, threshold if state.get("alert_key") == "max_staleness" else None, lag)
     task_id = check.text(row.task_id, "task id", 250, _AIRFLOW_KEY) or ""
     return FleetView(
@@ -285,17 +297,20 @@ def _view(dag_id: str, found: _Records, now: datetime, check: _Checker) -> Fleet
     )
 
 
-def _lag(measured: tuple[Lag, dict[str, Any]] | None, threshold: float | None, check: _Checker) -> dict[str, Any]:
+def _lag(
+    measured: tuple[Lag, dict[str, Any]] | None, threshold: float | None, now: datetime, check: _Checker
+) -> dict[str, Any]:
     """The lag monitor's fields of a row (all ``None`` for a view it does not measure): ``lag_state`` is ``over``
     when the lag is over ``threshold``, the lag at which its notifiers are told (``max_staleness``, else
     ``target_lag``)."""
     if measured is None:
-        return dict.fromkeys(("target_lag", "lag", "lag_state", "lag_basis", "lag_since", "lag_reason"))
+        return dict.fromkeys(("target_lag", "lag", "lag_state", "lag_basis", "lag_since", "lag_reason", "lag_history"))
     lag, state = measured
     target = check.seconds(state.get("target"), "target_lag")
     seconds = None if lag.seconds is None else round(lag.seconds, 1)
     since = datetime.fromtimestamp(lag.since, timezone.utc) if lag.since is not None else None
     over = threshold is not None and lag.over(threshold)
+    points = lag_history.add(check.history(state.get("history"), now.timestamp()), lag, over, now.timestamp())
     return {
         "target_lag": target,
         "lag": seconds,
@@ -303,6 +318,7 @@ def _lag(measured: tuple[Lag, dict[str, Any]] | None, threshold: float | None, c
         "lag_basis": lag.basis,
         "lag_since": _iso(since),
         "lag_reason": check.text(lag.reason, "lag reason", 1000),
+        "lag_history": [[point.start, point.max_lag, point.over, point.unknown] for point in points],
     }
 
 
@@ -430,6 +446,7 @@ def as_json(fleet: Fleet, now: datetime | None = None) -> dict[str, Any]:
         "generated_at": _iso(now or datetime.now(timezone.utc)),
         "counts": summarize(fleet.views),
         "lag_counts": summarize_lags(fleet.views),
+        "lag_history_bucket_seconds": lag_history.BUCKET_SECONDS,
         "total": len(fleet.views),
         "skipped_records": sum(fleet.skipped.values()),
         "skipped": dict(sorted((kind, count) for kind, count in fleet.skipped.items() if count)),

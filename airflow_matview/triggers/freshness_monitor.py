@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseEventTrigger
 
-from airflow_matview import refresh_metrics
+from airflow_matview import lag_history, refresh_metrics
 from airflow_matview.freshness import Lag, LagRecord, cover, lag_of, observe, unknown
 from airflow_matview.text import error_line, format_seconds
 from airflow_matview.triggers import source_changes
@@ -72,6 +72,7 @@ class Watched:
     stale_after: float = 0.0
     saved: str = ""
     saved_at: float = 0.0
+    history: list[lag_history.Point] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -100,7 +101,8 @@ class Watched:
         return self.alert_after is not None and self.lag.over(self.alert_after)
 
     def state(self, now: float) -> dict[str, Any]:
-        """What is stored and shown: the lag, the target, whether it is over, the record."""
+        """What is stored and shown: the lag, the target, whether it is over, the record, the lag over the last 24
+        hours (:mod:`airflow_matview.lag_history`)."""
         return {
             "view": self.name,
             "dag_id": self.spec.get("dag_id"),
@@ -114,6 +116,7 @@ class Watched:
             "stale_after": self.stale_after,
             "after": list(self.spec.get("after", [])),
             "record": self.record.as_dict(),
+            "history": lag_history.dump(self.history),
         }
 
 
@@ -197,6 +200,7 @@ class FreshnessTrigger(BaseEventTrigger):
             if reader.done() and view.lag.known:
                 view.lag = unknown("the poll of the change signals stopped")
             refresh_metrics.lag(self.conn_id, view.name, view.lag.seconds, view.target)
+            view.history = lag_history.add(view.history, view.lag, view.over, now)
             await self._alert(view, now)
             await self._save(view, now)
 
@@ -328,11 +332,16 @@ class FreshnessTrigger(BaseEventTrigger):
         if isinstance(stored, dict):
             view.record = LagRecord.from_dict(stored.get("record"))
             view.alerting = bool(stored.get("alerting"))
+            view.history, _ = lag_history.load(stored.get("history"), time.time())
 
     async def _save(self, view: Watched, now: float) -> None:
-        """Store the view's measurement when it changed, and at least every :data:`HEARTBEAT_SECONDS`."""
+        """Store the view's measurement when it changed, and at least every :data:`HEARTBEAT_SECONDS`; a change of
+        the lag alone (as of its 24-hour series) or of when it was last measured waits for the next write."""
         state = view.state(now)
-        changed = json.dumps({**state, "evaluated_at": None, "lag": None}, sort_keys=True, default=str)
+        # What is left out changes at every poll; a reader allows for the heartbeat (:func:`stale_after`).
+        record = {**state["record"], "measured_at": None}
+        moving = {"evaluated_at": None, "lag": None, "history": None, "record": record}
+        changed = json.dumps({**state, **moving}, sort_keys=True, default=str)
         if changed == view.saved and now - view.saved_at < HEARTBEAT_SECONDS:
             return
         view.saved, view.saved_at = changed, now

@@ -43,7 +43,8 @@ def seed_fleet(
     now: datetime | None = None,
     outcomes: dict[str, list[str]] | None = None,
 ) -> list[str]:
-    """Write the DAGs of ``config`` and ``runs`` finished runs for each; returns the DAG ids.
+    """Write the DAGs of ``config`` and ``runs`` finished runs for each view; returns the views' DAG ids (a lag
+    monitor's DAG, with ``target_lag``, is written and never runs).
 
     :param config: a matviews config (as :func:`fleet_config` returns).
     :param runs: how many runs each view has had, every 15 minutes up to ``now``.

@@ -48,6 +48,17 @@ function secs(seconds) {
   if (seconds == null) return "-";
   return seconds < 10 ? seconds.toFixed(2) + "s" : age(seconds);
 }
+// A duration as the alerts write it (airflow_matview.text.format_seconds): 75 -> 1m15s.
+function duration(seconds) {
+  const s = Math.max(0, seconds);
+  if (s < 10) return s.toFixed(1) + "s";
+  let rest = Math.round(s);
+  return [[86400, "d"], [3600, "h"], [60, "m"], [1, "s"]].map(([unit, name]) => {
+    const count = Math.floor(rest / unit);
+    rest -= count * unit;
+    return count ? count + name : "";
+  }).join("") || "0s";
+}
 function when(iso) {
   return iso ? iso.slice(5, 16).replace("T", " ") : "-";
 }
@@ -86,6 +97,49 @@ function spark(v) {
   }
   title.textContent = lines.join("\n");
   chart.prepend(title, svg("polyline", { points: points.join(" ") }));
+  return chart;
+}
+// The lag over the last 24 hours (lag_history): per bucket a bar up to its largest lag, red when over the target;
+// dotted full height where the lag was unknown or not measured (never drawn as 0); the target as a dashed line.
+function lagChart(v) {
+  const points = Array.isArray(v.lag_history) ? v.lag_history : [];
+  if (!points.length) return null;
+  const step = data.lag_history_bucket_seconds, slots = Math.round(86400 / step), w = 144, h = 20;
+  const first = points[points.length - 1][0] - (slots - 1) * step;
+  const shown = points.filter((p) => p[0] >= first);
+  const top = Math.max(v.target_lag || 0, ...shown.map((p) => p[1] || 0)) * 1.1 || 1;
+  const x = (start) => (((start - first) / step + 0.5) * (w / slots)).toFixed(2);
+  const y = (seconds) => Math.min(h - 1, h - (seconds / top) * h).toFixed(1);
+  const bars = { within: [], over: [], unknown: [] };
+  let worst = null, over = 0, unknown = 0, previous = null;
+  for (const [start, max, isOver, isUnknown] of shown) {
+    for (let t = previous == null ? start : previous + step; t < start; t += step) {
+      bars.unknown.push(`M${x(t)},0V${h}`);  // no measurement at all: unknown, over any target
+      over++;
+      unknown++;
+    }
+    previous = start;
+    if (isUnknown) { bars.unknown.push(`M${x(start)},0V${h}`); unknown++; }
+    if (max != null) {
+      bars[isOver ? "over" : "within"].push(`M${x(start)},${h}V${y(max)}`);
+      if (!worst || max > worst[1]) worst = [start, max];
+    }
+    if (isOver) over++;
+  }
+  const minutes = step / 60;
+  const text = [
+    worst ? `Lag over the last 24 h: max ${duration(worst[1])} at ${new Date(worst[0] * 1000).toISOString().slice(11, 16)} UTC`
+      : "Lag over the last 24 h: never known",
+    v.target_lag == null ? null : `target ${duration(v.target_lag)}`,
+    `over target in ${over} ${minutes}-minute period${over === 1 ? "" : "s"}`,
+    `unknown in ${unknown}`,
+  ].filter(Boolean).join("; ");
+  const chart = svg("svg", { class: "lagchart", width: w, height: h, viewBox: `0 0 ${w} ${h}`, role: "img", "aria-label": text });
+  const title = document.createElementNS(SVG, "title");
+  title.textContent = text;
+  chart.append(title, svg("path", { class: "base", d: `M${x(shown[0][0])},${h - 0.5}H${w}` }));
+  for (const [kind, parts] of Object.entries(bars)) if (parts.length) chart.append(svg("path", { class: kind, d: parts.join("") }));
+  if (v.target_lag != null) chart.append(svg("path", { class: "target", d: `M0,${y(v.target_lag)}H${w}` }));
   return chart;
 }
 function options(select, values) {
@@ -167,7 +221,7 @@ function lagCell(v) {
     cell.append("-");
     return cell;
   }
-  cell.append(v.lag == null ? "unknown" : age(v.lag), el("span", "muted age", ` / ${age(v.target_lag)}`));
+  cell.append(v.lag == null ? "unknown" : age(v.lag), el("span", "muted age", ` / ${age(v.target_lag)}`), lagChart(v));
   const why = [v.lag_basis === "last_refresh" ? "sources cannot be watched: age of the last refresh" : null,
     v.lag_since ? `oldest change not reflected seen at ${v.lag_since}` : null, v.lag_reason].filter(Boolean);
   if (why.length) cell.title = why.join("\n");

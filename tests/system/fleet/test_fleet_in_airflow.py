@@ -12,6 +12,8 @@
 - ``max_staleness`` (a lag): the page calls a view over budget exactly when the lag monitor has mailed (SMTP sink),
   on the same measurement: not for a view that reflects its sources however long ago it was refreshed, yes once a
   change waits past it behind a blocked run, a failing one, or no recorded refresh at all.
+- ``target_lag``: the lag monitor's 24-hour chart of a view it measures, with its text alternative; a series written
+  into its state store with HTML in it is skipped and counted, and no value of it becomes HTML.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ METRICS_URL = "https://grafana.example/d/m?var-view={view}&var-conn={conn_id}"
 HOSTILE_VIEW = f'public."{VIEW_NAME}"'
 HOSTILE_DAG = "matview.public._img_src_x_onerror_window.pwned_1_"
 MALLORY = "mallory"  # the Op user
+LAGGED_DAG = "matview.public.lagged"
+MONITOR_DAG = "matview.freshness.postgres_default"
+LAG_REASON = "<img src=x onerror=window.pwned=10>"
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -115,6 +120,8 @@ def _config() -> dict[str, Any]:
             {"name": "public.idle", **budget, **_notifier("idle@example.com")},
             {"name": HOSTILE_VIEW, "tags": [TAG, QUOTES_TAG]},
             {"name": "public.follower", "after": [HOSTILE_VIEW]},
+            # Measured by the lag monitor; its DAG stays paused, so nothing refreshes it and its lag grows.
+            {"name": "public.lagged", "target_lag": "1m", "poll_interval": "2s"},
         ],
     }
 
@@ -128,8 +135,11 @@ SCENARIO = [
     "CREATE MATERIALIZED VIEW broken AS SELECT id / (SELECT d FROM divisor) AS x FROM src",
     "UPDATE divisor SET d = 0",  # every refresh of broken fails
     "CREATE MATERIALIZED VIEW idle AS SELECT * FROM src",
+    "CREATE TABLE lagsrc (id int)",
+    "CREATE MATERIALIZED VIEW lagged AS SELECT * FROM lagsrc",
 ]
-DAG_IDS = [f"matview.public.{view}" for view in ("alerted", "broken", "idle", "follower")]
+DAG_IDS = [f"matview.public.{view}" for view in ("alerted", "broken", "idle", "follower", "lagged")]
+DAG_IDS += [MONITOR_DAG]
 DAG_IDS += [HOSTILE_DAG, "hostile_connection", "team_b_exports", "team_b_four_parts"]
 
 
@@ -411,3 +421,63 @@ def test_a_locked_metadata_table_gives_503_and_the_page_says_so(deployment: Depl
     tab.locator("#reload").click()
     tab.locator("#error:empty").wait_for(state="attached", timeout=30_000)
     assert tab.locator("#rows tr").count() == shown
+
+
+def _store_hostile_lag_state(deployment: Deployment) -> None:
+    """A measurement of the hostile view in the lag monitor's state store, with HTML in its series and its reason,
+    as anyone who may write the store (its REST API, the metadata database) may leave it."""
+    from airflow_matview.lag_history import BUCKET_SECONDS, bucket_of
+
+    now = time.time()
+    bucket = bucket_of(now)
+    record = {"measured_at": now, "refreshed_at": now - 30, "unwatchable": LAG_REASON}
+    state = {"view": HOSTILE_VIEW, "target": 60.0, "stale_after": 3600.0, "after": [], "record": record}
+    history = [
+        ["<img src=x onerror=window.pwned=11>", 1, 0],
+        [bucket - 2 * BUCKET_SECONDS, "<svg onload=window.pwned=12>", 1],
+        [bucket - BUCKET_SECONDS, 42.0, 0],
+        [bucket, 75.0, 1],
+    ]
+    with deployment.metadata() as db:
+        (asset_id,) = db.execute(
+            "SELECT id FROM asset WHERE uri LIKE 'matview-freshness://postgres_default%'"
+        ).fetchone()
+        db.execute(
+            "INSERT INTO asset_state_store (asset_id, key, value, updated_at) VALUES (%s, %s, %s, now())",
+            (asset_id, f"lag:{HOSTILE_VIEW}", json.dumps({**state, "history": history})),
+        )
+
+
+def test_the_lag_chart_shows_the_monitors_24_hours_and_no_stored_value_as_html(
+    deployment: Deployment, browser: Any
+) -> None:
+    deadline = time.monotonic() + 120
+    while not (deployment.fleet_view(LAGGED_DAG)["lag_history"] or [[0, None]])[-1][1]:
+        assert time.monotonic() < deadline, deployment.fleet_view(LAGGED_DAG)
+        time.sleep(2)
+    lagged = deployment.fleet_view(LAGGED_DAG)
+    latest = lagged["lag_history"][-1]
+    assert latest[1] >= lagged["lag"] and latest[2] == (lagged["lag_state"] != "within"), "the lag column's value"
+    _store_hostile_lag_state(deployment)
+
+    tab = browser.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    tab.goto(f"{deployment.stack.url}/matview-fleet/")
+    tab.locator("body[data-loaded=true]").wait_for(timeout=30_000)
+    assert errors == [], "the page's script failed"
+    chart = tab.locator('tr[data-view="public.lagged"] td[data-col=lag] svg.lagchart')
+    label = chart.get_attribute("aria-label") or ""
+    assert label.startswith("Lag over the last 24 h: max ") and "; target 1m; over target in " in label, label
+    assert (chart.get_attribute("role"), chart.locator("title").text_content()) == ("img", label)
+    assert chart.locator("path.target").count() == 1 and chart.locator("path.within, path.over").count() >= 1
+    assert tab.locator('tr[data-view="public.idle"] svg.lagchart').count() == 0, "not measured: no chart"
+
+    hostile = tab.locator("#rows tr").filter(has=tab.get_by_text(HOSTILE_VIEW, exact=True))
+    hostile_chart = hostile.locator("svg.lagchart")
+    assert "max 1m15s" in (hostile_chart.get_attribute("aria-label") or ""), "the two points that are points"
+    assert LAG_REASON in (hostile.locator("td[data-col=lag]").get_attribute("title") or ""), "as text"
+    hostile_chart.hover()
+    assert tab.locator("#rows img, #rows svg[onload], #rows script").count() == 0, "no element made from data"
+    assert tab.evaluate("window.pwned") is None and tab.evaluate("window.violations") == []
+    assert "lag history \u00d72" in tab.locator("#skipped").inner_text()
