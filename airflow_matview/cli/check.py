@@ -107,27 +107,37 @@ def _triggerer_need(view: ViewConfig) -> tuple[bool, str] | None:
 
 
 def _target_lag_problems(views: list[ViewConfig]) -> dict[str, tuple[bool, str]]:
-    """Per DAG id, a ``target_lag`` that its view's last measured refresh (its record, in Airflow's metadata) could
-    not meet: the refresh alone took longer; a note when the records cannot be read."""
-    targets = [view for view in views if view.target_lag is not None]
+    """Per DAG id, a ``target_lag`` or ``max_staleness`` that its view's last measured refresh (its record, in
+    Airflow's metadata) could not meet: the refresh alone took longer; a note when the records cannot be read."""
+    targets = [view for view in views if view.target_lag is not None or view.max_staleness is not None]
     if not targets:
         return {}
     try:
         took = refresh_times(targets)
     except RuntimeError as error:
-        return {view.resolved_dag_id: (False, f"target_lag: refresh time not checked: {error}") for view in targets}
+        return {
+            view.resolved_dag_id: (False, f"{_threshold(view)[0]}: refresh time not checked: {error}")
+            for view in targets
+        }
     problems = {}
     for view in targets:
         seconds = took.get(view.resolved_dag_id)
-        target = view.target_lag.total_seconds() if view.target_lag is not None else 0.0
+        key, target = _threshold(view)
         if seconds is not None and seconds >= target:
             problems[view.resolved_dag_id] = (
                 True,
-                f"target_lag: {format_seconds(target)} is shorter than its last measured refresh "
-                f"({format_seconds(seconds)}): no refresh can keep it within; lengthen target_lag or make the "
+                f"{key}: {format_seconds(target)} is shorter than its last measured refresh "
+                f"({format_seconds(seconds)}): no refresh can keep it within; lengthen {key} or make the "
                 "refresh faster",
             )
     return problems
+
+
+def _threshold(view: ViewConfig) -> tuple[str, float]:
+    """The shorter of the view's ``target_lag`` and ``max_staleness`` (the first a refresh must fit in), by name."""
+    if view.target_lag is not None:
+        return "target_lag", view.target_lag.total_seconds()
+    return "max_staleness", view.max_staleness.total_seconds() if view.max_staleness is not None else 0.0
 
 
 def refresh_times(views: list[ViewConfig]) -> dict[str, float]:

@@ -235,20 +235,27 @@ def test_check_says_how_a_target_is_kept_and_refuses_one_shorter_than_the_refres
 
     create_reference_scenario(pg)
     pg.execute("CREATE MATERIALIZED VIEW public.clock AS SELECT now() AS at WITH NO DATA")
+    pg.execute("CREATE MATERIALIZED VIEW public.nightly AS SELECT * FROM polls_user")
+    notify = [{"notifier": "airflow.providers.smtp.notifications.smtp.SmtpNotifier", "to": "ops@example.com"}]
     config = write_config(
         tmp_path,
         {"name": VIEW, "target_lag": "30s"},
         {"name": "public.clock", "target_lag": "2m"},
+        {"name": "public.nightly", "schedule": "@daily", "max_staleness": "40s", "on_stale": notify},
     )
     slow = {"fingerprint": None, "signals_read_at": 1000.0, "committed_at": 1045.0}  # a 45 s refresh
-    Variable.set(
-        RefreshRecord("postgres_default", QualifiedName("public", "polls_user_matt_view")).key, json.dumps(slow)
-    )
+    keys = [
+        RefreshRecord("postgres_default", QualifiedName("public", name)).key
+        for name in ("polls_user_matt_view", "nightly")
+    ]
+    for key in keys:
+        Variable.set(key, json.dumps(slow))
     try:
         with live_triggerer():
             done = check(config)
     finally:
-        Variable.delete(RefreshRecord("postgres_default", QualifiedName("public", "polls_user_matt_view")).key)
+        for key in keys:
+            Variable.delete(key)
 
     assert done.returncode == 1, done.stdout + done.stderr
     report = _report(done, VIEW)
@@ -258,6 +265,11 @@ def test_check_says_how_a_target_is_kept_and_refuses_one_shorter_than_the_refres
         "target_lag: 30s is shorter than its last measured refresh (45s): no refresh can keep it within; lengthen "
         "target_lag or make the refresh faster"
     ) in report, report
+    nightly = _report(done, "public.nightly")
+    assert (
+        "max_staleness: 40s is shorter than its last measured refresh (45s): no refresh can keep it within; lengthen "
+        "max_staleness or make the refresh faster"
+    ) in nightly, nightly
     clock = _report(done, "public.clock")
     assert clock.startswith("OK      public.clock"), clock
     assert (

@@ -170,7 +170,8 @@ def test_validate_shows_the_settings_in_its_table(tmp_path: Path) -> None:
     done = subprocess.run([str(CLI), "validate", str(path)], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    header, first, second = lines[lines.index(next(line for line in lines if line.startswith("DAG ID"))) :]
+    table = lines[lines.index(next(line for line in lines if line.startswith("DAG ID"))) :]
+    header, first, second = [line for line in table if line and not line.startswith("note:")]
     assert header.split()[-2:] == ["SETTINGS", "DESCRIPTION"]
     assert first.endswith(
         "tz=Europe/Berlin pool=pg_main slots=2 priority=7 queue=refreshes stale>2h "
