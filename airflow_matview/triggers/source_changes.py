@@ -318,10 +318,15 @@ def failure_reason(conn_id: str, error: BaseException, time_limit: float) -> str
             f"a poll of connection {conn_id!r} ran past its time limit ({format_seconds(time_limit)}) and was "
             f"canceled: {_libpq_cause(str(error))}"
         )
-    # A failure to connect comes as the package's own error, raised from None while handling libpq's.
-    connect_error = error.__context__ if not isinstance(error, psycopg.Error) else None
-    if isinstance(error, psycopg.OperationalError) or isinstance(connect_error, psycopg.OperationalError):
-        return f"cannot reach the database of connection {conn_id!r}: {_libpq_cause(str(connect_error or error))}"
+    if isinstance(error, psycopg.OperationalError):
+        return f"cannot reach the database of connection {conn_id!r}: {_libpq_cause(str(error))}"
+    # A failure to connect comes as the package's own error (its password masked), raised from None while handling
+    # libpq's: libpq's cause, when the package's message holds it as it is (nothing was masked in it).
+    if isinstance(error.__context__, psycopg.OperationalError):
+        cause = _libpq_cause(str(error.__context__))
+        if cause.casefold() in one_line(error).casefold():
+            return f"cannot reach the database of connection {conn_id!r}: {cause}"
+        return f"cannot reach the database of connection {conn_id!r}: {one_line(error)}"
     return f"cannot poll connection {conn_id!r}: {error_line(error)}"
 
 

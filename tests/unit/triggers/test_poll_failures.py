@@ -40,13 +40,15 @@ def _signals(count: int) -> dict[str, Any]:
     }
 
 
-def _connect_error(libpq: str) -> MatviewRefreshError:
-    """What :func:`airflow_matview.connections.aconnect` raises: its own error, from None, while handling libpq's."""
+def _connect_error(libpq: str, secret: str = "Sup3rSecret") -> MatviewRefreshError:
+    """What :func:`airflow_matview.connections.aconnect` raises: its own error (the password masked), from None,
+    while handling libpq's."""
+    masked = " ".join(libpq.replace(secret, "***").split())
     try:
         try:
             raise psycopg.OperationalError(libpq)
         except psycopg.OperationalError:
-            raise MatviewRefreshError("Cannot connect to PostgreSQL at 127.0.0.1:5432 (...)") from None
+            raise MatviewRefreshError(f"Cannot connect to PostgreSQL at 127.0.0.1:5432 (...): {masked}") from None
     except MatviewRefreshError as error:
         return error
 
@@ -61,6 +63,11 @@ def _connect_error(libpq: str) -> MatviewRefreshError:
                 'authentication failed for user "app"'
             ),
             "cannot reach the database of connection 'app': password authentication failed for user \"app\"",
+        ),
+        (
+            _connect_error('connection failed: invalid sslmode value: "Sup3rSecret"'),
+            "cannot reach the database of connection 'app': Cannot connect to PostgreSQL at 127.0.0.1:5432 (...): "
+            'connection failed: invalid sslmode value: "***"',
         ),
         (
             psycopg.errors.AdminShutdown("terminating connection due to administrator command"),
@@ -87,7 +94,7 @@ def _connect_error(libpq: str) -> MatviewRefreshError:
             "cannot poll connection 'app': MatviewSetupError: Define it.",
         ),
     ],
-    ids=["refused", "auth", "shutdown", "closed", "time-limit", "watchdog", "undefined"],
+    ids=["refused", "auth", "masked", "shutdown", "closed", "time-limit", "watchdog", "undefined"],
 )
 def test_why_a_poll_failed_is_one_line_naming_the_connection(error: BaseException, reason: str) -> None:
     assert failure_reason("app", error, 30.0) == reason
