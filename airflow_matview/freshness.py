@@ -102,6 +102,9 @@ class LagRecord:
     :param refresh_seconds: how long the view's recent refreshes took (the latest one), to refresh early enough.
     :param measured_at: when a poll last read the view's signals; ``None`` until one did.
     :param unwatchable: why its sources cannot be watched, when they cannot.
+    :param failure: why the latest poll failed (the database unreachable, the poll given up), until one succeeds:
+        the lag is unknown, for that reason, whatever was measured before.
+    :param failed_at: when that poll failed.
     """
 
     pending: list[list[Any]] = field(default_factory=list)
@@ -112,6 +115,8 @@ class LagRecord:
     refresh_seconds: float | None = None
     measured_at: float | None = None
     unwatchable: str | None = None
+    failure: str | None = None
+    failed_at: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -150,6 +155,7 @@ def observe(
         first seen: a change seen now dates from then (chains are measured from the root).
     """
     record.measured_at = now
+    record.failure = record.failed_at = None
     record.unwatchable = unwatchable if fingerprint is None else None
     if fingerprint is None:
         return
@@ -165,6 +171,15 @@ def observe(
     while len(record.pending) > MAX_PENDING:
         older, newer = record.pending[-3], record.pending.pop(-2)
         older[1], older[2] = newer[1], newer[2]
+
+
+def fail(record: LagRecord, reason: str, now: float) -> None:
+    """Record a poll that failed: the lag is unknown, for ``reason``, until a poll succeeds (:func:`observe`).
+
+    :param reason: why, in one line naming the connection.
+    :param now: when it failed.
+    """
+    record.failure, record.failed_at = reason, now
 
 
 def cover(
@@ -210,6 +225,8 @@ def lag_of(record: LagRecord, now: float, *, stale_after: float, upstream: list[
     :param upstream: the lags of the views it is ``after:``: it is at least as far behind as each of them.
     """
     own = _own_lag(record, now, stale_after)
+    if not own.known:  # its own measurement failed: that is why, whatever its upstream's
+        return own
     for other in upstream or []:
         if not other.known:
             return unknown(f"an upstream view's lag is unknown: {other.reason}")
@@ -219,6 +236,8 @@ def lag_of(record: LagRecord, now: float, *, stale_after: float, upstream: list[
 
 
 def _own_lag(record: LagRecord, now: float, stale_after: float) -> Lag:
+    if record.failure is not None:
+        return unknown(record.failure)
     if record.measured_at is None:
         return unknown("not measured yet")
     if now - record.measured_at > stale_after:

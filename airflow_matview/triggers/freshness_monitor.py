@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.triggers.base import BaseEventTrigger
 
 from airflow_matview import lag_history, refresh_metrics
-from airflow_matview.freshness import Lag, LagRecord, cover, lag_of, observe, unknown
+from airflow_matview.freshness import Lag, LagRecord, cover, fail, lag_of, observe, unknown
 from airflow_matview.text import error_line, format_seconds
 from airflow_matview.triggers import source_changes
 from airflow_matview.version_compat import HAS_SHARED_TRIGGER_STREAMS
@@ -50,11 +50,18 @@ RUN_FACTS_TIME_LIMIT = 10.0
 HEARTBEAT_SECONDS = 30.0
 
 
-def stale_after(poll_interval: float) -> float:
-    """Seconds without a successful poll after which a lag is unknown: a poll's time limit, its watchdog's grace,
-    one poll interval and one heartbeat (what the fleet page reads is at most that old)."""
+def measurement_bound(poll_interval: float) -> float:
+    """Seconds the monitor waits for a poll's result (a failure is one) before it counts the lag as unknown: a
+    poll's time limit, twice its watchdog's grace (the wait, then the wait after dropping the connection) and one
+    poll interval. A failed poll is reported at once; this bounds only a poll that says nothing at all."""
     limit = source_changes.poll_time_limit(poll_interval)
-    return limit + source_changes.WATCHDOG_GRACE_SECONDS + poll_interval + HEARTBEAT_SECONDS
+    return limit + 2 * source_changes.WATCHDOG_GRACE_SECONDS + poll_interval
+
+
+def stale_after(poll_interval: float) -> float:
+    """Seconds without a poll's result after which a reader of the stored measurement (the fleet page) counts the lag
+    as unknown: :func:`measurement_bound` and one heartbeat (what it reads may be that old)."""
+    return measurement_bound(poll_interval) + HEARTBEAT_SECONDS
 
 
 @dataclass
@@ -170,8 +177,9 @@ class FreshnessTrigger(BaseEventTrigger):
             yield event
 
     async def _monitor(self, stream: AsyncIterator[dict[str, ViewState]]) -> AsyncIterator[TriggerEvent]:
-        """Every poll interval, measure every view with what the latest poll saw (nothing new: the lag turns unknown
-        after :func:`stale_after`); the stream is read by a task of its own, so a dead poll cannot stop this."""
+        """Every poll interval, measure every view with what the latest poll saw (a failed poll: the lag is unknown,
+        with why; nothing at all: unknown after :func:`measurement_bound`); the stream is read by a task of its own,
+        so a dead poll cannot stop this."""
         views = [Watched(spec, stale_after=stale_after(self.poll_interval)) for spec in self.views]
         for view in views:
             await self._load(view)
@@ -191,12 +199,13 @@ class FreshnessTrigger(BaseEventTrigger):
         self, views: list[Watched], latest: dict[str, tuple[float, ViewState]], now: float, reader: asyncio.Future[Any]
     ) -> None:
         by_name = {view.name: view for view in views}
+        bound = measurement_bound(self.poll_interval)
         for view in views:
             seen = latest.pop(view.name, None)
             upstream = [by_name[name] for name in view.spec.get("after", []) if name in by_name]
             if seen is not None:
                 self._observe(view, seen, upstream)
-            view.lag = lag_of(view.record, now, stale_after=view.stale_after, upstream=[u.lag for u in upstream])
+            view.lag = lag_of(view.record, now, stale_after=bound, upstream=[u.lag for u in upstream])
             if reader.done() and view.lag.known:
                 view.lag = unknown("the poll of the change signals stopped")
             refresh_metrics.lag(self.conn_id, view.name, view.lag.seconds, view.target)
@@ -206,6 +215,9 @@ class FreshnessTrigger(BaseEventTrigger):
 
     def _observe(self, view: Watched, seen: tuple[float, ViewState], upstream: list[Watched]) -> None:
         at, state = seen
+        if state.failure is not None:
+            fail(view.record, state.failure, at)
+            return
         if view.record.pending or state.fingerprint is None or view.record.refreshed_at is None:
             self._cover(view, upstream)
         origins = [

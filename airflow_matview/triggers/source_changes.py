@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from airflow_matview.database.change_signals import describe_changes, read_chang
 from airflow_matview.database.identifiers import parse_qualified_name
 from airflow_matview.database.steps import arun, execute
 from airflow_matview.freshness import DEFAULT_FIRE_TO_COMMIT_SECONDS, refresh_lead, unwatched_period
-from airflow_matview.text import error_line, format_seconds
+from airflow_matview.text import error_line, format_seconds, one_line
 from airflow_matview.version_compat import HAS_SHARED_TRIGGER_STREAMS
 
 if TYPE_CHECKING:
@@ -61,12 +62,15 @@ class ViewState:
     :param source_names: the display names of its sources by oid (as text), to say which ones changed.
     :param problem: why the view cannot be watched now (missing, not a materialized view, blind signals).
     :param exists: whether the view exists as a materialized view (so that refreshing it can work).
+    :param failure: why the poll itself failed (:func:`failure_reason`): nothing is known of the view then, and
+        the other fields say nothing. The watchers skip such a state; the lag monitor reports the lag as unknown.
     """
 
     fingerprint: dict[str, Any] | None
     source_names: dict[str, str]
     problem: str | None = None
     exists: bool = True
+    failure: str | None = None
 
 
 # The views each shared poll watches, registered by the triggers of its group (the triggerer runs them all in
@@ -159,8 +163,8 @@ class SourceChangesTrigger(BaseEventTrigger):
         names: dict[str, str] = {}  # every source seen, to name one that is no longer read
         async for states in stream:
             state = states.get(self.view)
-            if state is None:
-                continue  # registered after this poll started
+            if state is None or state.failure is not None:
+                continue  # registered after this poll started, or the poll failed (logged once, by the poll)
             names.update(state.source_names)
             shared_at, shared_baseline = _LAST_FIRED.get((self.conn_id, self.view), (0.0, None))
             if shared_at > fired_at:  # another instance of this trigger in this triggerer fired since
@@ -250,7 +254,9 @@ async def _poll(conn_id: str, poll_interval: float, watched: Counter[str]) -> As
     """Poll the change signals of the views in ``watched``, forever; each item maps their names to what a poll saw.
 
     When the database cannot be reached, or does not answer a poll in time, it logs once, retries with a backoff
-    doubling up to a minute, and logs once more when it is back.
+    doubling up to a minute, and logs once more when it is back. Each failed poll yields, for every view it was for,
+    a state whose :attr:`ViewState.failure` says why (:func:`failure_reason`), so that a consumer learns of the
+    failure when it happens rather than by silence.
     """
     watcher = _WatcherConnection(conn_id, poll_interval)
     failing_since: float | None = None
@@ -258,6 +264,7 @@ async def _poll(conn_id: str, poll_interval: float, watched: Counter[str]) -> As
     try:
         while True:
             names = sorted(name for name, count in watched.items() if count > 0)
+            failure: str | None = None
             try:
                 if names:
                     states = await watcher.poll(names)
@@ -269,8 +276,7 @@ async def _poll(conn_id: str, poll_interval: float, watched: Counter[str]) -> As
                             len(names),
                         )
                         failing_since, backoff = None, 1.0
-                    yield states
-            except Exception as exc:  # any failure of the database: log, back off, resume
+            except Exception as exc:  # any failure of the database: log, say so, back off, resume
                 await watcher.close()
                 if failing_since is None:
                     failing_since = time.monotonic()
@@ -282,12 +288,63 @@ async def _poll(conn_id: str, poll_interval: float, watched: Counter[str]) -> As
                         error_line(exc),
                         MAX_BACKOFF_SECONDS,
                     )
+                failure = failure_reason(conn_id, exc, watcher.time_limit)
+            if failure is not None:
+                yield {name: ViewState(None, {}, failure=failure) for name in names}
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 continue
+            if names:
+                yield states
             await asyncio.sleep(poll_interval)
     finally:
         await watcher.close()
+
+
+def failure_reason(conn_id: str, error: BaseException, time_limit: float) -> str:
+    """Why a poll of ``conn_id`` failed, in one line for people (no traceback, no password), e.g.
+    ``cannot reach the database of connection 'app': connection refused``.
+
+    :param conn_id: the Airflow connection polled.
+    :param error: what the poll raised.
+    :param time_limit: the poll's time limit (:func:`poll_time_limit`), in seconds.
+    """
+    import psycopg
+
+    if isinstance(error, TimeoutError):  # the watchdog: no answer at all
+        return f"the database of connection {conn_id!r} does not answer: {one_line(error)}"
+    if isinstance(error, psycopg.errors.QueryCanceled):
+        return (
+            f"a poll of connection {conn_id!r} ran past its time limit ({format_seconds(time_limit)}) and was "
+            f"canceled: {_libpq_cause(str(error))}"
+        )
+    if isinstance(error, psycopg.OperationalError):
+        return f"cannot reach the database of connection {conn_id!r}: {_libpq_cause(str(error))}"
+    # A failure to connect comes as the package's own error (its password masked), raised from None while handling
+    # libpq's: libpq's cause, when the package's message holds it as it is (nothing was masked in it).
+    if isinstance(error.__context__, psycopg.OperationalError):
+        cause = _libpq_cause(str(error.__context__))
+        if cause.casefold() in one_line(error).casefold():
+            return f"cannot reach the database of connection {conn_id!r}: {cause}"
+        return f"cannot reach the database of connection {conn_id!r}: {one_line(error)}"
+    return f"cannot poll connection {conn_id!r}: {error_line(error)}"
+
+
+# libpq names each address it tried: 'connection to server at "host" (addr), port 5432 failed: <cause>'; its hints
+# (the sentences after the cause) repeat what the connection already says.
+_LIBPQ_ATTEMPT = re.compile(r"connection to server (?:at|on) .*? failed: ")
+_LIBPQ_HINT = re.compile(r"\s+(?:Is the server running|This probably means|HINT:).*$")
+_SEVERITY = re.compile(r"^(?:FATAL|ERROR):\s+")
+
+
+def _libpq_cause(message: str) -> str:
+    """The cause in a libpq error message, on one line: the last attempt's, without hints, in lower case."""
+    text = one_line(message).rstrip(".")
+    text = _LIBPQ_ATTEMPT.split(text)[-1].strip() or text
+    text = _SEVERITY.sub("", _LIBPQ_HINT.sub("", text)).rstrip(".")
+    if len(text) > 1 and text[0].isupper() and text[1].islower():
+        text = text[0].lower() + text[1:]
+    return text
 
 
 def poll_time_limit(poll_interval: float) -> float:

@@ -10,7 +10,9 @@ Phases: a steady load (one commit a second), a bursty one (bursts of 200 commits
 measured from outside, stricter than the definition (from each change's *commit*, not from when a poll saw it): a
 thread reads each view's ``max(id)`` every 0.5 s; the lag at that moment is the time since the commit of the oldest
 row the view does not show. Printed: p50 / p95 / max lag per phase and view, refreshes per hour, refreshes while
-idle. Alert latencies (a broken refresh, a broken watcher) are not measured here.
+idle. Alert latencies (a paused DAG, a broken refresh, a broken watcher: the views' server stopped, the catalog
+locked) are measured and printed by ``tests/system/test_lag_alerts_stack.py``, whose stack keeps Airflow's metadata
+database on a server of its own (this one's server holds both).
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ from devtools.harness.pgcluster import embedded_cluster
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
+    from devtools.harness.pgcluster import PostgresCluster
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -32,13 +34,17 @@ class Deployment:
     :param api: a client of its REST API, signed in.
     :param dsn: the scenario database.
     :param started_in: seconds from starting the stack to every DAG parsed.
+    :param server: the PostgreSQL server holding the scenario database (a test may stop and start it).
     """
 
-    def __init__(self, stack: AirflowStack, api: ApiClient, dsn: str, started_in: float) -> None:
+    def __init__(
+        self, stack: AirflowStack, api: ApiClient, dsn: str, started_in: float, server: PostgresCluster | None = None
+    ) -> None:
         self.stack = stack
         self.api = api
         self.dsn = dsn
         self.started_in = started_in
+        self.server = server
 
     def connect(self) -> psycopg.Connection:
         return psycopg.connect(self.dsn, autocommit=True)
@@ -131,4 +137,4 @@ def deployed(
             api.wait_for_dag(dag_id)
             if unpause:
                 api.patch(f"/dags/{dag_id}", {"is_paused": False})
-        yield Deployment(stack, api, views.dsn("scenario"), time.monotonic() - started)
+        yield Deployment(stack, api, views.dsn("scenario"), time.monotonic() - started, views)

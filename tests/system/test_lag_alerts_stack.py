@@ -16,6 +16,7 @@ import time
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 import pytest
 
 from devtools.harness.deployment import deployed, matviews_dags
@@ -25,8 +26,6 @@ from devtools.harness.scenario import create_reference_scenario
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
-
-    import psycopg
 
     from devtools.harness.deployment import Deployment
 
@@ -240,3 +239,93 @@ def _fleet_view(up: Deployment, dag_id: str) -> dict[str, Any]:
         document = json.loads(response.read())
     assert sum(document["lag_counts"].values()) == 4
     return next(view for view in document["views"] if view["dag_id"] == dag_id)
+
+
+def test_a_broken_watcher_makes_the_lag_unknown_with_why_and_it_is_measured_again_when_back(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The views' server stopped, then the catalog locked (a poll that runs into its time limit): each time the
+    notifier hears that the lag cannot be measured, with why, within target + poll_interval + 30 s; the fleet page
+    says the same; the watcher sharing the poll says it once in the log and fires nothing; back, it is measured again
+    and the notifier hears so, once. Airflow's metadata database is on a server of its own, which stays up."""
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    sink = tmp_path_factory.mktemp("alerts") / "alerts.jsonl"
+    notifier = {"notifier": "devtools.harness.recording_notifier.append_to_file", "path": str(sink)}
+    config = {
+        "defaults": {"retries": 0, "poll_interval": f"{POLL:g}s"},
+        "views": [{"name": "public.audit_count", "target_lag": f"{TARGET:g}s", "on_stale": [notifier]}],
+    }
+    dags = matviews_dags(tmp_path_factory.mktemp("dags"), config)
+    goal = TARGET + POLL + 30
+    with deployed(
+        dags, _scenario, (AUDIT_DAG, MONITOR_DAG), triggerer=True, env=env, metadata_server_of_its_own=True
+    ) as up:
+        assert up.server is not None
+        up.api.patch(f"/dags/{AUDIT_DAG}", {"is_paused": False})
+        _wait(lambda: [run["state"] for run in up.runs(AUDIT_DAG)] == ["success"], 180, "a first refresh", up)
+        _wait(lambda: up.fleet_view(AUDIT_DAG)["lag_state"] == "within", 60, "a first measurement", up)
+        runs = len(up.runs(AUDIT_DAG))
+
+        stopped = time.time()
+        up.server.stop()
+        try:
+            _wait(lambda: _alerts(sink), goal, "the alert that the lag cannot be measured", up)
+            (gone,) = _alerts(sink)
+            reason = "cannot reach the database of connection 'postgres_default': "
+            assert gone["event"] == "behind" and gone["lag_seconds"] is None, gone
+            assert gone["reason"].startswith(f"its lag cannot be measured: {reason}"), gone
+            page_after = _wait(lambda: up.fleet_view(AUDIT_DAG)["lag_state"] == "unknown", goal, "the page", up)
+            page = up.fleet_view(AUDIT_DAG)
+            assert page["lag"] is None and page["lag_reason"].startswith(reason), page
+            print(
+                f"server stopped -> alert: {gone['measured_at'] - stopped:.1f}s, fleet page unknown: "
+                f"{time.time() - stopped:.1f}s ({page_after:.1f}s after the alert was seen) "
+                f"(goal {goal:g}s); reason {gone['reason']!r}; page {page['lag_reason']!r}"
+            )
+            assert gone["measured_at"] - stopped <= goal, gone
+            # The next tries are refused, and the page says so.
+            refused = f"{reason}connection refused"
+            _wait(lambda: up.fleet_view(AUDIT_DAG)["lag_reason"] == refused, 15, "the page saying refused", up)
+            print(f"server stopped -> fleet page says {refused!r}: {time.time() - stopped:.1f}s")
+        finally:
+            up.server.start()
+        started = time.time()
+        _wait(lambda: len(_alerts(sink)) == 2, 90, "the notice that it is measured again", up)
+        back = _alerts(sink)[1]
+        print(f"server started -> measured again: {back['measured_at'] - started:.1f}s")
+        assert back["event"] == "caught_up" and back["lag_seconds"] is not None, back
+
+        # A restart may change the signals (a change seen, conservatively): refresh, so that the view is up to date.
+        up.trigger(AUDIT_DAG)
+        _wait(lambda: up.fleet_view(AUDIT_DAG)["lag"] == 0.0, 180, "the view up to date again", up)
+        time.sleep(3)
+        settled = len(_alerts(sink))
+        assert _alerts(sink)[-1]["event"] == "caught_up", _alerts(sink)
+
+        with psycopg.connect(up.dsn) as locker:
+            locker.execute("LOCK TABLE pg_catalog.pg_class IN ACCESS EXCLUSIVE MODE")
+            locked = time.time()
+            _wait(lambda: len(_alerts(sink)) > settled, goal, "the alert that the stalled poll cannot measure", up)
+            stalled = _alerts(sink)[settled]
+            page = up.fleet_view(AUDIT_DAG)
+            locker.rollback()
+        unlocked = time.time()
+        print(
+            f"catalog locked -> alert: {stalled['measured_at'] - locked:.1f}s (goal {goal:g}s); "
+            f"reason {stalled['reason']!r}; page {page['lag_reason']!r}"
+        )
+        assert stalled["event"] == "behind" and stalled["lag_seconds"] is None, stalled
+        assert "a poll of connection 'postgres_default' ran past its time limit (30s)" in stalled["reason"], stalled
+        assert stalled["measured_at"] - locked <= goal, stalled
+        assert page["lag_state"] == "unknown" and "connection 'postgres_default'" in page["lag_reason"], page
+        _wait(lambda: len(_alerts(sink)) == settled + 2, 90, "the notice that it is measured again", up)
+        print(f"catalog unlocked -> measured again: {_alerts(sink)[-1]['measured_at'] - unlocked:.1f}s")
+        assert _alerts(sink)[-1]["event"] == "caught_up"
+
+        time.sleep(5)
+        assert len(_alerts(sink)) == settled + 2, "once per episode"
+        log = up.stack.log("triggerer", tail=1_000_000)
+        assert log.count("airflow-matview: cannot watch") == 2, "one line per outage"
+        assert "not watching public.audit_count" not in log, "no line per view"
+        assert "Traceback" not in log
+        assert len(up.runs(AUDIT_DAG)) <= runs + 3, "no run for an outage (one asked for, one per restart's signals)"

@@ -151,3 +151,37 @@ def test_what_a_monitor_stored_gives_the_same_lags_chains_included() -> None:
     assert lags["public.up"] == lag_of(upstream, 130.0, stale_after=60.0)
     assert (lags["public.down"].seconds, lags["public.down"].since) == (30.0, 100.0)
     assert lags_of(states, 200.0)["public.down"].seconds is None  # no measurement since 100: unknown
+
+
+def test_a_failed_poll_makes_the_lag_unknown_with_why_until_a_poll_succeeds() -> None:
+    from airflow_matview.freshness import fail, lags_of
+
+    record = LagRecord()
+    observe(record, signals(0), 100.0)
+    cover(record, signals(0), read_at=101.0, committed_at=102.0)
+    why = "cannot reach the database of connection 'app': connection refused"
+    fail(record, why, 105.0)
+    lag = lag_of(record, 106.0, stale_after=STALE_AFTER)
+    assert (lag.seconds, lag.basis, lag.reason) == (None, "unknown", why)  # at once, not after stale_after
+    assert lag.describe() == f"unknown ({why})"
+    # Stored and read back (the fleet page), the same reason, also past the stale bound.
+    stored = {"public.v": {"record": LagRecord.from_dict(record.as_dict()).as_dict(), "stale_after": 60.0}}
+    assert lags_of(stored, 106.0)["public.v"] == lag
+    assert lags_of(stored, 1000.0)["public.v"] == lag
+    observe(record, signals(0), 110.0)  # a poll succeeds: measured again
+    assert lag_of(record, 110.0, stale_after=STALE_AFTER).seconds == 0.0
+    assert (record.failure, record.failed_at) == (None, None)
+
+
+def test_a_view_whose_own_poll_failed_says_so_rather_than_its_upstreams_reason() -> None:
+    from airflow_matview.freshness import fail
+
+    upstream, downstream = LagRecord(), LagRecord()
+    fail(upstream, "the upstream's reason", 100.0)
+    fail(downstream, "its own reason", 100.0)
+    up = lag_of(upstream, 101.0, stale_after=STALE_AFTER)
+    assert lag_of(downstream, 101.0, stale_after=STALE_AFTER, upstream=[up]).reason == "its own reason"
+    observe(downstream, signals(0), 102.0)
+    cover(downstream, signals(0), read_at=102.0, committed_at=102.0)
+    down = lag_of(downstream, 103.0, stale_after=STALE_AFTER, upstream=[up])
+    assert down.reason == "an upstream view's lag is unknown: the upstream's reason"
