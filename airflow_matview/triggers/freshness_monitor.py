@@ -332,8 +332,8 @@ class FreshnessTrigger(BaseEventTrigger):
         if not requested:
             return None
         return (
-            f"no run of {dag_id} is queued or running: the scheduler has not started one (is it running? `airflow "
-            "jobs check --job-type SchedulerJob`)"
+            f"no run of {dag_id} is queued or running: its DAG is paused, or the scheduler has not started one (is "
+            "it running? `airflow jobs check --job-type SchedulerJob`)"
         )
 
     async def _load(self, view: Watched) -> None:

@@ -56,7 +56,7 @@ def _behind(seconds: float) -> Lag:
 def test_a_requested_refresh_with_no_run_points_at_the_scheduler(monkeypatch: pytest.MonkeyPatch) -> None:
     reason = _reason(monkeypatch, lag=_behind(90), fired_ago=40)
     assert "a refresh was requested at" in reason and "none has committed since" in reason
-    assert f"no run of {DAG_ID} is queued or running: the scheduler has not started one" in reason
+    assert f"no run of {DAG_ID} is queued or running: its DAG is paused, or the scheduler has not started one" in reason
     assert "airflow jobs check --job-type SchedulerJob" in reason
 
 
