@@ -105,7 +105,8 @@ def test_a_paused_dag_alerts_on_lag_with_no_run_and_recovers_when_unpaused(
             {"name": "public.audit_count", "target_lag": f"{TARGET:g}s", "on_stale": [notifier]},
             {"name": "public.ratio", "target_lag": f"{TARGET:g}s", "on_stale": [notifier]},
             # A chain: the top view is measured from the root table, through the base view's refreshes.
-            {"name": "public.chain_base", "target_lag": f"{TARGET:g}s"},
+            # The base view has no target of its own: the monitor measures it as the top one's upstream.
+            {"name": "public.chain_base", "on_change": True, "min_interval": "1s"},
             {
                 "name": "public.chain_top",
                 "after": ["public.chain_base"],
@@ -120,6 +121,7 @@ def test_a_paused_dag_alerts_on_lag_with_no_run_and_recovers_when_unpaused(
         assert up.api.get(f"/dags/{MONITOR_DAG}")["is_paused"] is False, "the monitor is created unpaused"
         for dag_id in dag_ids:
             up.api.patch(f"/dags/{dag_id}", {"is_paused": False})
+        up.trigger(BASE_DAG)  # an on_change view's first poll only records its baseline
         # The watcher's first poll refreshes each view once, which records what it reflects.
         for dag_id in dag_ids:
             _wait(lambda d=dag_id: _settled(up, d), 180, "a first refresh", up)
@@ -129,7 +131,7 @@ def test_a_paused_dag_alerts_on_lag_with_no_run_and_recovers_when_unpaused(
         with up.connect() as conn:
             conn.execute("INSERT INTO audit VALUES (1), (2)")
             conn.execute("DELETE FROM divisor")  # ratio's next refresh divides by zero
-            conn.execute("INSERT INTO chain_src VALUES (1)")  # refreshes chain_base; chain_top's DAG is paused
+            conn.execute("INSERT INTO chain_src VALUES (1)")  # refreshes chain_base (on_change); chain_top is paused
         committed = time.time()
         _wait(lambda: _alerts(sink), TARGET + POLL + SLACK + 30, "the lag alert", up)
         (behind,) = _alerts(sink)
@@ -166,7 +168,7 @@ def test_a_paused_dag_alerts_on_lag_with_no_run_and_recovers_when_unpaused(
         ratio = _fleet_view(up, RATIO_DAG)
         assert (ratio["lag_state"], ratio["lag_since"], ratio["status"]) == ("over", broken["lag_since"], "failing")
 
-        # The chain: the base view refreshed (its own target), the top one could not; the top one's lag counts
+        # The chain: the base view refreshed (on change), the top one could not; the top one's lag counts
         # from the root change (seen at the first poll after the commit), not from the base view's refresh.
         _wait(lambda: _alerts(sink, "public.chain_top"), 60, "the chain's lag alert", up)
         (top,) = _alerts(sink, "public.chain_top")
