@@ -127,27 +127,43 @@ _WATCH_SETTINGS = ("min_interval", "poll_interval")
 
 
 def _unused_watch_settings(defaults: ViewSettings, views: list[ViewConfig]) -> list[str]:
-    """``poll_interval`` and ``min_interval`` where nothing watches: on a view without ``on_change`` or
-    ``target_lag``, or in ``defaults:`` when no view has either (defaults apply to every view: views that do not
-    watch ignore them)."""
+    """``poll_interval`` and ``min_interval`` where nothing uses them: ``min_interval`` on a view without
+    ``on_change`` or ``target_lag``, ``poll_interval`` on one that the lag monitor does not measure either (no
+    ``max_staleness``), or in ``defaults:`` when no view uses them (defaults apply to every view: views that do not
+    use them ignore them)."""
     problems = []
     in_defaults = [key for key in _WATCH_SETTINGS if key in defaults.model_fields_set]
     for index, view in enumerate(views):
         own = [key for key in _WATCH_SETTINGS if key in view.model_fields_set and key not in in_defaults]
         own += [key for key in in_defaults if getattr(view, key) != getattr(defaults, key)]
         problems += [
-            f"views[{index}] ({view.name}): {key}: is only used with on_change: true, which this view does not set; "
-            f"set on_change: true or remove {key}"
-            for key in sorted(own)
-            if not view.watched
+            _unused(f"views[{index}] ({view.name}): {key}", key) for key in sorted(own) if not _uses(view, key)
         ]
-    if in_defaults and not any(view.watched for view in views):
+    unused = [key for key in in_defaults if not any(_uses(view, key) for view in views)]
+    if unused:
         problems.append(
-            f"defaults: {', '.join(in_defaults)}: no view has on_change: true, so "
-            f"{'they are' if len(in_defaults) > 1 else 'it is'} never used; set on_change on the views to watch, "
-            f"or remove {'them' if len(in_defaults) > 1 else 'it'}"
+            f"defaults: {', '.join(unused)}: no view has on_change: true"
+            + (", target_lag or max_staleness" if unused == ["poll_interval"] else "")
+            + f", so {'they are' if len(unused) > 1 else 'it is'} never used; set on_change on the views to watch, "
+            f"or remove {'them' if len(unused) > 1 else 'it'}"
         )
     return problems
+
+
+def _uses(view: ViewConfig, key: str) -> bool:
+    """Whether ``view`` uses the watch setting ``key``: ``poll_interval`` also paces the lag monitor's polls."""
+    return view.watched or (key == "poll_interval" and view.max_staleness is not None)
+
+
+def _unused(where: str, key: str) -> str:
+    if key == "poll_interval":
+        return (
+            f"{where}: is only used with on_change: true, target_lag or max_staleness, which this view does not set; "
+            f"set one of them or remove {key}"
+        )
+    return (
+        f"{where}: is only used with on_change: true, which this view does not set; set on_change: true or remove {key}"
+    )
 
 
 def _find_cycle(config: MatviewConfig) -> list[str] | None:

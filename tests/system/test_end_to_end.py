@@ -89,8 +89,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 
 def test_dag_processor_lists_one_dag_per_view(deployment: Deployment) -> None:
     listed = deployment.api.get("/dags?tags=matview&limit=100")
+    # One DAG per view, and the lag monitor of the connection's views with max_staleness (budget_view's).
     assert sorted(dag["dag_id"] for dag in listed["dags"]) == sorted(
-        [DOOMED_DAG, REFERENCE_DAG, MINUTELY_DAG, STEADY_DAG, BUDGET_DAG]
+        [DOOMED_DAG, REFERENCE_DAG, MINUTELY_DAG, STEADY_DAG, BUDGET_DAG, "matview.freshness.postgres_default"]
     )
     assert deployment.api.get("/importErrors")["total_entries"] == 0
     reference = deployment.api.get(f"/dags/{REFERENCE_DAG}/details")

@@ -47,9 +47,20 @@ def test_a_watch_setting_on_a_view_without_on_change_is_refused(key: str, on_cha
     view: dict[str, Any] = {"name": "public.a", key: "30s"}
     if on_change is not None:
         view["on_change"] = on_change
+    uses = "on_change: true, target_lag or max_staleness" if key == "poll_interval" else "on_change: true"
+    fix = "set one of them" if key == "poll_interval" else "set on_change: true"
     assert _problems({"views": [view]}) == [
-        f"views[0] (public.a): {key}: is only used with on_change: true, which this view does not set; "
-        f"set on_change: true or remove {key}"
+        f"views[0] (public.a): {key}: is only used with {uses}, which this view does not set; {fix} or remove {key}"
+    ]
+
+
+def test_a_poll_interval_paces_the_lag_monitor_of_a_max_staleness_view() -> None:
+    notify = [{"notifier": "airflow.providers.smtp.notifications.smtp.SmtpNotifier", "to": "ops@example.com"}]
+    view = {"name": "public.a", "max_staleness": "1m", "poll_interval": "2s", "on_stale": notify}
+    assert load_config({"views": [view]}).views[0].poll_interval == timedelta(seconds=2)
+    assert _problems({"views": [{**view, "min_interval": "5m"}]}) == [
+        "views[0] (public.a): min_interval: is only used with on_change: true, which this view does not set; "
+        "set on_change: true or remove min_interval"
     ]
 
 
