@@ -282,10 +282,10 @@ class FreshnessTrigger(BaseEventTrigger):
             changed = f"no refresh of it has been recorded since its lag is measured ({_iso(lag.since)})"
         fired_at, _ = source_changes._LAST_FIRED.get((self.conn_id, view.name), (0.0, None))
         if not view.spec.get("watched", True):
-            schedule = view.spec.get("schedule")
             runs = await self._runs(view, fired_at=lag.since or now, requested=False)
-            when = f"on its schedule ({schedule})" if schedule else "only when triggered (it has no schedule)"
-            return f"{changed}; it is refreshed {when}" + (f", and {runs}" if runs else ", and has not been since")
+            return f"{changed}; it is refreshed {_started_by(view.spec)}" + (
+                f", and {runs}" if runs else ", and has not been since"
+            )
         if lag.since is not None and fired_at >= lag.since:
             requested = f"{changed}; a refresh was requested at {_iso(fired_at)}"
             runs = await self._runs(view, fired_at=fired_at)
@@ -394,6 +394,18 @@ async def _read(stream: AsyncIterator[dict[str, ViewState]], latest: dict[str, t
     async for states in stream:
         now = time.time()
         latest.update({name: (now, state) for name, state in states.items()})
+
+
+def _started_by(spec: dict[str, Any]) -> str:
+    """What starts the runs of a view no watcher refreshes: the views it is built ``after:``, its schedule, or only
+    a user."""
+    after, schedule = [str(name) for name in spec.get("after") or []], spec.get("schedule")
+    parts = []
+    if after:
+        parts.append(f"when {' or '.join(after)} is refreshed")
+    if schedule:
+        parts.append(f"on its schedule ({schedule})")
+    return " and ".join(parts) or "only when triggered (it has no schedule)"
 
 
 def _iso(seconds: float | None) -> str:

@@ -112,3 +112,16 @@ def test_a_view_never_refreshed_since_it_is_measured_says_so_rather_than_a_chang
     assert reason.startswith("no refresh of it has been recorded since its lag is measured (")
     assert reason.endswith("; it is refreshed only when triggered (it has no schedule), and has not been since")
     assert "sources changed" not in reason
+
+
+def test_a_view_built_after_others_says_their_refreshes_start_it_not_that_it_has_no_schedule(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    chained = {"watched": False, "schedule": None, "after": ["public.lines", "public.customers"]}
+    reason = _reason(monkeypatch, lag=_behind(9000), spec=chained)
+    assert reason.endswith(
+        "; it is refreshed when public.lines or public.customers is refreshed, and has not been since"
+    ), reason
+    assert "no schedule" not in reason
+    both = _reason(monkeypatch, lag=_behind(9000), spec={**chained, "after": ["public.lines"], "schedule": "@hourly"})
+    assert "; it is refreshed when public.lines is refreshed and on its schedule (@hourly), and has not" in both
