@@ -128,8 +128,8 @@ _WATCH_SETTINGS = ("min_interval", "poll_interval")
 
 def _unused_watch_settings(defaults: ViewSettings, views: list[ViewConfig]) -> list[str]:
     """``poll_interval`` and ``min_interval`` where nothing watches: on a view without ``on_change`` or
-    ``target_lag``, or in ``defaults:`` when no view has either (defaults apply to every view: views that do not
-    watch ignore them)."""
+    ``target_lag`` (``poll_interval``: nor ``max_staleness``, whose lag monitor polls at it), or in ``defaults:`` when
+    no view uses it (defaults apply to every view: views that do not watch ignore them)."""
     problems = []
     in_defaults = [key for key in _WATCH_SETTINGS if key in defaults.model_fields_set]
     for index, view in enumerate(views):
@@ -139,15 +139,22 @@ def _unused_watch_settings(defaults: ViewSettings, views: list[ViewConfig]) -> l
             f"views[{index}] ({view.name}): {key}: is only used with on_change: true, which this view does not set; "
             f"set on_change: true or remove {key}"
             for key in sorted(own)
-            if not view.watched
+            if not _uses(view, key)
         ]
-    if in_defaults and not any(view.watched for view in views):
+    in_defaults = [key for key in in_defaults if not any(_uses(view, key) for view in views)]
+    if in_defaults:
         problems.append(
             f"defaults: {', '.join(in_defaults)}: no view has on_change: true, so "
             f"{'they are' if len(in_defaults) > 1 else 'it is'} never used; set on_change on the views to watch, "
             f"or remove {'them' if len(in_defaults) > 1 else 'it'}"
         )
     return problems
+
+
+def _uses(view: ViewConfig, key: str) -> bool:
+    """Whether ``view`` uses the watch setting ``key``: its watcher does; the lag monitor polls a ``max_staleness``
+    view's sources every ``poll_interval`` (:func:`airflow_matview.factory.monitor.build_monitors`)."""
+    return view.watched or (key == "poll_interval" and view.max_staleness is not None)
 
 
 def _find_cycle(config: MatviewConfig) -> list[str] | None:
