@@ -14,6 +14,7 @@ triggerer can keep a :class:`LagRecord` across restarts; nothing talks to a data
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -131,11 +132,29 @@ class LagRecord:
             record = cls(**known)
         except TypeError:
             return cls()
-        if not isinstance(record.pending, list) or not all(
-            isinstance(item, list) and len(item) == 3 for item in record.pending
+        if not (
+            all(value is None or _is_time(value) for value in (getattr(record, name) for name in _TIMES))
+            and all(value is None or isinstance(value, str) for value in (record.unwatchable, record.failure))
+            and (record.covered is None or isinstance(record.covered, dict))
+            and isinstance(record.pending, list)
+            and all(
+                isinstance(item, list) and len(item) == 3 and _is_time(item[0]) and _is_time(item[1])
+                for item in record.pending
+            )
         ):
-            record.pending = []
+            # Another writer's value (the state store takes any JSON): measured afresh (unknown until then, never
+            # 0), never a crash of the monitor or the fleet page.
+            return cls()
         return record
+
+
+#: The fields of a :class:`LagRecord` that hold a time or a number of seconds.
+_TIMES = ("read_at", "refreshed_at", "covered_origin", "refresh_seconds", "measured_at", "failed_at")
+
+
+def _is_time(value: Any) -> bool:
+    """Whether ``value`` is a finite number (not a bool): a time in epoch seconds, or seconds."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def observe(
@@ -261,7 +280,9 @@ def lags_of(states: dict[str, dict[str, Any]], now: float) -> dict[str, Lag]:
     def lag(name: str, seen: frozenset[str]) -> Lag:
         if name not in lags:
             state = states[name]
-            upstream = [lag(up, seen | {name}) for up in state.get("after", []) if up in states and up not in seen]
+            after = state.get("after")
+            names = [up for up in after if isinstance(up, str)] if isinstance(after, list) else []
+            upstream = [lag(up, seen | {name}) for up in names if up in states and up not in seen]
             stale = state.get("stale_after")
             lags[name] = lag_of(
                 LagRecord.from_dict(state.get("record")),

@@ -326,8 +326,9 @@ class ViewSettings(BaseModel):
         BeforeValidator(fields.parse_poll_interval),
         WithJsonSchema(schemas.duration(minimum=1)),
         Field(
-            description="With `on_change`: how often the triggerer reads the sources' change signals; at least 1s. "
-            "Refused on a view without `on_change` (and in `defaults:` when no view has `on_change`)."
+            description="With `on_change` (or `target_lag`, `max_staleness`: the lag monitor's polls): how often the "
+            "triggerer reads the sources' change signals; at least 1s. Refused on a view without any of them (and in "
+            "`defaults:` when no view has one)."
         ),
     ] = timedelta(seconds=10)
     min_interval: Annotated[

@@ -96,7 +96,8 @@ def _message_lines(facts: Mapping[str, Any]) -> list[str]:
         total = facts.get("max_tries")
         lines.append(f"Try: {facts['try_number']}" + (f" of {total + 1}" if isinstance(total, int) else ""))
     if facts.get("dag_id"):
-        lines.append(f"DAG: {facts['dag_id']}, run {facts.get('run_id')}")
+        run = facts.get("run_id")
+        lines.append(f"DAG: {facts['dag_id']}" + (f", run {run}" if run is not None else ""))
     if facts.get("log_url"):
         lines.append(f"Log: {facts['log_url']}")
     return lines

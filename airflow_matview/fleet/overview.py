@@ -266,7 +266,8 @@ def _view(dag_id: str, found: _Records, now: datetime, check: _Checker) -> Fleet
     state = measured[1] if measured is not None else {}
     threshold = check.seconds(state.get("alert_after", state.get("target")), "max_staleness")
     lag = _lag(measured, threshold, now, check)
-    budget = _budget(dag_id, found, now, threshold if state.get("alert_key") == "max_staleness" else None, lag)
+    alert_key = check.choice(state.get("alert_key"), ("max_staleness", "target_lag"), "alert key")
+    budget = _budget(dag_id, found, now, threshold if alert_key == "max_staleness" else None, lag)
     task_id = check.text(row.task_id, "task id", 250, _AIRFLOW_KEY) or ""
     return FleetView(
         view=str(name),

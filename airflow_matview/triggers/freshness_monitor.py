@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import logging
 import time
@@ -143,6 +144,7 @@ class FreshnessTrigger(BaseEventTrigger):
         self.poll_interval = float(poll_interval)
         self.views = [dict(view) for view in (json.loads(views) if isinstance(views, str) else views)]
         self._sending: set[asyncio.Future[Any]] = set()
+        self._last_sent: dict[str, asyncio.Future[Any]] = {}
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return CLASSPATH, {
@@ -257,15 +259,32 @@ class FreshnessTrigger(BaseEventTrigger):
 
         if not view.alerting and view.over:
             view.alerting = True
-            reason = await self._reason(view, now)
-            self._send(notify_lag("behind", view.spec, self.conn_id, view.lag, reason, now))
+            # As measured now: the reason is worked out in the background, while the view is measured on.
+            self._send(view.name, self._behind(Watched(view.spec, record=copy.copy(view.record), lag=view.lag), now))
         elif view.alerting and not view.over:
             view.alerting = False
-            self._send(notify_lag("caught_up", view.spec, self.conn_id, view.lag, None, now))
+            self._send(view.name, notify_lag("caught_up", view.spec, self.conn_id, view.lag, None, now))
 
-    def _send(self, notification: Coroutine[Any, Any, Any]) -> None:
-        """Send in the background: a slow notifier does not hold the measurement of the other views up."""
-        sending = asyncio.ensure_future(notification)
+    async def _behind(self, view: Watched, now: float) -> list[str]:
+        """Tell the view's notifiers it is behind, with why (which may wait up to :data:`RUN_FACTS_TIME_LIMIT`)."""
+        from airflow_matview.alerting.lag_alerts import notify_lag
+
+        reason = await self._reason(view, now)
+        return await notify_lag("behind", view.spec, self.conn_id, view.lag, reason, now)
+
+    def _send(self, name: str, notification: Coroutine[Any, Any, Any]) -> None:
+        """Send in the background: neither a slow notifier nor a slow reason (Airflow's answer on the view's runs)
+        holds the measurement of this or the other views up. A view's notifications go out in order: each waits for
+        the one before it."""
+        previous = self._last_sent.get(name)
+
+        async def in_order() -> Any:
+            if previous is not None:
+                await asyncio.wait([previous])
+            return await notification
+
+        sending = asyncio.ensure_future(in_order())
+        self._last_sent[name] = sending
         self._sending.add(sending)
         sending.add_done_callback(self._sending.discard)
 
@@ -282,10 +301,10 @@ class FreshnessTrigger(BaseEventTrigger):
             changed = f"no refresh of it has been recorded since its lag is measured ({_iso(lag.since)})"
         fired_at, _ = source_changes._LAST_FIRED.get((self.conn_id, view.name), (0.0, None))
         if not view.spec.get("watched", True):
-            schedule = view.spec.get("schedule")
             runs = await self._runs(view, fired_at=lag.since or now, requested=False)
-            when = f"on its schedule ({schedule})" if schedule else "only when triggered (it has no schedule)"
-            return f"{changed}; it is refreshed {when}" + (f", and {runs}" if runs else ", and has not been since")
+            return f"{changed}; it is refreshed {_started_by(view.spec)}" + (
+                f", and {runs}" if runs else ", and has not been since"
+            )
         if lag.since is not None and fired_at >= lag.since:
             requested = f"{changed}; a refresh was requested at {_iso(fired_at)}"
             runs = await self._runs(view, fired_at=fired_at)
@@ -318,7 +337,8 @@ class FreshnessTrigger(BaseEventTrigger):
                 asyncio.to_thread(_run_facts, str(dag_id), self.conn_id, view.name), RUN_FACTS_TIME_LIMIT
             )
         except Exception as exc:  # the alert goes out with less detail
-            self.log.info("airflow-matview: cannot read the runs of %s: %s", dag_id, error_line(exc))
+            why = f"no answer within {format_seconds(RUN_FACTS_TIME_LIMIT)}" if isinstance(exc, TimeoutError) else ""
+            self.log.info("airflow-matview: cannot read the runs of %s: %s", dag_id, why or error_line(exc))
             return None
         if failed is not None and float(failed[0]) >= fired_at and not running:
             return f"its refresh failed at {_iso(float(failed[0]))} ({failed[1]})"
@@ -394,6 +414,18 @@ async def _read(stream: AsyncIterator[dict[str, ViewState]], latest: dict[str, t
     async for states in stream:
         now = time.time()
         latest.update({name: (now, state) for name, state in states.items()})
+
+
+def _started_by(spec: dict[str, Any]) -> str:
+    """What starts the runs of a view no watcher refreshes: the views it is built ``after:``, its schedule, or only
+    a user."""
+    after, schedule = [str(name) for name in spec.get("after") or []], spec.get("schedule")
+    parts = []
+    if after:
+        parts.append(f"when {' or '.join(after)} is refreshed")
+    if schedule:
+        parts.append(f"on its schedule ({schedule})")
+    return " and ".join(parts) or "only when triggered (it has no schedule)"
 
 
 def _iso(seconds: float | None) -> str:

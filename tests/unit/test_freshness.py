@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from airflow_matview.database.change_signals import FINGERPRINT_VERSION
 from airflow_matview.freshness import LagRecord, cover, lag_of, observe
 
@@ -185,3 +187,30 @@ def test_a_view_whose_own_poll_failed_says_so_rather_than_its_upstreams_reason()
     cover(downstream, signals(0), read_at=102.0, committed_at=102.0)
     down = lag_of(downstream, 103.0, stale_after=STALE_AFTER, upstream=[up])
     assert down.reason == "an upstream view's lag is unknown: the upstream's reason"
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        {"after": 5},
+        {"after": [["public.up"]]},
+        {"after": [{"view": "public.up"}]},
+        {"record": {"measured_at": "yesterday", "pending": []}},
+        {"record": {"measured_at": float("inf"), "pending": []}},
+        {"record": {"measured_at": True, "pending": []}},
+        {"record": {"measured_at": 100.0, "refreshed_at": [1], "pending": []}},
+        {"record": {"measured_at": 100.0, "pending": [["x", 1.0, None]]}},
+        {"record": {"measured_at": 100.0, "pending": [[1.0, 2.0]]}},
+        {"record": {"measured_at": 100.0, "pending": 5}},
+        {"record": {"measured_at": 100.0, "pending": [], "failure": {"why": 1}}},
+        {"record": {"measured_at": 100.0, "pending": [], "covered": [1, 2]}},
+    ],
+)
+def test_what_another_writer_stored_never_crashes_the_reader_nor_reads_as_within(stored: dict[str, Any]) -> None:
+    # The state store takes any JSON (an API user may write it): the fleet page and a restarted monitor read it.
+    from airflow_matview.freshness import lags_of
+
+    fine = {"record": {"measured_at": 100.0, "pending": [[90.0, 95.0, None]]}, "stale_after": 60.0, "after": []}
+    lags = lags_of({"public.up": fine, "public.v": {**fine, **stored}}, 110.0)
+    assert lags["public.up"].seconds == 20.0
+    assert lags["public.v"].seconds in (None, 20.0), "garbage never reads as a lag of 0"

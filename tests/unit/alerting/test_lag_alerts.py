@@ -54,3 +54,14 @@ def test_caught_up(tmp_path: Path) -> None:
     sent = _sent(tmp_path, "caught_up", Lag(0.0, "sources"), None)
     assert sent["subject"] == "[airflow-matview] public.v is back within its target_lag (connection pg)"
     assert (sent["lag"], sent["reason"]) == ("0.0s", None)
+
+
+def test_a_lag_alert_names_the_dag_and_no_run_it_does_not_have() -> None:
+    from airflow_matview.config.notification import describe_lag
+
+    for event in ("behind", "caught_up"):
+        facts = describe_lag(
+            event, "public.a", "pg", "matview.public.a", lag={"seconds": 50.0}, target=20.0, reason=None
+        )
+        assert "DAG: matview.public.a" in facts["message"].splitlines()
+        assert "run None" not in facts["message"]

@@ -83,3 +83,26 @@ def test_a_view_may_set_its_own_watch_settings_over_defaults_that_watch() -> Non
     }
     views = load_config(config).views
     assert [(v.on_change, v.poll_interval.total_seconds()) for v in views] == [(True, 5), (False, 30)]
+
+
+def test_poll_interval_is_accepted_with_max_staleness_alone_as_the_lag_monitor_polls_at_it() -> None:
+    from airflow_matview.factory.monitor import build_monitors
+
+    stale = {
+        "schedule": "@daily",
+        "max_staleness": "2h",
+        "on_stale": [{"notifier": "devtools.harness.recording_notifier.record_any"}],
+    }
+    views = load_config({"views": [{"name": "public.a", "poll_interval": "1m", **stale}]}).views
+    monitor = build_monitors(views)["matview.freshness.postgres_default"]
+    assert [watcher.trigger.poll_interval for watcher in monitor.timetable.asset_condition.watchers] == [60.0]
+    in_defaults = load_config(
+        {"defaults": {"poll_interval": "1m", "min_interval": "5m"}, "views": [{"name": "public.a", "on_change": True}]}
+    )
+    assert in_defaults.views[0].poll_interval.total_seconds() == 60
+    assert _problems(
+        {"defaults": {"poll_interval": "1m", "min_interval": "5m"}, "views": [{"name": "a.b", **stale}]}
+    ) == [
+        "defaults: min_interval: no view has on_change: true, so it is never used; set on_change on the views to "
+        "watch, or remove it"
+    ]

@@ -112,3 +112,62 @@ def test_a_view_never_refreshed_since_it_is_measured_says_so_rather_than_a_chang
     assert reason.startswith("no refresh of it has been recorded since its lag is measured (")
     assert reason.endswith("; it is refreshed only when triggered (it has no schedule), and has not been since")
     assert "sources changed" not in reason
+
+
+def test_a_view_built_after_others_says_their_refreshes_start_it_not_that_it_has_no_schedule(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    chained = {"watched": False, "schedule": None, "after": ["public.lines", "public.customers"]}
+    reason = _reason(monkeypatch, lag=_behind(9000), spec=chained)
+    assert reason.endswith(
+        "; it is refreshed when public.lines or public.customers is refreshed, and has not been since"
+    ), reason
+    assert "no schedule" not in reason
+    both = _reason(monkeypatch, lag=_behind(9000), spec={**chained, "after": ["public.lines"], "schedule": "@hourly"})
+    assert "; it is refreshed when public.lines is refreshed and on its schedule (@hourly), and has not" in both
+
+
+def test_a_slow_answer_on_the_runs_holds_up_neither_the_measurement_nor_the_other_views_alerts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Airflow's answer takes longer than the limit: each alert waits at most the limit, all at once, in the
+    # background; the measurement goes on, and a view's recovery is told after its alert, never before.
+    monkeypatch.setattr(freshness_monitor, "RUN_FACTS_TIME_LIMIT", 0.3)
+    monkeypatch.setattr(freshness_monitor, "_run_facts", lambda *args: time.sleep(1.0))
+    monkeypatch.setattr(source_changes, "_LAST_FIRED", {})
+    names = [f"public.v{number}" for number in range(3)]
+    specs = [{"view": name, "dag_id": f"matview.{name}", "target": 60.0, "watched": False} for name in names]
+    trigger = FreshnessTrigger(CONN, 1.0, specs)
+    sent: list[tuple[str, str, str | None]] = []
+
+    async def notify(event: str, spec: Any, conn_id: str, lag: Lag, reason: str | None, now: float) -> list[str]:
+        sent.append((event, spec["view"], reason))
+        return []
+
+    async def nothing(*args: Any) -> None:
+        return None
+
+    monkeypatch.setattr("airflow_matview.alerting.lag_alerts.notify_lag", notify)
+    monkeypatch.setattr(FreshnessTrigger, "_store_call", nothing)
+    views = [Watched(spec, stale_after=3600.0) for spec in trigger.views]
+    for view in views:
+        view.record.refreshed_at, view.record.measured_at = 1.0, 1999.0
+        view.record.pending = [[1000.0, 1000.0, None]]
+
+    async def scenario() -> float:
+        reader = asyncio.get_running_loop().create_future()  # the poll still runs
+        started = time.monotonic()
+        await trigger._measure(views, {}, 2000.0, reader)
+        took = time.monotonic() - started
+        for view in views[:1]:
+            view.record.pending = []
+        await trigger._measure(views, {}, 2001.0, reader)
+        while trigger._sending:
+            await asyncio.gather(*trigger._sending)
+        return took
+
+    took = asyncio.run(scenario())
+    assert took < 0.2, f"the measurement waited {took:.1f}s for the reasons"
+    assert sorted(sent[:3]) == [("behind", name, sent[0][2]) for name in names]
+    assert sent[0][2] is not None and sent[0][2].endswith("and has not been since")
+    assert sent[3] == ("caught_up", names[0], None), "after its alert"
