@@ -147,6 +147,8 @@ def test_the_json_gives_the_monitors_24_hours_of_lag_bucket_by_bucket(
     trigger = monitor.watchers[0].trigger
     trigger.asset_state_store = WatcherWrites(monitor.uri)
     monkeypatch.setattr("airflow_matview.refresh_metrics.lag", lambda *args: None)
+    # One bound for the monitor's measurement and the page's reading of it (the stored stale_after), 300 s.
+    monkeypatch.setattr("airflow_matview.triggers.freshness_monitor.measurement_bound", lambda poll: 300.0)
     try:
         times = _measure_25_hours(trigger)
         with create_session() as session:
