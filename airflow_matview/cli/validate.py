@@ -141,7 +141,7 @@ def settings_summary(view: ViewConfig) -> str:
             ("failure", view.on_failure),
             ("retry", view.on_retry),
             ("success", view.on_success),
-            ("stale", view.stale_notifiers if view.max_staleness is not None else ()),
+            ("stale", view.stale_notifiers if view.max_staleness is not None or view.target_lag is not None else ()),
         )
         if specs
     ]

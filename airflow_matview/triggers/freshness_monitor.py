@@ -363,7 +363,10 @@ class FreshnessTrigger(BaseEventTrigger):
                 stored = json.loads(stored)
         if isinstance(stored, dict):
             view.record = LagRecord.from_dict(stored.get("record"))
-            view.alerting = bool(stored.get("alerting"))
+            # An episode announced under another threshold (the config changed) is not closed under this one: a
+            # view still over it is announced again, with its new threshold's event.
+            same_threshold = stored.get("alert_key", "target_lag") == view.alert_key
+            view.alerting = bool(stored.get("alerting")) and same_threshold
             view.history, _ = lag_history.load(stored.get("history"), time.time())
 
     async def _save(self, view: Watched, now: float) -> None:
@@ -391,7 +394,7 @@ class FreshnessTrigger(BaseEventTrigger):
 
 
 def _run_facts(dag_id: str, conn_id: str, view: str) -> tuple[int, int, tuple[float, str] | None]:
-    """The DAG's queued and running runs (its refresh task queued, scheduled or deferred counts as queued), and
+    """The DAG's queued and running runs (a running run whose refresh task is queued or scheduled counts as queued), and
     its view's last recorded refresh failure (``(when, error)``), asked of Airflow from the triggerer."""
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
