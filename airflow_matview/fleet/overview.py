@@ -101,6 +101,7 @@ class FleetView:
     lag_basis: str | None
     lag_since: str | None
     lag_reason: str | None
+    lag_alert_reason: str | None
     lag_history: list[list[Any]] | None
     status: str
     links: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -305,7 +306,8 @@ def _lag(
     when the lag is over ``threshold``, the lag at which its notifiers are told (``max_staleness``, else
     ``target_lag``)."""
     if measured is None:
-        return dict.fromkeys(("target_lag", "lag", "lag_state", "lag_basis", "lag_since", "lag_reason", "lag_history"))
+        names = ("target_lag", "lag", "lag_state", "lag_basis", "lag_since", "lag_reason", "lag_alert_reason")
+        return dict.fromkeys((*names, "lag_history"))
     lag, state = measured
     target = check.seconds(state.get("target"), "target_lag")
     seconds = None if lag.seconds is None else round(lag.seconds, 1)
@@ -319,6 +321,10 @@ def _lag(
         "lag_basis": lag.basis,
         "lag_since": _iso(since),
         "lag_reason": check.text(lag.reason, "lag reason", 1000),
+        # Why the monitor said it is behind, as its alert said (with what the view's runs were doing then).
+        "lag_alert_reason": check.text(state.get("alert_reason"), "lag reason", 2000)
+        if state.get("alerting")
+        else None,
         "lag_history": [[point.start, point.max_lag, point.over, point.unknown] for point in points],
     }
 

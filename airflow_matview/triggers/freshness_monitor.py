@@ -77,6 +77,7 @@ class Watched:
     record: LagRecord = field(default_factory=LagRecord)
     lag: Lag = field(default_factory=lambda: unknown("not measured yet"))
     alerting: bool = False
+    alert_reason: str | None = None
     stale_after: float = 0.0
     saved: str = ""
     saved_at: float = 0.0
@@ -120,6 +121,7 @@ class Watched:
             "lag": self.lag.as_dict(),
             "over": self.over,
             "alerting": self.alerting,
+            "alert_reason": self.alert_reason if self.alerting else None,
             "evaluated_at": now,
             "stale_after": self.stale_after,
             "after": list(self.spec.get("after", [])),
@@ -260,16 +262,20 @@ class FreshnessTrigger(BaseEventTrigger):
         if not view.alerting and view.over:
             view.alerting = True
             # As measured now: the reason is worked out in the background, while the view is measured on.
-            self._send(view.name, self._behind(Watched(view.spec, record=copy.copy(view.record), lag=view.lag), now))
+            measured = Watched(view.spec, record=copy.copy(view.record), lag=view.lag)
+            self._send(view.name, self._behind(measured, now, view))
         elif view.alerting and not view.over:
-            view.alerting = False
+            view.alerting, view.alert_reason = False, None
             self._send(view.name, notify_lag("caught_up", view.spec, self.conn_id, view.lag, None, now))
 
-    async def _behind(self, view: Watched, now: float) -> list[str]:
-        """Tell the view's notifiers it is behind, with why (which may wait up to :data:`RUN_FACTS_TIME_LIMIT`)."""
+    async def _behind(self, view: Watched, now: float, measuring: Watched) -> list[str]:
+        """Tell the view's notifiers it is behind, with why (which may wait up to :data:`RUN_FACTS_TIME_LIMIT`), and
+        keep why with the view being ``measuring`` (stored with it for the fleet page) while the episode lasts."""
         from airflow_matview.alerting.lag_alerts import notify_lag
 
         reason = await self._reason(view, now)
+        if measuring.alerting:
+            measuring.alert_reason = reason
         return await notify_lag("behind", view.spec, self.conn_id, view.lag, reason, now)
 
     def _send(self, name: str, notification: Coroutine[Any, Any, Any]) -> None:
@@ -367,6 +373,8 @@ class FreshnessTrigger(BaseEventTrigger):
             # view still over it is announced again, with its new threshold's event.
             same_threshold = stored.get("alert_key", "target_lag") == view.alert_key
             view.alerting = bool(stored.get("alerting")) and same_threshold
+            reason = stored.get("alert_reason")
+            view.alert_reason = reason if view.alerting and isinstance(reason, str) else None
             view.history, _ = lag_history.load(stored.get("history"), time.time())
 
     async def _save(self, view: Watched, now: float) -> None:

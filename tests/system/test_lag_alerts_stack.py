@@ -141,6 +141,8 @@ def test_a_paused_dag_alerts_on_lag_with_no_run_and_recovers_when_unpaused(
         assert "no watcher requests its refresh in this triggerer" in behind["reason"], behind
         assert len(up.runs(AUDIT_DAG)) == 1, "no DAG run exists for the change"
         # The fleet page says what the alert said: the same oldest unreflected change, over the same target.
+        # The page also says why, as the alert did (stored at the monitor's next measurement).
+        _wait(lambda: _fleet_view(up, AUDIT_DAG)["lag_alert_reason"] == behind["reason"], 10, "the alert's reason", up)
         page = _fleet_view(up, AUDIT_DAG)
         assert (page["lag_state"], page["target_lag"], page["lag_since"]) == ("over", TARGET, behind["lag_since"])
         assert page["lag"] >= behind["lag_seconds"], (page, behind)
@@ -167,6 +169,7 @@ def test_a_paused_dag_alerts_on_lag_with_no_run_and_recovers_when_unpaused(
         assert [run["state"] for run in up.runs(RATIO_DAG)][-1] == "failed"
         ratio = _fleet_view(up, RATIO_DAG)
         assert (ratio["lag_state"], ratio["lag_since"], ratio["status"]) == ("over", broken["lag_since"], "failing")
+        assert ratio["lag_alert_reason"] == broken["reason"], ratio
 
         # The chain: the base view refreshed (on change), the top one could not; the top one's lag counts
         # from the root change (seen at the first poll after the commit), not from the base view's refresh.
@@ -204,7 +207,7 @@ def test_a_paused_dag_alerts_on_lag_with_no_run_and_recovers_when_unpaused(
         with up.connect() as conn:
             assert conn.execute("SELECT m FROM chain_top").fetchone() == (2,)
         page = _fleet_view(up, AUDIT_DAG)
-        assert (page["lag_state"], page["lag"]) == ("within", 0.0), page
+        assert (page["lag_state"], page["lag"], page["lag_alert_reason"]) == ("within", 0.0, None), page
 
         # A stopped scheduler: the watcher requests the refresh, no run is ever created, and the lag monitor, which
         # needs no run, says so; the scheduler back, the refresh runs and the notifier hears it caught up.

@@ -221,9 +221,11 @@ function lagCell(v) {
     cell.append("-");
     return cell;
   }
-  cell.append(v.lag == null ? "unknown" : age(v.lag), el("span", "muted age", ` / ${age(v.target_lag)}`), lagChart(v));
+  const threshold = v.max_staleness ?? v.target_lag;
+  cell.append(v.lag == null ? "unknown" : age(v.lag), el("span", "muted age", ` / ${age(threshold)}`), lagChart(v));
   const why = [v.lag_basis === "last_refresh" ? "sources cannot be watched: age of the last refresh" : null,
-    v.lag_since ? `oldest change not reflected seen at ${v.lag_since}` : null, v.lag_reason].filter(Boolean);
+    v.lag_since ? `oldest change not reflected seen at ${v.lag_since}` : null, v.lag_reason,
+    v.lag_alert_reason ? `alerted: ${v.lag_alert_reason}` : null].filter(Boolean);
   if (why.length) cell.title = why.join("\n");
   return cell;
 }
