@@ -14,6 +14,7 @@ everything that talks to a database are imported only inside the triggerer's cor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -277,7 +278,6 @@ async def _poll(conn_id: str, poll_interval: float, watched: Counter[str]) -> As
                         )
                         failing_since, backoff = None, 1.0
             except Exception as exc:  # any failure of the database: log, say so, back off, resume
-                await watcher.close()
                 if failing_since is None:
                     failing_since = time.monotonic()
                     log.warning(
@@ -289,6 +289,7 @@ async def _poll(conn_id: str, poll_interval: float, watched: Counter[str]) -> As
                         MAX_BACKOFF_SECONDS,
                     )
                 failure = failure_reason(conn_id, exc, watcher.time_limit)
+                await watcher.close()
             if failure is not None:
                 yield {name: ViewState(None, {}, failure=failure) for name in names}
                 await asyncio.sleep(backoff)
@@ -403,9 +404,12 @@ class _WatcherConnection:
         return await poll_views(self.conn, names)
 
     async def close(self) -> None:
+        """Close the session, waiting at most :data:`WATCHDOG_GRACE_SECONDS` for a peer that does not answer (its
+        socket is then left to the garbage collector)."""
         if self.conn is not None:
-            await self.conn.close()
-            self.conn = None
+            conn, self.conn = self.conn, None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), WATCHDOG_GRACE_SECONDS)
 
 
 async def poll_views(conn: AsyncConnection, names: list[str]) -> dict[str, ViewState]:
