@@ -77,6 +77,11 @@ def test_the_watcher_gives_a_stalled_poll_up_and_reconnects(monkeypatch: pytest.
     logger, lines = logging.getLogger(WATCHER_LOG), _Lines()
     logger.addHandler(lines)
     level, logger.level = logger.level, logging.WARNING
+    # Whatever an earlier test in this process left (a logging config that disabled existing loggers, a global
+    # logging.disable), the watcher's lines must reach the handler.
+    disabled, logger.disabled = logger.disabled, False
+    globally_disabled = logging.root.manager.disable
+    logging.disable(logging.NOTSET)
     stopped: list[int] = []
     try:
         for name in STALLS:
@@ -89,7 +94,8 @@ def test_the_watcher_gives_a_stalled_poll_up_and_reconnects(monkeypatch: pytest.
             stalled_at, events = asyncio.run(_stall_and_recover(cluster, proxy, admin, lines, stopped))
     finally:
         logger.removeHandler(lines)
-        logger.level = level
+        logger.level, logger.disabled = level, disabled
+        logging.disable(globally_disabled)
         for pid in stopped:
             os.kill(pid, signal.SIGCONT)
         proxy.stop()
@@ -124,7 +130,12 @@ async def _stall_and_recover(
         deadline = time.monotonic() + seconds
         while not condition():
             if time.monotonic() > deadline:
-                raise AssertionError(f"{what}: not within {seconds:.0f}s; logged: {lines.lines}")
+                logger = logging.getLogger(WATCHER_LOG)
+                raise AssertionError(
+                    f"{what}: not within {seconds:.0f}s; logged: {lines.lines}; logger level {logger.level}, "
+                    f"disabled {logger.disabled}, enabled for warnings {logger.isEnabledFor(logging.WARNING)}, "
+                    f"handlers {logger.handlers}, tasks {[task.done() for task in tasks]}"
+                )
             await asyncio.sleep(0.2)
 
     tasks = [asyncio.ensure_future(collect(name)) for name in STALLS]
