@@ -6,22 +6,10 @@ from typing import Any
 
 import pytest
 
-from airflow_matview.database.change_signals import FINGERPRINT_VERSION
 from airflow_matview.freshness import LagRecord, cover, lag_of, observe
+from devtools.harness.fingerprints import signals
 
 STALE_AFTER = 60.0
-
-
-def signals(count: int) -> dict[str, Any]:
-    """A fingerprint whose one source has seen ``count`` committed row changes."""
-    return {
-        "version": FINGERPRINT_VERSION,
-        "view": 1,
-        "sources": {"10": [5, count, 0, count]},
-        "definitions": [],
-        "row_security": [],
-        "statistics_since": ["t0", None],
-    }
 
 
 def test_zero_when_the_view_reflects_every_change() -> None:

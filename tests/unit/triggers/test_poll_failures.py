@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 
-from airflow_matview.database.change_signals import FINGERPRINT_VERSION
 from airflow_matview.exceptions import MatviewRefreshError, MatviewSetupError
 from airflow_matview.triggers import freshness_monitor, source_changes
 from airflow_matview.triggers.freshness_monitor import FreshnessTrigger, Watched, measurement_bound, stale_after
 from airflow_matview.triggers.source_changes import SourceChangesTrigger, ViewState, failure_reason
+from devtools.harness.fingerprints import signals as _signals
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -27,17 +27,6 @@ REFUSED = (
     'connection failed: connection to server at "127.0.0.1", port 5432 failed: Connection refused\n'
     "\tIs the server running on that host and accepting TCP/IP connections?"
 )
-
-
-def _signals(count: int) -> dict[str, Any]:
-    return {
-        "version": FINGERPRINT_VERSION,
-        "view": 1,
-        "sources": {"10": [5, count, 0, count]},
-        "definitions": [],
-        "row_security": [],
-        "statistics_since": ["t0", None],
-    }
 
 
 def _connect_error(libpq: str, secret: str = "Sup3rSecret") -> MatviewRefreshError:

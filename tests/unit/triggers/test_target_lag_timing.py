@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from airflow_matview.database.change_signals import FINGERPRINT_VERSION
 from airflow_matview.triggers import source_changes
 from airflow_matview.triggers.source_changes import SourceChangesTrigger, ViewState
+from devtools.harness.fingerprints import signals as _signals
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -17,17 +17,6 @@ if TYPE_CHECKING:
     import pytest
 
 VIEW = "public.v"
-
-
-def _signals(count: int) -> dict[str, Any]:
-    return {
-        "version": FINGERPRINT_VERSION,
-        "view": 1,
-        "sources": {"10": [5, count, 0, count]},
-        "definitions": [],
-        "row_security": [],
-        "statistics_since": ["t0", None],
-    }
 
 
 def _fired_at(
